@@ -1,0 +1,1 @@
+"""Pieces shared by every AGATA process: configuration, logging, databases, process lifecycle."""

@@ -1,0 +1,198 @@
+"""Configuration: ``config.ini`` sections with environment overrides.
+
+Every key of every section can be overridden by ``AGATA_<SECTION>_<KEY>`` (upper case, dots
+to underscores), e.g. ``AGATA_SERVER_BROKER_PORT=5672``. ``AGATA_CONFIG`` names another file.
+Values are validated by the pydantic section models below, so a bad value is reported with the
+section, key and environment variable it came from.
+"""
+
+from __future__ import annotations
+
+import configparser
+import logging
+import os
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG_PATH = REPO_ROOT / "config.ini"
+CONFIG_ENV = "AGATA_CONFIG"
+
+
+class ConfigError(RuntimeError):
+    """The configuration file or an override holds a value that cannot be used."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class BrokerSettings(_Section):
+    """A RabbitMQ broker and the queue-name prefix that keeps one side apart from the other."""
+
+    host: str = "localhost"
+    port: int = Field(5672, ge=1, le=65535)
+    username: str = "guest"
+    password: str = "guest"
+    virtual_host: str = "/"
+    queue_prefix: str = ""
+    heartbeat_s: int = Field(30, ge=0, le=600)
+    connect_timeout_s: float = Field(5.0, gt=0)
+
+
+class GatewaySettings(_Section):
+    """The cloud gateway's HTTP listener and the secrets it checks."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(9001, ge=1, le=65535)
+    api_token: str = ""
+    client_token: str = ""
+    cors_origins: str = ""
+    max_body_mb: float = Field(64.0, gt=0)
+    public_url: str = ""
+
+    def cors_origin_list(self) -> list[str]:
+        """Configured CORS origins, comma separated in the file."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+class RpcSettings(_Section):
+    """RPC behaviour common to every caller."""
+
+    timeout_s: float = Field(10.0, gt=0, le=3600)
+    handler_threads: int = Field(8, ge=1, le=256)
+    prefetch: int = Field(32, ge=1, le=10000)
+
+
+class EventSettings(_Section):
+    """Experiment events: AGATA's ``register_events`` switch and where the reader writes."""
+
+    register_events: bool = False
+    exchange: str = "agata.events"
+    output: str = "events.json"
+
+
+class ClientParams(_Section):
+    """Client-side parameters (AGATA's ``client.params``)."""
+
+    request_interval: float = Field(10.0, gt=0)
+    client_id: str = ""
+    policy: str = "one"
+    max_parallel_tasks: int = Field(2, ge=1)
+    cloud_url: str = "http://127.0.0.1:9001"
+
+
+class UserManagerSettings(_Section):
+    """The user manager's database (empty URL: SQLite file in the data directory)."""
+
+    database_url: str = ""
+
+
+class CloudTaskManagerSettings(_Section):
+    """The cloud task manager's database, file limits and task-process policy."""
+
+    database_url: str = ""
+    max_file_mb: float = Field(16.0, gt=0)
+    max_files_per_task: int = Field(64, ge=1)
+    stop_grace_s: float = Field(5.0, ge=0)
+    download_secret: str = ""
+
+
+class StorageSettings(_Section):
+    """Where services keep their files (empty: ``$XDG_DATA_HOME/agata``)."""
+
+    data_dir: str = ""
+
+    def resolved_data_dir(self) -> Path:
+        """The data directory, created if missing."""
+        if self.data_dir:
+            path = Path(self.data_dir).expanduser()
+        else:
+            base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+            path = Path(base) / "agata"
+        path.mkdir(parents=True, exist_ok=True)
+        return path.resolve()
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "client.broker": BrokerSettings,
+    "server.broker": BrokerSettings,
+    "server.gateway": GatewaySettings,
+    "rpc": RpcSettings,
+    "events": EventSettings,
+    "client.params": ClientParams,
+    "user_manager": UserManagerSettings,
+    "cloud_task_manager": CloudTaskManagerSettings,
+    "storage": StorageSettings,
+}
+
+
+class Settings(BaseModel):
+    """Every section of the configuration, validated."""
+
+    model_config = ConfigDict(frozen=True)
+
+    client_broker: BrokerSettings
+    server_broker: BrokerSettings
+    server_gateway: GatewaySettings
+    rpc: RpcSettings
+    events: EventSettings
+    client_params: ClientParams
+    user_manager: UserManagerSettings
+    cloud_task_manager: CloudTaskManagerSettings
+    storage: StorageSettings
+    source: str = ""
+
+
+def env_name(section: str, key: str) -> str:
+    """The environment variable that overrides ``[section] key``."""
+    return f"AGATA_{section}_{key}".upper().replace(".", "_")
+
+
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration file, apply environment overrides and validate every section."""
+    environ = os.environ if environ is None else environ
+    if path is None:
+        path = Path(environ[CONFIG_ENV]) if environ.get(CONFIG_ENV) else DEFAULT_CONFIG_PATH
+    parser = configparser.ConfigParser(interpolation=None)
+    if path.exists():
+        try:
+            with path.open(encoding="utf-8") as handle:
+                parser.read_file(handle)
+        except (configparser.Error, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from exc
+    elif environ.get(CONFIG_ENV):
+        raise ConfigError(f"{CONFIG_ENV} names {path}, which does not exist")
+
+    sections: dict[str, Any] = {}
+    for section, model in _SECTIONS.items():
+        values: dict[str, str] = dict(parser.items(section)) if parser.has_section(section) else {}
+        for key in model.model_fields:
+            override = environ.get(env_name(section, key))
+            if override is not None:
+                values[key] = override
+        unknown = set(values) - set(model.model_fields)
+        for key in sorted(unknown):
+            logger.warning("config: [%s] %s is not a known key; ignored", section, key)
+        try:
+            sections[section.replace(".", "_")] = model.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"[{section}] {'.'.join(str(p) for p in err['loc'])} "
+                f"(env {env_name(section, str(err['loc'][0]))}): {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(f"invalid configuration in {path}: {problems}") from exc
+    return Settings(**sections, source=str(path))
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, loaded once."""
+    return load_settings()

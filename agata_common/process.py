@@ -1,0 +1,68 @@
+"""Process lifecycle shared by every ``python -m`` service: logging and clean signal stops."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from agata_common.config import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def configure_logging(service: str) -> None:
+    """Log to stderr with time, level, service and logger name (level from ``AGATA_LOG_LEVEL``)."""
+    level = os.environ.get("AGATA_LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        format=f"%(asctime)s %(levelname)-7s {service} %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("pika").setLevel(logging.WARNING)
+
+
+def wait_for_stop_signal() -> str:
+    """Block until SIGINT or SIGTERM arrives; return its name."""
+    stop = threading.Event()
+    received: list[str] = []
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        received.append(signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    while not stop.wait(3600):
+        pass
+    return received[0]
+
+
+def run_service(service: str, start: Callable[[], Callable[[], None]]) -> int:
+    """Start a service, wait for SIGINT/SIGTERM, stop it; return the process exit code.
+
+    ``start`` brings the service up and returns the function that stops it.
+    """
+    configure_logging(service)
+    try:
+        stop = start()
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return 2
+    except Exception:
+        logger.exception("%s failed to start", service)
+        return 1
+    logger.info("%s running (pid %d); SIGINT or SIGTERM stops it", service, os.getpid())
+    name = wait_for_stop_signal()
+    logger.info("%s stopping (%s)", service, name)
+    try:
+        stop()
+    except Exception:
+        logger.exception("%s did not stop cleanly", service)
+        return 1
+    logger.info("%s stopped", service)
+    return 0
