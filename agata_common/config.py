@@ -55,7 +55,7 @@ class GatewaySettings(_Section):
     client_token: str = ""
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
-    public_url: str = ""
+    access_log: bool = False
 
     def cors_origin_list(self) -> list[str]:
         """Configured CORS origins, comma separated in the file."""

@@ -1,0 +1,1 @@
+"""Federated tasks on the cloud: records, selection criteria, files, and their Flower servers."""

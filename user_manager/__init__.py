@@ -1,0 +1,1 @@
+"""The registry of client devices and their stats (AGATA's user manager)."""

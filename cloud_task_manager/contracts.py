@@ -1,0 +1,343 @@
+"""The cloud task manager's RPCs and their messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import (
+    AfterValidator,
+    Base64Bytes,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+from cloud_task_manager.criteria import CriteriaError, compile_criteria
+from microservice_interconnect import Audience, RpcSpec
+from user_manager.contracts import ClientId
+
+SERVICE = "cloud_task_manager"
+
+TaskId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$"),
+    Field(description="Task id: letters, digits, '_' and '-' (max 64), e.g. 4fe5."),
+]
+Host = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"),
+    Field(description="Host name or IP address the task's Flower server listens on."),
+]
+Port = Annotated[int, Field(ge=1, le=65535, description="TCP port of the task's Flower server.")]
+FileName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=128,
+        description="A plain file name (no folders): letters, digits, '.', '_' and '-'.",
+    ),
+]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+ArgumentValue = str | int | float | bool
+ArgumentName = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
+]
+RESERVED_ARGUMENTS = frozenset({"host", "port"})
+
+
+def _check_criteria(text: str) -> str:
+    try:
+        compile_criteria(text)
+    except CriteriaError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+def _check_arguments(arguments: dict[str, ArgumentValue]) -> dict[str, ArgumentValue]:
+    reserved = RESERVED_ARGUMENTS & set(arguments)
+    if reserved:
+        raise ValueError(f"{', '.join(sorted(reserved))} come from the task's host and port")
+    return arguments
+
+
+Criteria = Annotated[
+    str,
+    Field(
+        max_length=2000,
+        description="Which clients may join, e.g. data_qnt >= 30 and 'camera' in sensors. "
+        "Names: id, data_qnt, avg_acc_contrib, avg_disconnection_per_round, sensors. "
+        "Empty: every client.",
+    ),
+    AfterValidator(_check_criteria),
+]
+Arguments = Annotated[
+    dict[ArgumentName, ArgumentValue],
+    Field(max_length=64, description="Passed to the task's script as --name value."),
+    AfterValidator(_check_arguments),
+]
+
+
+class TaskStatus(StrEnum):
+    """Where a task is in its life."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class TaskFile(BaseModel):
+    """A file of the task, as stored."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+class CreateTaskRequest(BaseModel):
+    """A new federated task (AGATA's create form). Files are uploaded afterwards."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId | None = Field(None, description="Leave empty to get a generated id.")
+    host: Host = "127.0.0.1"
+    port: Port
+    selection_criteria: Criteria = ""
+    server_arguments: Arguments = Field(default_factory=dict)
+    client_arguments: Arguments = Field(default_factory=dict)
+    tags: list[Tag] = Field(default_factory=list, max_length=32)
+
+
+class Task(BaseModel):
+    """A task as operators see it (never any secret)."""
+
+    id: str
+    host: str
+    port: int
+    selection_criteria: str
+    server_arguments: dict[str, ArgumentValue]
+    client_arguments: dict[str, ArgumentValue]
+    tags: list[str]
+    files: list[TaskFile]
+    status: TaskStatus
+    status_reason: str | None
+    runs: int
+    created: datetime
+    modified: datetime
+    started_at: datetime | None
+    ended_at: datetime | None
+
+
+class TaskIdRequest(BaseModel):
+    """Names one task."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+
+
+class StartTaskRequest(BaseModel):
+    """Start a task's Flower server, optionally overriding some server arguments for this run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    server_arguments: Arguments | None = None
+
+
+class UpdateTaskRequest(BaseModel):
+    """Change a task; fields left out keep their value. Host and port only while not running."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    host: Host | None = None
+    port: Port | None = None
+    selection_criteria: Criteria | None = None
+    server_arguments: Arguments | None = None
+    client_arguments: Arguments | None = None
+    tags: list[Tag] | None = Field(None, max_length=32)
+
+
+class ListTasksRequest(BaseModel):
+    """Paging through tasks, newest first, optionally of one status."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    status: TaskStatus | None = None
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class TaskList(BaseModel):
+    """A page of tasks and how many match in all."""
+
+    tasks: list[Task]
+    total: int
+
+
+class RoundMetrics(BaseModel):
+    """What the task's server reported for one round."""
+
+    round: int
+    metrics: dict[str, float]
+    reported_at: datetime
+
+
+class TaskMetrics(BaseModel):
+    """Per-round metrics of a task's latest run (or the run asked for)."""
+
+    task_id: str
+    run: int
+    rounds: list[RoundMetrics]
+
+
+class TaskMetricsRequest(BaseModel):
+    """Which task's metrics (and which run: 0 or absent = the latest)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    run: int = Field(0, ge=0)
+
+
+class ClientRequestingTaskRequest(BaseModel):
+    """A client asking which running tasks it may join (AGATA's pede_tarefa)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    client_id: ClientId
+
+
+class TaskOffer(BaseModel):
+    """What a client needs to join a task."""
+
+    task_id: str
+    host: str
+    port: int
+    client_arguments: dict[str, ArgumentValue]
+    tags: list[str]
+    files: list[TaskFile]
+    download_credential: str
+
+
+class TaskOffers(BaseModel):
+    """The running tasks whose criteria the client matches."""
+
+    tasks: list[TaskOffer]
+
+
+class UploadTaskFileRequest(BaseModel):
+    """One file of a task, base64-encoded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    filename: FileName
+    content: Base64Bytes
+
+
+class DownloadTaskFileRequest(BaseModel):
+    """A file of a task; a client proves access with the task's download credential."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    filename: FileName
+    credential: str | None = Field(None, max_length=256)
+    operator: bool = False
+
+
+class TaskFileContent(BaseModel):
+    """A task file and its bytes, base64-encoded."""
+
+    name: str
+    size: int
+    sha256: str
+    content: Base64Bytes
+
+
+class ClientTaskStatus(StrEnum):
+    """What a client reports about its copy of a task."""
+
+    STARTED = "started"
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class ReportClientTaskRequest(BaseModel):
+    """A client telling the cloud how a task went on its side."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    client_id: ClientId
+    status: ClientTaskStatus
+    reason: str | None = Field(None, max_length=4000)
+
+
+class ClientTaskReport(BaseModel):
+    """One stored client report."""
+
+    task_id: str
+    client_id: str
+    status: ClientTaskStatus
+    reason: str | None
+    reported_at: datetime
+
+
+class ClientTaskReports(BaseModel):
+    """Client reports of a task, newest first."""
+
+    reports: list[ClientTaskReport]
+
+
+_OPERATOR = frozenset({Audience.OPERATOR})
+_CLIENT = frozenset({Audience.CLIENT})
+
+CREATE_TASK: RpcSpec[CreateTaskRequest, Task] = RpcSpec(
+    "rpc_exec_create_task", SERVICE, CreateTaskRequest, Task,
+    "Register a task; its selection criteria are checked now.", _OPERATOR)
+START_SERVER_TASK: RpcSpec[StartTaskRequest, Task] = RpcSpec(
+    "rpc_exec_start_server_task", SERVICE, StartTaskRequest, Task,
+    "Start the task's Flower server (server.py).", _OPERATOR)
+STOP_SERVER_TASK: RpcSpec[TaskIdRequest, Task] = RpcSpec(
+    "rpc_exec_stop_server_task", SERVICE, TaskIdRequest, Task,
+    "Stop the task's Flower server (terminate, then kill after a grace period).", _OPERATOR)
+UPDATE_TASK: RpcSpec[UpdateTaskRequest, Task] = RpcSpec(
+    "rpc_exec_update_task", SERVICE, UpdateTaskRequest, Task,
+    "Change a task's fields.", _OPERATOR)
+GET_TASK_BY_ID: RpcSpec[TaskIdRequest, Task] = RpcSpec(
+    "rpc_exec_get_task_by_id", SERVICE, TaskIdRequest, Task, "One task.", _OPERATOR)
+LIST_TASKS: RpcSpec[ListTasksRequest, TaskList] = RpcSpec(
+    "rpc_exec_list_tasks", SERVICE, ListTasksRequest, TaskList, "Tasks, newest first.", _OPERATOR)
+GET_TASK_METRICS: RpcSpec[TaskMetricsRequest, TaskMetrics] = RpcSpec(
+    "rpc_exec_get_task_metrics", SERVICE, TaskMetricsRequest, TaskMetrics,
+    "Per-round metrics reported by the task's server.", _OPERATOR)
+CLIENT_REQUESTING_TASK: RpcSpec[ClientRequestingTaskRequest, TaskOffers] = RpcSpec(
+    "rpc_exec_client_requesting_task", SERVICE, ClientRequestingTaskRequest, TaskOffers,
+    "Running tasks whose selection criteria the client matches.", _CLIENT)
+UPLOAD_TASK_FILE: RpcSpec[UploadTaskFileRequest, TaskFile] = RpcSpec(
+    "rpc_exec_upload_task_file", SERVICE, UploadTaskFileRequest, TaskFile,
+    "Store one file of a task (replacing one of the same name).", _OPERATOR)
+DOWNLOAD_TASK_FILE: RpcSpec[DownloadTaskFileRequest, TaskFileContent] = RpcSpec(
+    "rpc_exec_download_task_file", SERVICE, DownloadTaskFileRequest, TaskFileContent,
+    "Read one file of a task.", frozenset({Audience.INTERNAL}))
+REPORT_CLIENT_TASK: RpcSpec[ReportClientTaskRequest, ClientTaskReport] = RpcSpec(
+    "rpc_exec_report_client_task", SERVICE, ReportClientTaskRequest, ClientTaskReport,
+    "A client reports how a task went on its side (failures with their reason).", _CLIENT)
+GET_CLIENT_TASK_REPORTS: RpcSpec[TaskIdRequest, ClientTaskReports] = RpcSpec(
+    "rpc_exec_get_client_task_reports", SERVICE, TaskIdRequest, ClientTaskReports,
+    "What clients reported about a task, newest first.", _OPERATOR)
+
+RPCS = (
+    CREATE_TASK, START_SERVER_TASK, STOP_SERVER_TASK, UPDATE_TASK, GET_TASK_BY_ID, LIST_TASKS,
+    GET_TASK_METRICS, CLIENT_REQUESTING_TASK, UPLOAD_TASK_FILE, DOWNLOAD_TASK_FILE,
+    REPORT_CLIENT_TASK, GET_CLIENT_TASK_REPORTS,
+)

@@ -1,0 +1,87 @@
+"""The cloud task manager's tables."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from agata_common.database import UtcDateTime, utcnow
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the task manager's schema."""
+
+
+class TaskRecord(Base):
+    """A federated task."""
+
+    __tablename__ = "tasks"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    host: Mapped[str] = mapped_column(String(253))
+    port: Mapped[int] = mapped_column(Integer)
+    selection_criteria: Mapped[str] = mapped_column(Text, default="")
+    server_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    client_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="created", index=True)
+    status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    server_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    credential_hash: Mapped[str] = mapped_column(String(64))
+    credential_nonce: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    modified: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+    files: Mapped[list[FileRecord]] = relationship(
+        back_populates="task", cascade="all, delete-orphan", order_by="FileRecord.name",
+        lazy="selectin",
+    )
+
+
+class FileRecord(Base):
+    """A file uploaded for a task."""
+
+    __tablename__ = "task_files"
+    __table_args__ = (UniqueConstraint("task_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    uploaded: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+    task: Mapped[TaskRecord] = relationship(back_populates="files")
+
+
+class RoundMetricRecord(Base):
+    """Metrics the task's server reported for one round of one run."""
+
+    __tablename__ = "task_round_metrics"
+    __table_args__ = (UniqueConstraint("task_id", "run", "round"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    run: Mapped[int] = mapped_column(Integer)
+    round: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ClientReportRecord(Base):
+    """What a client reported about a task on its side."""
+
+    __tablename__ = "client_task_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    client_id: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reported_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -1,0 +1,152 @@
+"""Runs each task's Flower server (``server.py``) and its triggers as child processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from task_daemon_lib.messages import ReportMessage
+from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv
+
+logger = logging.getLogger(__name__)
+
+SERVER_SCRIPT = "server.py"
+
+
+@dataclass(frozen=True)
+class ServerLaunch:
+    """Everything needed to start one run of a task's server."""
+
+    task_id: str
+    run: int
+    folder: Path
+    host: str
+    port: int
+    arguments: Mapping[str, str | int | float | bool]
+
+
+def script_arguments(host: str, port: int,
+                     arguments: Mapping[str, str | int | float | bool]) -> list[str]:
+    """The command line a task script gets: ``--host H --port P --name value ...``."""
+    argv = ["--host", host, "--port", str(port)]
+    for name, value in arguments.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        argv += [f"--{name}", text]
+    return argv
+
+
+class ServerProcesses:
+    """The live server processes, one per running task."""
+
+    def __init__(
+        self,
+        *,
+        stop_grace_s: float,
+        on_report: Callable[[ServerLaunch, ReportMessage], None],
+        on_exit: Callable[[ServerLaunch, ChildOutcome], None],
+    ) -> None:
+        self.stop_grace_s = stop_grace_s
+        self._on_report = on_report
+        self._on_exit = on_exit
+        self._children: dict[str, ChildProcess] = {}
+        self._lock = threading.Lock()
+
+    def start(self, launch: ServerLaunch) -> int:
+        """Start ``server.py`` of a task; return its pid (raises OSError if it cannot start)."""
+        env = dict(os.environ)
+        env.update(
+            AGATA_TASK_ID=launch.task_id,
+            AGATA_TASK_HOST=launch.host,
+            AGATA_TASK_PORT=str(launch.port),
+            AGATA_TASK_RUN=str(launch.run),
+        )
+
+        def exited(outcome: ChildOutcome) -> None:
+            with self._lock:
+                if self._children.get(launch.task_id) is child:
+                    del self._children[launch.task_id]
+            self._on_exit(launch, outcome)
+
+        child = ChildProcess(
+            python_argv(launch.folder / SERVER_SCRIPT,
+                        *script_arguments(launch.host, launch.port, launch.arguments)),
+            cwd=launch.folder,
+            env=env,
+            on_message=lambda message: self._on_report(launch, message),
+            on_exit=exited,
+            name=f"task {launch.task_id} server",
+        )
+        with self._lock:
+            if launch.task_id in self._children:
+                raise RuntimeError(f"task {launch.task_id} already has a server process")
+            self._children[launch.task_id] = child
+        try:
+            child.start()
+        except BaseException:
+            with self._lock:
+                self._children.pop(launch.task_id, None)
+            raise
+        assert child.pid is not None
+        return child.pid
+
+    def is_running(self, task_id: str) -> bool:
+        """Whether a server process of the task is alive."""
+        with self._lock:
+            return task_id in self._children
+
+    def stop(self, task_id: str) -> ChildOutcome | None:
+        """Terminate the task's server, kill it after the grace period; None if none ran."""
+        with self._lock:
+            child = self._children.get(task_id)
+        if child is None:
+            return None
+        return child.stop(self.stop_grace_s)
+
+    def stop_all(self) -> None:
+        """Stop every server (on shutdown), in parallel."""
+        with self._lock:
+            children = list(self._children.values())
+        for child in children:
+            child.request_stop(self.stop_grace_s)
+        for child in children:
+            child.wait(self.stop_grace_s + 5)
+
+    def run_trigger(self, task_id: str, script: Path, arguments: str) -> None:
+        """Run a trigger script of the task in the background; its outcome is logged."""
+
+        def exited(outcome: ChildOutcome) -> None:
+            if outcome.status == "failed":
+                logger.warning("task %s trigger %s failed: %s", task_id, script.name,
+                               outcome.reason)
+            else:
+                logger.info("task %s trigger %s %s", task_id, script.name, outcome.status)
+
+        trigger = ChildProcess(
+            python_argv(script, *([arguments] if arguments else [])),
+            cwd=script.parent,
+            on_exit=exited,
+            name=f"task {task_id} trigger {script.stem}",
+            require_finished=False,
+        )
+        trigger.start()
+
+
+def kill_orphan(pid: int, folder: Path) -> bool:
+    """Terminate a server left by an earlier manager if ``pid`` still runs this task's script."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
+    except OSError:
+        return False
+    if str(folder / SERVER_SCRIPT).encode() not in command:
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        return False
+    logger.warning("killed orphaned server process %d of %s", pid, folder.name)
+    return True

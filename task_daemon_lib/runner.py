@@ -1,0 +1,542 @@
+"""Runs one federated task as a child process and listens to its reports and output.
+
+Used by the cloud task manager (for ``server.py``) and the client task manager (for
+``client.py``).  The child gets the write end of a report pipe (see
+:mod:`task_daemon_lib.messages` for the line format); one background thread multiplexes
+that pipe and the child's stdout/stderr with :mod:`selectors`, so a child flooding its
+output can never block the report channel, and a child that never ends its lines cannot
+exhaust memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from task_daemon_lib.messages import (
+    INFO_FINISHED,
+    REPORT_FD_ENV,
+    STDOUT_PREFIX,
+    ErrorMessage,
+    InfoMessage,
+    ReportMessage,
+    parse_report_line,
+)
+
+__all__ = [
+    "MAX_LINE_BYTES",
+    "STDERR_TAIL_LINES",
+    "TRUNCATION_MARK",
+    "ChildOutcome",
+    "ChildProcess",
+    "ChildStatus",
+    "python_argv",
+]
+
+logger = logging.getLogger(__name__)
+
+MAX_LINE_BYTES = 64 * 1024
+"""Longest line kept from any pipe; the rest of a longer line is dropped."""
+
+TRUNCATION_MARK = "…[truncated]"
+"""Appended to lines cut at :data:`MAX_LINE_BYTES`."""
+
+STDERR_TAIL_LINES = 20
+"""Number of last stderr lines kept for the outcome."""
+
+_READ_CHUNK = 64 * 1024
+_POLL_INTERVAL_S = 0.1
+_DRAIN_TIMEOUT_S = 5.0
+_REASON_TAIL_CHARS = 4000
+
+ChildStatus = Literal["finished", "failed", "stopped"]
+
+
+def python_argv(script: Path, *args: str) -> list[str]:
+    """Return argv running ``script`` with the current interpreter, unbuffered."""
+    return [sys.executable, "-u", str(script), *args]
+
+
+def _signal_name(signum: int) -> str:
+    """Return ``SIGKILL``-style name of a signal number."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+@dataclass(frozen=True)
+class ChildOutcome:
+    """How a child process ended.
+
+    ``error`` is the error the task reported (if any); ``reason`` is the text to show
+    for a failed task (the reported error, or a description of the exit).
+    """
+
+    returncode: int
+    finished: bool
+    error: str | None
+    stopped: bool
+    stderr_tail: list[str] = field(default_factory=list)
+    require_finished: bool = True
+
+    @property
+    def status(self) -> ChildStatus:
+        """``"stopped"`` if we stopped it, else ``"failed"`` or ``"finished"``."""
+        if self.stopped:
+            return "stopped"
+        return "failed" if self._failure() is not None else "finished"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the child failed; None unless :attr:`status` is ``"failed"``."""
+        return None if self.stopped else self._failure()
+
+    def _failure(self) -> str | None:
+        """Failure description ignoring :attr:`stopped`, or None on success."""
+        if self.error is not None:
+            return self.error
+        if self.returncode < 0:
+            return self._with_tail(f"killed by signal {_signal_name(-self.returncode)}")
+        if self.returncode > 0:
+            return self._with_tail(f"exited with code {self.returncode}")
+        if self.require_finished and not self.finished:
+            return f"exited with code 0 without reporting {INFO_FINISHED}"
+        return None
+
+    def _with_tail(self, text: str) -> str:
+        """Append the last stderr lines (capped) to ``text``."""
+        tail = "\n".join(self.stderr_tail).strip()
+        if not tail:
+            return text
+        if len(tail) > _REASON_TAIL_CHARS:
+            tail = "…" + tail[-_REASON_TAIL_CHARS:]
+        return f"{text}: {tail}"
+
+
+class _LineSplitter:
+    """Splits a byte stream into decoded lines of at most ``limit`` bytes."""
+
+    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
+        self._limit = limit
+        self._buf = bytearray()
+        self._skipping = False  # inside the dropped rest of a truncated line
+
+    def feed(self, data: bytes) -> list[str]:
+        """Consume a chunk; return the lines it completed."""
+        out: list[str] = []
+        *complete, rest = data.split(b"\n")
+        for piece in complete:
+            if self._skipping:
+                self._skipping = False  # the newline ends the truncated line
+                continue
+            self._add(piece, out)
+            if self._skipping:
+                self._skipping = False
+                continue
+            out.append(self._decode(self._buf))
+            self._buf.clear()
+        if not self._skipping:
+            self._add(rest, out)
+        return out
+
+    def flush(self) -> list[str]:
+        """Return the unterminated last line (at EOF), if any."""
+        out = [self._decode(self._buf)] if self._buf else []
+        self._buf.clear()
+        self._skipping = False
+        return out
+
+    def _add(self, piece: bytes, out: list[str]) -> None:
+        """Append to the current line, emitting it truncated when it grows too long."""
+        room = self._limit - len(self._buf)
+        if len(piece) <= room:
+            self._buf += piece
+            return
+        self._buf += piece[:room]
+        out.append(self._decode(self._buf) + TRUNCATION_MARK)
+        self._buf.clear()
+        self._skipping = True
+
+    @staticmethod
+    def _decode(raw: bytes | bytearray) -> str:
+        """Decode a line as UTF-8 (lenient), dropping a trailing CR."""
+        return raw.decode("utf-8", errors="replace").removesuffix("\r")
+
+
+class ChildProcess:
+    """Runs one child process and listens to its report pipe, stdout and stderr.
+
+    Callbacks run on the background reader thread; exceptions they raise are logged.
+    ``on_exit`` is called exactly once, after the child was reaped and its pipes drained.
+    The child runs in its own session; stopping it signals its whole process group, and
+    with ``kill_group_on_exit`` processes it left behind in its group are killed when it
+    exits.  ``env=None`` inherits this process's environment, otherwise ``env`` is the
+    whole environment; ``PYTHONUNBUFFERED=1`` and ``AGATA_REPORT_FD`` are always set.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: Path,
+        env: Mapping[str, str] | None = None,
+        on_message: Callable[[ReportMessage], None] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+        on_exit: Callable[[ChildOutcome], None] | None = None,
+        name: str = "task",
+        require_finished: bool = True,
+        kill_group_on_exit: bool = True,
+    ) -> None:
+        """Prepare (but do not start) the child; see the class docstring."""
+        if isinstance(argv, str) or not argv:
+            raise ValueError("argv must be a non-empty sequence of arguments")
+        self._argv = [str(arg) for arg in argv]
+        self._cwd = Path(cwd)
+        self._env = dict(env) if env is not None else None
+        self._on_message = on_message
+        self._on_output = on_output
+        self._on_exit = on_exit
+        self._name = name
+        self._require_finished = require_finished
+        self._kill_group_on_exit = kill_group_on_exit
+
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._report_r: int | None = None
+        self._thread: threading.Thread | None = None
+        self._exited = threading.Event()
+        self._done = threading.Event()
+        self._reaped = False
+        self._stop_requested = False
+        self._stopped = False
+        self._kill_deadline: float | None = None
+        self._kill_sent = False
+        self._finished = False
+        self._error: str | None = None
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._outcome: ChildOutcome | None = None
+
+    def __repr__(self) -> str:
+        """Short description for logs."""
+        return f"<ChildProcess {self._name!r} pid={self.pid} running={self.running}>"
+
+    @property
+    def name(self) -> str:
+        """Name used in logs."""
+        return self._name
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the child, None before :meth:`start`."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and the child's exit."""
+        return self._proc is not None and not self._exited.is_set()
+
+    @property
+    def outcome(self) -> ChildOutcome | None:
+        """How the child ended, None while it runs (or its pipes are being drained)."""
+        return self._outcome
+
+    def start(self) -> None:
+        """Spawn the child and the reader thread (raises OSError if spawning fails)."""
+        with self._lock:
+            if self._proc is not None:
+                raise RuntimeError(f"{self._name}: already started")
+            report_r, report_w = os.pipe()
+            env = dict(os.environ) if self._env is None else dict(self._env)
+            env["PYTHONUNBUFFERED"] = "1"
+            env[REPORT_FD_ENV] = str(report_w)
+            try:
+                proc = subprocess.Popen(
+                    self._argv,
+                    cwd=self._cwd,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    pass_fds=(report_w,),
+                    start_new_session=True,
+                )
+            except BaseException:
+                os.close(report_r)
+                raise
+            finally:
+                os.close(report_w)
+            assert proc.stdout is not None and proc.stderr is not None
+            for fd in (report_r, proc.stdout.fileno(), proc.stderr.fileno()):
+                os.set_blocking(fd, False)
+            self._proc = proc
+            self._report_r = report_r
+            self._thread = threading.Thread(
+                target=self._run, name=f"{self._name}-reader", daemon=True
+            )
+            self._thread.start()
+        logger.info("started %s (pid %d): %s", self._name, proc.pid, shlex.join(self._argv))
+
+    def request_stop(self, grace_s: float = 5.0) -> None:
+        """Send SIGTERM to the child's group; SIGKILL it after ``grace_s``. Non-blocking.
+
+        Safe to call from callbacks; does nothing if the child already exited.
+        """
+        self._require_started()
+        with self._lock:
+            if self._stop_requested or self._reaped:
+                return
+            self._stop_requested = True
+            self._kill_deadline = time.monotonic() + max(0.0, grace_s)
+            logger.info("stopping %s (pid %s)", self._name, self.pid)
+            self._signal_group(signal.SIGTERM)
+
+    def stop(self, grace_s: float = 5.0) -> ChildOutcome:
+        """Stop the child (SIGTERM, then SIGKILL after ``grace_s``) and return its outcome.
+
+        Idempotent.  From a callback, use :meth:`request_stop` instead (except in
+        ``on_exit``, where this simply returns the outcome).
+        """
+        self.request_stop(grace_s)
+        if threading.current_thread() is self._thread:
+            if self._outcome is None:
+                raise RuntimeError("stop() would deadlock in a callback; use request_stop()")
+            return self._outcome
+        self._done.wait()
+        return self._checked_outcome()
+
+    def wait(self, timeout: float | None = None) -> ChildOutcome | None:
+        """Wait until the child exited and ``on_exit`` ran; None on timeout."""
+        self._require_started()
+        if threading.current_thread() is self._thread:
+            return self._outcome
+        if not self._done.wait(timeout):
+            return None
+        return self._checked_outcome()
+
+    # --- internals -------------------------------------------------------------------
+
+    def _require_started(self) -> subprocess.Popen[bytes]:
+        """Return the Popen object or raise if :meth:`start` was not called."""
+        if self._proc is None:
+            raise RuntimeError(f"{self._name}: not started")
+        return self._proc
+
+    def _checked_outcome(self) -> ChildOutcome:
+        """Return the outcome, which must exist once ``_done`` is set."""
+        if self._outcome is None:
+            raise RuntimeError(f"{self._name}: no outcome")
+        return self._outcome
+
+    def _signal_group(self, signum: int) -> None:
+        """Signal the child's process group; caller holds the lock, child not reaped."""
+        proc = self._require_started()
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            logger.warning("not allowed to signal process group of %s", self._name)
+
+    def _run(self) -> None:
+        """Reader thread body: listen until exit, then publish the outcome."""
+        try:
+            self._listen()
+        except Exception as exc:
+            logger.exception("reader of %s failed", self._name)
+            if self._error is None:
+                self._error = f"task runner error: {exc!r}"
+            self._reap(force_kill=True)
+        self._finish()
+
+    def _listen(self) -> None:
+        """Multiplex the three pipes until the child exited and they are drained."""
+        proc = self._require_started()
+        assert proc.stdout is not None and proc.stderr is not None
+        assert self._report_r is not None
+        sel = selectors.DefaultSelector()
+        try:
+            for fd, stream in (
+                (self._report_r, "report"),
+                (proc.stdout.fileno(), "stdout"),
+                (proc.stderr.fileno(), "stderr"),
+            ):
+                sel.register(fd, selectors.EVENT_READ, (stream, _LineSplitter()))
+            self._select_loop(sel)
+            # Drain timeout hit: emit what is buffered of pipes still open.
+            for key in list(sel.get_map().values()):
+                stream, splitter = key.data
+                for line in splitter.flush():
+                    self._dispatch(stream, line)
+        finally:
+            sel.close()
+            os.close(self._report_r)
+            proc.stdout.close()
+            proc.stderr.close()
+
+    def _select_loop(self, sel: selectors.BaseSelector) -> None:
+        """Read pipes until all hit EOF after exit, or the drain timeout passes."""
+        drain_deadline: float | None = None
+        while True:
+            timeout = _POLL_INTERVAL_S
+            if drain_deadline is None:
+                if self._check_exit():
+                    drain_deadline = time.monotonic() + _DRAIN_TIMEOUT_S
+                else:
+                    self._maybe_escalate()
+            if drain_deadline is not None:
+                if not sel.get_map():
+                    return
+                remaining = drain_deadline - time.monotonic()
+                if remaining <= 0:
+                    logger.warning(
+                        "%s exited but its output pipes are still open; giving up on them",
+                        self._name,
+                    )
+                    return
+                timeout = min(timeout, remaining)
+            if not sel.get_map():
+                time.sleep(timeout)  # child closed all pipes but still runs
+                continue
+            for key, _events in sel.select(timeout):
+                self._read_ready(sel, key)
+
+    def _read_ready(self, sel: selectors.BaseSelector, key: selectors.SelectorKey) -> None:
+        """Read one chunk from a ready pipe and dispatch the completed lines."""
+        stream, splitter = key.data
+        try:
+            chunk = os.read(key.fd, _READ_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            logger.warning("reading %s of %s failed: %s", stream, self._name, exc)
+            chunk = b""
+        if chunk:
+            lines = splitter.feed(chunk)
+        else:
+            sel.unregister(key.fd)
+            lines = splitter.flush()
+        for line in lines:
+            self._dispatch(stream, line)
+
+    def _check_exit(self) -> bool:
+        """Reap the child if it exited (killing group leftovers first); True if it did."""
+        proc = self._require_started()
+        try:
+            # WNOWAIT: leave the child a zombie until its group has been dealt with.
+            info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            info = None  # already reaped behind our back (e.g. SIGCHLD ignored): gone
+        else:
+            if info is None:
+                return False
+        self._reap(force_kill=False)
+        return True
+
+    def _reap(self, *, force_kill: bool) -> None:
+        """Kill what is left of the group if wanted, then reap the child."""
+        proc = self._require_started()
+        with self._lock:
+            if not self._reaped:
+                # The unreaped child keeps its pid (= group id) reserved, so this
+                # cannot hit an unrelated group.
+                if force_kill or self._stop_requested or self._kill_group_on_exit:
+                    self._signal_group(signal.SIGKILL)
+                proc.wait()
+                self._reaped = True
+                self._stopped = self._stop_requested
+        self._exited.set()
+        logger.info("%s (pid %d) exited with code %s", self._name, proc.pid, proc.returncode)
+
+    def _maybe_escalate(self) -> None:
+        """SIGKILL the group once the stop grace period has passed."""
+        with self._lock:
+            if self._kill_deadline is None or self._kill_sent or self._reaped:
+                return
+            if time.monotonic() < self._kill_deadline:
+                return
+            self._kill_sent = True
+            logger.warning("%s ignored SIGTERM; killing its process group", self._name)
+            self._signal_group(signal.SIGKILL)
+
+    def _dispatch(self, stream: str, line: str) -> None:
+        """Route one line from a pipe."""
+        if stream == "report":
+            if not line.strip():
+                return
+            msg = parse_report_line(line)
+            if msg is None:
+                logger.warning("%s sent an invalid report line: %.200r", self._name, line)
+                return
+            self._handle_message(msg)
+            return
+        if stream == "stdout":
+            idx = line.find(STDOUT_PREFIX)
+            if idx >= 0:
+                msg = parse_report_line(line[idx + len(STDOUT_PREFIX) :])
+                if msg is not None:
+                    if idx > 0:
+                        self._emit_output(stream, line[:idx])
+                    self._handle_message(msg)
+                    return
+        else:
+            self._stderr_tail.append(line)
+        self._emit_output(stream, line)
+
+    def _handle_message(self, msg: ReportMessage) -> None:
+        """Record what the outcome needs, then pass the message on."""
+        if isinstance(msg, InfoMessage) and msg.info == INFO_FINISHED:
+            self._finished = True
+        elif isinstance(msg, ErrorMessage) and self._error is None:
+            self._error = msg.exception
+        if self._on_message is not None:
+            self._call(self._on_message, msg)
+        else:
+            logger.debug("%s reported %r", self._name, msg)
+
+    def _emit_output(self, stream: str, line: str) -> None:
+        """Pass a stdout/stderr line to ``on_output`` or the logger."""
+        if self._on_output is not None:
+            self._call(self._on_output, stream, line)
+        elif stream == "stderr":
+            logger.info("[%s stderr] %s", self._name, line)
+        else:
+            logger.debug("[%s stdout] %s", self._name, line)
+
+    def _call(self, callback: Callable[..., object], *args: object) -> None:
+        """Run a user callback, logging (never propagating) its exceptions."""
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("callback %r of %s raised", callback, self._name)
+
+    def _finish(self) -> None:
+        """Compute the outcome, call ``on_exit`` once and wake waiters."""
+        proc = self._require_started()
+        outcome = ChildOutcome(
+            returncode=proc.returncode if proc.returncode is not None else -1,
+            finished=self._finished,
+            error=self._error,
+            stopped=self._stopped,
+            stderr_tail=list(self._stderr_tail),
+            require_finished=self._require_finished,
+        )
+        self._outcome = outcome
+        logger.info("%s ended: %s (%s)", self._name, outcome.status, outcome.reason or "ok")
+        try:
+            if self._on_exit is not None:
+                self._call(self._on_exit, outcome)
+        finally:
+            self._done.set()

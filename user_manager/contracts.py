@@ -1,0 +1,89 @@
+"""The user manager's RPCs and their messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from microservice_interconnect import Audience, RpcSpec
+
+SERVICE = "user_manager"
+
+ClientId = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"),
+    Field(description="The client's id: letters, digits, '_', '.', ':', '-' (max 64)."),
+]
+SensorName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+
+
+class UpdateUserInfoRequest(BaseModel):
+    """A client's stats. Fields left out keep their stored value (or a default when new)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: ClientId
+    data_qnt: int | None = Field(None, ge=0, le=10**12, description="Samples the client holds.")
+    avg_acc_contrib: float | None = Field(
+        None, ge=-1, le=1, description="Average accuracy contribution per round."
+    )
+    avg_disconnection_per_round: float | None = Field(
+        None, ge=0, le=10**6, description="Average disconnections per round."
+    )
+    sensors: list[SensorName] | None = Field(None, max_length=64, description="Sensor names.")
+
+
+class GetUserInfoRequest(BaseModel):
+    """Which client to look up."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: ClientId
+
+
+class UserInfo(BaseModel):
+    """A client as the registry knows it."""
+
+    id: str
+    data_qnt: int
+    avg_acc_contrib: float | None
+    avg_disconnection_per_round: float | None
+    sensors: list[str]
+    created: datetime
+    modified: datetime
+    last_seen: datetime
+
+
+class ListUsersRequest(BaseModel):
+    """Paging through clients, most recently seen first."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=1000)
+    offset: int = Field(0, ge=0)
+
+
+class UserList(BaseModel):
+    """A page of clients and how many there are in all."""
+
+    users: list[UserInfo]
+    total: int
+
+
+UPDATE_USER_INFO: RpcSpec[UpdateUserInfoRequest, UserInfo] = RpcSpec(
+    "rpc_exec_update_user_info", SERVICE, UpdateUserInfoRequest, UserInfo,
+    "Register a client or update its stats (upsert).",
+    frozenset({Audience.CLIENT, Audience.OPERATOR}),
+)
+GET_USER_INFO: RpcSpec[GetUserInfoRequest, UserInfo] = RpcSpec(
+    "rpc_exec_get_user_info", SERVICE, GetUserInfoRequest, UserInfo,
+    "One client's stats.",
+    frozenset({Audience.CLIENT, Audience.OPERATOR}),
+)
+LIST_USERS: RpcSpec[ListUsersRequest, UserList] = RpcSpec(
+    "rpc_exec_list_users", SERVICE, ListUsersRequest, UserList, "Clients, most recently seen first."
+)
+
+RPCS = (UPDATE_USER_INFO, GET_USER_INFO, LIST_USERS)

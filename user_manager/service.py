@@ -1,0 +1,102 @@
+"""The user manager: registers clients and keeps their latest stats."""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agata_common.database import utcnow
+from microservice_interconnect import NotFound
+from microservice_interconnect.events import register_event
+from microservice_interconnect.service import rpc
+from user_manager.contracts import (
+    GET_USER_INFO,
+    LIST_USERS,
+    UPDATE_USER_INFO,
+    GetUserInfoRequest,
+    ListUsersRequest,
+    UpdateUserInfoRequest,
+    UserInfo,
+    UserList,
+)
+from user_manager.models import Base, Client
+
+logger = logging.getLogger(__name__)
+
+_STATS = ("data_qnt", "avg_acc_contrib", "avg_disconnection_per_round", "sensors")
+
+
+def to_info(client: Client) -> UserInfo:
+    """The contract view of a stored client."""
+    return UserInfo(
+        id=client.id,
+        data_qnt=client.data_qnt,
+        avg_acc_contrib=client.avg_acc_contrib,
+        avg_disconnection_per_round=client.avg_disconnection_per_round,
+        sensors=list(client.sensors or []),
+        created=client.created,
+        modified=client.modified,
+        last_seen=client.last_seen,
+    )
+
+
+class UserManager:
+    """Client registry over a SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        Base.metadata.create_all(engine)
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @rpc(UPDATE_USER_INFO)
+    def update_user_info(self, request: UpdateUserInfoRequest) -> UserInfo:
+        """Register the client or update the stats it sent."""
+        register_event("user_manager", "rpc_exec_update_user_info", "received")
+        try:
+            return self._upsert(request)
+        except IntegrityError:
+            return self._upsert(request)
+
+    def _upsert(self, request: UpdateUserInfoRequest) -> UserInfo:
+        now = utcnow()
+        with self._sessions.begin() as session:
+            client = session.get(Client, request.user_id, with_for_update=True)
+            sent = request.model_dump(include=set(_STATS), exclude_none=True)
+            if client is None:
+                client = Client(id=request.user_id, data_qnt=0, sensors=[], created=now,
+                                modified=now, last_seen=now)
+                session.add(client)
+                logger.info("new client %s", request.user_id)
+            changed = False
+            for field, value in sent.items():
+                if getattr(client, field) != value:
+                    setattr(client, field, value)
+                    changed = True
+            if changed:
+                client.modified = now
+            client.last_seen = now
+            session.flush()
+            return to_info(client)
+
+    @rpc(GET_USER_INFO)
+    def get_user_info(self, request: GetUserInfoRequest) -> UserInfo:
+        """One client's stats, or 404."""
+        with Session(self.engine) as session:
+            client = session.get(Client, request.user_id)
+            if client is None:
+                raise NotFound(f"client {request.user_id!r} is not registered")
+            return to_info(client)
+
+    @rpc(LIST_USERS)
+    def list_users(self, request: ListUsersRequest) -> UserList:
+        """A page of clients, most recently seen first."""
+        with Session(self.engine) as session:
+            total = session.scalar(select(func.count()).select_from(Client)) or 0
+            rows = session.scalars(
+                select(Client).order_by(Client.last_seen.desc(), Client.id)
+                .limit(request.limit).offset(request.offset)
+            )
+            return UserList(users=[to_info(row) for row in rows], total=total)
