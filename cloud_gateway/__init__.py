@@ -1,0 +1,1 @@
+"""The single public HTTP entry of the cloud side (aiohttp)."""

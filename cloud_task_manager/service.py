@@ -57,7 +57,7 @@ from cloud_task_manager.models import (
     RoundMetricRecord,
     TaskRecord,
 )
-from cloud_task_manager.storage import Credentials, TaskStorage
+from cloud_task_manager.storage import Credentials, TaskStorage, check_file_name
 from cloud_task_manager.task_server import (
     SERVER_SCRIPT,
     ServerLaunch,
@@ -389,6 +389,7 @@ class CloudTaskManager:
     @rpc(DOWNLOAD_TASK_FILE)
     def download_task_file(self, request: DownloadTaskFileRequest) -> TaskFileContent:
         """A task file for the operator, or for a client holding the task's credential."""
+        check_file_name(request.filename)
         with Session(self.engine) as session:
             record = self._get(session, request.task_id)
             if not request.operator and not (

@@ -64,7 +64,8 @@ class TaskReporter:
     Messages go to the pipe named by ``AGATA_REPORT_FD`` (so the task's own prints cannot
     corrupt them); without it they go to stdout, each line prefixed with
     ``"@agata-report "``.  Every message is written as one whole line and flushed at
-    once; sending is thread-safe and never raises if the manager has gone away.
+    once; sending is thread-safe and never raises if the manager has gone away.  Lines up
+    to ``PIPE_BUF`` (4096) bytes stay whole even when forked processes share the pipe.
     Creating a reporter sends ``info "Started"``.
     """
 

@@ -1,0 +1,287 @@
+"""The cloud gateway: the single public HTTP entry (aiohttp).
+
+* ``POST /<rpc_name>``: AGATA's route; the JSON body goes to the RPC, the envelope's status
+  becomes the HTTP status, ``return`` (or the error) the body.
+* ``POST /upload_files`` (multipart ``task_id``, ``files``) and
+  ``GET /download/<task_id>/<filename>``: AGATA's file routes.
+* ``/api/...``: REST routes for people, ``/health``, ``/openapi.json``, ``/api/schemas``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import BodyPartReader, web
+
+from agata_common.config import Settings
+from cloud_gateway.auth import Authenticator
+from cloud_gateway.openapi import build_openapi, request_schemas
+from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES, RestRoute
+from cloud_task_manager.contracts import DOWNLOAD_TASK_FILE, UPLOAD_TASK_FILE
+from microservice_interconnect import Audience, BadRequest, RpcError
+from microservice_interconnect import wire
+from microservice_interconnect.link import AmqpLink
+from microservice_interconnect.rpc_client import RpcClient
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+_OK_PREFIX = b'{"status_code":200,"return":'
+_OPERATOR = frozenset({Audience.OPERATOR})
+_FILE_ROUTE_AUDIENCES = frozenset({Audience.OPERATOR, Audience.CLIENT})
+
+RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
+LINK = web.AppKey("link", AmqpLink)
+AUTH = web.AppKey("auth", Authenticator)
+SETTINGS = web.AppKey("settings", Settings)
+OPENAPI = web.AppKey("openapi", bytes)
+SCHEMAS = web.AppKey("schemas", bytes)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json_error(status: int, message: str, **extra: Any) -> web.Response:
+    body = {"exception": message, **{k: v for k, v in extra.items() if v}}
+    return web.Response(status=status, body=wire.dumps(body), content_type=JSON)
+
+
+def envelope_to_response(reply: bytes) -> web.Response:
+    """AGATA's envelope as an HTTP response: its status, and ``return`` or the error as body."""
+    if reply.startswith(_OK_PREFIX) and reply.endswith(b"}"):
+        return web.Response(body=reply[len(_OK_PREFIX):-1], content_type=JSON)
+    status, result, envelope = wire.split_reply(reply)
+    if status == 200:
+        return web.Response(body=wire.dumps(result), content_type=JSON)
+    return _json_error(status, str(envelope.get("exception", "")),
+                       errors=envelope.get("errors"), error_id=envelope.get("error_id"))
+
+
+def _error_response(error: RpcError) -> web.Response:
+    return _json_error(error.status_code, error.message, errors=error.errors,
+                       error_id=error.error_id)
+
+
+@web.middleware
+async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """JSON errors for everything (no tracebacks to callers) and CORS for configured origins."""
+    origin = request.headers.get("Origin")
+    allowed = origin is not None and origin in request.app[SETTINGS].server_gateway.cors_origin_list()
+    if request.method == "OPTIONS" and origin is not None:
+        if not allowed:
+            return _json_error(403, f"origin {origin} is not allowed")
+        response: web.StreamResponse = web.Response(status=204)
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, OPTIONS"
+        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Download-Credential"
+        response.headers["Access-Control-Max-Age"] = "600"
+    else:
+        try:
+            response = await handler(request)
+        except RpcError as exc:
+            response = _error_response(exc)
+        except web.HTTPException as exc:
+            if exc.content_type == JSON:
+                raise
+            message = {404: "no such route", 405: "method not allowed",
+                       413: "request body too large"}.get(exc.status, exc.reason)
+            response = _json_error(exc.status, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            error_id = uuid.uuid4().hex[:12]
+            logger.exception("%s %s failed [error %s]", request.method, request.path, error_id)
+            response = _json_error(500, f"internal error (id {error_id})", error_id=error_id)
+    if allowed and origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Vary"] = "Origin"
+    return response
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    value = wire.loads(raw)
+    if not isinstance(value, dict):
+        raise BadRequest("body must be a JSON object")
+    return value
+
+
+async def rpc_route(request: web.Request) -> web.Response:
+    """``POST /<rpc_name>``: AGATA's gateway route."""
+    name = request.match_info["rpc_name"]
+    spec = EXPOSED_RPCS.get(name)
+    if spec is None:
+        return _json_error(404, f"unknown RPC {name!r}")
+    request.app[AUTH].require(request, spec.audiences)
+    body = await request.read()
+    reply = await request.app[RPC_CLIENT].acall_raw(name, body or b"{}")
+    return envelope_to_response(reply)
+
+
+def rest_handler(route: RestRoute) -> Handler:
+    """A handler that builds the RPC request from the path, query and body."""
+    audiences = route.spec.audiences & _OPERATOR or _OPERATOR
+
+    async def handle(request: web.Request) -> web.Response:
+        request.app[AUTH].require(request, audiences)
+        payload: dict[str, Any] = await _json_body(request) if route.body else {}
+        for name in route.query:
+            if name in request.query:
+                payload[name] = request.query[name]
+        for path_name, field_name in route.path_fields.items():
+            payload[field_name] = request.match_info[path_name]
+        reply = await request.app[RPC_CLIENT].acall_raw(route.spec.name, wire.dumps(payload))
+        return envelope_to_response(reply)
+
+    return handle
+
+
+async def _upload(request: web.Request, task_id: str | None) -> web.Response:
+    """Read a multipart form (``task_id`` unless given, and one or more ``files``)."""
+    request.app[AUTH].require(request, _OPERATOR)
+    if not request.content_type.startswith("multipart/"):
+        raise BadRequest("send multipart/form-data with task_id and files")
+    reader = await request.multipart()
+    stored = []
+    limit = int(request.app[SETTINGS].cloud_task_manager.max_file_mb * 1024 * 1024)
+    client = request.app[RPC_CLIENT]
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            raise BadRequest("nested multipart is not supported")
+        if part.name == "task_id" and part.filename is None:
+            task_id = (await part.text()).strip()
+            continue
+        if part.name != "files" or part.filename is None:
+            raise BadRequest(f"unexpected form field {part.name!r}; send task_id and files")
+        if not task_id:
+            raise BadRequest("task_id must come before the files")
+        content = await _read_limited(part, limit)
+        payload = {"task_id": task_id, "filename": part.filename,
+                   "content": base64.b64encode(content).decode()}
+        reply = await client.acall_raw(UPLOAD_TASK_FILE.name, wire.dumps(payload), timeout=60)
+        status, result, envelope = wire.split_reply(reply)
+        wire.raise_for_envelope(status, envelope)
+        stored.append(result)
+    if not stored:
+        raise BadRequest("no files in the form (field name: files)")
+    return web.Response(body=wire.dumps({"task_id": task_id, "files": stored}),
+                        content_type=JSON)
+
+
+async def _read_limited(part: BodyPartReader, limit: int) -> bytes:
+    chunks = []
+    size = 0
+    while chunk := await part.read_chunk():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(f"file {part.filename!r} is over the size limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def upload_files(request: web.Request) -> web.Response:
+    """``POST /upload_files``: AGATA's upload route."""
+    return await _upload(request, None)
+
+
+async def upload_task_files(request: web.Request) -> web.Response:
+    """``POST /api/tasks/{task_id}/files``."""
+    return await _upload(request, request.match_info["task_id"])
+
+
+async def download(request: web.Request) -> web.Response:
+    """``GET /download/<task_id>/<filename>``: operators, or clients with the task credential."""
+    audience = request.app[AUTH].require(request, _FILE_ROUTE_AUDIENCES)
+    credential = request.headers.get("X-Download-Credential")
+    if audience is Audience.CLIENT and not credential:
+        raise web.HTTPUnauthorized(
+            text='{"exception":"send the task\'s download credential in X-Download-Credential"}',
+            content_type=JSON,
+        )
+    payload = {
+        "task_id": request.match_info["task_id"],
+        "filename": request.match_info["filename"],
+        "credential": credential,
+        "operator": audience is Audience.OPERATOR,
+    }
+    reply = await request.app[RPC_CLIENT].acall_raw(DOWNLOAD_TASK_FILE.name, wire.dumps(payload),
+                                                    timeout=60)
+    status, result, envelope = wire.split_reply(reply)
+    wire.raise_for_envelope(status, envelope)
+    content = base64.b64decode(result["content"])
+    return web.Response(
+        body=content,
+        content_type="application/octet-stream",
+        headers={
+            "X-Content-SHA256": result["sha256"],
+            "Content-Disposition": f'attachment; filename="{result["name"]}"',
+        },
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness plus whether the broker is connected (503 when it is not)."""
+    connected = request.app[LINK].connected
+    body = {"status": "ok" if connected else "degraded",
+            "broker": "connected" if connected else "disconnected"}
+    return web.Response(status=200 if connected else 503, body=wire.dumps(body),
+                        content_type=JSON)
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI document generated from the contracts."""
+    return web.Response(body=request.app[OPENAPI], content_type=JSON)
+
+
+async def schemas(request: web.Request) -> web.Response:
+    """JSON Schemas of every request model, by RPC name (for form validation)."""
+    return web.Response(body=request.app[SCHEMAS], content_type=JSON)
+
+
+def create_app(config: Settings) -> web.Application:
+    """The gateway application; its AMQP link starts with the app, on the app's loop."""
+    gateway = config.server_gateway
+    app = web.Application(
+        client_max_size=int(gateway.max_body_mb * 1024 * 1024),
+        middlewares=[errors_and_cors],
+    )
+    app[SETTINGS] = config
+    app[AUTH] = Authenticator(gateway)
+    app[OPENAPI] = json.dumps(build_openapi()).encode()
+    app[SCHEMAS] = json.dumps(request_schemas()).encode()
+    if not gateway.api_token:
+        logger.warning("no api_token configured: operator routes refuse every request")
+    if not gateway.client_token:
+        logger.warning("no client_token configured: client routes refuse every request")
+
+    async def start_link(app: web.Application) -> None:
+        link = AmqpLink(config.server_broker, name="cloud_gateway",
+                        loop=asyncio.get_running_loop())
+        app[LINK] = link
+        app[RPC_CLIENT] = RpcClient(link, timeout_s=config.rpc.timeout_s,
+                                    queue_prefix=config.server_broker.queue_prefix)
+        link.start()
+
+    async def close_link(app: web.Application) -> None:
+        await app[LINK].aclose()
+
+    app.on_startup.append(start_link)
+    app.on_cleanup.append(close_link)
+
+    router = app.router
+    router.add_get("/health", health)
+    router.add_get("/openapi.json", openapi)
+    router.add_get("/api/schemas", schemas)
+    router.add_post("/upload_files", upload_files)
+    router.add_get("/download/{task_id}/{filename}", download)
+    router.add_post("/api/tasks/{task_id}/files", upload_task_files)
+    for route in REST_ROUTES:
+        router.add_route(route.method, route.path, rest_handler(route))
+    router.add_post("/{rpc_name}", rpc_route)
+    return app

@@ -1,0 +1,138 @@
+"""OpenAPI 3.1 document and form schemas, generated from the pydantic contracts."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES
+from microservice_interconnect import Audience
+
+_REF = "#/components/schemas/{model}"
+
+
+class ErrorBody(BaseModel):
+    """What every failed request returns."""
+
+    exception: str
+    errors: list[dict[str, str]] | None = None
+    error_id: str | None = None
+
+
+def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
+    models: list[type[BaseModel]] = [ErrorBody]
+    for spec in EXPOSED_RPCS.values():
+        models += [spec.request, spec.response]
+    unique = list(dict.fromkeys(models))
+    keys = [(model, mode) for model in unique for mode in ("validation", "serialization")]
+    refs, schema = models_json_schema(keys, ref_template=_REF)
+    return refs, schema.get("$defs", {})
+
+
+def _responses(refs: dict[Any, Any], response: type[BaseModel]) -> dict[str, Any]:
+    error = {"content": {"application/json": {"schema": refs[(ErrorBody, "serialization")]}}}
+    return {
+        "200": {"description": "Success",
+                "content": {"application/json": {"schema": refs[(response, "serialization")]}}},
+        "400": {"description": "Invalid request (fields named in errors)", **error},
+        "401": {"description": "Missing or wrong token", **error},
+        "404": {"description": "Not found", **error},
+        "409": {"description": "Conflicts with the current state", **error},
+        "503": {"description": "Broker or service unavailable", **error},
+        "504": {"description": "No reply in time", **error},
+    }
+
+
+def _operation_id(method: str, path: str) -> str:
+    return f"{method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', path).strip('_')}"
+
+
+def _security(audiences: frozenset[Audience]) -> list[dict[str, list[str]]]:
+    schemes = []
+    if Audience.OPERATOR in audiences:
+        schemes.append({"operatorToken": []})
+    if Audience.CLIENT in audiences:
+        schemes.append({"clientToken": []})
+    return schemes
+
+
+def build_openapi() -> dict[str, Any]:
+    """The gateway's OpenAPI document."""
+    refs, components = _components()
+    paths: dict[str, Any] = {}
+    for name, spec in sorted(EXPOSED_RPCS.items()):
+        paths[f"/{name}"] = {"post": {
+            "summary": spec.summary,
+            "operationId": name,
+            "tags": [spec.service],
+            "security": _security(spec.audiences),
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": refs[(spec.request, "validation")]}}},
+            "responses": _responses(refs, spec.response),
+        }}
+    for route in REST_ROUTES:
+        operation: dict[str, Any] = {
+            "summary": route.summary,
+            "operationId": _operation_id(route.method, route.path),
+            "tags": ["rest"],
+            "security": [{"operatorToken": []}],
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                for p in route.path_fields
+            ] + [
+                {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                for q in route.query
+            ],
+            "responses": _responses(refs, route.spec.response),
+        }
+        if route.body:
+            operation["requestBody"] = {"content": {
+                "application/json": {"schema": refs[(route.spec.request, "validation")]}}}
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    paths["/health"] = {"get": {"summary": "Liveness and broker connection", "security": [],
+                                "responses": {"200": {"description": "Up"},
+                                              "503": {"description": "Broker unreachable"}}}}
+    paths["/upload_files"] = {"post": {
+        "summary": "Upload task files (multipart: task_id, then one or more files)",
+        "security": [{"operatorToken": []}],
+        "requestBody": {"content": {"multipart/form-data": {"schema": {
+            "type": "object", "required": ["task_id", "files"],
+            "properties": {"task_id": {"type": "string"},
+                           "files": {"type": "array",
+                                     "items": {"type": "string", "format": "binary"}}}}}}},
+        "responses": {"200": {"description": "Stored files"}}}}
+    paths["/download/{task_id}/{filename}"] = {"get": {
+        "summary": "Download a task file (clients add X-Download-Credential)",
+        "security": [{"operatorToken": []}, {"clientToken": []}],
+        "parameters": [
+            {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "filename", "in": "path", "required": True, "schema": {"type": "string"}},
+            {"name": "X-Download-Credential", "in": "header", "required": False,
+             "schema": {"type": "string"}},
+        ],
+        "responses": {"200": {"description": "The file's bytes (X-Content-SHA256 header)",
+                              "content": {"application/octet-stream": {}}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "AGATA cloud gateway", "version": "0.1.0",
+                 "description": "Federated-learning task manager: AGATA RPC routes, REST "
+                                "routes and task files."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "operatorToken": {"type": "http", "scheme": "bearer",
+                                  "description": "[server.gateway] api_token"},
+                "clientToken": {"type": "http", "scheme": "bearer",
+                                "description": "[server.gateway] client_token"},
+            },
+        },
+    }
+
+
+def request_schemas() -> dict[str, Any]:
+    """A standalone JSON Schema for every exposed RPC's request, keyed by RPC name."""
+    return {name: spec.request.model_json_schema() for name, spec in EXPOSED_RPCS.items()}
