@@ -1,0 +1,160 @@
+"""Helpers shared by the tests: isolated settings, in-process services, the gateway."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import ClientSession
+
+from agata_common.config import Settings
+from agata_common.database import make_engine
+from cloud_task_manager.service import CloudTaskManager
+from cloud_task_manager.storage import Credentials, TaskStorage
+from microservice_interconnect.rpc_client import RpcClient
+from microservice_interconnect.runtime import ServiceRuntime
+from user_manager.contracts import GET_USER_INFO, GetUserInfoRequest, UserInfo
+from user_manager.service import UserManager
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+OPERATOR_TOKEN = "operator-test-token"
+CLIENT_TOKEN = "client-test-token"
+POSTGRES_ADMIN_URL = os.environ.get(
+    "AGATA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    """Whether something accepts TCP connections at host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """An environment for ``load_settings`` isolated to one test."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}."
+    environ = {
+        "AGATA_CONFIG": str(REPO_ROOT / "config.ini"),
+        "AGATA_STORAGE_DATA_DIR": str(tmp_path / "data"),
+        "AGATA_SERVER_BROKER_QUEUE_PREFIX": prefix,
+        "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"{prefix}client.",
+        "AGATA_SERVER_GATEWAY_API_TOKEN": OPERATOR_TOKEN,
+        "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": CLIENT_TOKEN,
+        "AGATA_SERVER_GATEWAY_PORT": str(free_port()),
+        "AGATA_EVENTS_REGISTER_EVENTS": "false",
+        "AGATA_EVENTS_EXCHANGE": f"{prefix}events",
+        "AGATA_RPC_TIMEOUT_S": "10",
+        "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "2",
+    }
+    environ.update(overrides)
+    return environ
+
+
+def _postgres_database() -> Iterator[str]:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(POSTGRES_ADMIN_URL)
+    dsn = (f"host={admin.host} port={admin.port or 5432} user={admin.username or 'postgres'} "
+           f"dbname={admin.database or 'postgres'}")
+    if admin.password:
+        dsn += f" password={admin.password}"
+    try:
+        connection = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not answering at {admin.host}:{admin.port}: {exc}")
+    name = f"agata_test_{uuid.uuid4().hex[:12]}"
+    with connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield admin.set(database=name).render_as_string(hide_password=False)
+        finally:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class Cloud:
+    """The cloud services running in this process on a real broker and database."""
+
+    settings: Settings
+    client: RpcClient
+    user_manager: UserManager
+    task_manager: CloudTaskManager
+    runtimes: list[ServiceRuntime]
+
+    def stop(self) -> None:
+        for runtime in reversed(self.runtimes):
+            runtime.stop()
+        self.task_manager.shutdown()
+
+
+def start_cloud(config: Settings, database_url: str) -> Cloud:
+    """Start the user manager and the cloud task manager, plus a caller's runtime."""
+    data_dir = config.storage.resolved_data_dir()
+    users_runtime = ServiceRuntime("test_user_manager", config, config.server_broker)
+    users = UserManager(make_engine(database_url, data_dir / "users.db"))
+    users_host = users_runtime.serve(users)
+    tasks_runtime = ServiceRuntime("test_cloud_task_manager", config, config.server_broker)
+
+    def lookup_client(client_id: str) -> UserInfo:
+        return tasks_runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
+
+    section = config.cloud_task_manager
+    tasks = CloudTaskManager(
+        make_engine(database_url, data_dir / "tasks.db"),
+        TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024)),
+        Credentials.from_config(section.download_secret, data_dir),
+        lookup_client,
+        stop_grace_s=section.stop_grace_s,
+        max_files_per_task=section.max_files_per_task,
+    )
+    tasks_host = tasks_runtime.serve(tasks)
+    caller = ServiceRuntime("test_caller", config, config.server_broker)
+    for runtime in (users_runtime, tasks_runtime, caller):
+        runtime.start()
+    for host in (users_host, tasks_host):
+        assert host.ready.wait(10), "service did not come up"
+    return Cloud(config, caller.client, users, tasks, [users_runtime, tasks_runtime, caller])
+
+
+@dataclass
+class Gateway:
+    """A running cloud gateway and an HTTP session to call it."""
+
+    url: str
+    http: ClientSession
+
+    def operator(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {OPERATOR_TOKEN}"}
+
+    def client(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {CLIENT_TOKEN}"}
+
+    async def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None,
+                   **kwargs: Any) -> tuple[int, Any]:
+        """POST JSON (or raw ``data=``), return (status, parsed JSON body)."""
+        async with self.http.post(f"{self.url}{path}", json=body, headers=headers,
+                                  **kwargs) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def get(self, path: str, headers: dict[str, str] | None = None
+                  ) -> tuple[int, Any]:
+        async with self.http.get(f"{self.url}{path}", headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
