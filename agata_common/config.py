@@ -92,6 +92,7 @@ class UserManagerSettings(_Section):
     """The user manager's database (empty URL: SQLite file in the data directory)."""
 
     database_url: str = ""
+    cache_ttl_s: float = Field(2.0, ge=0)
 
 
 class CloudTaskManagerSettings(_Section):
@@ -165,7 +166,7 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         try:
             with path.open(encoding="utf-8") as handle:
                 parser.read_file(handle)
-        except (configparser.Error, UnicodeDecodeError) as exc:
+        except (configparser.Error, UnicodeDecodeError, OSError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from exc
     elif environ.get(CONFIG_ENV):
         raise ConfigError(f"{CONFIG_ENV} names {path}, which does not exist")

@@ -18,7 +18,7 @@ def start() -> Callable[[], None]:
     data_dir = config.storage.resolved_data_dir()
     engine = make_engine(config.user_manager.database_url, data_dir / "users.db")
     runtime = ServiceRuntime("user_manager", config, config.server_broker)
-    runtime.serve(UserManager(engine))
+    runtime.serve(UserManager(engine, cache_ttl_s=config.user_manager.cache_ttl_s))
     runtime.start()
 
     def stop() -> None:

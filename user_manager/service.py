@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -43,22 +44,52 @@ def to_info(client: Client) -> UserInfo:
     )
 
 
+class ReadCache:
+    """Recently read or written clients, kept ``ttl_s`` seconds (0 turns it off).
+
+    Clients poll for their info far more often than they change it; the user manager owns the
+    table and refreshes an entry on every write, so the TTL only bounds how stale a read can be
+    when several user managers share one database.
+    """
+
+    def __init__(self, ttl_s: float, max_entries: int = 100_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, UserInfo]] = {}
+
+    def get(self, client_id: str) -> UserInfo | None:
+        entry = self._entries.get(client_id)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, info: UserInfo) -> None:
+        if self.ttl_s <= 0:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[info.id] = (time.monotonic() + self.ttl_s, info)
+
+
 class UserManager:
     """Client registry over a SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, cache_ttl_s: float = 2.0) -> None:
         self.engine = engine
         Base.metadata.create_all(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._cache = ReadCache(cache_ttl_s)
 
     @rpc(UPDATE_USER_INFO)
     def update_user_info(self, request: UpdateUserInfoRequest) -> UserInfo:
         """Register the client or update the stats it sent."""
         register_event("user_manager", "rpc_exec_update_user_info", "received")
         try:
-            return self._upsert(request)
+            info = self._upsert(request)
         except IntegrityError:
-            return self._upsert(request)
+            info = self._upsert(request)
+        self._cache.put(info)
+        return info
 
     def _upsert(self, request: UpdateUserInfoRequest) -> UserInfo:
         now = utcnow()
@@ -84,11 +115,16 @@ class UserManager:
     @rpc(GET_USER_INFO)
     def get_user_info(self, request: GetUserInfoRequest) -> UserInfo:
         """One client's stats, or 404."""
+        cached = self._cache.get(request.user_id)
+        if cached is not None:
+            return cached
         with Session(self.engine) as session:
             client = session.get(Client, request.user_id)
             if client is None:
                 raise NotFound(f"client {request.user_id!r} is not registered")
-            return to_info(client)
+            info = to_info(client)
+        self._cache.put(info)
+        return info
 
     @rpc(LIST_USERS)
     def list_users(self, request: ListUsersRequest) -> UserList:

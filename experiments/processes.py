@@ -1,0 +1,93 @@
+"""Starting and stopping the services an experiment needs, by pid, leaving no orphan."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_http(url: str, timeout: float) -> None:
+    """Wait until ``url`` answers 200, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (local URL)
+                if response.status == 200:
+                    return
+                last = f"status {response.status}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s ({last})")
+
+
+@dataclass
+class ProcessGroup:
+    """``python -m`` services started for an experiment; each in its own process group."""
+
+    environ: Mapping[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        """Start ``python -m <argv>`` logging to ``<log_dir>/<name>.log``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("ab")
+        self._logs.append(log)
+        process = subprocess.Popen(
+            [sys.executable, "-m", *argv], cwd=REPO_ROOT, env=dict(self.environ),
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.processes[name] = process
+        logger.info("started %s (pid %d)", name, process.pid)
+        return process
+
+    def stop(self, name: str, timeout: float = 15.0) -> int | None:
+        """SIGTERM one service (and its process group), SIGKILL after ``timeout``."""
+        process = self.processes.pop(name, None)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in %.0f s; killing it", name, timeout)
+                process.kill()
+                process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        return process.returncode
+
+    def stop_all(self) -> dict[str, int | None]:
+        """Stop every service, newest first; return their exit codes."""
+        codes = {name: self.stop(name) for name in reversed(list(self.processes))}
+        for log in self._logs:
+            log.close()
+        return codes

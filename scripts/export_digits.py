@@ -1,0 +1,79 @@
+"""Export scikit-learn's bundled 8x8 digits as ``digits.npz`` for the shipped tasks.
+
+``load_digits`` reads a file shipped inside scikit-learn, so nothing is downloaded.  The
+archive holds ``X`` (float32, shape (1797, 64), pixel values scaled to 0..1) and ``y``
+(int64 labels 0..9).  It is written to ``tasks/data/digits.npz`` and copied into every task
+folder that reads it, because each task folder is uploaded (and run) on its own.
+
+Usage: ``python scripts/export_digits.py [--root REPO_ROOT]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DATA_FILE = "digits.npz"
+TASKS_NEEDING_DATA = ("task_digits",)
+"""Task folders (under ``tasks/``) that get their own copy of the data."""
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(X, y)``: scaled float32 pixels and int64 labels."""
+    from sklearn.datasets import load_digits  # heavy import, only needed here
+
+    bunch = load_digits()
+    x = (np.asarray(bunch.data, dtype=np.float32) / 16.0).astype(np.float32)
+    y = np.asarray(bunch.target, dtype=np.int64)
+    if x.shape != (1797, 64) or y.shape != (1797,):
+        raise RuntimeError(f"unexpected digits shapes {x.shape}, {y.shape}")
+    if float(x.min()) < 0.0 or float(x.max()) > 1.0:
+        raise RuntimeError("scaled digits pixels are not within 0..1")
+    return x, y
+
+
+def npz_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
+    """Serialize the arrays as a compressed ``.npz`` archive."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, X=x, y=y)
+    return buffer.getvalue()
+
+
+def export(root: Path) -> list[Path]:
+    """Write the data file under ``root/tasks``; return the paths written."""
+    x, y = digits_arrays()
+    data = npz_bytes(x, y)
+    main = root / "tasks" / "data" / DATA_FILE
+    main.parent.mkdir(parents=True, exist_ok=True)
+    main.write_bytes(data)
+    written = [main]
+    for task in TASKS_NEEDING_DATA:
+        copy = root / "tasks" / task / DATA_FILE
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(main, copy)
+        written.append(copy)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(__file__).resolve().parents[1],
+        help="repository root (default: the parent of scripts/)",
+    )
+    args = parser.parse_args(argv)
+    for path in export(args.root):
+        sys.stdout.write(f"wrote {path} ({path.stat().st_size} bytes)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

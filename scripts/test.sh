@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the whole test suite (lint, then pytest) on a prepared machine; prepares it first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+.venv/bin/ruff check .
+set +e
+.venv/bin/pytest "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "pytest collected no tests" >&2
+  exit 0
+fi
+exit "$status"
