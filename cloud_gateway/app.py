@@ -23,9 +23,15 @@ from agata_common.config import Settings
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES, RestRoute
-from cloud_task_manager.contracts import DOWNLOAD_TASK_FILE, UPLOAD_TASK_FILE
-from microservice_interconnect import Audience, BadRequest, RpcError
-from microservice_interconnect import wire
+from cloud_gateway.task_feed import TaskEventFeed
+from cloud_task_manager.contracts import (
+    DOWNLOAD_TASK_FILE,
+    TASK_EVENTS_EXCHANGE,
+    UPLOAD_TASK_FILE,
+    TaskEvent,
+)
+from microservice_interconnect import Audience, BadRequest, RpcError, wire
+from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
 
@@ -42,6 +48,7 @@ AUTH = web.AppKey("auth", Authenticator)
 SETTINGS = web.AppKey("settings", Settings)
 OPENAPI = web.AppKey("openapi", bytes)
 SCHEMAS = web.AppKey("schemas", bytes)
+TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,13 +78,16 @@ def _error_response(error: RpcError) -> web.Response:
 async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """JSON errors for everything (no tracebacks to callers) and CORS for configured origins."""
     origin = request.headers.get("Origin")
-    allowed = origin is not None and origin in request.app[SETTINGS].server_gateway.cors_origin_list()
+    cors_origins = request.app[SETTINGS].server_gateway.cors_origin_list()
+    allowed = origin is not None and origin in cors_origins
     if request.method == "OPTIONS" and origin is not None:
         if not allowed:
             return _json_error(403, f"origin {origin} is not allowed")
         response: web.StreamResponse = web.Response(status=204)
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, PATCH, OPTIONS"
-        response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Download-Credential"
+        response.headers["Access-Control-Allow-Headers"] = (
+            "Authorization, Content-Type, X-Download-Credential"
+        )
         response.headers["Access-Control-Max-Age"] = "600"
     else:
         try:
@@ -225,6 +235,20 @@ async def download(request: web.Request) -> web.Response:
     )
 
 
+async def task_events(request: web.Request) -> web.Response:
+    """``GET /api/client/task_events?after=N&timeout=S``: long poll for task starts/ends."""
+    request.app[AUTH].require(request, _FILE_ROUTE_AUDIENCES)
+    try:
+        after = int(request.query.get("after", "0"))
+        timeout = min(max(float(request.query.get("timeout", "25")), 0.0), 55.0)
+    except ValueError:
+        raise BadRequest("after must be an integer and timeout a number of seconds") from None
+    cursor, events, reset = await request.app[TASK_FEED].wait(after, timeout)
+    body = {"cursor": cursor, "reset": reset,
+            "events": [event.model_dump(mode="json") for event in events]}
+    return web.Response(body=wire.dumps(body), content_type=JSON)
+
+
 async def health(request: web.Request) -> web.Response:
     """Liveness plus whether the broker is connected (503 when it is not)."""
     connected = request.app[LINK].connected
@@ -266,6 +290,9 @@ def create_app(config: Settings) -> web.Application:
         app[LINK] = link
         app[RPC_CLIENT] = RpcClient(link, timeout_s=config.rpc.timeout_s,
                                     queue_prefix=config.server_broker.queue_prefix)
+        feed = app[TASK_FEED] = TaskEventFeed()
+        Subscriber(link, config.server_broker.queue_prefix + TASK_EVENTS_EXCHANGE, TaskEvent,
+                   feed.add)
         link.start()
 
     async def close_link(app: web.Application) -> None:
@@ -280,6 +307,7 @@ def create_app(config: Settings) -> web.Application:
     router.add_get("/api/schemas", schemas)
     router.add_post("/upload_files", upload_files)
     router.add_get("/download/{task_id}/{filename}", download)
+    router.add_get("/api/client/task_events", task_events)
     router.add_post("/api/tasks/{task_id}/files", upload_task_files)
     for route in REST_ROUTES:
         router.add_route(route.method, route.path, rest_handler(route))

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from agata_common.config import settings
 from agata_common.database import make_engine
 from agata_common.process import run_service
+from cloud_task_manager.contracts import TASK_EVENTS_EXCHANGE
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
+from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
 from user_manager.contracts import GET_USER_INFO, GetUserInfoRequest, UserInfo
 
@@ -32,6 +34,8 @@ def start() -> Callable[[], None]:
         lookup_client,
         stop_grace_s=section.stop_grace_s,
         max_files_per_task=section.max_files_per_task,
+        notify=Broadcaster(runtime.link, config.server_broker.queue_prefix
+                           + TASK_EVENTS_EXCHANGE).publish,
     )
     runtime.serve(manager)
     runtime.start()

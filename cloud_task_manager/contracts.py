@@ -28,7 +28,9 @@ TaskId = Annotated[
 ]
 Host = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"),
+    StringConstraints(
+        min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"
+    ),
     Field(description="Host name or IP address the task's Flower server listens on."),
 ]
 Port = Annotated[int, Field(ge=1, le=65535, description="TCP port of the task's Flower server.")]
@@ -214,15 +216,29 @@ class ClientRequestingTaskRequest(BaseModel):
 
 
 class TaskOffer(BaseModel):
-    """What a client needs to join a task."""
+    """What a client needs to join a task (``run`` counts the task's starts)."""
 
     task_id: str
+    run: int
     host: str
     port: int
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
     files: list[TaskFile]
     download_credential: str
+
+
+class TaskEvent(BaseModel):
+    """Broadcast when a task's server starts or ends, so clients look again at once."""
+
+    task_id: str
+    status: TaskStatus
+    run: int
+    time: float
+
+
+TASK_EVENTS_EXCHANGE = "task_events"
+"""Fan-out exchange (after the broker's queue prefix) carrying ``TaskEvent``."""
 
 
 class TaskOffers(BaseModel):

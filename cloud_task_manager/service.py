@@ -6,6 +6,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -37,6 +38,7 @@ from cloud_task_manager.contracts import (
     RoundMetrics,
     StartTaskRequest,
     Task,
+    TaskEvent,
     TaskFile,
     TaskFileContent,
     TaskIdRequest,
@@ -121,12 +123,14 @@ class CloudTaskManager:
         *,
         stop_grace_s: float = 5.0,
         max_files_per_task: int = 64,
+        notify: Callable[[TaskEvent], None] | None = None,
     ) -> None:
         self.engine = engine
         self.storage = storage
         self.credentials = credentials
         self.lookup_client = lookup_client
         self.max_files_per_task = max_files_per_task
+        self.notify = notify
         Base.metadata.create_all(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._transition = threading.Lock()
@@ -273,6 +277,7 @@ class CloudTaskManager:
                 self._finish_run(launch, TaskStatus.FAILED, f"server could not start: {exc}")
                 raise Conflict(f"task {request.task_id!r}: server could not start: {exc}") from None
             self._set_pid(launch, pid)
+        self._announce(launch, TaskStatus.RUNNING)
         register_event("cloud_task_manager", "rpc_exec_start_server_task",
                        f"server started {request.task_id}")
         return self.get_task_by_id(TaskIdRequest(task_id=request.task_id))
@@ -372,6 +377,7 @@ class CloudTaskManager:
             offers = [
                 TaskOffer(
                     task_id=record.id,
+                    run=record.runs,
                     host=record.host,
                     port=record.port,
                     client_arguments=dict(record.client_arguments or {}),
@@ -500,6 +506,12 @@ class CloudTaskManager:
             record.status_reason = reason
             record.server_pid = None
             record.ended_at = record.modified = utcnow()
+        self._announce(launch, status)
+
+    def _announce(self, launch: ServerLaunch, status: TaskStatus) -> None:
+        if self.notify is not None:
+            self.notify(TaskEvent(task_id=launch.task_id, status=status, run=launch.run,
+                                  time=time.time()))
 
     def shutdown(self) -> None:
         """Stop every task server; their tasks are recorded as stopped."""

@@ -80,7 +80,7 @@ def dispatch(endpoint: Endpoint, body: bytes) -> bytes:
         if exc.status_code >= 500:
             logger.error("%s failed: %s", spec.name, exc.message)
         return wire.error_reply(exc)
-    except ValidationError as exc:
+    except ValidationError:
         error_id = uuid.uuid4().hex[:12]
         logger.exception("%s produced a reply outside its contract [error %s]", spec.name, error_id)
         return wire.error_reply(RpcError(f"internal error (id {error_id})", error_id=error_id))

@@ -16,8 +16,10 @@ from aiohttp import ClientSession
 
 from agata_common.config import Settings
 from agata_common.database import make_engine
+from cloud_task_manager.contracts import TASK_EVENTS_EXCHANGE
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
+from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.runtime import ServiceRuntime
 from user_manager.contracts import GET_USER_INFO, GetUserInfoRequest, UserInfo
@@ -122,6 +124,8 @@ def start_cloud(config: Settings, database_url: str) -> Cloud:
         lookup_client,
         stop_grace_s=section.stop_grace_s,
         max_files_per_task=section.max_files_per_task,
+        notify=Broadcaster(tasks_runtime.link, config.server_broker.queue_prefix
+                           + TASK_EVENTS_EXCHANGE).publish,
     )
     tasks_host = tasks_runtime.serve(tasks)
     caller = ServiceRuntime("test_caller", config, config.server_broker)
