@@ -39,7 +39,7 @@ class BrokerSettings(_Section):
     host: str = "localhost"
     port: int = Field(5672, ge=1, le=65535)
     username: str = "guest"
-    password: str = "guest"
+    password: str = "guest"  # noqa: S105 (RabbitMQ's stock local-only account)
     virtual_host: str = "/"
     queue_prefix: str = ""
     heartbeat_s: int = Field(30, ge=0, le=600)
