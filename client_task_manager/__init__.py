@@ -1,0 +1,1 @@
+"""The device side: reports stats, picks compatible tasks, runs their Flower clients."""

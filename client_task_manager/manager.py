@@ -1,0 +1,321 @@
+"""The client task manager's loop: stats, offers, downloads, Flower clients, failover.
+
+One thread runs the loop and sleeps on an event between things to do (no busy waiting): it is
+woken by a pushed task event, by a task's client reporting an error or exiting, by the poll
+interval, or by the end of a quarantine. Child processes report through ``task_daemon_lib``.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
+from client_task_manager.identity import ClientIdentity
+from client_task_manager.scheduler import TaskBook
+from cloud_task_manager.contracts import (
+    REPORT_CLIENT_TASK,
+    ClientTaskStatus,
+    ReportClientTaskRequest,
+    TaskEvent,
+    TaskOffer,
+)
+from microservice_interconnect import NotFound, RpcError
+from microservice_interconnect.events import register_event
+from microservice_interconnect.spec import RpcSpec
+from task_daemon_lib.messages import ErrorMessage, InfoMessage, ReportMessage, StatsMessage
+from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv
+from user_manager.contracts import UPDATE_USER_INFO, UpdateUserInfoRequest
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "client_task_manager"
+CLIENT_SCRIPT = "client.py"
+STATS_CHECK_S = 5.0
+NOT_REGISTERED_RETRY_S = 1.0
+
+QueryOffers = Callable[[str], list[TaskOffer]]
+"""Asks the cloud which running tasks fit this client."""
+SendReport = Callable[[RpcSpec[BaseModel, BaseModel], BaseModel], None]
+"""Hands a report to the durable outbox (raises when the local broker does not take it)."""
+
+
+@dataclass
+class _Running:
+    offer: TaskOffer
+    child: ChildProcess
+    handled: bool = False
+
+
+@dataclass(frozen=True)
+class _ChildError:
+    task_id: str
+    run: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class _ChildExit:
+    task_id: str
+    run: int
+    outcome: ChildOutcome
+
+
+class ClientTaskManager:
+    """Runs compatible tasks on this device and switches when one fails."""
+
+    def __init__(
+        self,
+        identity: ClientIdentity,
+        book: TaskBook,
+        *,
+        query_offers: QueryOffers,
+        fetch_file: FetchFile,
+        send_report: SendReport,
+        work_dir: Path,
+        request_interval_s: float,
+        stop_grace_s: float = 5.0,
+    ) -> None:
+        self.identity = identity
+        self.book = book
+        self.query_offers = query_offers
+        self.fetch_file = fetch_file
+        self.send_report = send_report
+        self.work_dir = work_dir
+        self.request_interval_s = request_interval_s
+        self.stop_grace_s = stop_grace_s
+        self._wake = threading.Event()
+        self._inbox: queue.SimpleQueue[_ChildError | _ChildExit] = queue.SimpleQueue()
+        self._children: dict[str, _Running] = {}
+        self._pending_reports: list[tuple[RpcSpec[BaseModel, BaseModel], BaseModel]] = []
+        self._stats_sent: UpdateUserInfoRequest | None = None
+        self._next_poll = 0.0
+        self._next_stats_check = 0.0
+        self._cloud_down = False
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def client_id(self) -> str:
+        """This device's id."""
+        return self.identity.client_id
+
+    # -- outside world -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the loop thread."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._loop, name="client-task-manager",
+                                        daemon=True)
+        self._thread.start()
+        logger.info("client %s: task manager running (policy %s, up to %d task(s))",
+                    self.client_id, self.book.policy.value, self.book.max_parallel)
+
+    def on_task_event(self, event: TaskEvent) -> None:
+        """A task started or ended on the cloud: look again at once (any thread)."""
+        logger.info("cloud: task %s is %s (run %d)", event.task_id, event.status.value,
+                    event.run)
+        self.poll_now()
+
+    def poll_now(self) -> None:
+        """Ask the cloud for tasks without waiting for the interval."""
+        self._next_poll = 0.0
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop the loop and every task client (terminate, then kill after the grace)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(self.stop_grace_s + 10)
+        running = list(self._children.values())
+        for entry in running:
+            entry.child.request_stop(self.stop_grace_s)
+        for entry in running:
+            entry.child.wait(self.stop_grace_s + 5)
+        self._flush_reports()
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._step()
+            except Exception:
+                logger.exception("client task manager step failed; continuing")
+                self._next_poll = time.monotonic() + self.request_interval_s
+            self._wake.wait(self._sleep_time())
+            self._wake.clear()
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        deadlines = [self._next_poll, self._next_stats_check]
+        release = self.book.next_release(time.time())
+        if release is not None:
+            deadlines.append(now + (release - time.time()))
+        return max(0.0, min(deadlines) - now)
+
+    def _step(self) -> None:
+        self._handle_children()
+        now = time.monotonic()
+        if now >= self._next_stats_check:
+            self._report_stats()
+            self._flush_reports()
+            self._next_stats_check = now + STATS_CHECK_S
+        if time.monotonic() >= self._next_poll:
+            self._poll()
+        self._start_chosen()
+
+    def _poll(self) -> None:
+        self._next_poll = time.monotonic() + self.request_interval_s
+        register_event(SERVICE, "rpc_exec_client_requesting_task", "requesting tasks")
+        try:
+            offers = self.query_offers(self.client_id)
+        except NotFound as exc:
+            logger.info("cloud does not know this client yet (%s); retrying", exc.message)
+            self._stats_sent = None
+            self._next_poll = time.monotonic() + NOT_REGISTERED_RETRY_S
+            self._next_stats_check = 0.0
+            return
+        except RpcError as exc:
+            if not self._cloud_down:
+                logger.warning("cannot ask the cloud for tasks: %s", exc.message)
+            self._cloud_down = True
+            return
+        if self._cloud_down:
+            logger.info("cloud reachable again")
+        self._cloud_down = False
+        fresh = [o.task_id for o in offers if o.task_id not in self._children]
+        register_event(SERVICE, "rpc_exec_client_requesting_task",
+                       f"offers received {','.join(o.task_id for o in offers) or 'none'}")
+        if fresh:
+            logger.info("compatible running tasks: %s", ", ".join(o.task_id for o in offers))
+        self.book.update_offers(offers)
+
+    def _start_chosen(self) -> None:
+        for offer in self.book.choose(time.time()):
+            self._launch(offer)
+
+    def _launch(self, offer: TaskOffer) -> None:
+        register_event(SERVICE, "download_files", f"download started {offer.task_id}")
+        try:
+            folder = download_task(offer, self.fetch_file, self.work_dir)
+        except CorruptDownload as exc:
+            self._failed(offer.task_id, offer.run, f"corrupted download refused: {exc}")
+            return
+        except RpcError as exc:
+            self._failed(offer.task_id, offer.run, f"download failed: {exc.message}")
+            return
+        register_event(SERVICE, "download_files", f"download finished {offer.task_id}")
+        if not (folder / CLIENT_SCRIPT).is_file():
+            self._failed(offer.task_id, offer.run, f"the task has no {CLIENT_SCRIPT}")
+            return
+        arguments = ["--host", offer.host, "--port", str(offer.port),
+                     "--client-id", self.client_id]
+        for name, value in offer.client_arguments.items():
+            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+            arguments += [f"--{name}", text]
+        task_id, run = offer.task_id, offer.run
+        child = ChildProcess(
+            python_argv(folder / CLIENT_SCRIPT, *arguments),
+            cwd=folder,
+            on_message=lambda message: self._on_child_message(task_id, run, message),
+            on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
+            name=f"task {task_id} client",
+        )
+        try:
+            child.start()
+        except OSError as exc:
+            self._failed(task_id, run, f"client could not start: {exc}")
+            return
+        self._children[task_id] = _Running(offer, child)
+        self.book.started(offer)
+        register_event(SERVICE, "start_client", f"client started {task_id}")
+        self._report(task_id, ClientTaskStatus.STARTED, None)
+
+    # -- children ----------------------------------------------------------------------------
+
+    def _on_child_message(self, task_id: str, run: int, message: ReportMessage) -> None:
+        if isinstance(message, ErrorMessage):
+            self._inbox.put(_ChildError(task_id, run, message.exception))
+            self._wake.set()
+        elif isinstance(message, StatsMessage):
+            logger.info("task %s round %d: %s", task_id, message.round, message.metrics)
+        elif isinstance(message, InfoMessage):
+            logger.info("task %s client: %s", task_id, message.info)
+
+    def _on_child_exit(self, task_id: str, run: int, outcome: ChildOutcome) -> None:
+        self._inbox.put(_ChildExit(task_id, run, outcome))
+        self._wake.set()
+
+    def _handle_children(self) -> None:
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            entry = self._children.get(item.task_id)
+            if entry is None or entry.offer.run != item.run:
+                continue
+            if isinstance(item, _ChildError):
+                if not entry.handled:
+                    entry.handled = True
+                    entry.child.request_stop(self.stop_grace_s)
+                    self._failed(item.task_id, item.run, item.reason)
+                continue
+            del self._children[item.task_id]
+            if entry.handled:
+                continue
+            outcome = item.outcome
+            if outcome.status == "finished":
+                self.book.finished(item.task_id, item.run)
+                register_event(SERVICE, "task_client", f"client finished {item.task_id}")
+                self._report(item.task_id, ClientTaskStatus.FINISHED, None)
+                logger.info("task %s finished here", item.task_id)
+            elif outcome.status == "stopped":
+                self.book.stopped(item.task_id)
+                self._report(item.task_id, ClientTaskStatus.STOPPED, "client shut down")
+            else:
+                self._failed(item.task_id, item.run, outcome.reason or "failed")
+
+    def _failed(self, task_id: str, run: int, reason: str) -> None:
+        held = self.book.failed(task_id, reason, time.time())
+        register_event(SERVICE, "task_client", f"client failed {task_id}")
+        logger.warning("task %s failed here: %s; set aside for %.0f s (failure %d)", task_id,
+                       reason, held.until - time.time(), held.failures)
+        self._report(task_id, ClientTaskStatus.FAILED, reason)
+
+    # -- reports -----------------------------------------------------------------------------
+
+    def _report(self, task_id: str, status: ClientTaskStatus, reason: str | None) -> None:
+        report = ReportClientTaskRequest(task_id=task_id, client_id=self.client_id,
+                                         status=status, reason=reason[:4000] if reason else None)
+        self._pending_reports.append((REPORT_CLIENT_TASK, report))
+        self._flush_reports()
+
+    def _report_stats(self) -> None:
+        stats = self.identity.stats()
+        if stats == self._stats_sent:
+            return
+        self._pending_reports.append((UPDATE_USER_INFO, stats))
+        self._stats_sent = stats
+        logger.info("reporting stats: %s", stats.model_dump(exclude_none=True,
+                                                            exclude={"user_id"}))
+
+    def _flush_reports(self) -> None:
+        while self._pending_reports:
+            spec, report = self._pending_reports[0]
+            try:
+                self.send_report(spec, report)
+            except RpcError as exc:
+                logger.warning("local broker did not take a report (%s); will retry",
+                               exc.message)
+                return
+            self._pending_reports.pop(0)
