@@ -244,6 +244,7 @@ class ClientTaskManager:
 
     def _on_child_message(self, task_id: str, run: int, message: ReportMessage) -> None:
         if isinstance(message, ErrorMessage):
+            register_event(SERVICE, "task_client", f"client error {task_id}", at=message.time)
             self._inbox.put(_ChildError(task_id, run, message.exception))
             self._wake.set()
         elif isinstance(message, StatsMessage):

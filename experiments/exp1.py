@@ -1,0 +1,206 @@
+"""AGATA's experiment 1: a task created and started on the cloud reaches a client and trains.
+
+``python -m experiments.exp1 [--repeat N] [--json] [--idle-cpu S]``
+
+Starts every service as its own process, creates the digits task through the gateway's HTTP
+API, uploads its files, starts it; the client task manager learns of it (push), downloads and
+verifies the files and runs the Flower client; a second Flower client joins (as in AGATA, so a
+round can complete). Prints the step timings (mean ± 95 % CI over repeats), writes a CSV, PNG
+plots, and ``events.json``; ``--json`` ends with one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments import report
+from experiments.processes import free_port
+from experiments.stack import TASKS_DIR, Stack, first_event, read_events
+from task_daemon_lib.runner import ChildProcess, python_argv
+
+logger = logging.getLogger("experiments.exp1")
+
+TASK_ID = "digits"
+STEPS = (
+    "1 create task (HTTP)",
+    "2 upload files (HTTP)",
+    "3 start task: server running",
+    "4 start -> client asks for tasks",
+    "5 request -> task offered",
+    "6 download + verify files",
+    "7 files -> client process running",
+    "start -> client running (total)",
+    "training (client start -> task finished)",
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])
+    return ticks / 100.0
+
+
+def extra_flower_client(folder: Path, port: int, partition: int) -> ChildProcess:
+    """A second Flower client run straight from the task files (AGATA's manual client)."""
+    child = ChildProcess(
+        python_argv(folder / "client.py", "--host", "127.0.0.1", "--port", str(port),
+                    "--client-id", "manual", "--partition-id", str(partition),
+                    "--num-partitions", "2"),
+        cwd=folder, name="manual flower client")
+    child.start()
+    return child
+
+
+def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
+    """One full run; returns its step timings and figures."""
+    stack = Stack(out_dir, client_count=1, client_params={"request_interval": "10"})
+    marks: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    extra: ChildProcess | None = None
+    try:
+        api = stack.start_cloud()
+        stack.start_clients()
+        port = free_port()
+        marks["create sent"] = time.time()
+        api.post("/rpc_exec_create_task", {
+            "task_id": TASK_ID, "host": "127.0.0.1", "port": port,
+            "selection_criteria": "data_qnt >= 0",
+            "server_arguments": {"num-rounds": rounds, "min-clients": 2},
+            "client_arguments": {"num-partitions": 2}, "tags": ["digits", "exp1"]})
+        marks["create returned"] = time.time()
+        files = sorted(p for p in (TASKS_DIR / "task_digits").iterdir()
+                       if p.suffix in {".py", ".npz"})
+        api.upload(TASK_ID, files)
+        marks["upload returned"] = time.time()
+        api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
+        marks["start returned"] = time.time()
+        extra = extra_flower_client(TASKS_DIR / "task_digits", port, partition=1)
+        status = _wait_for_end(api, TASK_ID, timeout=240)
+        marks["task ended"] = time.time()
+        if extra is not None:
+            extra.wait(30)
+        metrics = api.get(f"/api/tasks/{TASK_ID}/metrics")
+        result["status"] = status
+        result["rounds"] = [(r["round"], r["metrics"].get("accuracy")) for r in metrics["rounds"]]
+        result["final_accuracy"] = result["rounds"][-1][1] if result["rounds"] else None
+        if idle_cpu_s > 0:
+            result["idle_cpu_percent"] = _idle_cpu(stack, idle_cpu_s)
+    finally:
+        if extra is not None and extra.running:
+            extra.stop(2)
+        result["exit_codes"] = stack.stop()
+    events = _merge_events(stack.events_path, marks)
+    result["timings"] = _timings(events, marks)
+    result["events"] = str(stack.events_path)
+    return result
+
+
+def _wait_for_end(api: Any, task_id: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = api.get(f"/api/tasks/{task_id}")["status"]
+        if status in {"finished", "failed", "stopped"}:
+            return str(status)
+        time.sleep(0.2)
+    raise TimeoutError(f"task {task_id} did not end within {timeout:.0f} s")
+
+
+def _idle_cpu(stack: Stack, seconds: float) -> float:
+    pid = next(iter(stack.client_pids().values()))
+    logger.info("measuring the idle client task manager's CPU for %.0f s", seconds)
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return round(100 * (cpu_seconds(pid) - before) / (time.monotonic() - started), 3)
+
+
+def _merge_events(path: Path, marks: dict[str, float]) -> list[dict[str, Any]]:
+    """Service events plus the experiment's own marks, sorted, written back to events.json."""
+    events = read_events(path)
+    events += [{"time": t, "service": "experiment", "function": "exp1", "event": name}
+               for name, t in marks.items()]
+    events.sort(key=lambda e: float(e["time"]))
+    path.write_text(json.dumps(events, indent=1))
+    return events
+
+
+def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str, float | None]:
+    def span(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else b - a
+
+    start = marks.get("start returned")
+    asked = first_event(events, "requesting tasks", after=start or 0)
+    offered = first_event(events, f"offers received {TASK_ID}", after=start or 0)
+    download_start = first_event(events, f"download started {TASK_ID}")
+    download_end = first_event(events, f"download finished {TASK_ID}")
+    client_start = first_event(events, f"client started {TASK_ID}")
+    finished = first_event(events, f"finished {TASK_ID}")
+    return {
+        STEPS[0]: span(marks.get("create sent"), marks.get("create returned")),
+        STEPS[1]: span(marks.get("create returned"), marks.get("upload returned")),
+        STEPS[2]: span(marks.get("upload returned"), start),
+        STEPS[3]: span(start, asked),
+        STEPS[4]: span(asked, offered),
+        STEPS[5]: span(download_start, download_end),
+        STEPS[6]: span(download_end, client_start),
+        STEPS[7]: span(start, client_start),
+        STEPS[8]: span(client_start, finished),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description="AGATA experiment 1 (task reaches a client)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs (mean ± 95%% CI)")
+    parser.add_argument("--rounds", type=int, default=3, help="federated rounds")
+    parser.add_argument("--idle-cpu", type=float, default=0.0, metavar="S",
+                        help="also measure the idle client task manager's CPU for S seconds")
+    parser.add_argument("--out", type=Path, default=Path("experiments/out"),
+                        help="output folder")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    base = args.out / f"exp1-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs = []
+    for index in range(1, args.repeat + 1):
+        logger.info("run %d/%d", index, args.repeat)
+        runs.append(run_once(base / f"run{index}", args.rounds, args.idle_cpu))
+        logger.info("run %d: task %s, final accuracy %s", index, runs[-1]["status"],
+                    runs[-1]["final_accuracy"])
+    timings = [run["timings"] for run in runs]
+    print(report.table(timings, STEPS))
+    report.write_csv(base / "exp1_times.csv", timings, STEPS)
+    report.plot_timings(base / "exp1_timings.png", timings, STEPS, "Experiment 1: step times")
+    report.plot_accuracy(base / "exp1_accuracy.png", [run["rounds"] for run in runs],
+                         "Experiment 1: digits task, held-out accuracy")
+    totals = [t[STEPS[7]] for t in timings if t[STEPS[7]] is not None]
+    accuracies = [run["final_accuracy"] for run in runs if run["final_accuracy"] is not None]
+    figures: dict[str, Any] = {
+        "start_to_client_running_s": round(report.mean_ci95(totals)[0], 4) if totals else None,
+        "start_to_client_running_ci95_s": round(report.mean_ci95(totals)[1], 4)
+        if totals else None,
+        "final_accuracy": round(report.mean_ci95(accuracies)[0], 4) if accuracies else None,
+        "statuses": [run["status"] for run in runs],
+        "events": runs[-1]["events"],
+        "csv": str(base / "exp1_times.csv"),
+        "plots": [str(base / "exp1_timings.png"), str(base / "exp1_accuracy.png")],
+        "runs": len(runs),
+    }
+    idle = [run["idle_cpu_percent"] for run in runs if "idle_cpu_percent" in run]
+    if idle:
+        figures["idle_client_cpu_percent"] = max(idle)
+    print(f"outputs in {base}")
+    if args.json:
+        print(json.dumps(figures))
+    ok = all(run["status"] == "finished" for run in runs)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

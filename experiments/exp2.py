@@ -1,0 +1,156 @@
+"""AGATA's experiment 2: a failing task (E) makes the client switch to a healthy one (C).
+
+``python -m experiments.exp2 [--repeat N] [--json]``
+
+Both tasks run on the cloud; E was started first, so the client takes it; E's client fails
+shortly after starting; the client task manager reports it, sets E aside and starts C at once.
+``failover_s`` is the time from E's reported error to C's client process running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from experiments import report
+from experiments.exp1 import extra_flower_client
+from experiments.processes import free_port
+from experiments.stack import TASKS_DIR, Stack, first_event, read_events
+
+logger = logging.getLogger("experiments.exp2")
+
+STEPS = (
+    "E start -> E client running",
+    "E client running -> E error",
+    "failover: E error -> C client running",
+    "E error -> failure reported to the cloud",
+    "C client running -> C finished",
+)
+
+
+def _task_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix in {".py", ".npz"})
+
+
+def run_once(out_dir: Path, rounds: int) -> dict[str, Any]:
+    """One full run; returns its timings and outcome."""
+    stack = Stack(out_dir, client_count=1, client_params={"request_interval": "10"})
+    marks: dict[str, float] = {}
+    result: dict[str, Any] = {}
+    extra = None
+    try:
+        api = stack.start_cloud()
+        stack.start_clients()
+        port_c, port_e = free_port(), free_port()
+        for task_id, folder, port, server_arguments in (
+            ("C", TASKS_DIR / "task_digits", port_c, {"num-rounds": rounds, "min-clients": 2}),
+            ("E", TASKS_DIR / "task_error", port_e, {"min-clients": 2}),
+        ):
+            api.post("/rpc_exec_create_task", {
+                "task_id": task_id, "host": "127.0.0.1", "port": port,
+                "server_arguments": server_arguments,
+                "client_arguments": {"num-partitions": 2}, "tags": ["exp2"]})
+            api.upload(task_id, _task_files(folder))
+        extra = extra_flower_client(TASKS_DIR / "task_digits", port_c, partition=1)
+        api.post("/rpc_exec_start_server_task", {"task_id": "E"})
+        marks["E start returned"] = time.time()
+        api.post("/rpc_exec_start_server_task", {"task_id": "C"})
+        marks["C start returned"] = time.time()
+        deadline = time.monotonic() + 240
+        while api.get("/api/tasks/C")["status"] == "running":
+            if time.monotonic() > deadline:
+                raise TimeoutError("task C did not end within 240 s")
+            time.sleep(0.2)
+        result["status_C"] = api.get("/api/tasks/C")["status"]
+        reports = api.get("/api/tasks/E/reports")["reports"]
+        result["E_reports"] = [(r["client_id"], r["status"], r["reason"]) for r in reports]
+        api.post("/rpc_exec_stop_server_task", {"task_id": "E"})
+        metrics = api.get("/api/tasks/C/metrics")
+        result["rounds"] = [(r["round"], r["metrics"].get("accuracy")) for r in metrics["rounds"]]
+        result["final_accuracy"] = result["rounds"][-1][1] if result["rounds"] else None
+    finally:
+        if extra is not None and extra.running:
+            extra.stop(2)
+        result["exit_codes"] = stack.stop()
+    events = read_events(stack.events_path)
+    events += [{"time": t, "service": "experiment", "function": "exp2", "event": name}
+               for name, t in marks.items()]
+    events.sort(key=lambda e: float(e["time"]))
+    stack.events_path.write_text(json.dumps(events, indent=1))
+    result["timings"] = _timings(events, marks)
+    result["events"] = str(stack.events_path)
+    return result
+
+
+def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str, float | None]:
+    def span(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else b - a
+
+    e_client = first_event(events, "client started E")
+    e_error = first_event(events, "client error E")
+    c_client = first_event(events, "client started C")
+    e_failed = first_event(events, "client failed E")
+    c_finished = first_event(events, "finished C")
+    return {
+        STEPS[0]: span(marks.get("E start returned"), e_client),
+        STEPS[1]: span(e_client, e_error),
+        STEPS[2]: span(e_error, c_client),
+        STEPS[3]: span(e_error, e_failed),
+        STEPS[4]: span(c_client, c_finished),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description="AGATA experiment 2 (failover E -> C)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs (mean ± 95%% CI)")
+    parser.add_argument("--rounds", type=int, default=3, help="federated rounds of task C")
+    parser.add_argument("--out", type=Path, default=Path("experiments/out"),
+                        help="output folder")
+    parser.add_argument("--json", action="store_true", help="end with one JSON line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    base = args.out / f"exp2-{time.strftime('%Y%m%d-%H%M%S')}"
+    runs = []
+    for index in range(1, args.repeat + 1):
+        logger.info("run %d/%d", index, args.repeat)
+        runs.append(run_once(base / f"run{index}", args.rounds))
+        logger.info("run %d: C %s; E reports %s", index, runs[-1]["status_C"],
+                    runs[-1]["E_reports"])
+    timings = [run["timings"] for run in runs]
+    print(report.table(timings, STEPS))
+    report.write_csv(base / "exp2_times.csv", timings, STEPS)
+    report.plot_timings(base / "exp2_timings.png", timings, STEPS, "Experiment 2: failover")
+    report.plot_accuracy(base / "exp2_accuracy.png", [run["rounds"] for run in runs],
+                         "Experiment 2: task C, held-out accuracy")
+    failovers = [t[STEPS[2]] for t in timings if t[STEPS[2]] is not None]
+    figures: dict[str, Any] = {
+        "failover_s": round(report.mean_ci95(failovers)[0], 4) if failovers else None,
+        "failover_ci95_s": round(report.mean_ci95(failovers)[1], 4) if failovers else None,
+        "start_to_client_running_s": _mean([t[STEPS[0]] for t in timings]),
+        "final_accuracy": _mean([run["final_accuracy"] for run in runs]),
+        "statuses_C": [run["status_C"] for run in runs],
+        "events": runs[-1]["events"],
+        "csv": str(base / "exp2_times.csv"),
+        "plots": [str(base / "exp2_timings.png"), str(base / "exp2_accuracy.png")],
+        "runs": len(runs),
+    }
+    print(f"outputs in {base}")
+    if args.json:
+        print(json.dumps(figures))
+    ok = all(run["status_C"] == "finished" for run in runs) and len(failovers) == len(runs)
+    return 0 if ok else 1
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(report.mean_ci95(present)[0], 4) if present else None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The whole system on one machine for an experiment: every service its own ``python -m``.
+
+Cloud side and client side get separate data directories and queue prefixes on the local
+RabbitMQ (as if they were separate brokers), fresh tokens, a free gateway port, and events
+switched on; everything is stopped by pid at the end, the event reader last so that
+``events.json`` holds every step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from experiments.processes import ProcessGroup, free_port, wait_for_http
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TASKS_DIR = REPO_ROOT / "tasks"
+
+
+class ApiError(RuntimeError):
+    """The gateway answered with an error."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        message = body.get("exception") if isinstance(body, dict) else body
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.body = body
+
+
+@dataclass
+class Api:
+    """The cloud gateway's HTTP API, as an operator uses it."""
+
+    url: str
+    token: str
+
+    def _send(self, method: str, path: str, data: bytes | None, content_type: str | None,
+              timeout: float) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(f"{self.url}{path}", data=data, method=method,
+                                         headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            raw = error.read()
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")
+            raise ApiError(error.code, body) from None
+
+    def post(self, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
+        """POST a JSON body."""
+        return self._send("POST", path, json.dumps(body or {}).encode(), "application/json",
+                          timeout)
+
+    def get(self, path: str, timeout: float = 30) -> Any:
+        """GET a JSON resource."""
+        return self._send("GET", path, None, None, timeout)
+
+    def upload(self, task_id: str, files: list[Path]) -> Any:
+        """``POST /upload_files`` with a multipart form."""
+        boundary = uuid.uuid4().hex
+        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="task_id"\r\n\r\n'
+                 f"{task_id}\r\n".encode()]
+        for path in files:
+            parts.append(
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+                f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                .encode() + path.read_bytes() + b"\r\n")
+        parts.append(f"--{boundary}--\r\n".encode())
+        return self._send("POST", "/upload_files", b"".join(parts),
+                          f"multipart/form-data; boundary={boundary}", 60)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Wait until the gateway and the services behind it answer."""
+        wait_for_http(f"{self.url}/health", timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.post("/rpc_exec_list_tasks", {"limit": 1}, timeout=5)
+                self.post("/rpc_exec_list_users", {"limit": 1}, timeout=5)
+                return
+            except ApiError as error:
+                if error.status not in (503, 504) or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Stack:
+    """Every process of a one-machine deployment, started and stopped together."""
+
+    out_dir: Path
+    client_count: int = 1
+    client_params: dict[str, str] = field(default_factory=dict)
+    processes: ProcessGroup | None = None
+    api: Api | None = None
+    cloud_env: dict[str, str] = field(default_factory=dict)
+    client_envs: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def events_path(self) -> Path:
+        """Where the event reader writes."""
+        return self.out_dir / "events.json"
+
+    def _environments(self) -> None:
+        run = uuid.uuid4().hex[:8]
+        port = free_port()
+        api_token, client_token = secrets.token_hex(16), secrets.token_hex(16)
+        common = {
+            **os.environ,
+            "AGATA_EVENTS_REGISTER_EVENTS": "true",
+            "AGATA_EVENTS_EXCHANGE": f"exp-{run}.events",
+            "AGATA_SERVER_GATEWAY_PORT": str(port),
+            "AGATA_SERVER_GATEWAY_API_TOKEN": api_token,
+            "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": client_token,
+            "AGATA_SERVER_BROKER_QUEUE_PREFIX": f"exp-{run}.cloud.",
+            "AGATA_CLIENT_PARAMS_CLOUD_URL": f"http://127.0.0.1:{port}",
+            "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": client_token,
+            "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "3",
+        }
+        self.cloud_env = {**common, "AGATA_STORAGE_DATA_DIR": str(self.out_dir / "cloud")}
+        self.client_envs = []
+        for index in range(self.client_count):
+            env = {
+                **common,
+                "AGATA_STORAGE_DATA_DIR": str(self.out_dir / f"client{index}"),
+                "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"exp-{run}.client{index}.",
+                "AGATA_CLIENT_PARAMS_CLIENT_ID": f"device-{index}",
+            }
+            env.update({f"AGATA_CLIENT_PARAMS_{k.upper()}": v
+                        for k, v in self.client_params.items()})
+            self.client_envs.append(env)
+        self.api = Api(f"http://127.0.0.1:{port}", api_token)
+
+    def start_cloud(self) -> Api:
+        """Start the event reader and the cloud services; wait until they answer."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._environments()
+        assert self.api is not None
+        self.processes = ProcessGroup(self.cloud_env, self.out_dir / "logs")
+        self.processes.start("event_reader", "microservice_interconnect.event_reader",
+                             "--output", str(self.events_path))
+        for service in ("user_manager", "cloud_task_manager", "cloud_gateway"):
+            self.processes.start(service, service)
+        self.api.wait_ready()
+        return self.api
+
+    def start_clients(self) -> list[str]:
+        """Start each device's client gateway and client task manager; return client ids."""
+        assert self.processes is not None and self.api is not None
+        ids = []
+        for index, env in enumerate(self.client_envs):
+            self.processes.environ = env
+            self.processes.start(f"client{index}_gateway", "client_gateway")
+            self.processes.start(f"client{index}_task_manager", "client_task_manager")
+            ids.append(env["AGATA_CLIENT_PARAMS_CLIENT_ID"])
+        self.processes.environ = self.cloud_env
+        deadline = time.monotonic() + 60
+        for client_id in ids:
+            while True:
+                try:
+                    self.api.get(f"/api/clients/{client_id}", timeout=5)
+                    break
+                except ApiError as error:
+                    if error.status != 404 or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.05)
+        return ids
+
+    def client_pids(self) -> dict[str, int]:
+        """Pids of the client task managers (for CPU measurements)."""
+        assert self.processes is not None
+        return {name: p.pid for name, p in self.processes.processes.items()
+                if name.endswith("_task_manager")}
+
+    def stop(self) -> dict[str, int | None]:
+        """Stop every process (clients first, the event reader last); return exit codes."""
+        if self.processes is None:
+            return {}
+        codes = {}
+        order = sorted(self.processes.processes, key=lambda name: (
+            name == "event_reader", not name.startswith("client")))
+        for name in order:
+            codes[name] = self.processes.stop(name)
+        self.processes.stop_all()
+        return codes
+
+    def create_task(self, task_id: str, source: Path, port: int, *,
+                    server_arguments: dict[str, Any] | None = None,
+                    client_arguments: dict[str, Any] | None = None,
+                    selection_criteria: str = "", tags: list[str] | None = None) -> Any:
+        """Create a task through the gateway and upload every file of ``source``."""
+        assert self.api is not None
+        self.api.post("/rpc_exec_create_task", {
+            "task_id": task_id, "host": "127.0.0.1", "port": port,
+            "selection_criteria": selection_criteria,
+            "server_arguments": server_arguments or {},
+            "client_arguments": client_arguments or {}, "tags": tags or []})
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in {".py", ".npz"})
+        return self.api.upload(task_id, files)
+
+
+def read_events(path: Path, timeout: float = 5) -> list[dict[str, Any]]:
+    """The events file (waiting for it to appear)."""
+    deadline = time.monotonic() + timeout
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def first_event(events: list[dict[str, Any]], text: str, after: float = 0.0) -> float | None:
+    """Time of the first event whose text starts with ``text`` at or after ``after``."""
+    for event in events:
+        if str(event.get("event", "")).startswith(text) and float(event["time"]) >= after:
+            return float(event["time"])
+    return None
