@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import re
 import socket
-import sys
 import time
 import zlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from runtime import TaskArgumentParser, add_log_level_argument, setup_flower
+from runtime import TaskArgumentParser, add_log_level_argument, exit_now, setup_flower
+
 from task_daemon_lib import TaskReporter
 
 if TYPE_CHECKING:
@@ -37,12 +37,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080, help="server port")
     parser.add_argument("--client-id", default=None, help="id given by the client manager")
     parser.add_argument(
-        "--partition-id", type=int, default=None,
+        "--partition-id",
+        type=int,
+        default=None,
         help="training shard to use (default: derived from --client-id, else 0)",
     )
     parser.add_argument("--num-partitions", type=int, default=DEFAULT_NUM_PARTITIONS)
     parser.add_argument(
-        "--connect-timeout", type=float, default=30.0,
+        "--connect-timeout",
+        type=float,
+        default=30.0,
         help="seconds to wait for the server's port to accept connections",
     )
     add_log_level_argument(parser)
@@ -161,15 +165,24 @@ def make_client(args: argparse.Namespace, reporter: TaskReporter) -> Client:
 def run(args: argparse.Namespace, reporter: TaskReporter) -> None:
     """Join the federation; returns when the server ends it."""
     setup_flower(args.log_level)
+    import grpc
     from flwr.client import start_client
 
     client = make_client(args, reporter)
-    waited = wait_for_port(args.host, args.port, args.connect_timeout)
+    address = server_address(args.host, args.port)
     reporter.send_print(
-        f"client {args.client_id or '-'} (partition {args.partition_id}/{args.num_partitions}) "
-        f"connecting to {server_address(args.host, args.port)} (waited {waited:.2f} s)"
+        f"client {args.client_id or '-'} ready (partition {args.partition_id} of "
+        f"{args.num_partitions}); waiting for the server at {address}"
     )
-    start_client(server_address=server_address(args.host, args.port), client=client)
+    waited = wait_for_port(args.host, args.port, args.connect_timeout)
+    reporter.send_print(f"server answered after {waited:.2f} s; joining the federation")
+    try:
+        start_client(server_address=address, client=client)
+    except grpc.RpcError as exc:  # the server went away (or refused us) mid-federation
+        code = exc.code() if isinstance(exc, grpc.Call) else None
+        details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+        status = code.name if code is not None else "RPC error"
+        raise ConnectionError(f"lost the server at {address}: {status} ({details})") from exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -189,4 +202,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

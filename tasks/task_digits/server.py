@@ -10,10 +10,10 @@ Sends ``info "Finished"`` at the end; on failure sends ``error`` and exits with 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from runtime import TaskArgumentParser, add_log_level_argument, setup_flower
+from runtime import TaskArgumentParser, add_log_level_argument, exit_now, setup_flower
+
 from task_daemon_lib import TaskReporter
 
 DEFAULT_NUM_ROUNDS = 3
@@ -27,7 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8080, help="port to bind")
     parser.add_argument("--num-rounds", type=int, default=DEFAULT_NUM_ROUNDS)
     parser.add_argument(
-        "--min-clients", type=int, default=DEFAULT_MIN_CLIENTS,
+        "--min-clients",
+        type=int,
+        default=DEFAULT_MIN_CLIENTS,
         help="clients needed to start a round (and trained on in each round)",
     )
     parser.add_argument(
@@ -40,7 +42,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--batch-size", type=int, default=16, help="clients' mini-batch size (sent to clients)"
     )
     parser.add_argument(
-        "--round-timeout", type=float, default=0.0,
+        "--round-timeout",
+        type=float,
+        default=0.0,
         help="seconds to wait for the clients' results of a round; 0 = no limit",
     )
     add_log_level_argument(parser)
@@ -144,4 +148,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
