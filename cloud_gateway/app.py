@@ -96,10 +96,13 @@ async def errors_and_cors(request: web.Request, handler: Handler) -> web.StreamR
             response = _error_response(exc)
         except web.HTTPException as exc:
             if exc.content_type == JSON:
-                raise
-            message = {404: "no such route", 405: "method not allowed",
-                       413: "request body too large"}.get(exc.status, exc.reason)
-            response = _json_error(exc.status, message)
+                # Answer it here (not re-raised) so CORS headers are added below as well.
+                response = web.Response(status=exc.status, body=exc.body,
+                                        headers=exc.headers)
+            else:
+                message = {404: "no such route", 405: "method not allowed",
+                           413: "request body too large"}.get(exc.status, exc.reason)
+                response = _json_error(exc.status, message)
         except asyncio.CancelledError:
             raise
         except Exception:

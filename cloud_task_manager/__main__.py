@@ -41,8 +41,7 @@ def start() -> Callable[[], None]:
     runtime.start()
 
     def stop() -> None:
-        runtime.stop()
-        manager.shutdown()
+        runtime.stop(before_close=manager.shutdown)
         engine.dispose()
 
     return stop

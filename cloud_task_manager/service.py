@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import secrets
@@ -410,7 +411,7 @@ class CloudTaskManager:
         content = self.storage.read(request.task_id, request.filename)
         row = known[request.filename]
         return TaskFileContent(name=row.name, size=len(content), sha256=row.sha256,
-                               content=content)
+                               content=base64.b64encode(content))
 
     @rpc(REPORT_CLIENT_TASK)
     def report_client_task(self, request: ReportClientTaskRequest) -> ClientTaskReport:
@@ -509,9 +510,14 @@ class CloudTaskManager:
         self._announce(launch, status)
 
     def _announce(self, launch: ServerLaunch, status: TaskStatus) -> None:
-        if self.notify is not None:
+        if self.notify is None:
+            return
+        try:
             self.notify(TaskEvent(task_id=launch.task_id, status=status, run=launch.run,
                                   time=time.time()))
+        except Exception as exc:
+            logger.warning("task %s: could not announce %s: %s", launch.task_id,
+                           status.value, exc)
 
     def shutdown(self) -> None:
         """Stop every task server; their tasks are recorded as stopped."""

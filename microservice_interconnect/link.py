@@ -101,11 +101,14 @@ class AmqpLink:
             self.loop.close()
 
     def call_soon(self, callback: Callable[..., Any], *args: Any) -> None:
-        """Run ``callback`` on the link's loop, from any thread."""
-        if self._in_loop_thread():
-            self.loop.call_soon(callback, *args)
-        else:
-            self.loop.call_soon_threadsafe(callback, *args)
+        """Run ``callback`` on the link's loop, from any thread (dropped once it is closed)."""
+        try:
+            if self._in_loop_thread():
+                self.loop.call_soon(callback, *args)
+            else:
+                self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            logger.debug("%s: loop closed; dropped %r", self.name, callback)
 
     def _in_loop_thread(self) -> bool:
         try:

@@ -7,10 +7,12 @@ on. A call made while the broker is away waits for the link to come back, up to 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import InvalidStateError
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -130,6 +132,13 @@ class RpcClient:
 
         self.link.loop.create_task(publish_when_ready())
 
+    def _timed_out(self, name: str, timeout: float, waiter: _Waiter) -> RpcError:
+        """The error for a call out of time: the broker's absence if it was never published."""
+        if waiter.correlation_id is None:
+            return ServiceUnavailable(
+                f"{name}: broker {self.link.address} unreachable (waited {timeout:.1f} s)")
+        return _timeout(name, timeout)
+
     def _forget(self, waiter: _Waiter) -> None:
         if waiter.correlation_id is not None:
             self._pending.pop(waiter.correlation_id, None)
@@ -144,7 +153,7 @@ class RpcClient:
                 async with asyncio.timeout(timeout):
                     return await waiter.future
             except TimeoutError:
-                raise _timeout(name, timeout) from None
+                raise self._timed_out(name, timeout, waiter) from None
             finally:
                 self._forget(waiter)
         thread_waiter = _Waiter(ThreadFuture())
@@ -153,7 +162,7 @@ class RpcClient:
             async with asyncio.timeout(timeout):
                 return await asyncio.wrap_future(thread_waiter.future)
         except TimeoutError:
-            raise _timeout(name, timeout) from None
+            raise self._timed_out(name, timeout, thread_waiter) from None
         finally:
             self.link.call_soon(self._forget, thread_waiter)
 
@@ -165,7 +174,7 @@ class RpcClient:
         try:
             return waiter.future.result(timeout)
         except FutureTimeout:
-            raise _timeout(name, timeout) from None
+            raise self._timed_out(name, timeout, waiter) from None
         finally:
             self.link.call_soon(self._forget, waiter)
 
@@ -191,12 +200,15 @@ class _Waiter:
         self.correlation_id: str | None = None
 
     def resolve(self, body: bytes) -> None:
-        if not self.future.done():
-            self.future.set_result(body)
+        # a thread future may be cancelled from another thread between the check and the set
+        with contextlib.suppress(InvalidStateError, asyncio.InvalidStateError):
+            if not self.future.done():
+                self.future.set_result(body)
 
     def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
+        with contextlib.suppress(InvalidStateError, asyncio.InvalidStateError):
+            if not self.future.done():
+                self.future.set_exception(error)
 
 
 def _timeout(name: str, timeout: float) -> RpcTimeout:

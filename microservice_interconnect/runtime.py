@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from agata_common.config import BrokerSettings, Settings
 from microservice_interconnect.events import configure_events
@@ -42,8 +43,10 @@ class ServiceRuntime:
         self.link.start()
         return self
 
-    def stop(self) -> None:
-        """Finish requests in hand, then close the connection."""
+    def stop(self, before_close: Callable[[], None] | None = None) -> None:
+        """Finish requests in hand, run ``before_close`` (still connected), then disconnect."""
         for host in self.hosts:
             host.stop()
+        if before_close is not None:
+            before_close()
         self.link.close()

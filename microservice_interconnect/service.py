@@ -176,13 +176,16 @@ class ServiceHost:
     def stop(self, timeout: float = 10.0) -> None:
         """Stop taking requests, finish the ones in hand (their replies go out), then return."""
         self._stopping = True
-        try:
-            self.link.run_coroutine(self._cancel_consumers()).result(timeout)
-        except Exception as exc:
-            logger.debug("cancelling consumers: %s", exc)
+        # a link never started (or already closed) has no loop to run on: nothing to cancel
+        if self.link.loop.is_running():
+            try:
+                self.link.run_coroutine(self._cancel_consumers()).result(timeout)
+            except Exception as exc:
+                logger.debug("cancelling consumers: %s", exc)
         self._executor.shutdown(wait=True)
-        drained = self.link.run_coroutine(asyncio.sleep(0.05))
+        if not self.link.loop.is_running():
+            return
         try:
-            drained.result(timeout)
+            self.link.run_coroutine(asyncio.sleep(0.05)).result(timeout)
         except Exception as exc:
             logger.debug("draining replies: %s", exc)

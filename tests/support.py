@@ -100,9 +100,9 @@ class Cloud:
     runtimes: list[ServiceRuntime]
 
     def stop(self) -> None:
+        self.task_manager.shutdown()
         for runtime in reversed(self.runtimes):
             runtime.stop()
-        self.task_manager.shutdown()
 
 
 def start_cloud(config: Settings, database_url: str) -> Cloud:

@@ -24,8 +24,8 @@ from microservice_interconnect import (
     RpcSpec,
     RpcTimeout,
     ServiceUnavailable,
+    wire,
 )
-from microservice_interconnect import wire
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import rpc
 
@@ -321,7 +321,8 @@ def test_handler_returning_the_wrong_type_is_a_500(caller: ServiceRuntime, kind)
 
 
 def test_handler_returning_a_matching_dict_is_accepted(caller: ServiceRuntime):
-    assert caller.client.call(BAD_RETURN, FailRequest(kind="dict"), timeout=5).text == "ok as a dict"
+    reply = caller.client.call(BAD_RETURN, FailRequest(kind="dict"), timeout=5)
+    assert reply.text == "ok as a dict"
 
 
 def test_unknown_rpc_is_service_unavailable_at_once(caller: ServiceRuntime):
@@ -493,6 +494,22 @@ async def test_caller_recovers_from_asyncio(runtimes: Runtimes, settings: Settin
             await asyncio.sleep(0.1)
     assert reply.text == "again"
     assert caller.link.connect_count >= 2
+
+
+def test_pending_call_fails_fast_when_the_callers_connection_is_cut(
+        runtimes: Runtimes, settings: Settings, make_settings, proxy: TcpProxy):
+    served = runtimes.service(settings)
+    caller = runtimes.caller(via_proxy(make_settings, settings, proxy))
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(caller.client.call, SLEEP, SleepRequest(seconds=2), 10)
+        assert served.service.sleeping.wait(5)
+        started = time.monotonic()
+        proxy.cut()
+        # the reply can no longer reach this connection: the call fails now, not at its timeout
+        with pytest.raises(ServiceUnavailable, match="lost before the reply"):
+            pending.result(5)
+        assert time.monotonic() - started < 1
+    assert call_until_ok(caller, within=5).text == "back"
 
 
 def test_service_recovers_after_its_connection_is_cut(runtimes: Runtimes, settings: Settings,

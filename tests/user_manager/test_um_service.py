@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -123,3 +124,17 @@ def test_invalid_get_and_list_requests_are_400(cloud_on_each_db: Cloud) -> None:
         assert field in [problem["field"] for problem in envelope["errors"]]
     status, _, envelope = raw_call(cloud_on_each_db, UPDATE_USER_INFO.name, b"{not json")
     assert status == 400 and "JSON" in envelope["exception"]
+
+
+def test_concurrent_upserts_of_one_new_client_all_succeed(cloud_on_each_db: Cloud) -> None:
+    client = cloud_on_each_db.client
+
+    def upsert(index: int) -> int:
+        return client.call(UPDATE_USER_INFO, {"user_id": f"burst-{index % 2}",
+                                              "data_qnt": index}).data_qnt
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        results = list(pool.map(upsert, range(24)))
+    assert sorted(results) == list(range(24))
+    listed = client.call(LIST_USERS, {})
+    assert sorted(user.id for user in listed.users) == ["burst-0", "burst-1"]

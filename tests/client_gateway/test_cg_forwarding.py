@@ -1,0 +1,174 @@
+"""Client RPCs on the client broker, forwarded to the real cloud gateway and services."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+from aiohttp import web
+from cg_helpers import closed_port_url
+from support import Cloud, Gateway, free_port
+
+from client_gateway.http import CloudGatewayHttp
+from cloud_task_manager.contracts import CLIENT_REQUESTING_TASK, REPORT_CLIENT_TASK
+from microservice_interconnect import (
+    BadRequest,
+    NotFound,
+    RpcError,
+    RpcTimeout,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from user_manager.contracts import UPDATE_USER_INFO
+
+
+async def test_queries_are_forwarded_end_to_end(gateway: Gateway, cloud: Cloud, start_cg,
+                                                device) -> None:
+    await asyncio.to_thread(start_cg, gateway.url)
+    client = device.runtime.client
+
+    info = await asyncio.to_thread(client.call, UPDATE_USER_INFO,
+                                   {"user_id": "dev-1", "data_qnt": 40, "sensors": ["camera"]})
+    assert (info.id, info.data_qnt, info.sensors) == ("dev-1", 40, ["camera"])
+
+    offers = await asyncio.to_thread(client.call, CLIENT_REQUESTING_TASK, {"client_id": "dev-1"})
+    assert offers.tasks == []
+
+    with pytest.raises(NotFound) as info_missing:
+        await asyncio.to_thread(client.call, CLIENT_REQUESTING_TASK, {"client_id": "nobody"})
+    assert "'nobody' is not registered" in info_missing.value.message
+
+    with pytest.raises(NotFound) as task_missing:
+        await asyncio.to_thread(client.call, REPORT_CLIENT_TASK,
+                                {"task_id": "ghost", "client_id": "dev-1", "status": "failed"})
+    assert "ghost" in task_missing.value.message
+
+
+async def test_query_fails_fast_while_the_cloud_is_unreachable(start_cg, device) -> None:
+    url = closed_port_url()
+    await asyncio.to_thread(start_cg, url)
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable) as info:
+        await asyncio.to_thread(device.runtime.client.call, CLIENT_REQUESTING_TASK,
+                                {"client_id": "dev-1"})
+    assert time.monotonic() - started < 3
+    assert f"cloud gateway unreachable at {url}" in info.value.message
+
+
+# -- the HTTP client against a small fake gateway ----------------------------------------------
+
+
+async def _fake_gateway() -> tuple[web.AppRunner, str, list[str]]:
+    seen: list[str] = []
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Authorization", ""))
+        name = request.match_info["name"]
+        if name == "ok":
+            return web.json_response({"echo": (await request.json())["x"]})
+        if name == "bad":
+            return web.json_response({"exception": "invalid request: x: too big",
+                                      "errors": [{"field": "x", "message": "too big"}]},
+                                     status=400)
+        if name == "html":
+            return web.Response(status=502, text="<html>Bad Gateway</html>",
+                                content_type="text/html")
+        if name == "slow":
+            await asyncio.sleep(1.5)
+        return web.Response(status=500, text="")
+
+    app = web.Application()
+    app.router.add_post("/{name}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner, f"http://127.0.0.1:{port}", seen
+
+
+async def test_http_errors_become_rpc_errors() -> None:
+    runner, url, seen = await _fake_gateway()
+    http = CloudGatewayHttp(url, "secret", timeout_s=0.5)
+    try:
+        assert await asyncio.to_thread(http.post_rpc, "ok", b'{"x": 7}') == b'{"echo": 7}'
+        # the same thread reuses its connection
+        assert await asyncio.to_thread(http.post_rpc, "ok", b'{"x": 8}') == b'{"echo": 8}'
+        assert seen == ["Bearer secret", "Bearer secret"]
+
+        with pytest.raises(BadRequest) as bad:
+            await asyncio.to_thread(http.post_rpc, "bad", b"{}")
+        assert bad.value.errors == [{"field": "x", "message": "too big"}]
+
+        with pytest.raises(RpcError) as html:
+            await asyncio.to_thread(http.post_rpc, "html", b"{}")
+        assert html.value.status_code == 502 and "Bad Gateway" in html.value.message
+
+        started = time.monotonic()
+        with pytest.raises(RpcTimeout):
+            await asyncio.to_thread(http.post_rpc, "slow", b"{}")
+        assert time.monotonic() - started < 1.5
+    finally:
+        http.close()
+        await runner.cleanup()
+
+
+async def test_http_empty_error_body_and_closed_client() -> None:
+    runner, url, _seen = await _fake_gateway()
+    http = CloudGatewayHttp(url, "secret", timeout_s=2.0)
+    try:
+        assert await asyncio.to_thread(_status_of, http, "anything-else") == 500
+    finally:
+        http.close()
+        await runner.cleanup()
+    with pytest.raises(ServiceUnavailable):
+        await asyncio.to_thread(http.post_rpc, "ok", b'{"x": 1}')
+
+
+def _status_of(http: CloudGatewayHttp, name: str) -> int:
+    try:
+        http.post_rpc(name, b"{}")
+    except RpcError as exc:
+        return exc.status_code
+    return 200
+
+
+def test_long_poll_is_cut_by_close() -> None:
+    """A long poll in progress ends at once when the client is closed (shutdown path)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    http = CloudGatewayHttp(url, "secret", timeout_s=10.0)
+    outcome: list[BaseException] = []
+
+    def poll() -> None:
+        try:
+            http.task_events(0, 25)
+        except BaseException as exc:  # noqa: BLE001
+            outcome.append(exc)
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    accepted, _ = listener.accept()
+    try:
+        time.sleep(0.2)
+        started = time.monotonic()
+        http.close()
+        thread.join(3)
+        assert not thread.is_alive() and time.monotonic() - started < 2
+        assert isinstance(outcome[0], ServiceUnavailable)
+    finally:
+        accepted.close()
+        listener.close()
+
+
+def test_download_requires_a_credential(start_cg, device) -> None:
+    from cloud_task_manager.contracts import DOWNLOAD_TASK_FILE
+
+    start_cg(closed_port_url())
+    with pytest.raises(Unauthorized):
+        device.runtime.client.call(DOWNLOAD_TASK_FILE, {"task_id": "t1", "filename": "a.py"})
