@@ -87,7 +87,7 @@ class ClientParams(_Section):
     max_parallel_tasks: int = Field(2, ge=1)
     cloud_url: str = "http://127.0.0.1:9001"
     client_token: str = ""
-    cloud_timeout_s: float = Field(10.0, gt=0)
+    cloud_timeout_s: float = Field(8.0, gt=0)
     data_qnt: int = Field(0, ge=0)
     sensors: str = ""
     task_retry_s: float = Field(30.0, gt=0)

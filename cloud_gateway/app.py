@@ -301,7 +301,12 @@ def create_app(config: Settings) -> web.Application:
     async def close_link(app: web.Application) -> None:
         await app[LINK].aclose()
 
+    async def end_long_polls(app: web.Application) -> None:
+        if TASK_FEED in app:
+            app[TASK_FEED].close()
+
     app.on_startup.append(start_link)
+    app.on_shutdown.append(end_long_polls)
     app.on_cleanup.append(close_link)
 
     router = app.router

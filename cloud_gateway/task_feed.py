@@ -22,6 +22,7 @@ class TaskEventFeed:
         self.cursor = 0
         self._events: deque[tuple[int, TaskEvent]] = deque(maxlen=KEPT_EVENTS)
         self._arrived = asyncio.Event()
+        self.closed = False
 
     def add(self, event: TaskEvent) -> None:
         """Record an event and wake every waiter."""
@@ -29,6 +30,11 @@ class TaskEventFeed:
         self._events.append((self.cursor, event))
         self._arrived.set()
         self._arrived = asyncio.Event()
+
+    def close(self) -> None:
+        """Answer every waiting long poll now (the gateway is shutting down)."""
+        self.closed = True
+        self._arrived.set()
 
     def after(self, cursor: int) -> list[TaskEvent]:
         """Events numbered above ``cursor``."""
@@ -43,7 +49,7 @@ class TaskEventFeed:
         oldest = self._events[0][0] if self._events else self.cursor + 1
         if cursor > self.cursor or cursor < oldest - 1:
             return self.cursor, [], True
-        if self.cursor == cursor:
+        if self.cursor == cursor and not self.closed:
             arrived = self._arrived
             try:
                 await asyncio.wait_for(arrived.wait(), timeout)

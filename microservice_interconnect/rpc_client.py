@@ -217,7 +217,10 @@ def _timeout(name: str, timeout: float) -> RpcTimeout:
 
 def _encode(spec: RpcSpec[Any, Any], request: BaseModel | dict[str, Any]) -> bytes:
     if isinstance(request, dict):
-        request = spec.request.model_validate(request)
+        try:
+            request = spec.request.model_validate(request)
+        except ValidationError as exc:
+            raise wire.bad_request_from(exc, f"request for {spec.name}") from None
     return request.model_dump_json().encode()
 
 

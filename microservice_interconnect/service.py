@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
 _SPEC_ATTRIBUTE = "__rpc_spec__"
+QUEUE_EXPIRES_MS = 10 * 60 * 1000
+"""An RPC queue nobody has consumed for this long is deleted by the broker: callers of a service
+that is gone get a quick 503 instead of a timeout, and old queue names do not pile up."""
 
 
 def rpc(spec: RpcSpec[Any, Any]) -> Callable[[HandlerT], HandlerT]:
@@ -126,7 +129,8 @@ class ServiceHost:
         await await_callback(link.loop, channel.basic_qos, prefetch_count=self.prefetch)
         tags = []
         for queue in self._by_queue:
-            await await_callback(link.loop, channel.queue_declare, queue, durable=False)
+            await await_callback(link.loop, channel.queue_declare, queue, durable=False,
+                                 arguments={"x-expires": QUEUE_EXPIRES_MS})
             tags.append(channel.basic_consume(queue, self._on_request))
         self._channel = channel
         self._consumer_tags = tags

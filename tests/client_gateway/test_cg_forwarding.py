@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 
@@ -12,7 +13,11 @@ from cg_helpers import closed_port_url
 from support import Cloud, Gateway, free_port
 
 from client_gateway.http import CloudGatewayHttp
-from cloud_task_manager.contracts import CLIENT_REQUESTING_TASK, REPORT_CLIENT_TASK
+from cloud_task_manager.contracts import (
+    CLIENT_REQUESTING_TASK,
+    DOWNLOAD_TASK_FILE,
+    REPORT_CLIENT_TASK,
+)
 from microservice_interconnect import (
     BadRequest,
     NotFound,
@@ -136,8 +141,6 @@ def _status_of(http: CloudGatewayHttp, name: str) -> int:
 
 def test_long_poll_is_cut_by_close() -> None:
     """A long poll in progress ends at once when the client is closed (shutdown path)."""
-    import socket
-
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -167,8 +170,40 @@ def test_long_poll_is_cut_by_close() -> None:
 
 
 def test_download_requires_a_credential(start_cg, device) -> None:
-    from cloud_task_manager.contracts import DOWNLOAD_TASK_FILE
-
     start_cg(closed_port_url())
     with pytest.raises(Unauthorized):
         device.runtime.client.call(DOWNLOAD_TASK_FILE, {"task_id": "t1", "filename": "a.py"})
+
+
+def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> None:
+    """The server drops idle connections (without saying so): the request goes out again."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+    served: list[int] = []
+
+    def serve() -> None:
+        for number in (1, 2):
+            connection, _ = listener.accept()
+            with connection:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += connection.recv(65536)
+                body = str(number).encode()
+                connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                served.append(number)
+                time.sleep(0.1)  # then close: the client still thinks it is alive
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    http = CloudGatewayHttp(url, "secret", timeout_s=2.0)
+    try:
+        assert http.post_rpc("x", b"{}") == b"1"
+        time.sleep(0.3)
+        assert http.post_rpc("x", b"{}") == b"2"
+        assert served == [1, 2]
+    finally:
+        http.close()
+        listener.close()
