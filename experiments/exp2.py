@@ -28,7 +28,7 @@ STEPS = (
     "E start -> E client running",
     "E client running -> E error",
     "failover: E error -> C client running",
-    "E error -> failure reported to the cloud",
+    "E error -> failure recorded by the client",
     "C client running -> C finished",
 )
 

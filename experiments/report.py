@@ -12,6 +12,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # Two-sided 95 % Student t quantiles by degrees of freedom (1..30); 1.96 beyond.
 _T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
@@ -67,7 +68,8 @@ def plot_timings(path: Path, runs: list[dict[str, float | None]], steps: Sequenc
     figure, axis = plt.subplots(figsize=(9, 4.5))
     axis.barh(labels, means, xerr=errors, color="#3b7dd8", capsize=4)
     axis.invert_yaxis()
-    axis.set_xlabel("seconds (mean, 95 % CI)")
+    axis.set_xscale("log")
+    axis.set_xlabel("seconds, log scale (mean, 95 % CI)")
     axis.set_title(title)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
@@ -81,6 +83,7 @@ def plot_accuracy(path: Path, rounds: list[list[tuple[int, float]]], title: str)
         if series:
             xs, ys = zip(*series, strict=True)
             axis.plot(xs, ys, marker="o", label=f"run {index}")
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_xlabel("round")
     axis.set_ylabel("accuracy (held-out digits)")
     axis.set_ylim(0, 1)

@@ -72,7 +72,8 @@ class EventReader:
     def on_disconnected(self) -> None:
         """Events published while disconnected are lost; say so."""
         self.ready.clear()
-        logger.warning("event reader disconnected; events sent meanwhile are lost")
+        if not self.link.closing:
+            logger.warning("event reader disconnected; events sent meanwhile are lost")
 
     def _on_event(self, _channel: Channel, _method: Basic.Deliver, _props: BasicProperties,
                   body: bytes) -> None:

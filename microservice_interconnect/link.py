@@ -66,6 +66,11 @@ class AmqpLink:
         self.connect_count = 0
 
     @property
+    def closing(self) -> bool:
+        """Whether the link is shutting down (disconnections are then expected)."""
+        return self._closing
+
+    @property
     def address(self) -> str:
         """host:port/vhost, for messages."""
         return f"{self.broker.host}:{self.broker.port}{self.broker.virtual_host}"
