@@ -191,9 +191,9 @@ def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> None:
                 while b"\r\n\r\n" not in request:
                     request += connection.recv(65536)
                 body = str(number).encode()
+                served.append(number)
                 connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                served.append(number)
                 time.sleep(0.1)  # then close: the client still thinks it is alive
 
     thread = threading.Thread(target=serve, daemon=True)
