@@ -189,7 +189,8 @@ class ServiceHost:
         self._executor.shutdown(wait=True)
         if not self.link.loop.is_running():
             return
+        # every reply was queued on the loop before this marker: once it runs, they are out
         try:
-            self.link.run_coroutine(asyncio.sleep(0.05)).result(timeout)
+            self.link.run_coroutine(asyncio.sleep(0)).result(timeout)
         except Exception as exc:
             logger.debug("draining replies: %s", exc)
