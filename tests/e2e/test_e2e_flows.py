@@ -114,3 +114,34 @@ def test_corrupted_download_is_refused_and_the_task_quarantined(stack: Stack) ->
         assert not list(client_dir.glob("task_bad/*/client.py")), "nothing unverified kept"
     finally:
         api.post("/rpc_exec_stop_server_task", {"task_id": "bad"})
+
+
+def _client_processes(folder: Path) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(folder) in command and "client.py" in command and state != "Z":
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_sigterm_stops_the_client_task_manager_and_its_task_clients(stack: Stack) -> None:
+    api = stack.start_cloud()
+    stack.start_clients()
+    create(stack, "waits", DIGITS, server_arguments={"num-rounds": 2, "min-clients": 2})
+    api.post("/rpc_exec_start_server_task", {"task_id": "waits"})
+    client_tasks = stack.out_dir / "client0" / "client_tasks"
+    try:
+        wait_for(lambda: _client_processes(client_tasks), 30, "the task's client process")
+        assert stack.processes is not None
+        assert stack.processes.stop("client0_task_manager") == 0
+        wait_for(lambda: not _client_processes(client_tasks), 10,
+                 "the task's client to be stopped with its manager")
+    finally:
+        api.post("/rpc_exec_stop_server_task", {"task_id": "waits"})
