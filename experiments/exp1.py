@@ -21,7 +21,7 @@ from typing import Any
 
 from experiments import report
 from experiments.processes import free_port
-from experiments.stack import TASKS_DIR, Stack, first_event, read_events
+from experiments.stack import TASKS_DIR, Stack, first_event, merge_events, span
 from task_daemon_lib.runner import ChildProcess, python_argv
 
 logger = logging.getLogger("experiments.exp1")
@@ -96,7 +96,7 @@ def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
         if extra is not None and extra.running:
             extra.stop(2)
         result["exit_codes"] = stack.stop()
-    events = _merge_events(stack.events_path, marks)
+    events = merge_events(stack.events_path, marks, "exp1")
     result["timings"] = _timings(events, marks)
     result["events"] = str(stack.events_path)
     return result
@@ -120,20 +120,7 @@ def _idle_cpu(stack: Stack, seconds: float) -> float:
     return round(100 * (cpu_seconds(pid) - before) / (time.monotonic() - started), 3)
 
 
-def _merge_events(path: Path, marks: dict[str, float]) -> list[dict[str, Any]]:
-    """Service events plus the experiment's own marks, sorted, written back to events.json."""
-    events = read_events(path)
-    events += [{"time": t, "service": "experiment", "function": "exp1", "event": name}
-               for name, t in marks.items()]
-    events.sort(key=lambda e: float(e["time"]))
-    path.write_text(json.dumps(events, indent=1))
-    return events
-
-
 def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str, float | None]:
-    def span(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else b - a
-
     start = marks.get("start returned")
     asked = first_event(events, "requesting tasks", after=start or 0)
     offered = first_event(events, f"offers received {TASK_ID}", after=start or 0)
@@ -173,12 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_once(base / f"run{index}", args.rounds, args.idle_cpu))
         logger.info("run %d: task %s, final accuracy %s", index, runs[-1]["status"],
                     runs[-1]["final_accuracy"])
+    print(report.write_outputs(base, "exp1", runs, STEPS, "Experiment 1"))
     timings = [run["timings"] for run in runs]
-    print(report.table(timings, STEPS))
-    report.write_csv(base / "exp1_times.csv", timings, STEPS)
-    report.plot_timings(base / "exp1_timings.png", timings, STEPS, "Experiment 1: step times")
-    report.plot_accuracy(base / "exp1_accuracy.png", [run["rounds"] for run in runs],
-                         "Experiment 1: digits task, held-out accuracy")
     totals = [t[STEPS[7]] for t in timings if t[STEPS[7]] is not None]
     accuracies = [run["final_accuracy"] for run in runs if run["final_accuracy"] is not None]
     figures: dict[str, Any] = {

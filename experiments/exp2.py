@@ -20,7 +20,7 @@ from typing import Any
 from experiments import report
 from experiments.exp1 import extra_flower_client
 from experiments.processes import free_port
-from experiments.stack import TASKS_DIR, Stack, first_event, read_events
+from experiments.stack import TASKS_DIR, Stack, first_event, merge_events, span
 
 logger = logging.getLogger("experiments.exp2")
 
@@ -77,20 +77,13 @@ def run_once(out_dir: Path, rounds: int) -> dict[str, Any]:
         if extra is not None and extra.running:
             extra.stop(2)
         result["exit_codes"] = stack.stop()
-    events = read_events(stack.events_path)
-    events += [{"time": t, "service": "experiment", "function": "exp2", "event": name}
-               for name, t in marks.items()]
-    events.sort(key=lambda e: float(e["time"]))
-    stack.events_path.write_text(json.dumps(events, indent=1))
+    events = merge_events(stack.events_path, marks, "exp2")
     result["timings"] = _timings(events, marks)
     result["events"] = str(stack.events_path)
     return result
 
 
 def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str, float | None]:
-    def span(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else b - a
-
     e_client = first_event(events, "client started E")
     e_error = first_event(events, "client error E")
     c_client = first_event(events, "client started C")
@@ -122,12 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         runs.append(run_once(base / f"run{index}", args.rounds))
         logger.info("run %d: C %s; E reports %s", index, runs[-1]["status_C"],
                     runs[-1]["E_reports"])
+    print(report.write_outputs(base, "exp2", runs, STEPS, "Experiment 2"))
     timings = [run["timings"] for run in runs]
-    print(report.table(timings, STEPS))
-    report.write_csv(base / "exp2_times.csv", timings, STEPS)
-    report.plot_timings(base / "exp2_timings.png", timings, STEPS, "Experiment 2: failover")
-    report.plot_accuracy(base / "exp2_accuracy.png", [run["rounds"] for run in runs],
-                         "Experiment 2: task C, held-out accuracy")
     failovers = [t[STEPS[2]] for t in timings if t[STEPS[2]] is not None]
     figures: dict[str, Any] = {
         "failover_s": round(report.mean_ci95(failovers)[0], 4) if failovers else None,

@@ -7,6 +7,7 @@ import math
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -94,3 +95,14 @@ def plot_accuracy(path: Path, rounds: list[list[tuple[int, float]]], title: str)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def write_outputs(base: Path, name: str, runs: list[dict[str, Any]], steps: Sequence[str],
+                  title: str) -> str:
+    """The step table (returned), CSV and both plots of an experiment's runs."""
+    timings = [run["timings"] for run in runs]
+    write_csv(base / f"{name}_times.csv", timings, steps)
+    plot_timings(base / f"{name}_timings.png", timings, steps, f"{title}: step times")
+    plot_accuracy(base / f"{name}_accuracy.png", [run["rounds"] for run in runs],
+                  f"{title}: held-out accuracy per round")
+    return table(timings, steps)

@@ -230,3 +230,18 @@ def first_event(events: list[dict[str, Any]], text: str, after: float = 0.0) -> 
         if str(event.get("event", "")).startswith(text) and float(event["time"]) >= after:
             return float(event["time"])
     return None
+
+
+def merge_events(path: Path, marks: dict[str, float], experiment: str) -> list[dict[str, Any]]:
+    """Service events plus the experiment's own marks, sorted, written back to ``path``."""
+    events = read_events(path)
+    events += [{"time": t, "service": "experiment", "function": experiment, "event": name}
+               for name, t in marks.items()]
+    events.sort(key=lambda e: float(e["time"]))
+    path.write_text(json.dumps(events, indent=1))
+    return events
+
+
+def span(start: float | None, end: float | None) -> float | None:
+    """Seconds from ``start`` to ``end`` when both happened."""
+    return None if start is None or end is None else end - start

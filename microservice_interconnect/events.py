@@ -13,12 +13,11 @@ import threading
 import time
 from typing import Any
 
-import pika
-from pika.channel import Channel
 from pydantic import BaseModel
 
 from agata_common.config import EventSettings, settings
-from microservice_interconnect.link import AmqpLink, await_callback
+from microservice_interconnect.broadcast import Broadcaster
+from microservice_interconnect.link import AmqpLink
 
 logger = logging.getLogger(__name__)
 
@@ -32,43 +31,8 @@ class Event(BaseModel):
     event: str
 
 
-class EventPublisher:
-    """Publishes events on a link; drops them (with a debug line) while disconnected."""
-
-    def __init__(self, link: AmqpLink, exchange: str) -> None:
-        self.link = link
-        self.exchange = exchange
-        self._channel: Channel | None = None
-        link.add_user(self)
-
-    def __repr__(self) -> str:
-        return f"EventPublisher({self.exchange})"
-
-    async def on_connected(self, link: AmqpLink) -> None:
-        """Declare the events exchange."""
-        channel = await link.open_channel()
-        await await_callback(link.loop, channel.exchange_declare, self.exchange,
-                             exchange_type="fanout", durable=False)
-        self._channel = channel
-
-    def on_disconnected(self) -> None:
-        """Forget the channel."""
-        self._channel = None
-
-    def publish(self, event: Event) -> None:
-        """Queue an event for publishing; never blocks."""
-        self.link.call_soon(self._publish, event.model_dump_json().encode())
-
-    def _publish(self, body: bytes) -> None:
-        channel = self._channel
-        if channel is None or not channel.is_open:
-            logger.debug("event dropped (not connected): %s", body)
-            return
-        try:
-            channel.basic_publish(self.exchange, "", body,
-                                  pika.BasicProperties(content_type="application/json"))
-        except Exception as exc:
-            logger.debug("event dropped: %s", exc)
+class EventPublisher(Broadcaster[Event]):
+    """Publishes events on the events exchange; drops them (with a debug line) while away."""
 
 
 _lock = threading.Lock()
