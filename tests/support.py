@@ -16,13 +16,10 @@ from aiohttp import ClientSession
 
 from agata_common.config import Settings
 from agata_common.database import make_engine
-from cloud_task_manager.contracts import TASK_EVENTS_EXCHANGE
 from cloud_task_manager.service import CloudTaskManager
-from cloud_task_manager.storage import Credentials, TaskStorage
-from microservice_interconnect.broadcast import Broadcaster
+from cloud_task_manager.wiring import build_cloud_task_manager
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.runtime import ServiceRuntime
-from user_manager.contracts import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from user_manager.service import UserManager
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -113,20 +110,8 @@ def start_cloud(config: Settings, database_url: str) -> Cloud:
     users_host = users_runtime.serve(users)
     tasks_runtime = ServiceRuntime("test_cloud_task_manager", config, config.server_broker)
 
-    def lookup_client(client_id: str) -> UserInfo:
-        return tasks_runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
-
-    section = config.cloud_task_manager
-    tasks = CloudTaskManager(
-        make_engine(database_url, data_dir / "tasks.db"),
-        TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024)),
-        Credentials.from_config(section.download_secret, data_dir),
-        lookup_client,
-        stop_grace_s=section.stop_grace_s,
-        max_files_per_task=section.max_files_per_task,
-        notify=Broadcaster(tasks_runtime.link, config.server_broker.queue_prefix
-                           + TASK_EVENTS_EXCHANGE).publish,
-    )
+    tasks = build_cloud_task_manager(config, tasks_runtime,
+                                     make_engine(database_url, data_dir / "tasks.db"))
     tasks_host = tasks_runtime.serve(tasks)
     caller = ServiceRuntime("test_caller", config, config.server_broker)
     for runtime in (users_runtime, tasks_runtime, caller):
