@@ -1,0 +1,1 @@
+"""``agata``: the operators' console command over the cloud gateway's HTTP API."""
