@@ -5,6 +5,7 @@
 * ``POST /upload_files`` (multipart ``task_id``, ``files``) and
   ``GET /download/<task_id>/<filename>``: AGATA's file routes.
 * ``/api/...``: REST routes for people, ``/health``, ``/openapi.json``, ``/api/schemas``.
+* ``GET /ui/...``: the operators' web interface (static files of ``cloud_web_interface/``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -51,6 +53,7 @@ SCHEMAS = web.AppKey("schemas", bytes)
 TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WEB_DIR = Path(__file__).resolve().parent.parent / "cloud_web_interface"
 
 
 def _json_error(status: int, message: str, **extra: Any) -> web.Response:
@@ -271,6 +274,16 @@ async def schemas(request: web.Request) -> web.Response:
     return web.Response(body=request.app[SCHEMAS], content_type=JSON)
 
 
+async def to_web_interface(request: web.Request) -> web.Response:
+    """``GET /`` and ``GET /ui``: to the web interface."""
+    return web.Response(status=302, headers={"Location": "/ui/"})
+
+
+async def web_interface_index(request: web.Request) -> web.FileResponse:
+    """``GET /ui/``: the dashboard page (public; its data comes from the API, with a token)."""
+    return web.FileResponse(WEB_DIR / "index.html")
+
+
 def create_app(config: Settings) -> web.Application:
     """The gateway application; its AMQP link starts with the app, on the app's loop."""
     gateway = config.server_gateway
@@ -320,4 +333,10 @@ def create_app(config: Settings) -> web.Application:
     for route in REST_ROUTES:
         router.add_route(route.method, route.path, rest_handler(route))
     router.add_post("/{rpc_name}", rpc_route)
+    if WEB_DIR.is_dir():
+        router.add_get("/", to_web_interface)
+        router.add_get("/ui", to_web_interface)
+        router.add_get("/ui/", web_interface_index)
+        # No symlinks followed, no directory listing: only files under WEB_DIR are served.
+        router.add_static("/ui/", WEB_DIR, follow_symlinks=False, show_index=False)
     return app

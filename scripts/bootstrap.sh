@@ -33,6 +33,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# The web interface's tests drive Debian's headless Chromium through chromedriver.
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  log "installing chromium and chromium-driver (browser tests of the web interface)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
 broker_host=${AGATA_SERVER_BROKER_HOST:-127.0.0.1}
 broker_port=${AGATA_SERVER_BROKER_PORT:-5672}
 answers() { .venv/bin/python -c "import socket,sys; socket.create_connection(('$1', $2), 2)" >/dev/null 2>&1; }

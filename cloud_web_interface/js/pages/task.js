@@ -1,0 +1,229 @@
+// Task detail: status (and why it failed), start/stop, per-round metrics as a chart that
+// follows the run (polled every 2 s while the task runs), client reports, the definition.
+
+import {
+  ApiError,
+  announce,
+  api,
+  byId,
+  chips,
+  clientUrl,
+  el,
+  every,
+  formatBytes,
+  getSchemas,
+  initPage,
+  param,
+  statusBadge,
+  timeElement,
+} from "../app.js";
+import { renderMetrics } from "../chart.js";
+import { formatArguments } from "../forms.js";
+import { propertySchema, validate } from "../schema.js";
+
+const RUNNING_MS = 2000;
+const IDLE_MS = 10000;
+
+function argumentsBlock(args) {
+  const text = formatArguments(args);
+  return text ? el("pre", {}, text) : el("span", { class: "muted" }, "none");
+}
+
+function filesList(task) {
+  const files = task.files;
+  if (!files.length) {
+    const upload = `upload.html?id=${encodeURIComponent(task.id)}`;
+    return el("span", { class: "muted" }, "none yet (", el("a", { href: upload }, "upload"), ")");
+  }
+  return el(
+    "ul",
+    { id: "task-files" },
+    files.map((f) =>
+      el("li", {}, el("code", {}, f.name), ` — ${formatBytes(f.size)}, sha256 `,
+        el("code", { title: f.sha256 }, f.sha256.slice(0, 12)), "…"),
+    ),
+  );
+}
+
+function definition(task) {
+  const rows = [
+    ["Server", el("code", {}, `${task.host}:${task.port}`)],
+    ["Selection criteria", task.selection_criteria
+      ? el("code", {}, task.selection_criteria) : el("span", { class: "muted" }, "every client")],
+    ["Server arguments", argumentsBlock(task.server_arguments)],
+    ["Client arguments", argumentsBlock(task.client_arguments)],
+    ["Tags", chips(task.tags)],
+    ["Files", filesList(task)],
+    ["Runs", String(task.runs)],
+    ["Created", timeElement(task.created)],
+    ["Last change", timeElement(task.modified)],
+    ["Last started", timeElement(task.started_at)],
+    ["Last ended", timeElement(task.ended_at)],
+  ];
+  return el("dl", { class: "details" }, rows.map(([term, value]) => [el("dt", {}, term), el("dd", {}, value)]));
+}
+
+function reportsTable(reports) {
+  if (!reports.length) return el("p", { class: "muted" }, "No client has reported on this task yet.");
+  return el(
+    "table",
+    { class: "responsive", id: "reports-table" },
+    el("caption", { class: "visually-hidden" }, "Client reports, newest first"),
+    el("thead", {}, el("tr", {}, ["Client", "Status", "Reason", "When"].map((h) => el("th", { scope: "col" }, h)))),
+    el(
+      "tbody",
+      {},
+      reports.map((r) =>
+        el(
+          "tr",
+          { dataset: { status: r.status } },
+          el("th", { scope: "row", "data-label": "Client" }, el("a", { href: clientUrl(r.client_id) }, r.client_id)),
+          el("td", { "data-label": "Status" }, statusBadge(r.status)),
+          el("td", { "data-label": "Reason" }, r.reason ? el("pre", {}, r.reason) : el("span", { class: "muted" }, "—")),
+          el("td", { "data-label": "When" }, timeElement(r.reported_at)),
+        ),
+      ),
+    ),
+  );
+}
+
+function statusNote(task) {
+  if (task.status === "running") return ["running since ", timeElement(task.started_at)];
+  if (task.ended_at) return ["since ", timeElement(task.ended_at)];
+  return ["since ", timeElement(task.created)];
+}
+
+initPage(async () => {
+  const id = param("id") || "";
+  const schemas = await getSchemas();
+  const idSchema = propertySchema(schemas.rpc_exec_get_task_by_id, "task_id").schema;
+  const idErrors = validate(idSchema, id, schemas.rpc_exec_get_task_by_id);
+  if (idErrors.length) {
+    byId("content").replaceChildren(
+      el("h1", {}, "Task"),
+      el("p", {}, id ? `"${id}" is not a task id. ${idErrors[0].message}` : "No task was chosen. ",
+        el("a", { href: "index.html" }, "Pick one on the dashboard"), "."),
+    );
+    return;
+  }
+  const path = `/api/tasks/${encodeURIComponent(id)}`;
+  const query = `?id=${encodeURIComponent(id)}`;
+  document.title = `Task ${id} · AGATA`;
+  byId("task-title").textContent = `Task ${id}`;
+  byId("start-link").href = `start.html${query}`;
+  byId("update-link").href = `update.html${query}`;
+  byId("upload-link").href = `upload.html${query}`;
+
+  const startButton = byId("start-button");
+  const stopButton = byId("stop-button");
+  const actionError = byId("action-error");
+  const runSelect = byId("run-select");
+  let task = null;
+  let keys = {};
+  let poller = null;
+
+  const changed = (name, value) => {
+    const key = JSON.stringify(value);
+    if (keys[name] === key) return false;
+    keys[name] = key;
+    return true;
+  };
+
+  const showTask = (next) => {
+    const previous = task;
+    task = next;
+    if (changed("status", [next.status, next.status_reason, next.started_at, next.ended_at])) {
+      byId("task-status").replaceChildren(statusBadge(next.status));
+      byId("task-status").dataset.status = next.status;
+      byId("task-status-note").replaceChildren(...statusNote(next));
+      byId("task-reason").replaceChildren(
+        next.status_reason
+          ? el("p", { id: "status-reason" }, el("strong", {}, "Reason: "), next.status_reason)
+          : "",
+      );
+      if (previous && previous.status !== next.status) {
+        announce(`Task ${id} is now ${next.status}.`, next.status === "failed" ? "error" : "info");
+      }
+    }
+    startButton.disabled = next.status === "running";
+    stopButton.disabled = next.status !== "running";
+    if (changed("runs", next.runs)) {
+      const chosen = runSelect.value;
+      runSelect.replaceChildren(
+        el("option", { value: "0" }, next.runs ? `Latest (run ${next.runs})` : "Latest"),
+        ...Array.from({ length: next.runs }, (_, i) => next.runs - i).map((run) =>
+          el("option", { value: String(run) }, `Run ${run}`),
+        ),
+      );
+      if ([...runSelect.options].some((o) => o.value === chosen)) runSelect.value = chosen;
+    }
+    if (changed("definition", next)) byId("definition").replaceChildren(definition(next));
+  };
+
+  const refresh = async () => {
+    let next;
+    try {
+      next = await api(path);
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 404) {
+        poller?.stop();
+        byId("content").replaceChildren(
+          el("h1", {}, `Task ${id}`),
+          el("p", {}, `There is no task ${id}. `, el("a", { href: "index.html" }, "Back to the dashboard"), "."),
+        );
+        return;
+      }
+      throw error;
+    }
+    const run = runSelect.value && runSelect.value !== "0" ? `?run=${runSelect.value}` : "";
+    const [metrics, reports] = await Promise.all([
+      api(`${path}/metrics${run}`),
+      api(`${path}/reports`),
+    ]);
+    showTask(next);
+    if (changed("metrics", metrics)) {
+      renderMetrics(byId("metrics"), metrics.rounds);
+    }
+    byId("metrics-note").textContent =
+      `Run ${metrics.run || "—"}: ${metrics.rounds.length} round${metrics.rounds.length === 1 ? "" : "s"}` +
+      (next.status === "running" ? "; updating every 2 s while the task runs." : ".");
+    if (changed("reports", reports)) byId("reports").replaceChildren(reportsTable(reports.reports));
+    poller?.setInterval(next.status === "running" ? RUNNING_MS : IDLE_MS);
+  };
+
+  const act = async (button, verb) => {
+    actionError.textContent = "";
+    button.disabled = true;
+    let failed = false;
+    try {
+      const next = await api(`${path}/${verb}`, { method: "POST" });
+      showTask(next);
+      announce(
+        verb === "start" ? `Task ${id} started (run ${next.runs}).` : `Task ${id} is ${next.status}.`,
+        "ok",
+      );
+      await refresh();
+    } catch (error) {
+      if (error instanceof ApiError && error.status === 401) return;
+      failed = true;
+      actionError.textContent = `Could not ${verb} the task: ${error.message}`;
+    } finally {
+      if (task) {
+        startButton.disabled = task.status === "running";
+        stopButton.disabled = task.status !== "running";
+      }
+    }
+    // Keep the keyboard focus on the page: on the button, or on the status it changed.
+    if (failed && !button.disabled) button.focus();
+    else byId("task-status").focus();
+  };
+  startButton.addEventListener("click", () => act(startButton, "start"));
+  stopButton.addEventListener("click", () => act(stopButton, "stop"));
+  runSelect.addEventListener("change", () => {
+    keys.metrics = null;
+    refresh().catch((error) => announce(error.message, "error"));
+  });
+
+  poller = every(RUNNING_MS, refresh);
+  window.addEventListener("pagehide", () => poller.stop());
+});

@@ -1,0 +1,138 @@
+"""The other pages in a real browser: start with arguments, stop, update, upload, clients."""
+
+from __future__ import annotations
+
+import uuid
+
+from support import free_port
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def fill(ui, values: dict[str, str]) -> None:
+    for field_id, value in values.items():
+        element = ui.find(f"#{field_id}")
+        element.clear()
+        element.send_keys(value)
+
+
+def test_start_with_arguments_then_update_and_stop(ui):
+    stack = ui.stack
+    task_id = unique("runs")
+    stack.create_task(task_id, rounds=3, pause=0.1)
+
+    # Start with arguments for this run only: the server reports two rounds, not three.
+    ui.signed_in(f"start.html?id={task_id}")
+    assert ui.js("return document.getElementById('task_id').value") == task_id
+    fill(ui, {"server_arguments": "9rounds=2"})  # argument names are checked by the schema
+    ui.find("#start-form button[type=submit]").click()
+    ui.wait(lambda: ui.field_error("server_arguments"), "the argument name's error")
+    assert "9rounds" in ui.field_error("server_arguments")
+    fill(ui, {"server_arguments": "rounds=2\npause=0.1"})
+    ui.find("#start-form button[type=submit]").click()
+    ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
+    assert "started (run 1)" in ui.text("#status")
+    ui.wait(lambda: ui.text("#task-status") == "finished", "status finished", timeout=15)
+    ui.wait(lambda: ui.js("return document.querySelectorAll("
+                          "'.chart[data-metric=accuracy] circle').length") == 2, "two rounds")
+    assert stack.api.get(f"/api/tasks/{task_id}")["server_arguments"] == {}
+
+    # A long run, then an update of its port: refused while it runs, next to the port.
+    ui.open(f"start.html?id={task_id}")
+    fill(ui, {"server_arguments": "rounds=200\npause=0.2"})
+    ui.find("#start-form button[type=submit]").click()
+    ui.wait(lambda: ui.text("#task-status") == "running", "status running")
+    ui.open(f"update.html?id={task_id}")
+    ui.wait(lambda: ui.visible("#update-form"), "the loaded update form")
+    assert ui.js("return document.getElementById('tags').value") == ""
+    fill(ui, {"port": str(free_port()), "tags": "edited, web"})
+    ui.find("#update-form button[type=submit]").click()
+    ui.wait(lambda: ui.field_error("port"), "the port's conflict error")
+    assert "running" in ui.field_error("port")
+    ui.no_alert()
+
+    # The stop page stops it.
+    ui.open(f"stop.html?id={task_id}")
+    ui.find("#stop-form button[type=submit]").click()
+    ui.wait(lambda: "stopped" in ui.text("#stop-result"), "the stop result", timeout=15)
+    assert stack.api.get(f"/api/tasks/{task_id}")["status"] == "stopped"
+    ui.find("#stop-form button[type=submit]").click()  # not running any more: 409 at the id
+    ui.wait(lambda: ui.field_error("task_id"), "the task id's error")
+    assert "not running" in ui.field_error("task_id")
+
+    # Now the update goes through; only changed fields are sent.
+    ui.open(f"update.html?id={task_id}")
+    ui.wait(lambda: ui.visible("#update-form"), "the loaded update form")
+    new_port = free_port()
+    fill(ui, {"port": str(new_port), "tags": "edited, web",
+              "client_arguments": "epochs=3\nname=\"007\""})
+    ui.find("#update-form button[type=submit]").click()
+    ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
+    assert "updated (port, client arguments, tags)" in ui.text("#status")
+    task = stack.api.get(f"/api/tasks/{task_id}")
+    assert task["port"] == new_port and task["tags"] == ["edited", "web"]
+    assert task["client_arguments"] == {"epochs": 3, "name": "007"}
+    assert task["status"] == "stopped"
+
+
+def test_upload_page_and_its_errors(ui):
+    stack = ui.stack
+    task_id = unique("files")
+    stack.api.post("/api/tasks", {"task_id": task_id, "port": free_port()})
+    folder = stack.files_dir / "upload"
+    folder.mkdir(parents=True, exist_ok=True)
+    good = folder / "weights.bin"
+    good.write_bytes(b"\x00" * 2048)
+    bad = folder / "bad name.txt"
+    bad.write_text("x")
+
+    ui.signed_in("upload.html")
+    fill(ui, {"task_id": task_id})
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: ui.field_error("files"), "the missing files error")
+    assert "at least one file" in ui.field_error("files")
+    ui.find("#files").send_keys(str(bad))
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: "bad name.txt" in ui.field_error("files"), "the file name error")
+
+    ui.open(f"upload.html?id=nosuch-{task_id}")
+    ui.find("#files").send_keys(str(good))
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: ui.field_error("task_id"), "the unknown task error")
+    assert "does not exist" in ui.field_error("task_id")
+
+    fill(ui, {"task_id": task_id})
+    ui.find("#files").clear()
+    ui.find("#files").send_keys(str(good))
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: "weights.bin" in ui.text("#upload-result"), "the stored files")
+    assert "2.0 KiB" in ui.text("#upload-result")
+    assert [f["name"] for f in stack.api.get(f"/api/tasks/{task_id}")["files"]] == ["weights.bin"]
+
+
+def test_client_reports_and_client_detail(ui):
+    stack = ui.stack
+    task_id = unique("reports")
+    client_id = unique("device")
+    stack.api.post("/api/tasks", {"task_id": task_id, "port": free_port()})
+    stack.client_api.post("/rpc_exec_update_user_info", {
+        "user_id": client_id, "data_qnt": 321, "avg_acc_contrib": 0.25,
+        "sensors": ["camera", "gps"]})
+    stack.client_api.post("/rpc_exec_report_client_task", {
+        "task_id": task_id, "client_id": client_id, "status": "failed",
+        "reason": "RuntimeError: simulated task failure"})
+
+    ui.signed_in(f"task.html?id={task_id}")
+    ui.wait(lambda: "simulated task failure" in ui.text("#reports"), "the client's reason")
+    assert "failed" in ui.text("#reports-table .badge")
+    ui.find("#reports-table a").click()
+    ui.wait(lambda: f"client.html?id={client_id}" in ui.driver.current_url, "the client page")
+    ui.wait(lambda: "321" in ui.text("#client-details"), "the client's stats")
+    assert "camera" in ui.text("#client-details") and "0.25" in ui.text("#client-details")
+
+    ui.open("client.html?id=nobody-here")
+    ui.wait(lambda: "not registered" in ui.text("#client-details"), "the unknown client")
+    ui.open("task.html?id=nosuch-task")
+    ui.wait(lambda: "There is no task nosuch-task" in ui.text("#content"), "the unknown task")

@@ -1,0 +1,197 @@
+"""Tasks through the web interface in a real browser: create with files, start, follow, errors."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from support import free_port
+
+from experiments.stack import ApiError
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def fill(ui, values: dict[str, str]) -> None:
+    for field_id, value in values.items():
+        element = ui.find(f"#{field_id}")
+        element.clear()
+        element.send_keys(value)
+
+
+def submit(ui, form: str) -> None:
+    ui.find(f"#{form} button[type=submit]").click()
+
+
+def chart_points(ui, metric: str) -> int:
+    return ui.js("return document.querySelectorAll("
+                 "'.chart[data-metric=\"' + arguments[0] + '\"] circle.series-point').length",
+                 metric)
+
+
+def test_create_with_files_start_and_follow_the_run(ui):
+    stack = ui.stack
+    task_id = unique("webflow")
+    server_py, client_py = stack.task_files(rounds=5, pause=0.8)
+    ui.signed_in("create.html")
+    fill(ui, {
+        "task_id": task_id,
+        "port": str(free_port()),
+        "selection_criteria": "data_qnt >= 10 and 'camera' in sensors",
+        "server_arguments": "rounds=5\nlearning-rate=0.01",
+        "client_arguments": '{"epochs": 2, "note": "web"}',
+        "tags": "web, browser",
+    })
+    ui.find("#files").send_keys(f"{server_py}\n{client_py}")
+    submit(ui, "create-form")
+
+    ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
+    ui.wait(lambda: ui.text("#task-status") == "created", "status created")
+    assert "created with 2 files" in ui.text("#status")
+    task = stack.api.get(f"/api/tasks/{task_id}")
+    assert task["server_arguments"] == {"rounds": 5, "learning-rate": 0.01}
+    assert task["client_arguments"] == {"epochs": 2, "note": "web"}
+    assert task["tags"] == ["web", "browser"]
+    assert sorted(f["name"] for f in task["files"]) == ["client.py", "server.py"]
+    assert "server.py" in ui.text("#task-files")
+
+    ui.find("#start-button").click()
+    ui.wait(lambda: ui.text("#task-status") == "running", "status running")
+    # The chart fills in while the task runs (polled every 2 s).
+    seen = ui.wait(lambda: ui.js(
+        "const n = document.querySelectorAll('.chart[data-metric=accuracy] circle').length;"
+        "return n > 0 ? [n, document.getElementById('task-status').innerText] : null"),
+        "a first round on the chart", timeout=12)
+    assert seen[1] == "running", seen
+    ui.wait(lambda: ui.text("#task-status") == "finished", "status finished", timeout=20)
+    ui.wait(lambda: chart_points(ui, "accuracy") == 5, "five rounds of accuracy")
+    assert chart_points(ui, "loss") == 5
+    assert ui.js("return document.querySelector('.chart[data-metric=loss] figcaption').innerText"
+                 ) == "Loss per round"
+    assert "5 rounds" in ui.text("#metrics-note")
+    assert "finished" in ui.text("#status")  # the change was announced (aria-live)
+    assert ui.js("return document.getElementById('start-button').disabled") is False
+    assert ui.js("return document.getElementById('stop-button').disabled") is True
+    # The table behind the chart holds the same numbers.
+    rows = ui.js("return [...document.querySelectorAll('.metrics-table tbody tr')]"
+                 ".map(r => r.querySelector('th').textContent)")
+    assert rows == ["1", "2", "3", "4", "5"]
+
+    ui.open("index.html")
+    ui.wait(lambda: ui.js("return !!document.querySelector('tr[data-task-id=\"' + arguments[0]"
+                          " + '\"]')", task_id), "the task on the dashboard")
+    assert ui.js("return document.querySelector('tr[data-task-id=\"' + arguments[0] + '\"] "
+                 ".badge').innerText", task_id) == "finished"
+    ui.no_alert()
+
+
+def test_invalid_port_is_shown_next_to_the_field_before_any_request(ui):
+    task_id = unique("badport")
+    ui.signed_in("create.html")
+    fill(ui, {"task_id": task_id, "port": "70000"})
+    submit(ui, "create-form")
+    ui.wait(lambda: ui.field_error("port"), "the port's field error")
+    assert "65535" in ui.field_error("port")
+    assert ui.js("return document.activeElement.id") == "port"
+    assert ui.js("return document.getElementById('port').getAttribute('aria-invalid')") == "true"
+    described = ui.js("return document.getElementById('port').getAttribute('aria-describedby')")
+    assert "port-error" in described.split()
+    # The message sits right under the input, inside the port's field.
+    assert ui.js("const e = document.getElementById('port-error');"
+                 "return e.previousElementSibling.id === 'port'"
+                 " && e.parentElement.contains(document.querySelector('label[for=port]'))")
+    assert ui.field_error("task_id") == ""
+    ui.no_alert()
+    with pytest.raises(ApiError) as missing:  # nothing was sent
+        ui.stack.api.get(f"/api/tasks/{task_id}")
+    assert missing.value.status == 404
+
+    # Other schema rules: a bad task id pattern and a non-number port.
+    fill(ui, {"task_id": "-bad id", "port": "eighty"})
+    submit(ui, "create-form")
+    ui.wait(lambda: ui.field_error("task_id"), "the task id's field error")
+    assert "letters, digits" in ui.field_error("task_id")
+    assert "whole number" in ui.field_error("port")
+    assert ui.js("return document.activeElement.id") == "task_id"
+    fill(ui, {"task_id": task_id, "port": "8080", "server_arguments": "epochs"})
+    submit(ui, "create-form")
+    ui.wait(lambda: ui.field_error("server_arguments"), "the arguments' field error")
+    assert "name=value" in ui.field_error("server_arguments")
+    assert ui.field_error("port") == ""
+
+
+def test_server_side_errors_are_shown_next_to_their_field(ui):
+    stack = ui.stack
+    taken = unique("taken")
+    stack.api.post("/api/tasks", {"task_id": taken, "port": free_port()})
+    ui.signed_in("create.html")
+
+    # The criteria pass the schema (a string) but the server's parser refuses them: 400.
+    fill(ui, {"task_id": unique("crit"), "port": "8080",
+              "selection_criteria": "__import__('os')"})
+    submit(ui, "create-form")
+    ui.wait(lambda: ui.field_error("selection_criteria"), "the criteria's field error")
+    assert ui.field_error("port") == "" and ui.field_error("task_id") == ""
+    assert ui.js("return document.activeElement.id") == "selection_criteria"
+    ui.no_alert()
+
+    # A taken id: the server answers 409, shown at the task id.
+    fill(ui, {"task_id": taken, "selection_criteria": ""})
+    submit(ui, "create-form")
+    ui.wait(lambda: ui.field_error("task_id"), "the task id's field error")
+    assert "already exists" in ui.field_error("task_id")
+    assert ui.field_error("selection_criteria") == ""
+    ui.no_alert()
+
+    # Reserved argument names are refused by the server, shown at the arguments.
+    fill(ui, {"task_id": unique("args"), "server_arguments": "port=9"})
+    submit(ui, "create-form")
+    ui.wait(lambda: ui.field_error("server_arguments"), "the arguments' field error")
+    assert "host and port" in ui.field_error("server_arguments") or \
+        "port" in ui.field_error("server_arguments")
+
+
+def test_create_form_works_with_the_keyboard_only(ui):
+    from selenium.webdriver.common.keys import Keys
+
+    task_id = unique("keys")
+    ui.signed_in("create.html")
+    ui.js("document.activeElement && document.activeElement.blur(); window.scrollTo(0, 0)")
+    body = ui.find("body")
+    body.send_keys(Keys.TAB)
+    for _ in range(40):  # TAB through the skip link and the navigation to the first field
+        if ui.js("return document.activeElement.id") == "task_id":
+            break
+        ui.driver.switch_to.active_element.send_keys(Keys.TAB)
+    assert ui.js("return document.activeElement.id") == "task_id"
+    # Keyboard focus is visible.
+    assert ui.js("return getComputedStyle(document.activeElement).outlineStyle") != "none"
+
+    def type_here(text: str) -> None:
+        ui.driver.switch_to.active_element.send_keys(text)
+
+    def tab_to(field_id: str) -> None:
+        ui.driver.switch_to.active_element.send_keys(Keys.TAB)
+        assert ui.js("return document.activeElement.id") == field_id
+
+    type_here(task_id)
+    tab_to("host")  # keeps its default 127.0.0.1
+    tab_to("port")
+    type_here("70000")
+    type_here(Keys.ENTER)  # Enter in a text field submits the form
+    ui.wait(lambda: ui.field_error("port"), "the port's field error")
+    assert ui.js("return document.activeElement.id") == "port"  # focus moved to the problem
+    ui.driver.switch_to.active_element.send_keys(Keys.CONTROL, "a")
+    type_here(str(free_port()))
+    tab_to("selection_criteria")
+    type_here("data_qnt >= 0")
+    tab_to("server_arguments")
+    tab_to("client_arguments")
+    tab_to("tags")
+    type_here("keyboard")
+    type_here(Keys.ENTER)
+    ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the new task's page")
+    task = ui.stack.api.get(f"/api/tasks/{task_id}")
+    assert task["tags"] == ["keyboard"] and task["selection_criteria"] == "data_qnt >= 0"
