@@ -5,7 +5,9 @@ processes, on the local RabbitMQ, with a throw-away data directory and queue pre
 
 * floor: a raw pika echo (persistent connection, direct reply-to) against an echo consumer in
   another process: the best an AMQP round trip can do here, measured in the same run;
-* rpc: sequential ``rpc_exec_get_user_info`` through ``RpcClient``;
+* rpc: sequential ``rpc_exec_get_user_info`` through ``RpcClient``, awaited on the client's
+  event loop as the gateway does (``rpc_*``), and called from a plain thread (``rpc_thread_*``:
+  two more thread hand-offs per call);
 * http: the gateway's ``POST /rpc_exec_get_user_info`` with 1 and with 16 concurrent
   keep-alive callers.
 
@@ -33,6 +35,7 @@ import pika
 
 from agata_common.config import load_settings
 from experiments.processes import ProcessGroup, free_port, wait_for_http
+from microservice_interconnect import ServiceUnavailable
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
 from user_manager.contracts import GET_USER_INFO, UPDATE_USER_INFO, GetUserInfoRequest
@@ -96,8 +99,8 @@ def measure_floor(host: str, port: int, calls: int) -> list[float]:
     return samples
 
 
-def measure_rpc(client: RpcClient, calls: int) -> tuple[list[float], float]:
-    """Sequential ``rpc_exec_get_user_info`` calls from a plain thread."""
+def measure_rpc_threaded(client: RpcClient, calls: int) -> tuple[list[float], float]:
+    """Sequential ``rpc_exec_get_user_info`` calls from a plain thread (``client.call``)."""
     request = GetUserInfoRequest(user_id="bench-client")
     samples = []
     begun = time.perf_counter()
@@ -106,6 +109,23 @@ def measure_rpc(client: RpcClient, calls: int) -> tuple[list[float], float]:
         client.call(GET_USER_INFO, request)
         samples.append(time.perf_counter() - started)
     return samples, calls / (time.perf_counter() - begun)
+
+
+async def _rpc_on_loop(client: RpcClient, calls: int) -> tuple[list[float], float]:
+    request = GetUserInfoRequest(user_id="bench-client")
+    samples = []
+    begun = time.perf_counter()
+    for _ in range(calls):
+        started = time.perf_counter()
+        await client.acall(GET_USER_INFO, request)
+        samples.append(time.perf_counter() - started)
+    return samples, calls / (time.perf_counter() - begun)
+
+
+def measure_rpc(client: RpcClient, calls: int) -> tuple[list[float], float]:
+    """Sequential ``rpc_exec_get_user_info`` from asyncio code on the client's loop (the
+    gateway's path: ``await client.acall``)."""
+    return client.link.run_coroutine(_rpc_on_loop(client, calls)).result()
 
 
 def _http_request(port: int) -> bytes:
@@ -150,6 +170,20 @@ async def measure_http(port: int, callers: int, seconds: float) -> tuple[list[fl
     return samples, len(samples) / (time.perf_counter() - begun), len(errors)
 
 
+def register_bench_client(client: RpcClient, timeout: float = 30) -> None:
+    """Register the client the benchmark reads, once the user manager serves its queues."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.call(UPDATE_USER_INFO, {"user_id": "bench-client", "data_qnt": 100,
+                                           "sensors": ["camera"]}, timeout=5)
+            return
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @contextmanager
 def services(environ: dict[str, str], log_dir: Path) -> Iterator[None]:
     """The user manager and the gateway as real processes, stopped with SIGTERM after."""
@@ -190,10 +224,10 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         wait_for_http(f"http://127.0.0.1:{port}/health", 30)
         link = AmqpLink(broker, name="bench").start()
         client = RpcClient(link, timeout_s=10, queue_prefix=prefix)
-        client.call(UPDATE_USER_INFO, {"user_id": "bench-client", "data_qnt": 100,
-                                       "sensors": ["camera"]}, timeout=30)
+        register_bench_client(client)
         measure_rpc(client, 200)
         rpc_samples, rpc_rate = measure_rpc(client, calls)
+        thread_samples, thread_rate = measure_rpc_threaded(client, calls)
         link.close()
         c1, _, c1_errors = asyncio.run(measure_http(port, 1, seconds / 2))
         c16, c16_rate, c16_errors = asyncio.run(measure_http(port, 16, seconds))
@@ -206,6 +240,9 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         "rpc_p99_ms": ms(percentile(rpc_samples, 0.99)),
         "rpc_mean_ms": ms(statistics.fmean(rpc_samples)),
         "rpc_per_s": round(rpc_rate, 1),
+        "rpc_thread_p50_ms": ms(percentile(thread_samples, 0.5)),
+        "rpc_thread_p99_ms": ms(percentile(thread_samples, 0.99)),
+        "rpc_thread_per_s": round(thread_rate, 1),
         "http_c1_p50_ms": ms(percentile(c1, 0.5)),
         "http_c1_p99_ms": ms(percentile(c1, 0.99)),
         "http_c16_per_s": round(c16_rate, 1),

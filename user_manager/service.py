@@ -112,9 +112,9 @@ class UserManager:
             session.flush()
             return to_info(client)
 
-    @rpc(GET_USER_INFO)
+    @rpc(GET_USER_INFO, inline=True)
     def get_user_info(self, request: GetUserInfoRequest) -> UserInfo:
-        """One client's stats, or 404."""
+        """One client's stats, or 404 (a cache hit, or one primary-key read: run inline)."""
         cached = self._cache.get(request.user_id)
         if cached is not None:
             return cached
