@@ -21,7 +21,7 @@ from typing import Any
 
 from experiments import report
 from experiments.processes import free_port
-from experiments.stack import TASKS_DIR, Stack, first_event, merge_events, span
+from experiments.stack import TASKS_DIR, Stack, first_event, last_event, merge_events, span
 from task_daemon_lib.runner import ChildProcess, python_argv
 
 logger = logging.getLogger("experiments.exp1")
@@ -30,12 +30,12 @@ TASK_ID = "digits"
 STEPS = (
     "1 create task (HTTP)",
     "2 upload files (HTTP)",
-    "3 start task: server running",
-    "4 start -> client asks for tasks",
+    "3 start request -> server running",
+    "4 server running -> client asks (push)",
     "5 request -> task offered",
     "6 download + verify files",
     "7 files -> client process running",
-    "start -> client running (total)",
+    "start returned -> client running (total)",
     "training (client start -> task finished)",
 )
 
@@ -77,7 +77,7 @@ def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
         marks["create returned"] = time.time()
         files = sorted(p for p in (TASKS_DIR / "task_digits").iterdir()
                        if p.suffix in {".py", ".npz"})
-        api.upload(TASK_ID, files)
+        api.upload_files(TASK_ID, files)
         marks["upload returned"] = time.time()
         api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
         marks["start returned"] = time.time()
@@ -122,8 +122,10 @@ def _idle_cpu(stack: Stack, seconds: float) -> float:
 
 def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str, float | None]:
     start = marks.get("start returned")
-    asked = first_event(events, "requesting tasks", after=start or 0)
-    offered = first_event(events, f"offers received {TASK_ID}", after=start or 0)
+    start_received = first_event(events, "received", function="rpc_exec_start_server_task")
+    server_started = first_event(events, f"server started {TASK_ID}")
+    offered = first_event(events, f"offers received {TASK_ID}")
+    asked = last_event(events, "requesting tasks", before=offered) if offered else None
     download_start = first_event(events, f"download started {TASK_ID}")
     download_end = first_event(events, f"download finished {TASK_ID}")
     client_start = first_event(events, f"client started {TASK_ID}")
@@ -131,8 +133,8 @@ def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str,
     return {
         STEPS[0]: span(marks.get("create sent"), marks.get("create returned")),
         STEPS[1]: span(marks.get("create returned"), marks.get("upload returned")),
-        STEPS[2]: span(marks.get("upload returned"), start),
-        STEPS[3]: span(start, asked),
+        STEPS[2]: span(start_received, server_started),
+        STEPS[3]: span(server_started, asked),
         STEPS[4]: span(asked, offered),
         STEPS[5]: span(download_start, download_end),
         STEPS[6]: span(download_end, client_start),

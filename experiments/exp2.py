@@ -55,7 +55,7 @@ def run_once(out_dir: Path, rounds: int) -> dict[str, Any]:
                 "task_id": task_id, "host": "127.0.0.1", "port": port,
                 "server_arguments": server_arguments,
                 "client_arguments": {"num-partitions": 2}, "tags": ["exp2"]})
-            api.upload(task_id, _task_files(folder))
+            api.upload_files(task_id, _task_files(folder))
         extra = extra_flower_client(TASKS_DIR / "task_digits", port_c, partition=1)
         api.post("/rpc_exec_start_server_task", {"task_id": "E"})
         marks["E start returned"] = time.time()

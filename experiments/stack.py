@@ -13,13 +13,12 @@ import logging
 import os
 import secrets
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agata_cli.client import ApiError, Gateway
 from experiments.processes import ProcessGroup, free_port, wait_for_http
 
 logger = logging.getLogger(__name__)
@@ -28,63 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO_ROOT / "tasks"
 
 
-class ApiError(RuntimeError):
-    """The gateway answered with an error."""
+class Api(Gateway):
+    """The cloud gateway's HTTP API as an operator script uses it (the ``agata`` command's
+    client, plus what experiments need)."""
 
-    def __init__(self, status: int, body: Any) -> None:
-        message = body.get("exception") if isinstance(body, dict) else body
-        super().__init__(f"HTTP {status}: {message}")
-        self.status = status
-        self.body = body
-
-
-@dataclass
-class Api:
-    """The cloud gateway's HTTP API, as an operator uses it."""
-
-    url: str
-    token: str
-
-    def _send(self, method: str, path: str, data: bytes | None, content_type: str | None,
-              timeout: float) -> Any:
-        headers = {"Authorization": f"Bearer {self.token}"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        request = urllib.request.Request(  # noqa: S310 (the gateway's own http URL)
-            f"{self.url}{path}", data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                return json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raw = error.read()
-            try:
-                body = json.loads(raw)
-            except ValueError:
-                body = raw.decode(errors="replace")
-            raise ApiError(error.code, body) from None
-
-    def post(self, path: str, body: dict[str, Any] | None = None, timeout: float = 30) -> Any:
-        """POST a JSON body."""
-        return self._send("POST", path, json.dumps(body or {}).encode(), "application/json",
-                          timeout)
-
-    def get(self, path: str, timeout: float = 30) -> Any:
-        """GET a JSON resource."""
-        return self._send("GET", path, None, None, timeout)
-
-    def upload(self, task_id: str, files: list[Path]) -> Any:
-        """``POST /upload_files`` with a multipart form."""
-        boundary = uuid.uuid4().hex
-        parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="task_id"\r\n\r\n'
-                 f"{task_id}\r\n".encode()]
-        for path in files:
-            parts.append(
-                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-                f'filename="{path.name}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-                .encode() + path.read_bytes() + b"\r\n")
-        parts.append(f"--{boundary}--\r\n".encode())
-        return self._send("POST", "/upload_files", b"".join(parts),
-                          f"multipart/form-data; boundary={boundary}", 60)
+    def upload_files(self, task_id: str, files: list[Path]) -> list[Any]:
+        """Upload every file of a task."""
+        return [self.upload(task_id, path) for path in files]
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the gateway and the services behind it answer."""
@@ -92,8 +41,8 @@ class Api:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                self.post("/rpc_exec_list_tasks", {"limit": 1}, timeout=5)
-                self.post("/rpc_exec_list_users", {"limit": 1}, timeout=5)
+                self.post("/rpc_exec_list_tasks", {"limit": 1})
+                self.post("/rpc_exec_list_users", {"limit": 1})
                 return
             except ApiError as error:
                 if error.status not in (503, 504) or time.monotonic() > deadline:
@@ -175,7 +124,7 @@ class Stack:
         for client_id in ids:
             while True:
                 try:
-                    self.api.get(f"/api/clients/{client_id}", timeout=5)
+                    self.api.get(f"/api/clients/{client_id}")
                     break
                 except ApiError as error:
                     if error.status != 404 or time.monotonic() > deadline:
@@ -213,7 +162,7 @@ class Stack:
             "server_arguments": server_arguments or {},
             "client_arguments": client_arguments or {}, "tags": tags or []})
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in {".py", ".npz"})
-        return self.api.upload(task_id, files)
+        return self.api.upload_files(task_id, files)
 
 
 def read_events(path: Path, timeout: float = 5) -> list[dict[str, Any]]:
@@ -224,12 +173,26 @@ def read_events(path: Path, timeout: float = 5) -> list[dict[str, Any]]:
     return json.loads(path.read_text()) if path.exists() else []
 
 
-def first_event(events: list[dict[str, Any]], text: str, after: float = 0.0) -> float | None:
-    """Time of the first event whose text starts with ``text`` at or after ``after``."""
+def first_event(events: list[dict[str, Any]], text: str, after: float = 0.0,
+                function: str | None = None) -> float | None:
+    """Time of the first event whose text starts with ``text`` at or after ``after`` (and
+    registered by ``function``, when given)."""
     for event in events:
-        if str(event.get("event", "")).startswith(text) and float(event["time"]) >= after:
+        if (str(event.get("event", "")).startswith(text) and float(event["time"]) >= after
+                and (function is None or event.get("function") == function)):
             return float(event["time"])
     return None
+
+
+def last_event(events: list[dict[str, Any]], text: str, before: float) -> float | None:
+    """Time of the last event whose text starts with ``text`` at or before ``before``."""
+    found = None
+    for event in events:
+        if float(event["time"]) > before:
+            break
+        if str(event.get("event", "")).startswith(text):
+            found = float(event["time"])
+    return found
 
 
 def merge_events(path: Path, marks: dict[str, float], experiment: str) -> list[dict[str, Any]]:

@@ -77,7 +77,7 @@ class WebStack:
                     **fields: Any) -> dict[str, Any]:
         """A task with its files, through the API."""
         task = self.api.post("/api/tasks", {"task_id": task_id, "port": free_port(), **fields})
-        self.api.upload(task_id, self.task_files(rounds, pause))
+        self.api.upload_files(task_id, self.task_files(rounds, pause))
         return task
 
 
