@@ -98,16 +98,62 @@ def _loop_is_current(loop: asyncio.AbstractEventLoop) -> bool:
 # -- sending ----------------------------------------------------------------------------------
 
 
+class _Confirms:
+    """Publisher confirms on one channel: its delivery tags and the futures awaiting them."""
+
+    def __init__(self) -> None:
+        self.channel: Channel | None = None
+        self._next_tag = 1
+        self._unconfirmed: dict[int, asyncio.Future[bool]] = {}
+
+    async def enable(self, link: AmqpLink, channel: Channel) -> None:
+        """Put ``channel`` in confirm mode; tags start again at 1."""
+        await await_callback(link.loop, channel.confirm_delivery,
+                             lambda frame: self._on_confirm(channel, frame))
+        self.channel = channel
+        self._next_tag = 1
+
+    def publish(self, loop: asyncio.AbstractEventLoop, routing_key: str, body: bytes,
+                properties: BasicProperties) -> asyncio.Future[bool]:
+        """Publish on the confirming channel; the future says whether the broker took it."""
+        channel = self.channel
+        if channel is None or not channel.is_open:
+            raise _ConnectionLostError()
+        tag = self._next_tag
+        self._next_tag += 1
+        confirmed: asyncio.Future[bool] = loop.create_future()
+        self._unconfirmed[tag] = confirmed
+        channel.basic_publish("", routing_key, body, properties)
+        return confirmed
+
+    def lost(self) -> None:
+        """The channel is gone: every waiting publish learns it."""
+        self.channel = None
+        pending, self._unconfirmed = self._unconfirmed, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(_ConnectionLostError())
+
+    def _on_confirm(self, channel: Channel, frame: Any) -> None:
+        if channel is not self.channel:
+            return
+        method = frame.method
+        tags = ([t for t in self._unconfirmed if t <= method.delivery_tag] if method.multiple
+                else [method.delivery_tag])
+        for tag in tags:
+            future = self._unconfirmed.pop(tag, None)
+            if future is not None and not future.done():
+                future.set_result(isinstance(method, Basic.Ack))
+
+
 class Outbox:
     """Puts requests on a durable queue; each ``send`` returns once the broker confirmed it."""
 
     def __init__(self, link: AmqpLink, queue: str) -> None:
         self.link = link
         self.queue = queue
-        self._channel: Channel | None = None
+        self._confirms = _Confirms()
         self._ready: asyncio.Event | None = None
-        self._next_tag = 1
-        self._unconfirmed: dict[int, asyncio.Future[bool]] = {}
         link.add_user(self)
 
     def __repr__(self) -> str:
@@ -122,10 +168,7 @@ class Outbox:
         """Open a confirming channel and declare the durable queue."""
         channel = await link.open_channel(on_close=self._channel_closed)
         await await_callback(link.loop, channel.queue_declare, self.queue, durable=True)
-        await await_callback(link.loop, channel.confirm_delivery,
-                             lambda frame: self._on_confirm(channel, frame))
-        self._channel = channel
-        self._next_tag = 1
+        await self._confirms.enable(link, channel)
         self._ready_event().set()
 
     def on_disconnected(self) -> None:
@@ -133,28 +176,12 @@ class Outbox:
         self._lost()
 
     def _channel_closed(self, channel: Channel, _reason: BaseException) -> None:
-        if channel is self._channel:
+        if channel is self._confirms.channel:
             self._lost()
 
     def _lost(self) -> None:
-        self._channel = None
         self._ready_event().clear()
-        pending, self._unconfirmed = self._unconfirmed, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(_ConnectionLostError())
-
-    def _on_confirm(self, channel: Channel, frame: Any) -> None:
-        if channel is not self._channel:
-            return
-        method = frame.method
-        acked = isinstance(method, Basic.Ack)
-        tag = method.delivery_tag
-        tags = [t for t in self._unconfirmed if t <= tag] if method.multiple else [tag]
-        for confirmed in tags:
-            future = self._unconfirmed.pop(confirmed, None)
-            if future is not None and not future.done():
-                future.set_result(acked)
+        self._confirms.lost()
 
     async def _send(self, body: bytes, what: str, timeout: float) -> None:
         """Publish and wait for the confirm, publishing again after a reconnect (loop only)."""
@@ -180,16 +207,11 @@ class Outbox:
                         f"{what}: broker {self.link.address} unreachable "
                         f"(waited {timeout:.1f} s)") from None
                 continue
-            channel = self._channel
-            if channel is None or not channel.is_open:
+            try:
+                confirmed = self._confirms.publish(loop, self.queue, body, properties)
+            except _ConnectionLostError:
                 self._lost()
                 continue
-            tag = self._next_tag
-            self._next_tag += 1
-            confirmed: asyncio.Future[bool] = loop.create_future()
-            self._unconfirmed[tag] = confirmed
-            try:
-                channel.basic_publish("", self.queue, body, properties)
             except pika.exceptions.AMQPError as exc:
                 logger.warning("%s: publish failed (%s); trying again", what, exc)
                 self._lost()
@@ -313,16 +335,18 @@ class OutboxWorker:
         self._outage_logged = 0.0
         self._stopping = threading.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox")
-        self._channel: Channel | None = None
+        self._confirms = _Confirms()
         self._consumer_tag: str | None = None
         self._held: set[_Held] = set()
         self._held_lock = threading.Lock()
-        self._next_tag = 1
-        self._unconfirmed: dict[int, asyncio.Future[bool]] = {}
         link.add_user(self)
 
     def __repr__(self) -> str:
         return f"OutboxWorker({self.queue})"
+
+    @property
+    def _channel(self) -> Channel | None:
+        return self._confirms.channel
 
     # -- link user (loop thread) ------------------------------------------------------------
 
@@ -333,11 +357,8 @@ class OutboxWorker:
         channel = await link.open_channel(on_close=self._channel_closed)
         await await_callback(link.loop, channel.queue_declare, self.queue, durable=True)
         await await_callback(link.loop, channel.queue_declare, self.rejected_queue, durable=True)
-        await await_callback(link.loop, channel.confirm_delivery,
-                             lambda frame: self._on_confirm(channel, frame))
         await await_callback(link.loop, channel.basic_qos, prefetch_count=1)
-        self._channel = channel
-        self._next_tag = 1
+        await self._confirms.enable(link, channel)
         self._consumer_tag = channel.basic_consume(self.queue, self._on_message)
         self.ready.set()
         logger.info("outbox worker consuming %s", self.queue)
@@ -351,30 +372,15 @@ class OutboxWorker:
             self._lost()
 
     def _lost(self) -> None:
-        self._channel = None
         self._consumer_tag = None
         self.ready.clear()
         self._abandon_held()
-        pending, self._unconfirmed = self._unconfirmed, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(_ConnectionLostError())
+        self._confirms.lost()
 
     def _abandon_held(self) -> None:
         with self._held_lock:
             for held in self._held:
                 held.abandoned.set()
-
-    def _on_confirm(self, channel: Channel, frame: Any) -> None:
-        if channel is not self._channel:
-            return
-        method = frame.method
-        tags = ([t for t in self._unconfirmed if t <= method.delivery_tag] if method.multiple
-                else [method.delivery_tag])
-        for tag in tags:
-            future = self._unconfirmed.pop(tag, None)
-            if future is not None and not future.done():
-                future.set_result(isinstance(method, Basic.Ack))
 
     def _on_message(self, channel: Channel, method: Basic.Deliver, properties: BasicProperties,
                     body: bytes) -> None:
@@ -412,11 +418,8 @@ class OutboxWorker:
             timestamp=held.properties.timestamp,
             headers=headers,
         )
-        tag = self._next_tag
-        self._next_tag += 1
-        confirmed: asyncio.Future[bool] = self.link.loop.create_future()
-        self._unconfirmed[tag] = confirmed
-        channel.basic_publish("", self.rejected_queue, held.body, properties)
+        confirmed = self._confirms.publish(self.link.loop, self.rejected_queue, held.body,
+                                           properties)
         if not await confirmed:
             raise ServiceUnavailable(f"broker refused the copy for {self.rejected_queue}")
 
