@@ -85,9 +85,10 @@ class CloudGatewayHttp:
             read_timeout=self.download_timeout_s, what=f"download of {task_id}/{filename}")
         return data, headers.get("X-Content-SHA256", "")
 
-    def task_events(self, after: int, timeout: float) -> dict[str, Any]:
-        """Long poll for task events after a cursor: ``{"cursor", "reset", "events"}``."""
-        query = urlencode({"after": after, "timeout": f"{timeout:g}"})
+    def task_events(self, after: int, timeout: float, epoch: str = "") -> dict[str, Any]:
+        """Long poll for task events after a cursor of a feed ``epoch``:
+        ``{"epoch", "cursor", "reset", "events"}``."""
+        query = urlencode({"after": after, "timeout": f"{timeout:g}", "epoch": epoch})
         _status, _headers, data = self._call(
             "GET", f"/api/client/task_events?{query}", read_timeout=timeout + self.timeout_s,
             what="task events")

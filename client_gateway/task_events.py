@@ -39,6 +39,7 @@ class TaskEventRelay:
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
         self.cursor: int | None = None
+        self.epoch = ""
         self.relayed = 0
         self.synced = threading.Event()
         self._stop = threading.Event()
@@ -96,16 +97,18 @@ class TaskEventRelay:
             # learn where the cloud's feed is; what happened before is history
             answer = self.http.task_events(0, 0)
             self.cursor = int(answer["cursor"])
+            self.epoch = str(answer.get("epoch", ""))
             self.synced.set()
             logger.info("task events: following the cloud gateway at %s from cursor %d",
                         self.http.base_url, self.cursor)
             return
-        answer = self.http.task_events(self.cursor, self.poll_timeout_s)
+        answer = self.http.task_events(self.cursor, self.poll_timeout_s, self.epoch)
         cursor = int(answer["cursor"])
         if answer.get("reset"):
             logger.info("task events: the cloud's feed restarted (cursor %d -> %d); clients "
                         "catch up on their next poll", self.cursor, cursor)
             self.cursor = cursor
+            self.epoch = str(answer.get("epoch", ""))
             self.synced.set()
             return
         self.cursor = cursor

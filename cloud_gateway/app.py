@@ -242,15 +242,17 @@ async def download(request: web.Request) -> web.Response:
 
 
 async def task_events(request: web.Request) -> web.Response:
-    """``GET /api/client/task_events?after=N&timeout=S``: long poll for task starts/ends."""
+    """``GET /api/client/task_events?after=N&epoch=E&timeout=S``: long poll for task
+    starts/ends."""
     request.app[AUTH].require(request, _FILE_ROUTE_AUDIENCES)
     try:
         after = int(request.query.get("after", "0"))
         timeout = min(max(float(request.query.get("timeout", "25")), 0.0), 55.0)
     except ValueError:
         raise BadRequest("after must be an integer and timeout a number of seconds") from None
-    cursor, events, reset = await request.app[TASK_FEED].wait(after, timeout)
-    body = {"cursor": cursor, "reset": reset,
+    feed = request.app[TASK_FEED]
+    cursor, events, reset = await feed.wait(after, timeout, request.query.get("epoch", ""))
+    body = {"epoch": feed.epoch, "cursor": cursor, "reset": reset,
             "events": [event.model_dump(mode="json") for event in events]}
     return web.Response(body=wire.dumps(body), content_type=JSON)
 

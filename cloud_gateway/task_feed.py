@@ -8,6 +8,7 @@ request is answered as soon as one arrives (or empty after the timeout).
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
 
 from cloud_task_manager.contracts import TaskEvent
@@ -19,6 +20,7 @@ class TaskEventFeed:
     """The latest task events, numbered; waiters wake when one arrives (event-loop only)."""
 
     def __init__(self) -> None:
+        self.epoch = secrets.token_hex(8)
         self.cursor = 0
         self._events: deque[tuple[int, TaskEvent]] = deque(maxlen=KEPT_EVENTS)
         self._arrived = asyncio.Event()
@@ -40,14 +42,16 @@ class TaskEventFeed:
         """Events numbered above ``cursor``."""
         return [event for number, event in self._events if number > cursor]
 
-    async def wait(self, cursor: int, timeout: float) -> tuple[int, list[TaskEvent], bool]:
+    async def wait(self, cursor: int, timeout: float, epoch: str = ""
+                   ) -> tuple[int, list[TaskEvent], bool]:
         """(new cursor, events after ``cursor``, reset) once there are some or on timeout.
 
-        ``reset`` is true when the cursor is unknown here (the gateway restarted, or the caller
-        fell more than KEPT_EVENTS behind): the caller should look at everything again.
+        ``reset`` is true when the cursor is unknown here: it belongs to another epoch (the
+        gateway restarted since), or the caller fell more than KEPT_EVENTS behind. The caller
+        should then look at everything again. An empty ``epoch`` means "this one".
         """
         oldest = self._events[0][0] if self._events else self.cursor + 1
-        if cursor > self.cursor or cursor < oldest - 1:
+        if (epoch and epoch != self.epoch) or cursor > self.cursor or cursor < oldest - 1:
             return self.cursor, [], True
         if self.cursor == cursor and not self.closed:
             arrived = self._arrived

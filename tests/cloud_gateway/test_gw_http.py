@@ -475,3 +475,17 @@ async def test_without_an_api_token_operator_routes_fail_closed(
                 assert status == 401, (headers, path, body)
         status, body = await get(gateway, "/health")
         assert status == 200
+
+
+async def test_task_event_feed_resets_a_cursor_from_another_epoch(gateway) -> None:
+    status, first = await gateway.get("/api/client/task_events?after=0&timeout=0",
+                                      headers=gateway.client())
+    assert status == 200 and first["reset"] is False and first["epoch"]
+    status, same = await gateway.get(
+        f"/api/client/task_events?after=0&timeout=0&epoch={first['epoch']}",
+        headers=gateway.client())
+    assert same["reset"] is False
+    status, other = await gateway.get(
+        "/api/client/task_events?after=0&timeout=0&epoch=from-before-a-restart",
+        headers=gateway.client())
+    assert other["reset"] is True and other["epoch"] == first["epoch"]
