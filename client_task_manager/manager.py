@@ -31,7 +31,7 @@ from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import register_event
 from microservice_interconnect.spec import RpcSpec
 from task_daemon_lib.messages import ErrorMessage, InfoMessage, ReportMessage, StatsMessage
-from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv
+from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
 from user_manager.contracts import UPDATE_USER_INFO, UpdateUserInfoRequest
 
 logger = logging.getLogger(__name__)
@@ -217,11 +217,8 @@ class ClientTaskManager:
         if not (folder / CLIENT_SCRIPT).is_file():
             self._failed(offer.task_id, offer.run, f"the task has no {CLIENT_SCRIPT}")
             return
-        arguments = ["--host", offer.host, "--port", str(offer.port),
+        arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
                      "--client-id", self.client_id]
-        for name, value in offer.client_arguments.items():
-            text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-            arguments += [f"--{name}", text]
         task_id, run = offer.task_id, offer.run
         child = ChildProcess(
             python_argv(folder / CLIENT_SCRIPT, *arguments),

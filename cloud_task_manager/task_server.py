@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from task_daemon_lib.messages import ReportMessage
-from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv
+from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -28,16 +28,6 @@ class ServerLaunch:
     host: str
     port: int
     arguments: Mapping[str, str | int | float | bool]
-
-
-def script_arguments(host: str, port: int,
-                     arguments: Mapping[str, str | int | float | bool]) -> list[str]:
-    """The command line a task script gets: ``--host H --port P --name value ...``."""
-    argv = ["--host", host, "--port", str(port)]
-    for name, value in arguments.items():
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        argv += [f"--{name}", text]
-    return argv
 
 
 class ServerProcesses:

@@ -43,6 +43,7 @@ __all__ = [
     "ChildProcess",
     "ChildStatus",
     "python_argv",
+    "script_arguments",
 ]
 
 logger = logging.getLogger(__name__)
@@ -67,6 +68,17 @@ ChildStatus = Literal["finished", "failed", "stopped"]
 def python_argv(script: Path, *args: str) -> list[str]:
     """Return argv running ``script`` with the current interpreter, unbuffered."""
     return [sys.executable, "-u", str(script), *args]
+
+
+def script_arguments(host: str, port: int,
+                     arguments: Mapping[str, str | int | float | bool]) -> list[str]:
+    """The command line of a task script: ``--host H --port P --name value ...`` (booleans as
+    ``true``/``false``); both managers start ``server.py``/``client.py`` this way."""
+    argv = ["--host", host, "--port", str(port)]
+    for name, value in arguments.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        argv += [f"--{name}", text]
+    return argv
 
 
 def _signal_name(signum: int) -> str:
