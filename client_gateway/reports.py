@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from agata_contracts.tasks import REPORT_CLIENT_TASK
+from agata_contracts.users import UPDATE_USER_INFO
 from client_gateway.http import CloudGatewayHttp
-from cloud_task_manager.contracts import REPORT_CLIENT_TASK
 from microservice_interconnect import RpcError, RpcTimeout, ServiceUnavailable, Unauthorized
 from microservice_interconnect.outbox import DeliveryResult
-from user_manager.contracts import UPDATE_USER_INFO
 
 logger = logging.getLogger(__name__)
 

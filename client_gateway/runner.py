@@ -6,12 +6,12 @@ import logging
 from dataclasses import dataclass
 
 from agata_common.config import ConfigError, Settings
-from client_gateway import outbox_queue, task_events_exchange
+from agata_contracts.queues import outbox_queue, task_events_exchange
+from agata_contracts.tasks import TaskEvent
 from client_gateway.http import CloudGatewayHttp
 from client_gateway.reports import ReportForwarder
 from client_gateway.service import ClientGateway
 from client_gateway.task_events import POLL_TIMEOUT_S, TaskEventRelay
-from cloud_task_manager.contracts import TaskEvent
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.outbox import OutboxWorker
 from microservice_interconnect.runtime import ServiceRuntime
@@ -64,9 +64,9 @@ def start_client_gateway(settings: Settings, *,
     http = cloud_client(settings)
     runtime = ServiceRuntime(NAME, settings, settings.client_broker)
     host = runtime.serve(ClientGateway(http))
-    worker = OutboxWorker(runtime.link, outbox_queue(settings), ReportForwarder(http))
-    broadcaster: Broadcaster[TaskEvent] = Broadcaster(runtime.link,
-                                                      task_events_exchange(settings))
+    prefix = settings.client_broker.queue_prefix
+    worker = OutboxWorker(runtime.link, outbox_queue(prefix), ReportForwarder(http))
+    broadcaster: Broadcaster[TaskEvent] = Broadcaster(runtime.link, task_events_exchange(prefix))
     relay = TaskEventRelay(cloud_client(settings), broadcaster.publish,
                            poll_timeout_s=poll_timeout_s)
     runtime.start()

@@ -14,8 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from client_gateway.http import CloudGatewayHttp
-from cloud_task_manager.contracts import (
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     DOWNLOAD_TASK_FILE,
     REPORT_CLIENT_TASK,
@@ -26,10 +25,11 @@ from cloud_task_manager.contracts import (
     TaskFileContent,
     TaskOffers,
 )
+from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest, UserInfo
+from client_gateway.http import CloudGatewayHttp
 from microservice_interconnect import RpcError, Unauthorized
 from microservice_interconnect.service import rpc
 from microservice_interconnect.spec import RpcSpec
-from user_manager.contracts import UPDATE_USER_INFO, UpdateUserInfoRequest, UserInfo
 
 logger = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from agata_contracts.tasks import TaskEvent
 from client_gateway.http import CloudGatewayHttp
-from cloud_task_manager.contracts import TaskEvent
 from microservice_interconnect import RpcError, RpcTimeout, ServiceUnavailable
 
 logger = logging.getLogger(__name__)

@@ -9,11 +9,8 @@ from pydantic import BaseModel
 
 from agata_common.config import ConfigError, settings
 from agata_common.process import run_service
-from client_gateway import outbox_queue, task_events_exchange
-from client_task_manager.identity import ClientIdentity
-from client_task_manager.manager import ClientTaskManager
-from client_task_manager.scheduler import Policy, TaskBook
-from cloud_task_manager.contracts import (
+from agata_contracts.queues import outbox_queue, task_events_exchange
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     DOWNLOAD_TASK_FILE,
     ClientRequestingTaskRequest,
@@ -22,6 +19,9 @@ from cloud_task_manager.contracts import (
     TaskFileContent,
     TaskOffer,
 )
+from client_task_manager.identity import ClientIdentity
+from client_task_manager.manager import ClientTaskManager
+from client_task_manager.scheduler import Policy, TaskBook
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.outbox import Outbox
 from microservice_interconnect.runtime import ServiceRuntime
@@ -42,7 +42,7 @@ def start() -> Callable[[], None]:
     data_dir = config.storage.resolved_data_dir()
     identity = ClientIdentity(params, data_dir / "client_info")
     runtime = ServiceRuntime("client_task_manager", config, config.client_broker)
-    outbox = Outbox(runtime.link, outbox_queue(config))
+    outbox = Outbox(runtime.link, outbox_queue(config.client_broker.queue_prefix))
 
     def query_offers(client_id: str) -> list[TaskOffer]:
         request = ClientRequestingTaskRequest(client_id=client_id)
@@ -64,7 +64,8 @@ def start() -> Callable[[], None]:
         work_dir=data_dir / "client_tasks",
         request_interval_s=params.request_interval,
     )
-    Subscriber(runtime.link, task_events_exchange(config), TaskEvent, manager.on_task_event)
+    Subscriber(runtime.link, task_events_exchange(config.client_broker.queue_prefix), TaskEvent,
+               manager.on_task_event)
     runtime.start()
     manager.start()
 

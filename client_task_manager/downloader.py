@@ -8,9 +8,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from cloud_task_manager.contracts import DownloadTaskFileRequest, TaskFileContent, TaskOffer
-from cloud_task_manager.storage import check_file_name
-from microservice_interconnect import BadRequest
+from agata_contracts.common import check_file_name
+from agata_contracts.tasks import DownloadTaskFileRequest, TaskFileContent, TaskOffer
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ def download_task(offer: TaskOffer, fetch: FetchFile, work_dir: Path) -> Path:
         for index, announced in enumerate(offer.files, start=1):
             try:
                 name = check_file_name(announced.name)
-            except BadRequest as exc:
+            except ValueError as exc:
                 raise CorruptDownload(str(exc)) from None
             content = fetch(DownloadTaskFileRequest(task_id=offer.task_id, filename=name,
                                                     credential=offer.download_credential))

@@ -11,7 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agata_common.config import ClientParams
-from user_manager.contracts import UpdateUserInfoRequest
+from agata_contracts.users import UpdateUserInfoRequest
 
 logger = logging.getLogger(__name__)
 

@@ -17,22 +17,22 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
-from client_task_manager.identity import ClientIdentity
-from client_task_manager.scheduler import TaskBook
-from cloud_task_manager.contracts import (
+from agata_contracts.tasks import (
     REPORT_CLIENT_TASK,
     ClientTaskStatus,
     ReportClientTaskRequest,
     TaskEvent,
     TaskOffer,
 )
+from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
+from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
+from client_task_manager.identity import ClientIdentity
+from client_task_manager.scheduler import TaskBook
 from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import register_event
 from microservice_interconnect.spec import RpcSpec
 from task_daemon_lib.messages import ErrorMessage, InfoMessage, ReportMessage, StatsMessage
 from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
-from user_manager.contracts import UPDATE_USER_INFO, UpdateUserInfoRequest
 
 logger = logging.getLogger(__name__)
 

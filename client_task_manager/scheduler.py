@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cloud_task_manager.contracts import TaskOffer
+from agata_contracts.tasks import TaskOffer
 
 
 class Policy(StrEnum):

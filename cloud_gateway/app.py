@@ -22,16 +22,16 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from agata_common.config import Settings
+from agata_contracts.queues import task_events_exchange
+from agata_contracts.tasks import (
+    DOWNLOAD_TASK_FILE,
+    UPLOAD_TASK_FILE,
+    TaskEvent,
+)
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES, RestRoute
 from cloud_gateway.task_feed import TaskEventFeed
-from cloud_task_manager.contracts import (
-    DOWNLOAD_TASK_FILE,
-    TASK_EVENTS_EXCHANGE,
-    UPLOAD_TASK_FILE,
-    TaskEvent,
-)
 from microservice_interconnect import Audience, BadRequest, RpcError, wire
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.link import AmqpLink
@@ -309,7 +309,7 @@ def create_app(config: Settings) -> web.Application:
         app[RPC_CLIENT] = RpcClient(link, timeout_s=config.rpc.timeout_s,
                                     queue_prefix=config.server_broker.queue_prefix)
         feed = app[TASK_FEED] = TaskEventFeed()
-        Subscriber(link, config.server_broker.queue_prefix + TASK_EVENTS_EXCHANGE, TaskEvent,
+        Subscriber(link, task_events_exchange(config.server_broker.queue_prefix), TaskEvent,
                    feed.add)
         link.start()
 

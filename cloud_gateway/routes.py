@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud_task_manager import contracts as tasks
+from agata_contracts import tasks, users
 from microservice_interconnect import Audience, RpcSpec
-from user_manager import contracts as users
 
 ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + tasks.RPCS
 RPCS_BY_NAME: dict[str, RpcSpec[Any, Any]] = {spec.name: spec for spec in ALL_RPCS}

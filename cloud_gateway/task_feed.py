@@ -11,7 +11,7 @@ import asyncio
 import secrets
 from collections import deque
 
-from cloud_task_manager.contracts import TaskEvent
+from agata_contracts.tasks import TaskEvent
 
 KEPT_EVENTS = 1000
 

@@ -16,7 +16,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agata_common.database import utcnow
-from cloud_task_manager.contracts import (
+from agata_contracts.criteria import Criteria, compile_criteria
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     CREATE_TASK,
     DOWNLOAD_TASK_FILE,
@@ -52,7 +53,7 @@ from cloud_task_manager.contracts import (
     UpdateTaskRequest,
     UploadTaskFileRequest,
 )
-from cloud_task_manager.criteria import Criteria, compile_criteria
+from agata_contracts.users import UserInfo
 from cloud_task_manager.models import (
     Base,
     ClientReportRecord,
@@ -60,7 +61,7 @@ from cloud_task_manager.models import (
     RoundMetricRecord,
     TaskRecord,
 )
-from cloud_task_manager.storage import Credentials, TaskStorage, check_file_name
+from cloud_task_manager.storage import Credentials, TaskStorage
 from cloud_task_manager.task_server import (
     SERVER_SCRIPT,
     ServerLaunch,
@@ -80,7 +81,6 @@ from task_daemon_lib.messages import (
     TriggerMessage,
 )
 from task_daemon_lib.runner import ChildOutcome
-from user_manager.contracts import UserInfo
 
 logger = logging.getLogger(__name__)
 
@@ -368,8 +368,7 @@ class CloudTaskManager:
         """Running tasks whose criteria the client's stored stats match."""
         register_event("cloud_task_manager", "rpc_exec_client_requesting_task", "received")
         client = self.lookup_client(request.client_id)
-        attributes = client.model_dump(include={"id", "data_qnt", "avg_acc_contrib",
-                                                "avg_disconnection_per_round", "sensors"})
+        attributes = client.criteria_attributes()
         with Session(self.engine) as session:
             running = session.scalars(
                 select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value)
@@ -396,7 +395,6 @@ class CloudTaskManager:
     @rpc(DOWNLOAD_TASK_FILE)
     def download_task_file(self, request: DownloadTaskFileRequest) -> TaskFileContent:
         """A task file for the operator, or for a client holding the task's credential."""
-        check_file_name(request.filename)
         with Session(self.engine) as session:
             record = self._get(session, request.task_id)
             if not request.operator and not (

@@ -11,28 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agata_contracts.common import SCRIPT_NAME_PATTERN, check_file_name, is_task_id
 from microservice_interconnect import BadRequest, NotFound
-
-_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
-_TASK_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-
-
-def check_file_name(name: str) -> str:
-    """Return ``name`` if it is a plain file name; otherwise raise a 400 saying why."""
-    if not name:
-        raise BadRequest("file name is empty")
-    if "/" in name or "\\" in name or "\x00" in name:
-        raise BadRequest(f"file name {name!r} contains a path separator; give a plain file name")
-    if name in {".", ".."} or ".." in name:
-        raise BadRequest(f"file name {name!r} contains '..'")
-    if len(name) > 128:
-        raise BadRequest("file name is longer than 128 characters")
-    if not _FILE_NAME.match(name):
-        raise BadRequest(
-            f"file name {name!r} has characters other than letters, digits, '.', '_' and '-'"
-            " (or starts with '.' or '-')"
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -54,7 +34,7 @@ class TaskStorage:
 
     def task_dir(self, task_id: str) -> Path:
         """The folder of a task (created on demand)."""
-        if not _TASK_ID.match(task_id):
+        if not is_task_id(task_id):
             raise BadRequest(f"task id {task_id!r} is not valid")
         folder = self.root / f"task_{task_id}"
         folder.mkdir(exist_ok=True)
@@ -63,7 +43,10 @@ class TaskStorage:
     def file_path(self, task_id: str, name: str) -> Path:
         """The path of a task file, proven to lie directly inside the task folder."""
         folder = self.task_dir(task_id)
-        path = (folder / check_file_name(name)).resolve()
+        try:
+            path = (folder / check_file_name(name)).resolve()
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
         if path.parent != folder.resolve():
             raise BadRequest(f"file name {name!r} leaves the task folder")
         return path
@@ -94,7 +77,7 @@ class TaskStorage:
 
     def script(self, task_id: str, name: str) -> Path | None:
         """``<name>.py`` in the task folder when ``name`` is a plain script name, else None."""
-        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}", name):
+        if not re.match(SCRIPT_NAME_PATTERN, name):
             return None
         path = self.file_path(task_id, f"{name}.py")
         return path if path.is_file() else None

@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from agata_common.config import Settings
-from cloud_task_manager.contracts import TASK_EVENTS_EXCHANGE
+from agata_contracts.queues import task_events_exchange
+from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
-from user_manager.contracts import GET_USER_INFO, GetUserInfoRequest, UserInfo
 
 
 def build_cloud_task_manager(config: Settings, runtime: ServiceRuntime,
@@ -23,7 +23,7 @@ def build_cloud_task_manager(config: Settings, runtime: ServiceRuntime,
     def lookup_client(client_id: str) -> UserInfo:
         return runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
 
-    events = Broadcaster(runtime.link, runtime.link.broker.queue_prefix + TASK_EVENTS_EXCHANGE)
+    events = Broadcaster(runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
     return CloudTaskManager(
         engine,
         TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024)),

@@ -34,11 +34,11 @@ from typing import Any
 import pika
 
 from agata_common.config import load_settings
+from agata_contracts.users import GET_USER_INFO, UPDATE_USER_INFO, GetUserInfoRequest
 from experiments.processes import ProcessGroup, free_port, wait_for_http
 from microservice_interconnect import ServiceUnavailable
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
-from user_manager.contracts import GET_USER_INFO, UPDATE_USER_INFO, GetUserInfoRequest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOKEN = uuid.uuid4().hex

@@ -10,10 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agata_common.database import utcnow
-from microservice_interconnect import NotFound
-from microservice_interconnect.events import register_event
-from microservice_interconnect.service import rpc
-from user_manager.contracts import (
+from agata_contracts.users import (
+    CLIENT_STATS,
     GET_USER_INFO,
     LIST_USERS,
     UPDATE_USER_INFO,
@@ -23,12 +21,12 @@ from user_manager.contracts import (
     UserInfo,
     UserList,
 )
+from microservice_interconnect import NotFound
+from microservice_interconnect.events import register_event
+from microservice_interconnect.service import rpc
 from user_manager.models import Base, Client
 
 logger = logging.getLogger(__name__)
-
-_STATS = ("data_qnt", "avg_acc_contrib", "avg_disconnection_per_round", "sensors")
-
 
 def to_info(client: Client) -> UserInfo:
     """The contract view of a stored client."""
@@ -95,7 +93,7 @@ class UserManager:
         now = utcnow()
         with self._sessions.begin() as session:
             client = session.get(Client, request.user_id, with_for_update=True)
-            sent = request.model_dump(include=set(_STATS), exclude_none=True)
+            sent = request.model_dump(include=set(CLIENT_STATS), exclude_none=True)
             if client is None:
                 client = Client(id=request.user_id, data_qnt=0, sensors=[], created=now,
                                 modified=now, last_seen=now)

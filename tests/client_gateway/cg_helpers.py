@@ -12,7 +12,7 @@ import pika
 from support import CLIENT_TOKEN, Cloud, free_port
 
 from agata_common.config import BrokerSettings, Settings
-from cloud_task_manager.contracts import (
+from agata_contracts.tasks import (
     CREATE_TASK,
     START_SERVER_TASK,
     STOP_SERVER_TASK,

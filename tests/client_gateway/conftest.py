@@ -15,11 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cg_helpers import Broker, client_settings  # noqa: E402
 
 from agata_common.config import Settings  # noqa: E402
-from client_gateway import outbox_queue  # noqa: E402
+from agata_contracts.queues import outbox_queue  # noqa: E402
+from agata_contracts.tasks import RPCS as TASK_RPCS  # noqa: E402
+from agata_contracts.users import RPCS as USER_RPCS  # noqa: E402
 from client_gateway.runner import RunningClientGateway, start_client_gateway  # noqa: E402
-from cloud_task_manager.contracts import RPCS as TASK_RPCS  # noqa: E402
 from microservice_interconnect.runtime import ServiceRuntime  # noqa: E402
-from user_manager.contracts import RPCS as USER_RPCS  # noqa: E402
 
 
 @dataclass
@@ -36,7 +36,7 @@ def broker(settings: Settings) -> Iterator[Broker]:
     peek = Broker(settings.client_broker)
     yield peek
     prefix = settings.client_broker.queue_prefix
-    queue = outbox_queue(settings)
+    queue = outbox_queue(settings.client_broker.queue_prefix)
     peek.delete([queue, f"{queue}.rejected"]
                 + [f"{prefix}{spec.name}" for spec in USER_RPCS + TASK_RPCS])
 

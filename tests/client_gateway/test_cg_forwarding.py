@@ -12,12 +12,13 @@ from aiohttp import web
 from cg_helpers import closed_port_url
 from support import Cloud, Gateway, free_port
 
-from client_gateway.http import CloudGatewayHttp
-from cloud_task_manager.contracts import (
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     DOWNLOAD_TASK_FILE,
     REPORT_CLIENT_TASK,
 )
+from agata_contracts.users import UPDATE_USER_INFO
+from client_gateway.http import CloudGatewayHttp
 from microservice_interconnect import (
     BadRequest,
     NotFound,
@@ -26,7 +27,6 @@ from microservice_interconnect import (
     ServiceUnavailable,
     Unauthorized,
 )
-from user_manager.contracts import UPDATE_USER_INFO
 
 
 async def test_queries_are_forwarded_end_to_end(gateway: Gateway, cloud: Cloud, start_cg,

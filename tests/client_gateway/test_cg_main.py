@@ -14,12 +14,12 @@ from cg_helpers import Broker, closed_port_url
 from support import CLIENT_TOKEN, REPO_ROOT, isolated_environ
 
 from agata_common.config import load_settings
-from client_gateway import outbox_queue
-from cloud_task_manager.contracts import CLIENT_REQUESTING_TASK
-from cloud_task_manager.contracts import RPCS as TASK_RPCS
+from agata_contracts.queues import outbox_queue
+from agata_contracts.tasks import CLIENT_REQUESTING_TASK
+from agata_contracts.tasks import RPCS as TASK_RPCS
+from agata_contracts.users import RPCS as USER_RPCS
 from microservice_interconnect import RpcTimeout, ServiceUnavailable
 from microservice_interconnect.runtime import ServiceRuntime
-from user_manager.contracts import RPCS as USER_RPCS
 
 
 def test_missing_client_token_is_a_configuration_error(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_process_serves_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> N
         device.stop()
         process.send_signal(stop_signal)
         code = process.wait(20)
-        queue = outbox_queue(settings)
+        queue = outbox_queue(settings.client_broker.queue_prefix)
         prefix = settings.client_broker.queue_prefix
         Broker(settings.client_broker).delete(
             [queue, f"{queue}.rejected"]

@@ -12,13 +12,13 @@ from cg_helpers import await_until, closed_port_url
 from support import Cloud, Gateway, free_port
 
 from agata_common.config import BrokerSettings
-from client_gateway import outbox_queue
+from agata_contracts.queues import outbox_queue
+from agata_contracts.tasks import REPORT_CLIENT_TASK
+from agata_contracts.users import GET_USER_INFO, UPDATE_USER_INFO
 from cloud_gateway.app import create_app
-from cloud_task_manager.contracts import REPORT_CLIENT_TASK
 from microservice_interconnect import NotFound, ServiceUnavailable
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.outbox import Outbox, decode_message
-from user_manager.contracts import GET_USER_INFO, UPDATE_USER_INFO
 
 
 def _user(cloud: Cloud, user_id: str):
@@ -32,7 +32,7 @@ async def test_reports_wait_for_the_cloud_and_survive_a_restart(cloud: Cloud, st
                                                                 broker) -> None:
     port = cloud.settings.server_gateway.port
     url = f"http://127.0.0.1:{port}"
-    queue = outbox_queue(cloud.settings)
+    queue = outbox_queue(cloud.settings.client_broker.queue_prefix)
     first = await asyncio.to_thread(start_cg, url)
     outbox = Outbox(device.runtime.link, queue)
 
@@ -72,7 +72,7 @@ async def test_reports_wait_for_the_cloud_and_survive_a_restart(cloud: Cloud, st
 
 async def test_rejected_report_is_set_aside_and_does_not_block(gateway: Gateway, cloud: Cloud,
                                                               start_cg, device, broker) -> None:
-    queue = outbox_queue(cloud.settings)
+    queue = outbox_queue(cloud.settings.client_broker.queue_prefix)
     running = await asyncio.to_thread(start_cg, gateway.url)
     outbox = Outbox(device.runtime.link, queue)
 
@@ -117,7 +117,8 @@ def test_send_fails_when_the_broker_is_unreachable() -> None:
 
 
 def test_send_validates_the_request(device, broker) -> None:
-    outbox = Outbox(device.runtime.link, outbox_queue(device.settings))
+    queue = outbox_queue(device.settings.client_broker.queue_prefix)
+    outbox = Outbox(device.runtime.link, queue)
     with pytest.raises(TypeError):
         outbox.send(UPDATE_USER_INFO, REPORT_CLIENT_TASK.request(
             task_id="t", client_id="c", status="failed"))
@@ -126,7 +127,7 @@ def test_send_validates_the_request(device, broker) -> None:
 def test_unreachable_cloud_url_still_queues(start_cg, device, broker) -> None:
     """Sending never depends on the cloud: the broker's confirm is enough."""
     start_cg(closed_port_url())
-    queue = outbox_queue(device.settings)
+    queue = outbox_queue(device.settings.client_broker.queue_prefix)
     outbox = Outbox(device.runtime.link, queue)
     started = time.monotonic()
     outbox.send(UPDATE_USER_INFO, {"user_id": "dev-q"})

@@ -12,9 +12,9 @@ from cg_helpers import Broker, wait_until
 from interconnect.mi_helpers import TcpProxy
 
 from agata_common.config import Settings
+from agata_contracts.users import UPDATE_USER_INFO
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.outbox import DeliveryResult, Outbox, OutboxWorker
-from user_manager.contracts import UPDATE_USER_INFO
 
 
 @pytest.fixture

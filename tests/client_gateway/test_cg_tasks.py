@@ -12,15 +12,15 @@ import pytest
 from cg_helpers import await_until, start_sleeping_task, stop_task
 from support import Cloud, Gateway
 
-from client_gateway import task_events_exchange
-from cloud_task_manager.contracts import (
+from agata_contracts.queues import task_events_exchange
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     DOWNLOAD_TASK_FILE,
     TaskEvent,
 )
+from agata_contracts.users import UPDATE_USER_INFO
 from microservice_interconnect import NotFound, Unauthorized
 from microservice_interconnect.broadcast import Subscriber
-from user_manager.contracts import UPDATE_USER_INFO
 
 DATA = bytes(range(256)) * 40
 
@@ -67,7 +67,8 @@ async def test_task_events_reach_the_client_broker(gateway: Gateway, cloud: Clou
         with lock:
             received.append((time.monotonic(), event))
 
-    subscriber = Subscriber(device.runtime.link, task_events_exchange(device.settings),
+    exchange = task_events_exchange(device.settings.client_broker.queue_prefix)
+    subscriber = Subscriber(device.runtime.link, exchange,
                             TaskEvent, on_event)
     running = await asyncio.to_thread(start_cg, gateway.url)
     assert await await_until(lambda: subscriber.connected and running.relay.synced.is_set(), 10)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from agata_contracts.tasks import TaskOffer
 from client_task_manager.scheduler import Policy, TaskBook
-from cloud_task_manager.contracts import TaskOffer
 
 
 def offer(task_id: str, run: int = 1) -> TaskOffer:

@@ -14,7 +14,7 @@ async def test_update_and_get_user_through_gateway(gateway: Gateway, cloud: Clou
 
 
 def test_user_roundtrip_on_each_db(cloud_on_each_db: Cloud) -> None:
-    from user_manager.contracts import GET_USER_INFO, UPDATE_USER_INFO
+    from agata_contracts.users import GET_USER_INFO, UPDATE_USER_INFO
     client = cloud_on_each_db.client
     client.call(UPDATE_USER_INFO, {"user_id": "a", "sensors": ["camera"]})
     assert client.call(GET_USER_INFO, {"user_id": "a"}).sensors == ["camera"]

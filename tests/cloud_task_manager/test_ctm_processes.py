@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from support import Cloud, start_cloud
 
 from agata_common.config import Settings
-from cloud_task_manager.contracts import (
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     CREATE_TASK,
     DOWNLOAD_TASK_FILE,
@@ -29,10 +29,10 @@ from cloud_task_manager.contracts import (
     UPLOAD_TASK_FILE,
     Task,
 )
+from agata_contracts.users import UPDATE_USER_INFO
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.service import RESTART_REASON, SHUTDOWN_REASON, CloudTaskManager
 from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized, wire
-from user_manager.contracts import UPDATE_USER_INFO
 
 FINISHING_SERVER = """\
 import json, os, sys, time

@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from support import Cloud
 
-from cloud_task_manager.contracts import (
+from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     CREATE_TASK,
     DOWNLOAD_TASK_FILE,
@@ -25,9 +25,9 @@ from cloud_task_manager.contracts import (
     UPLOAD_TASK_FILE,
     Task,
 )
+from agata_contracts.users import UPDATE_USER_INFO
 from cloud_task_manager.models import RoundMetricRecord, TaskRecord
 from microservice_interconnect import Conflict, NotFound, wire
-from user_manager.contracts import UPDATE_USER_INFO
 
 SLEEPING_SERVER = """\
 import time

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from support import Cloud
 
+from agata_contracts.users import GET_USER_INFO, LIST_USERS, UPDATE_USER_INFO
 from microservice_interconnect import NotFound, wire
-from user_manager.contracts import GET_USER_INFO, LIST_USERS, UPDATE_USER_INFO
 
 
 def raw_call(cloud: Cloud, name: str, body: dict[str, Any] | bytes) -> tuple[int, Any, dict]:

@@ -6,47 +6,23 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    Base64Bytes,
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-)
+from pydantic import AfterValidator, Base64Bytes, BaseModel, ConfigDict, Field
 
-from cloud_task_manager.criteria import CriteriaError, compile_criteria
+from agata_contracts.common import (
+    ArgumentName,
+    ArgumentValue,
+    ClientId,
+    FileName,
+    Host,
+    Port,
+    Tag,
+    TaskId,
+)
+from agata_contracts.criteria import CLIENT_ATTRIBUTES, CriteriaError, compile_criteria
 from microservice_interconnect import Audience, RpcSpec
-from user_manager.contracts import ClientId
 
 SERVICE = "cloud_task_manager"
 
-TaskId = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$"),
-    Field(description="Task id: letters, digits, '_' and '-' (max 64), e.g. 4fe5."),
-]
-Host = Annotated[
-    str,
-    StringConstraints(
-        min_length=1, max_length=253, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.:-]*[A-Za-z0-9])?$"
-    ),
-    Field(description="Host name or IP address the task's Flower server listens on."),
-]
-Port = Annotated[int, Field(ge=1, le=65535, description="TCP port of the task's Flower server.")]
-FileName = Annotated[
-    str,
-    Field(
-        min_length=1,
-        max_length=128,
-        description="A plain file name (no folders): letters, digits, '.', '_' and '-'.",
-    ),
-]
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
-ArgumentValue = str | int | float | bool
-ArgumentName = Annotated[
-    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z][A-Za-z0-9_-]*$")
-]
 RESERVED_ARGUMENTS = frozenset({"host", "port"})
 
 
@@ -70,7 +46,7 @@ Criteria = Annotated[
     Field(
         max_length=2000,
         description="Which clients may join, e.g. data_qnt >= 30 and 'camera' in sensors. "
-        "Names: id, data_qnt, avg_acc_contrib, avg_disconnection_per_round, sensors. "
+        f"Names: {', '.join(CLIENT_ATTRIBUTES)}. "
         "Empty: every client.",
     ),
     AfterValidator(_check_criteria),
@@ -93,9 +69,9 @@ class TaskStatus(StrEnum):
 
 
 class TaskFile(BaseModel):
-    """A file of the task, as stored."""
+    """A file of the task, as stored (a device checks every name an offer carries)."""
 
-    name: str
+    name: FileName
     size: int
     sha256: str
 
@@ -218,7 +194,7 @@ class ClientRequestingTaskRequest(BaseModel):
 class TaskOffer(BaseModel):
     """What a client needs to join a task (``run`` counts the task's starts)."""
 
-    task_id: str
+    task_id: TaskId
     run: int
     host: str
     port: int
@@ -237,8 +213,6 @@ class TaskEvent(BaseModel):
     time: float
 
 
-TASK_EVENTS_EXCHANGE = "task_events"
-"""Fan-out exchange (after the broker's queue prefix) carrying ``TaskEvent``."""
 
 
 class TaskOffers(BaseModel):

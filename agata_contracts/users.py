@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
+from agata_contracts.common import ClientId, SensorName
+from agata_contracts.criteria import CLIENT_ATTRIBUTES
 from microservice_interconnect import Audience, RpcSpec
 
 SERVICE = "user_manager"
 
-ClientId = Annotated[
-    str,
-    StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$"),
-    Field(description="The client's id: letters, digits, '_', '.', ':', '-' (max 64)."),
-]
-SensorName = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True)]
+CLIENT_STATS = tuple(name for name in CLIENT_ATTRIBUTES if name != "id")
+"""The stats a client reports; with its ``id`` they are what selection criteria can read."""
 
 
 class UpdateUserInfoRequest(BaseModel):
@@ -54,6 +52,10 @@ class UserInfo(BaseModel):
     created: datetime
     modified: datetime
     last_seen: datetime
+
+    def criteria_attributes(self) -> dict[str, Any]:
+        """What selection criteria may read of this client: its id and its stats."""
+        return self.model_dump(include=set(CLIENT_ATTRIBUTES))
 
 
 class ListUsersRequest(BaseModel):

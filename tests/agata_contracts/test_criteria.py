@@ -10,7 +10,7 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from cloud_task_manager.criteria import (
+from agata_contracts.criteria import (
     CLIENT_ATTRIBUTES,
     MAX_DEPTH,
     MAX_LENGTH,
