@@ -18,6 +18,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from microservice_interconnect.settings import (
+    BrokerSettings,
+    EventSettings,
+    RpcSettings,
+    SettingsSection,
+)
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -29,24 +36,7 @@ class ConfigError(RuntimeError):
     """The configuration file or an override holds a value that cannot be used."""
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class BrokerSettings(_Section):
-    """A RabbitMQ broker and the queue-name prefix that keeps one side apart from the other."""
-
-    host: str = "localhost"
-    port: int = Field(5672, ge=1, le=65535)
-    username: str = "guest"
-    password: str = "guest"  # noqa: S105 (RabbitMQ's stock local-only account)
-    virtual_host: str = "/"
-    queue_prefix: str = ""
-    heartbeat_s: int = Field(30, ge=0, le=600)
-    connect_timeout_s: float = Field(5.0, gt=0)
-
-
-class GatewaySettings(_Section):
+class GatewaySettings(SettingsSection):
     """The cloud gateway's HTTP listener and the secrets it checks."""
 
     host: str = "127.0.0.1"
@@ -62,23 +52,7 @@ class GatewaySettings(_Section):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
-class RpcSettings(_Section):
-    """RPC behaviour common to every caller."""
-
-    timeout_s: float = Field(10.0, gt=0, le=3600)
-    handler_threads: int = Field(8, ge=1, le=256)
-    prefetch: int = Field(32, ge=1, le=10000)
-
-
-class EventSettings(_Section):
-    """Experiment events: AGATA's ``register_events`` switch and where the reader writes."""
-
-    register_events: bool = False
-    exchange: str = "agata.events"
-    output: str = "events.json"
-
-
-class ClientParams(_Section):
+class ClientParams(SettingsSection):
     """Client-side parameters (AGATA's ``client.params``)."""
 
     request_interval: float = Field(10.0, gt=0)
@@ -94,14 +68,14 @@ class ClientParams(_Section):
     task_retry_max_s: float = Field(600.0, gt=0)
 
 
-class UserManagerSettings(_Section):
+class UserManagerSettings(SettingsSection):
     """The user manager's database (empty URL: SQLite file in the data directory)."""
 
     database_url: str = ""
     cache_ttl_s: float = Field(2.0, ge=0)
 
 
-class CloudTaskManagerSettings(_Section):
+class CloudTaskManagerSettings(SettingsSection):
     """The cloud task manager's database, file limits and task-process policy."""
 
     database_url: str = ""
@@ -111,7 +85,7 @@ class CloudTaskManagerSettings(_Section):
     download_secret: str = ""
 
 
-class StorageSettings(_Section):
+class StorageSettings(SettingsSection):
     """Where services keep their files (empty: ``$XDG_DATA_HOME/agata``)."""
 
     data_dir: str = ""
@@ -127,7 +101,7 @@ class StorageSettings(_Section):
         return path.resolve()
 
 
-_SECTIONS: dict[str, type[_Section]] = {
+_SECTIONS: dict[str, type[SettingsSection]] = {
     "client.broker": BrokerSettings,
     "server.broker": BrokerSettings,
     "server.gateway": GatewaySettings,

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
 
 from agata_common.config import settings
 from agata_common.process import run_service
-from client_gateway.runner import NAME, start_client_gateway
-
-
-def start() -> Callable[[], None]:
-    """Start the client gateway on the client broker; return the stop function."""
-    return start_client_gateway(settings()).stop
-
+from client_gateway.wiring import NAME, start
 
 if __name__ == "__main__":
-    sys.exit(run_service(NAME, start))
+    sys.exit(run_service(NAME, lambda: start(settings()).stop))

@@ -29,7 +29,7 @@ from client_task_manager.downloader import CorruptDownload, FetchFile, download_
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.scheduler import TaskBook
 from microservice_interconnect import NotFound, RpcError
-from microservice_interconnect.events import register_event
+from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.spec import RpcSpec
 from task_daemon_lib.messages import ErrorMessage, InfoMessage, ReportMessage, StatsMessage
 from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
@@ -82,8 +82,10 @@ class ClientTaskManager:
         work_dir: Path,
         request_interval_s: float,
         stop_grace_s: float = 5.0,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
         self.identity = identity
+        self.events = events
         self.book = book
         self.query_offers = query_offers
         self.fetch_file = fetch_file
@@ -106,6 +108,9 @@ class ClientTaskManager:
     def client_id(self) -> str:
         """This device's id."""
         return self.identity.client_id
+
+    def _record(self, function: str, event: str, *, at: float | None = None) -> None:
+        self.events.register_event(SERVICE, function, event, at=at)
 
     # -- outside world -----------------------------------------------------------------------
 
@@ -175,7 +180,7 @@ class ClientTaskManager:
 
     def _poll(self) -> None:
         self._next_poll = time.monotonic() + self.request_interval_s
-        register_event(SERVICE, "rpc_exec_client_requesting_task", "requesting tasks")
+        self._record("rpc_exec_client_requesting_task", "requesting tasks")
         try:
             offers = self.query_offers(self.client_id)
         except NotFound as exc:
@@ -193,7 +198,7 @@ class ClientTaskManager:
             logger.info("cloud reachable again")
         self._cloud_down = False
         fresh = [o.task_id for o in offers if o.task_id not in self._children]
-        register_event(SERVICE, "rpc_exec_client_requesting_task",
+        self._record("rpc_exec_client_requesting_task",
                        f"offers received {','.join(o.task_id for o in offers) or 'none'}")
         if fresh:
             logger.info("compatible running tasks: %s", ", ".join(o.task_id for o in offers))
@@ -204,7 +209,7 @@ class ClientTaskManager:
             self._launch(offer)
 
     def _launch(self, offer: TaskOffer) -> None:
-        register_event(SERVICE, "download_files", f"download started {offer.task_id}")
+        self._record("download_files", f"download started {offer.task_id}")
         try:
             folder = download_task(offer, self.fetch_file, self.work_dir)
         except CorruptDownload as exc:
@@ -213,7 +218,7 @@ class ClientTaskManager:
         except RpcError as exc:
             self._failed(offer.task_id, offer.run, f"download failed: {exc.message}")
             return
-        register_event(SERVICE, "download_files", f"download finished {offer.task_id}")
+        self._record("download_files", f"download finished {offer.task_id}")
         if not (folder / CLIENT_SCRIPT).is_file():
             self._failed(offer.task_id, offer.run, f"the task has no {CLIENT_SCRIPT}")
             return
@@ -234,14 +239,14 @@ class ClientTaskManager:
             return
         self._children[task_id] = _Running(offer, child)
         self.book.started(offer)
-        register_event(SERVICE, "start_client", f"client started {task_id}")
+        self._record("start_client", f"client started {task_id}")
         self._report(task_id, ClientTaskStatus.STARTED, None)
 
     # -- children ----------------------------------------------------------------------------
 
     def _on_child_message(self, task_id: str, run: int, message: ReportMessage) -> None:
         if isinstance(message, ErrorMessage):
-            register_event(SERVICE, "task_client", f"client error {task_id}", at=message.time)
+            self._record("task_client", f"client error {task_id}", at=message.time)
             self._inbox.put(_ChildError(task_id, run, message.exception))
             self._wake.set()
         elif isinstance(message, StatsMessage):
@@ -274,7 +279,7 @@ class ClientTaskManager:
             outcome = item.outcome
             if outcome.status == "finished":
                 self.book.finished(item.task_id, item.run)
-                register_event(SERVICE, "task_client", f"client finished {item.task_id}")
+                self._record("task_client", f"client finished {item.task_id}")
                 self._report(item.task_id, ClientTaskStatus.FINISHED, None)
                 logger.info("task %s finished here", item.task_id)
             elif outcome.status == "stopped":
@@ -285,7 +290,7 @@ class ClientTaskManager:
 
     def _failed(self, task_id: str, run: int, reason: str) -> None:
         held = self.book.failed(task_id, reason, time.time())
-        register_event(SERVICE, "task_client", f"client failed {task_id}")
+        self._record("task_client", f"client failed {task_id}")
         logger.warning("task %s failed here: %s; set aside for %.0f s (failure %d)", task_id,
                        reason, held.until - time.time(), held.failures)
         self._report(task_id, ClientTaskStatus.FAILED, reason)

@@ -1,35 +1,76 @@
-"""Assembling the cloud task manager from the configuration and a service runtime."""
+"""Assembling the cloud task manager from the configuration, and starting it.
+
+``build`` only constructs (no database, process or network side effects); ``start`` prepares
+the schema, reconciles runs an earlier process left behind, and serves the RPCs.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
 from agata_common.config import Settings
+from agata_common.database import make_engine
+from agata_common.runtime import cloud_runtime
 from agata_contracts.queues import task_events_exchange
+from agata_contracts.tasks import TaskEvent
 from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
+from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.runs import RunController
+from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
+from microservice_interconnect.service import ServiceHost
+
+NAME = "cloud_task_manager"
 
 
-def build_cloud_task_manager(config: Settings, runtime: ServiceRuntime,
-                             engine: Engine) -> CloudTaskManager:
-    """The manager with its storage, credentials, client lookup (an RPC to the user manager)
-    and task-event broadcasts, all on the runtime's connection."""
+def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTaskManager:
+    """The manager and its parts; client lookups and task events use the runtime's link."""
     section = config.cloud_task_manager
     data_dir = config.storage.resolved_data_dir()
 
     def lookup_client(client_id: str) -> UserInfo:
         return runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
 
-    events = Broadcaster(runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
-    return CloudTaskManager(
-        engine,
-        TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024)),
-        Credentials.from_config(section.download_secret, data_dir),
-        lookup_client,
-        stop_grace_s=section.stop_grace_s,
-        max_files_per_task=section.max_files_per_task,
-        notify=events.publish,
-    )
+    announcer: Broadcaster[TaskEvent] = Broadcaster(
+        runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
+    storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
+    records = TaskRecords(engine, Credentials.from_config(section.download_secret, data_dir))
+    runs = RunController(records, storage, stop_grace_s=section.stop_grace_s,
+                         announce=announcer.publish, events=runtime.events)
+    return CloudTaskManager(records, storage, runs, TaskSelector(records, lookup_client),
+                            max_files_per_task=section.max_files_per_task)
+
+
+@dataclass
+class RunningCloudTaskManager:
+    """A serving cloud task manager."""
+
+    manager: CloudTaskManager
+    runtime: ServiceRuntime
+    host: ServiceHost
+    engine: Engine
+
+    def stop(self) -> None:
+        """Finish requests in hand, stop every task server, disconnect, close the database."""
+        self.runtime.stop(before_close=self.manager.runs.shutdown)
+        self.engine.dispose()
+
+
+def start(config: Settings, engine: Engine | None = None, *,
+          name: str = NAME) -> RunningCloudTaskManager:
+    """Open the database (the configured one unless ``engine`` is given), reconcile, serve."""
+    if engine is None:
+        engine = make_engine(config.cloud_task_manager.database_url,
+                             config.storage.resolved_data_dir() / "tasks.db")
+    runtime = cloud_runtime(name, config)
+    manager = build(config, runtime, engine)
+    manager.records.create_schema()
+    manager.runs.reconcile()
+    host = runtime.serve(manager)
+    runtime.start()
+    return RunningCloudTaskManager(manager, runtime, host, engine)

@@ -103,7 +103,7 @@ class Stack:
         self._environments()
         assert self.api is not None
         self.processes = ProcessGroup(self.cloud_env, self.out_dir / "logs")
-        self.processes.start("event_reader", "microservice_interconnect.event_reader",
+        self.processes.start("event_reader", "event_reader",
                              "--output", str(self.events_path))
         for service in ("user_manager", "cloud_task_manager", "cloud_gateway"):
             self.processes.start(service, service)

@@ -1,17 +1,15 @@
-"""``python -m microservice_interconnect.event_reader``: collect events into ``events.json``.
+"""Collecting experiment events into ``events.json``.
 
-Binds a private queue to the events exchange and writes every event it receives, as a JSON
-array sorted by time, to the output file: after each quiet moment and when stopped by
-SIGINT/SIGTERM. Writes are atomic, so the file is valid JSON whenever it is read.
+``EventReader`` binds a private queue to the events exchange and keeps every event it receives;
+``flush`` writes them, as a JSON array sorted by time, atomically, so the file is valid JSON
+whenever it is read. ``python -m event_reader`` is the process around it.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -20,14 +18,10 @@ from typing import Any
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from agata_common.config import ConfigError, Settings, settings
-from agata_common.process import configure_logging, wait_for_stop_signal
 from microservice_interconnect.events import event_sort_key
 from microservice_interconnect.link import AmqpLink, await_callback
 
 logger = logging.getLogger(__name__)
-
-FLUSH_INTERVAL_S = 1.0
 
 
 def write_events(path: Path, events: list[dict[str, Any]]) -> None:
@@ -97,43 +91,3 @@ class EventReader:
             self._dirty = False
         write_events(self.output, snapshot)
         return len(snapshot)
-
-
-def run(config: Settings, output: Path) -> int:
-    """Collect until SIGINT/SIGTERM, flushing every second; write the file at the end."""
-    link = AmqpLink(config.server_broker, name="event_reader")
-    reader = EventReader(link, config.events.exchange, output)
-    link.start()
-    stop_flusher = threading.Event()
-
-    def flusher() -> None:
-        while not stop_flusher.wait(FLUSH_INTERVAL_S):
-            reader.flush()
-
-    thread = threading.Thread(target=flusher, name="events-flush", daemon=True)
-    thread.start()
-    wait_for_stop_signal()
-    stop_flusher.set()
-    thread.join()
-    count = reader.flush()
-    link.close()
-    logger.info("wrote %d events to %s", count, output)
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, help="events file (default: [events] output)")
-    args = parser.parse_args(argv)
-    configure_logging("event_reader")
-    try:
-        config = settings()
-    except ConfigError as exc:
-        logger.error("%s", exc)
-        return 2
-    return run(config, args.output or Path(config.events.output))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -21,7 +21,7 @@ import pika
 from pika.adapters.asyncio_connection import AsyncioConnection
 from pika.channel import Channel
 
-from agata_common.config import BrokerSettings
+from microservice_interconnect.settings import BrokerSettings
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from agata_common.config import BrokerSettings, Settings
-from microservice_interconnect.events import configure_events
+from microservice_interconnect.events import EventRecorder
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.service import ServiceHost
+from microservice_interconnect.settings import BrokerSettings, EventSettings, RpcSettings
 
 logger = logging.getLogger(__name__)
 
@@ -17,23 +17,26 @@ logger = logging.getLogger(__name__)
 class ServiceRuntime:
     """The AMQP side of one service process: one connection shared by everything in it."""
 
-    def __init__(self, name: str, config: Settings, broker: BrokerSettings) -> None:
+    def __init__(self, name: str, broker: BrokerSettings, *, rpc: RpcSettings | None = None,
+                 events: EventSettings | None = None) -> None:
         self.name = name
-        self.config = config
+        self.rpc = rpc or RpcSettings()
         self.link = AmqpLink(broker, name=name)
-        self.client = RpcClient(self.link, timeout_s=config.rpc.timeout_s,
+        self.client = RpcClient(self.link, timeout_s=self.rpc.timeout_s,
                                 queue_prefix=broker.queue_prefix)
+        self.events = EventRecorder.on_link(self.link, events or EventSettings())
         self.hosts: list[ServiceHost] = []
-        configure_events(self.link, config.events)
 
     def serve(self, service: object) -> ServiceHost:
         """Serve a service object's ``@rpc`` endpoints on this process's link."""
         host = ServiceHost(
             service,
             self.link,
+            name=self.name,
             queue_prefix=self.link.broker.queue_prefix,
-            threads=self.config.rpc.handler_threads,
-            prefetch=self.config.rpc.prefetch,
+            threads=self.rpc.handler_threads,
+            prefetch=self.rpc.prefetch,
+            events=self.events,
         )
         self.hosts.append(host)
         return host

@@ -4,7 +4,9 @@ The host declares one queue per RPC (AGATA's layout: the queue is the RPC's name
 each request against the spec's model, runs the handler on a worker thread (the link's loop keeps
 heartbeats going however slow the handler is), replies with AGATA's envelope and acks only after
 replying. Validation errors are 400s naming the field; ``RpcError`` subclasses keep their status;
-anything else is a 500 with an error id that appears, with the traceback, only in the log.
+anything else is a 500 with an error id that appears, with the traceback, only in the log. Every
+request records the experiment events ``received`` and ``replied`` under the RPC's name, so
+services never write those by hand.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from microservice_interconnect import wire
 from microservice_interconnect.errors import RpcError
+from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.link import AmqpLink, await_callback
 from microservice_interconnect.spec import RpcSpec
 
@@ -113,11 +116,15 @@ class ServiceHost:
         service: object,
         link: AmqpLink,
         *,
+        name: str = "",
         queue_prefix: str = "",
         threads: int = 8,
         prefetch: int = 32,
+        events: EventRecorder = NO_EVENTS,
     ) -> None:
         self.service = service
+        self.name = name or type(service).__name__
+        self.events = events
         self.link = link
         self.queue_prefix = queue_prefix
         self.prefetch = prefetch
@@ -161,18 +168,21 @@ class ServiceHost:
         if endpoint is None:
             channel.basic_ack(method.delivery_tag)
             return
+        self.events.register_event(self.name, endpoint.spec.name, "received")
         if endpoint.inline:
-            self._reply(channel, method.delivery_tag, props, dispatch(endpoint, body))
+            self._reply(channel, method.delivery_tag, props, dispatch(endpoint, body), endpoint)
             return
         self._executor.submit(self._handle, channel, method.delivery_tag, props, body, endpoint)
 
     def _handle(self, channel: Channel, delivery_tag: int, props: BasicProperties, body: bytes,
                 endpoint: Endpoint) -> None:
         reply = dispatch(endpoint, body)
-        self.link.loop.call_soon_threadsafe(self._reply, channel, delivery_tag, props, reply)
+        self.link.loop.call_soon_threadsafe(self._reply, channel, delivery_tag, props, reply,
+                                            endpoint)
 
     def _reply(self, channel: Channel, delivery_tag: int, props: BasicProperties,
-               reply: bytes) -> None:
+               reply: bytes, endpoint: Endpoint) -> None:
+        self.events.register_event(self.name, endpoint.spec.name, "replied")
         if not channel.is_open:
             return
         if props.reply_to:

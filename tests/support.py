@@ -16,11 +16,15 @@ from aiohttp import ClientSession
 
 from agata_common.config import Settings
 from agata_common.database import make_engine
+from agata_common.runtime import cloud_runtime
+from cloud_task_manager import wiring as task_manager_wiring
 from cloud_task_manager.service import CloudTaskManager
-from cloud_task_manager.wiring import build_cloud_task_manager
+from cloud_task_manager.wiring import RunningCloudTaskManager
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.runtime import ServiceRuntime
+from user_manager import wiring as user_manager_wiring
 from user_manager.service import UserManager
+from user_manager.wiring import RunningUserManager
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_TOKEN = "operator-test-token"
@@ -92,33 +96,35 @@ class Cloud:
 
     settings: Settings
     client: RpcClient
-    user_manager: UserManager
-    task_manager: CloudTaskManager
-    runtimes: list[ServiceRuntime]
+    users: RunningUserManager
+    tasks: RunningCloudTaskManager
+    caller: ServiceRuntime
+
+    @property
+    def user_manager(self) -> UserManager:
+        return self.users.manager
+
+    @property
+    def task_manager(self) -> CloudTaskManager:
+        return self.tasks.manager
 
     def stop(self) -> None:
-        self.task_manager.shutdown()
-        for runtime in reversed(self.runtimes):
-            runtime.stop()
+        self.caller.stop()
+        self.tasks.stop()
+        self.users.stop()
 
 
 def start_cloud(config: Settings, database_url: str) -> Cloud:
     """Start the user manager and the cloud task manager, plus a caller's runtime."""
     data_dir = config.storage.resolved_data_dir()
-    users_runtime = ServiceRuntime("test_user_manager", config, config.server_broker)
-    users = UserManager(make_engine(database_url, data_dir / "users.db"))
-    users_host = users_runtime.serve(users)
-    tasks_runtime = ServiceRuntime("test_cloud_task_manager", config, config.server_broker)
-
-    tasks = build_cloud_task_manager(config, tasks_runtime,
-                                     make_engine(database_url, data_dir / "tasks.db"))
-    tasks_host = tasks_runtime.serve(tasks)
-    caller = ServiceRuntime("test_caller", config, config.server_broker)
-    for runtime in (users_runtime, tasks_runtime, caller):
-        runtime.start()
-    for host in (users_host, tasks_host):
+    users = user_manager_wiring.start(config, make_engine(database_url, data_dir / "users.db"),
+                                      name="test_user_manager")
+    tasks = task_manager_wiring.start(config, make_engine(database_url, data_dir / "tasks.db"),
+                                      name="test_cloud_task_manager")
+    caller = cloud_runtime("test_caller", config).start()
+    for host in (users.host, tasks.host):
         assert host.ready.wait(10), "service did not come up"
-    return Cloud(config, caller.client, users, tasks, [users_runtime, tasks_runtime, caller])
+    return Cloud(config, caller.client, users, tasks, caller)
 
 
 @dataclass

@@ -22,7 +22,6 @@ from agata_contracts.users import (
     UserList,
 )
 from microservice_interconnect import NotFound
-from microservice_interconnect.events import register_event
 from microservice_interconnect.service import rpc
 from user_manager.models import Base, Client
 
@@ -74,14 +73,16 @@ class UserManager:
 
     def __init__(self, engine: Engine, *, cache_ttl_s: float = 2.0) -> None:
         self.engine = engine
-        Base.metadata.create_all(engine)
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._cache = ReadCache(cache_ttl_s)
+
+    def create_schema(self) -> None:
+        """Create the tables that do not exist yet."""
+        Base.metadata.create_all(self.engine)
 
     @rpc(UPDATE_USER_INFO)
     def update_user_info(self, request: UpdateUserInfoRequest) -> UserInfo:
         """Register the client or update the stats it sent."""
-        register_event("user_manager", "rpc_exec_update_user_info", "received")
         try:
             info = self._upsert(request)
         except IntegrityError:

@@ -15,10 +15,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cg_helpers import Broker, client_settings  # noqa: E402
 
 from agata_common.config import Settings  # noqa: E402
+from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue  # noqa: E402
 from agata_contracts.tasks import RPCS as TASK_RPCS  # noqa: E402
 from agata_contracts.users import RPCS as USER_RPCS  # noqa: E402
-from client_gateway.runner import RunningClientGateway, start_client_gateway  # noqa: E402
+from client_gateway import wiring  # noqa: E402
+from client_gateway.wiring import RunningClientGateway  # noqa: E402
 from microservice_interconnect.runtime import ServiceRuntime  # noqa: E402
 
 
@@ -44,7 +46,7 @@ def broker(settings: Settings) -> Iterator[Broker]:
 @pytest.fixture
 def device(settings: Settings) -> Iterator[Device]:
     """A runtime on the client broker standing in for the client task manager."""
-    runtime = ServiceRuntime("test_device", settings, settings.client_broker).start()
+    runtime = device_runtime("test_device", settings).start()
     try:
         yield Device(settings, runtime)
     finally:
@@ -58,8 +60,8 @@ def start_cg(settings: Settings, broker: Broker) -> Iterator[Callable[..., Runni
 
     def start(cloud_url: str, **params: object) -> RunningClientGateway:
         # short long polls: the cloud gateway's shutdown waits for the one in progress
-        gateway = start_client_gateway(client_settings(settings, cloud_url, **params),
-                                       poll_timeout_s=1.0)
+        gateway = wiring.start(client_settings(settings, cloud_url, **params),
+                               poll_timeout_s=1.0)
         started.append(gateway)
         assert gateway.host.ready.wait(10), "client gateway did not come up"
         assert gateway.worker.ready.wait(10), "outbox worker did not come up"

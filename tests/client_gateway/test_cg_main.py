@@ -14,12 +14,12 @@ from cg_helpers import Broker, closed_port_url
 from support import CLIENT_TOKEN, REPO_ROOT, isolated_environ
 
 from agata_common.config import load_settings
+from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue
 from agata_contracts.tasks import CLIENT_REQUESTING_TASK
 from agata_contracts.tasks import RPCS as TASK_RPCS
 from agata_contracts.users import RPCS as USER_RPCS
 from microservice_interconnect import RpcTimeout, ServiceUnavailable
-from microservice_interconnect.runtime import ServiceRuntime
 
 
 def test_missing_client_token_is_a_configuration_error(tmp_path: Path) -> None:
@@ -41,7 +41,7 @@ def test_process_serves_and_stops_cleanly(tmp_path: Path, stop_signal: int) -> N
     process = subprocess.Popen([sys.executable, "-m", "client_gateway"], cwd=REPO_ROOT,
                                env={**os.environ, **overrides}, stdout=log.open("wb"),
                                stderr=subprocess.STDOUT)
-    device = ServiceRuntime("test_device", settings, settings.client_broker).start()
+    device = device_runtime("test_device", settings).start()
     try:
         deadline = time.monotonic() + 20
         while True:

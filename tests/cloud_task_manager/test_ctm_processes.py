@@ -31,7 +31,7 @@ from agata_contracts.tasks import (
 )
 from agata_contracts.users import UPDATE_USER_INFO
 from cloud_task_manager.models import TaskRecord
-from cloud_task_manager.service import RESTART_REASON, SHUTDOWN_REASON, CloudTaskManager
+from cloud_task_manager.runs import RESTART_REASON, SHUTDOWN_REASON, RunController
 from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized, wire
 
 FINISHING_SERVER = """\
@@ -137,7 +137,7 @@ def folder(cloud: Cloud, task_id: str) -> Path:
 
 
 def set_running(cloud: Cloud, task_id: str, pid: int) -> None:
-    with Session(cloud.task_manager.engine) as session, session.begin():
+    with Session(cloud.task_manager.records.engine) as session, session.begin():
         session.execute(update(TaskRecord).where(TaskRecord.id == task_id)
                         .values(status="running", server_pid=pid, runs=1))
 
@@ -212,7 +212,7 @@ def test_stop_kills_a_server_ignoring_sigterm_after_the_grace_period(cloud: Clou
     new_task(cloud, "stubborn", STUBBORN_SERVER)
     cloud.client.call(START_SERVER_TASK, {"task_id": "stubborn"})
     wait_for(lambda: (folder(cloud, "stubborn") / "ready").exists())
-    with Session(cloud.task_manager.engine) as session:
+    with Session(cloud.task_manager.records.engine) as session:
         pid = session.get(TaskRecord, "stubborn").server_pid
     assert pid is not None
     began = time.monotonic()
@@ -223,17 +223,17 @@ def test_stop_kills_a_server_ignoring_sigterm_after_the_grace_period(cloud: Clou
     assert 1.5 <= elapsed < 8, elapsed
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
-    with Session(cloud.task_manager.engine) as session:
+    with Session(cloud.task_manager.records.engine) as session:
         assert session.get(TaskRecord, "stubborn").server_pid is None
 
 
 def test_shutdown_stops_running_servers_with_the_shutdown_reason(cloud: Cloud) -> None:
     new_task(cloud, "down", SLEEPING_SERVER)
     cloud.client.call(START_SERVER_TASK, {"task_id": "down"})
-    cloud.task_manager.shutdown()
+    cloud.task_manager.runs.shutdown()
     task = cloud.client.call(GET_TASK_BY_ID, {"task_id": "down"})
     assert (task.status.value, task.status_reason) == ("stopped", SHUTDOWN_REASON)
-    assert not cloud.task_manager.servers.is_running("down")
+    assert not cloud.task_manager.runs.servers.is_running("down")
 
 
 def test_triggers_run_only_scripts_of_the_task_folder(cloud: Cloud, tmp_path: Path) -> None:
@@ -261,13 +261,13 @@ def test_reconcile_fails_tasks_left_running_without_killing_strangers(cloud: Clo
     try:
         set_running(cloud, "stale", gone.pid)
         set_running(cloud, "other", stranger.pid)
-        assert cloud.task_manager.reconcile() == 2
+        assert cloud.task_manager.runs.reconcile() == 2
         for task_id in ("stale", "other"):
             task = cloud.client.call(GET_TASK_BY_ID, {"task_id": task_id})
             assert (task.status.value, task.status_reason) == ("failed", RESTART_REASON)
             assert task.ended_at is not None
         assert stranger.poll() is None, "a process not running the task's server was killed"
-        assert cloud.task_manager.reconcile() == 0
+        assert cloud.task_manager.runs.reconcile() == 0
         # The task can be started again afterwards.
         assert cloud.client.call(START_SERVER_TASK, {"task_id": "stale"}).runs == 2
     finally:
@@ -285,9 +285,9 @@ def test_a_restarted_manager_kills_the_orphaned_server(cloud: Cloud) -> None:
     try:
         set_running(cloud, "orphan", orphan.pid)
         manager = cloud.task_manager
-        restarted = CloudTaskManager(manager.engine, manager.storage, manager.credentials,
-                                     manager.lookup_client, stop_grace_s=2)
+        restarted = RunController(manager.records, manager.storage, stop_grace_s=2)
         try:
+            restarted.reconcile()
             assert orphan.wait(10) < 0, "the orphan was not killed"
             task = cloud.client.call(GET_TASK_BY_ID, {"task_id": "orphan"})
             assert (task.status.value, task.status_reason) == ("failed", RESTART_REASON)

@@ -81,7 +81,7 @@ def wait_status(cloud: Cloud, task_id: str, *statuses: str, timeout: float = 20)
 
 
 def secrets_of(cloud: Cloud, task_id: str) -> tuple[str, str]:
-    with Session(cloud.task_manager.engine) as session:
+    with Session(cloud.task_manager.records.engine) as session:
         record = session.get(TaskRecord, task_id)
         assert record is not None
         return record.credential_hash, record.credential_nonce
@@ -114,7 +114,7 @@ def test_get_and_list_with_status_filter_and_paging(cloud_on_each_db: Cloud) -> 
     client = cloud_on_each_db.client
     ids = [client.call(CREATE_TASK, {"task_id": f"t{index}", "port": 7000 + index}).id
            for index in range(4)]
-    with Session(cloud_on_each_db.task_manager.engine) as session, session.begin():
+    with Session(cloud_on_each_db.task_manager.records.engine) as session, session.begin():
         session.execute(update(TaskRecord).where(TaskRecord.id == "t1")
                         .values(status="finished"))
 
@@ -231,7 +231,7 @@ def test_round_metrics_are_stored_per_round_in_their_own_table(cloud_on_each_db:
     with pytest.raises(NotFound):
         client.call(GET_TASK_METRICS, {"task_id": "ghost"})
 
-    with Session(cloud_on_each_db.task_manager.engine) as session:
+    with Session(cloud_on_each_db.task_manager.records.engine) as session:
         rows = session.scalars(select(RoundMetricRecord).where(
             RoundMetricRecord.task_id == "met").order_by(RoundMetricRecord.round)).all()
     assert [(row.run, row.round) for row in rows] == [(1, 1), (1, 2), (1, 3)]

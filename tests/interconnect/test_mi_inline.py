@@ -9,6 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from agata_common.config import Settings
+from agata_common.runtime import cloud_runtime
 from microservice_interconnect import NotFound, RpcSpec, wire
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import endpoints_of, rpc
@@ -41,9 +42,9 @@ class Lookups:
 
 @pytest.fixture
 def runtimes(settings: Settings) -> Iterator[tuple[ServiceRuntime, ServiceRuntime]]:
-    service = ServiceRuntime("mi_inline_service", settings, settings.server_broker)
+    service = cloud_runtime("mi_inline_service", settings)
     host = service.serve(Lookups())
-    caller = ServiceRuntime("mi_inline_caller", settings, settings.server_broker)
+    caller = cloud_runtime("mi_inline_caller", settings)
     service.start()
     caller.start()
     assert host.ready.wait(10)

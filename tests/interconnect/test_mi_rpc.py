@@ -16,6 +16,7 @@ from interconnect.mi_helpers import TcpProxy, blocking_connection, delete_queues
 from pydantic import BaseModel, Field
 
 from agata_common.config import Settings
+from agata_common.runtime import cloud_runtime
 from microservice_interconnect import (
     BadRequest,
     Conflict,
@@ -122,7 +123,7 @@ class Runtimes:
         self._prefixes: list[Settings] = []
 
     def service(self, config: Settings, name: str = "mi_service") -> Served:
-        runtime = ServiceRuntime(name, config, config.server_broker)
+        runtime = cloud_runtime(name, config)
         service = MiService()
         host = runtime.serve(service)
         runtime.start()
@@ -132,7 +133,7 @@ class Runtimes:
         return Served(runtime, service)
 
     def caller(self, config: Settings, name: str = "mi_caller") -> ServiceRuntime:
-        runtime = ServiceRuntime(name, config, config.server_broker).start()
+        runtime = cloud_runtime(name, config).start()
         self._running.append(runtime)
         return runtime
 
@@ -432,13 +433,13 @@ def test_graceful_stop_replies_to_the_request_in_flight(runtimes: Runtimes, sett
 
 
 def test_stopping_twice_and_before_start_is_harmless(settings: Settings):
-    runtime = ServiceRuntime("mi_never_started", settings, settings.server_broker)
+    runtime = cloud_runtime("mi_never_started", settings)
     runtime.serve(MiService())
     started = time.monotonic()
     runtime.stop()
     assert time.monotonic() - started < 2
 
-    runtime = ServiceRuntime("mi_twice", settings, settings.server_broker)
+    runtime = cloud_runtime("mi_twice", settings)
     host = runtime.serve(MiService())
     runtime.start()
     assert host.ready.wait(10)

@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 
 from agata_common.config import ConfigError, Settings
+from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue, task_events_exchange
 from agata_contracts.tasks import TaskEvent
 from client_gateway.http import CloudGatewayHttp
@@ -55,14 +56,14 @@ class RunningClientGateway:
         self.http.close()
 
 
-def start_client_gateway(settings: Settings, *,
+def start(settings: Settings, *,
                          poll_timeout_s: float = POLL_TIMEOUT_S) -> RunningClientGateway:
     """Serve the client RPCs on the client broker, deliver the outbox, relay task events.
 
     ``poll_timeout_s`` is how long one task-event long poll may wait at the cloud gateway.
     """
     http = cloud_client(settings)
-    runtime = ServiceRuntime(NAME, settings, settings.client_broker)
+    runtime = device_runtime(NAME, settings)
     host = runtime.serve(ClientGateway(http))
     prefix = settings.client_broker.queue_prefix
     worker = OutboxWorker(runtime.link, outbox_queue(prefix), ReportForwarder(http))

@@ -1,0 +1,91 @@
+"""Assembling the client task manager from the configuration, and starting it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from agata_common.config import ConfigError, Settings
+from agata_common.runtime import device_runtime
+from agata_contracts.queues import outbox_queue, task_events_exchange
+from agata_contracts.tasks import (
+    CLIENT_REQUESTING_TASK,
+    DOWNLOAD_TASK_FILE,
+    ClientRequestingTaskRequest,
+    DownloadTaskFileRequest,
+    TaskEvent,
+    TaskFileContent,
+    TaskOffer,
+)
+from client_task_manager.identity import ClientIdentity
+from client_task_manager.manager import ClientTaskManager
+from client_task_manager.scheduler import Policy, TaskBook
+from microservice_interconnect.broadcast import Subscriber
+from microservice_interconnect.outbox import Outbox
+from microservice_interconnect.runtime import ServiceRuntime
+from microservice_interconnect.spec import RpcSpec
+
+NAME = "client_task_manager"
+
+
+def policy_of(config: Settings) -> Policy:
+    """The configured policy, or ``ConfigError`` naming the allowed ones."""
+    raw = config.client_params.policy
+    try:
+        return Policy(raw)
+    except ValueError:
+        raise ConfigError(
+            f"[client.params] policy must be one of {', '.join(p.value for p in Policy)}, "
+            f"not {raw!r} (env AGATA_CLIENT_PARAMS_POLICY)"
+        ) from None
+
+
+@dataclass
+class RunningClientTaskManager:
+    """A started client task manager."""
+
+    manager: ClientTaskManager
+    runtime: ServiceRuntime
+
+    def stop(self) -> None:
+        """Stop the task clients and the loop, then disconnect."""
+        self.manager.stop()
+        self.runtime.stop()
+
+
+def start(config: Settings) -> RunningClientTaskManager:
+    """Connect to the client broker and start the loop."""
+    params = config.client_params
+    policy = policy_of(config)
+    data_dir = config.storage.resolved_data_dir()
+    identity = ClientIdentity(params, data_dir / "client_info")
+    runtime = device_runtime(NAME, config)
+    prefix = config.client_broker.queue_prefix
+    outbox = Outbox(runtime.link, outbox_queue(prefix))
+
+    def query_offers(client_id: str) -> list[TaskOffer]:
+        request = ClientRequestingTaskRequest(client_id=client_id)
+        return runtime.client.call(CLIENT_REQUESTING_TASK, request).tasks
+
+    def fetch_file(request: DownloadTaskFileRequest) -> TaskFileContent:
+        return runtime.client.call(DOWNLOAD_TASK_FILE, request, timeout=60)
+
+    def send_report(spec: RpcSpec[BaseModel, BaseModel], report: BaseModel) -> None:
+        outbox.send(spec, report)
+
+    manager = ClientTaskManager(
+        identity,
+        TaskBook(policy, params.max_parallel_tasks, params.task_retry_s,
+                 params.task_retry_max_s),
+        query_offers=query_offers,
+        fetch_file=fetch_file,
+        send_report=send_report,
+        work_dir=data_dir / "client_tasks",
+        request_interval_s=params.request_interval,
+        events=runtime.events,
+    )
+    Subscriber(runtime.link, task_events_exchange(prefix), TaskEvent, manager.on_task_event)
+    runtime.start()
+    manager.start()
+    return RunningClientTaskManager(manager, runtime)

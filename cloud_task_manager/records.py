@@ -1,0 +1,245 @@
+"""Task records in the database and their contract views: the one place rows become messages."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agata_common.database import utcnow
+from agata_contracts.tasks import (
+    ClientTaskReport,
+    ClientTaskStatus,
+    CreateTaskRequest,
+    RoundMetrics,
+    Task,
+    TaskFile,
+    TaskList,
+    TaskMetrics,
+    TaskStatus,
+)
+from cloud_task_manager.models import (
+    Base,
+    ClientReportRecord,
+    FileRecord,
+    RoundMetricRecord,
+    TaskRecord,
+)
+from cloud_task_manager.storage import Credentials, StoredFile
+from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized
+
+MAX_CLIENT_REPORTS = 500
+
+
+def to_task_file(row: FileRecord) -> TaskFile:
+    """The contract view of a stored file."""
+    return TaskFile(name=row.name, size=row.size, sha256=row.sha256)
+
+
+def to_task(record: TaskRecord) -> Task:
+    """The operator's view of a task record: no credential, no pid."""
+    return Task(
+        id=record.id,
+        host=record.host,
+        port=record.port,
+        selection_criteria=record.selection_criteria,
+        server_arguments=dict(record.server_arguments or {}),
+        client_arguments=dict(record.client_arguments or {}),
+        tags=list(record.tags or []),
+        files=[to_task_file(f) for f in record.files],
+        status=TaskStatus(record.status),
+        status_reason=record.status_reason,
+        runs=record.runs,
+        created=record.created,
+        modified=record.modified,
+        started_at=record.started_at,
+        ended_at=record.ended_at,
+    )
+
+
+def to_report(row: ClientReportRecord) -> ClientTaskReport:
+    """The contract view of a stored client report."""
+    return ClientTaskReport(task_id=row.task_id, client_id=row.client_id,
+                            status=ClientTaskStatus(row.status), reason=row.reason,
+                            reported_at=row.reported_at)
+
+
+class TaskRecords:
+    """Reads and writes task rows; every method is one short transaction."""
+
+    def __init__(self, engine: Engine, credentials: Credentials) -> None:
+        self.engine = engine
+        self.credentials = credentials
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create the tables that do not exist yet."""
+        Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A session whose work is committed at the end (rolled back on an exception)."""
+        with self._sessions.begin() as session:
+            yield session
+
+    @staticmethod
+    def get(session: Session, task_id: str) -> TaskRecord:
+        """The task's row, or 404."""
+        record = session.get(TaskRecord, task_id)
+        if record is None:
+            raise NotFound(f"task {task_id!r} does not exist")
+        return record
+
+    def task(self, task_id: str) -> Task:
+        """One task."""
+        with Session(self.engine) as session:
+            return to_task(self.get(session, task_id))
+
+    def create(self, request: CreateTaskRequest) -> Task:
+        """Store a new task with a fresh download credential (only its hash is kept)."""
+        task_id = request.task_id or secrets.token_hex(4)
+        nonce = self.credentials.new_nonce()
+        now = utcnow()
+        record = TaskRecord(
+            id=task_id,
+            host=request.host,
+            port=request.port,
+            selection_criteria=request.selection_criteria,
+            server_arguments=request.server_arguments,
+            client_arguments=request.client_arguments,
+            tags=request.tags,
+            status=TaskStatus.CREATED.value,
+            runs=0,
+            credential_nonce=nonce,
+            credential_hash=Credentials.digest(self.credentials.credential(task_id, nonce)),
+            created=now,
+            modified=now,
+        )
+        try:
+            with self.transaction() as session:
+                session.add(record)
+                session.flush()
+                return to_task(record)
+        except IntegrityError:
+            raise Conflict(f"task {task_id!r} already exists") from None
+
+    def page(self, status: TaskStatus | None, limit: int, offset: int) -> TaskList:
+        """A page of tasks, newest first."""
+        query = select(TaskRecord)
+        count = select(func.count()).select_from(TaskRecord)
+        if status is not None:
+            query = query.where(TaskRecord.status == status.value)
+            count = count.where(TaskRecord.status == status.value)
+        with Session(self.engine) as session:
+            total = session.scalar(count) or 0
+            records = session.scalars(
+                query.order_by(TaskRecord.created.desc(), TaskRecord.id)
+                .limit(limit).offset(offset)
+            ).all()
+            return TaskList(tasks=[to_task(r) for r in records], total=total)
+
+    def running(self) -> Sequence[TaskRecord]:
+        """Running tasks (detached rows, files loaded), oldest start first."""
+        with Session(self.engine) as session:
+            return session.scalars(
+                select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value)
+                .order_by(TaskRecord.started_at, TaskRecord.id)
+            ).all()
+
+    def metrics(self, task_id: str, run: int) -> TaskMetrics:
+        """Per-round metrics of one run (0 = the latest)."""
+        with Session(self.engine) as session:
+            record = self.get(session, task_id)
+            run = run or record.runs
+            rows = session.scalars(
+                select(RoundMetricRecord)
+                .where(RoundMetricRecord.task_id == record.id, RoundMetricRecord.run == run)
+                .order_by(RoundMetricRecord.round)
+            ).all()
+            return TaskMetrics(
+                task_id=record.id,
+                run=run,
+                rounds=[RoundMetrics(round=r.round, metrics=r.metrics,
+                                     reported_at=r.reported_at) for r in rows],
+            )
+
+    def store_round(self, task_id: str, run: int, round_number: int,
+                    metrics: dict[str, float], reported: datetime) -> None:
+        """Record (or extend) one round's metrics."""
+        with self.transaction() as session:
+            row = session.scalars(
+                select(RoundMetricRecord).where(
+                    RoundMetricRecord.task_id == task_id,
+                    RoundMetricRecord.run == run,
+                    RoundMetricRecord.round == round_number,
+                )
+            ).first()
+            if row is None:
+                session.add(RoundMetricRecord(task_id=task_id, run=run, round=round_number,
+                                              metrics=metrics, reported_at=reported))
+            else:
+                row.metrics = {**row.metrics, **metrics}
+                row.reported_at = reported
+
+    def file_count_allows(self, task_id: str, name: str, limit: int) -> None:
+        """Raise a 400 when adding a new file ``name`` would pass ``limit`` files."""
+        with Session(self.engine) as session:
+            names = {f.name for f in self.get(session, task_id).files}
+        if name not in names and len(names) >= limit:
+            raise BadRequest(f"task {task_id!r} already has {len(names)} files (the limit)")
+
+    def record_file(self, task_id: str, stored: StoredFile) -> TaskFile:
+        """Record a file written into the task folder (replacing a row of the same name)."""
+        with self.transaction() as session:
+            record = self.get(session, task_id)
+            row = next((f for f in record.files if f.name == stored.name), None)
+            if row is None:
+                row = FileRecord(task_id=record.id, name=stored.name, size=stored.size,
+                                 sha256=stored.sha256)
+                record.files.append(row)
+            else:
+                row.size, row.sha256, row.uploaded = stored.size, stored.sha256, utcnow()
+            record.modified = utcnow()
+            return to_task_file(row)
+
+    def file_for_download(self, task_id: str, name: str, credential: str | None,
+                          operator: bool) -> TaskFile:
+        """A task file's row, for the operator or a client holding the task's credential."""
+        with Session(self.engine) as session:
+            record = self.get(session, task_id)
+            if not operator and not (
+                credential and Credentials.matches(credential, record.credential_hash)
+            ):
+                raise Unauthorized(f"wrong or missing download credential for task {task_id!r}")
+            row = next((f for f in record.files if f.name == name), None)
+            if row is None:
+                raise NotFound(f"task {task_id!r} has no file {name!r}")
+            return to_task_file(row)
+
+    def add_client_report(self, task_id: str, client_id: str, status: ClientTaskStatus,
+                          reason: str | None) -> ClientTaskReport:
+        """Store what a client reported about a task."""
+        with self.transaction() as session:
+            self.get(session, task_id)
+            row = ClientReportRecord(task_id=task_id, client_id=client_id, status=status.value,
+                                     reason=reason, reported_at=utcnow())
+            session.add(row)
+            session.flush()
+            return to_report(row)
+
+    def client_reports(self, task_id: str) -> list[ClientTaskReport]:
+        """What clients reported about a task, newest first (at most ``MAX_CLIENT_REPORTS``)."""
+        with Session(self.engine) as session:
+            self.get(session, task_id)
+            rows = session.scalars(
+                select(ClientReportRecord)
+                .where(ClientReportRecord.task_id == task_id)
+                .order_by(ClientReportRecord.reported_at.desc(), ClientReportRecord.id.desc())
+                .limit(MAX_CLIENT_REPORTS)
+            ).all()
+            return [to_report(r) for r in rows]

@@ -1,0 +1,1 @@
+"""The event reader process: collects every service's experiment events into ``events.json``."""

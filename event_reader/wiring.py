@@ -1,0 +1,52 @@
+"""Assembling the event reader: a link to the cloud broker, the reader, a periodic flush."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agata_common.config import Settings
+from microservice_interconnect.event_reader import EventReader
+from microservice_interconnect.link import AmqpLink
+
+logger = logging.getLogger(__name__)
+
+NAME = "event_reader"
+FLUSH_INTERVAL_S = 1.0
+
+
+@dataclass
+class RunningEventReader:
+    """A started event reader; ``stop`` writes the file one last time."""
+
+    link: AmqpLink
+    reader: EventReader
+    flusher: threading.Thread
+    stopping: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        """Stop flushing, write every event received, disconnect."""
+        self.stopping.set()
+        self.flusher.join()
+        count = self.reader.flush()
+        self.link.close()
+        logger.info("wrote %d events to %s", count, self.reader.output)
+
+
+def start(config: Settings, output: Path | None = None) -> RunningEventReader:
+    """Collect events from the configured exchange into ``output`` (default ``[events] output``),
+    flushing every second."""
+    link = AmqpLink(config.server_broker, name=NAME)
+    reader = EventReader(link, config.events.exchange, output or Path(config.events.output))
+    stopping = threading.Event()
+
+    def flush_periodically() -> None:
+        while not stopping.wait(FLUSH_INTERVAL_S):
+            reader.flush()
+
+    flusher = threading.Thread(target=flush_periodically, name="events-flush", daemon=True)
+    link.start()
+    flusher.start()
+    return RunningEventReader(link, reader, flusher, stopping)
