@@ -1,0 +1,85 @@
+"""The layering rules: what each package may import, checked statically and in a real process.
+
+Contracts and the libraries sit below every service; a device's packages never import the
+cloud's, and the cloud's never import a device's.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support import REPO_ROOT
+
+CLOUD = {"cloud_task_manager", "cloud_gateway", "user_manager", "event_reader"}
+DEVICE = {"client_task_manager", "client_gateway"}
+OURS = CLOUD | DEVICE | {
+    "agata_contracts", "agata_common", "microservice_interconnect", "task_daemon_lib",
+    "agata_cli", "experiments",
+}
+
+ALLOWED: dict[str, set[str]] = {
+    "microservice_interconnect": set(),
+    "task_daemon_lib": set(),
+    "agata_contracts": {"microservice_interconnect"},
+    "agata_common": {"microservice_interconnect"},
+    "client_task_manager": {"agata_contracts", "agata_common", "microservice_interconnect",
+                            "task_daemon_lib"},
+    "client_gateway": {"agata_contracts", "agata_common", "microservice_interconnect"},
+    "user_manager": {"agata_contracts", "agata_common", "microservice_interconnect"},
+    "cloud_task_manager": {"agata_contracts", "agata_common", "microservice_interconnect",
+                           "task_daemon_lib"},
+    "cloud_gateway": {"agata_contracts", "agata_common", "microservice_interconnect"},
+    "event_reader": {"agata_common", "microservice_interconnect"},
+    "agata_cli": {"agata_contracts", "agata_common", "microservice_interconnect",
+                  "task_daemon_lib"},
+}
+"""Our packages each package may import besides itself (anything not listed is forbidden)."""
+
+
+def imported_packages(path: Path) -> set[str]:
+    """Top-level packages of ours that a module imports, at any depth of the file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module.split(".")[0])
+    return found & OURS
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
+    allowed = ALLOWED[package] | {package}
+    offences = [
+        f"{path.relative_to(REPO_ROOT)} imports {', '.join(sorted(bad))}"
+        for path in sorted((REPO_ROOT / package).rglob("*.py"))
+        if (bad := imported_packages(path) - allowed)
+    ]
+    assert not offences, "\n".join(offences)
+
+
+def test_the_rules_cover_every_package() -> None:
+    packages = {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file()}
+    assert packages - {"experiments", "tests"} <= set(ALLOWED), packages - set(ALLOWED)
+
+
+def test_loading_a_device_loads_nothing_of_the_cloud() -> None:
+    probe = (
+        "import sys, client_task_manager.wiring, client_gateway.wiring;"
+        f"cloud = {sorted(CLOUD)!r};"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & set(cloud)))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert result.stdout.strip() == "[]", result.stdout
+
+
+def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
+    module = tmp_path / "offender.py"
+    module.write_text("def f():\n    from cloud_task_manager.storage import TaskStorage\n")
+    assert imported_packages(module) == {"cloud_task_manager"}
