@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 from typing import NoReturn
 
 FLOWER_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -65,19 +64,3 @@ def setup_flower(log_level: str) -> None:
     update_console_handler(level=log_level, colored=False)
     if not any(isinstance(f, _DropDeprecationNotices) for f in FLOWER_LOGGER.filters):
         FLOWER_LOGGER.addFilter(_DropDeprecationNotices())
-
-
-def exit_now(status: int) -> NoReturn:
-    """Flush stdout/stderr and end the process at once with ``status``.
-
-    Skips the interpreter's teardown, which takes about a second with torch and gRPC loaded
-    (the manager only sees the task end when the process is gone).  Call it last: every
-    report has been written by then (the reporter writes unbuffered).
-    """
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            if stream is not None:
-                stream.flush()
-        except (OSError, ValueError):
-            pass
-    os._exit(status)

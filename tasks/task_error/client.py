@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 
 from task_daemon_lib import TaskReporter
+from task_daemon_lib.task_main import run_task
 
 FAILURE_MESSAGE = "simulated task failure (AGATA test-error)"
 
@@ -39,21 +40,20 @@ def server_answers(host: str, port: int, timeout: float = 0.1) -> bool:
         return False
 
 
+def fail(args: argparse.Namespace, reporter: TaskReporter) -> None:
+    """Say where the server is, wait ``--fail-after`` seconds, then raise."""
+    reachable = server_answers(args.host, args.port)
+    reporter.send_print(
+        f"test-error client {args.client_id or '-'} started; server {args.host}:{args.port} "
+        f"{'answers' if reachable else 'does not answer'}; failing in {args.fail_after:g} s"
+    )
+    time.sleep(max(0.0, args.fail_after))
+    raise RuntimeError(FAILURE_MESSAGE)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: always fails, with status 1."""
-    reporter = TaskReporter()
-    try:
-        args = parse_args(argv)
-        reachable = server_answers(args.host, args.port)
-        reporter.send_print(
-            f"test-error client {args.client_id or '-'} started; server {args.host}:{args.port} "
-            f"{'answers' if reachable else 'does not answer'}; failing in {args.fail_after:g} s"
-        )
-        time.sleep(max(0.0, args.fail_after))
-        raise RuntimeError(FAILURE_MESSAGE)
-    except Exception as exc:
-        reporter.send_error(exc)
-        return 1
+    return run_task(lambda reporter: fail(parse_args(argv), reporter))
 
 
 if __name__ == "__main__":

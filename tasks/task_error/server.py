@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from task_daemon_lib import TaskReporter
+from task_daemon_lib.task_main import run_task
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -60,19 +61,7 @@ def run(args: argparse.Namespace, reporter: TaskReporter) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: returns the process exit status."""
-    reporter = TaskReporter()
-    try:
-        run(parse_args(argv), reporter)
-    except SystemExit as exc:
-        # Flower exits with status 0 when stopped by a signal (nothing to report).
-        if exc.code not in (None, 0):
-            reporter.send_error(f"SystemExit: {exc.code}")
-        raise
-    except Exception as exc:
-        reporter.send_error(exc)
-        return 1
-    reporter.send_info("Finished")
-    return 0
+    return run_task(lambda reporter: run(parse_args(argv), reporter))
 
 
 if __name__ == "__main__":
