@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, StringConstraints
 
 TASK_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 CLIENT_ID_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
-FILE_NAME_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+FILE_NAME_PATTERN: Final = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 SCRIPT_NAME_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
 ARGUMENT_NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 HOST_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"
@@ -62,6 +62,7 @@ FileName = Annotated[
         min_length=1,
         max_length=128,
         description="A plain file name (no folders): letters, digits, '.', '_' and '-'.",
+        json_schema_extra={"pattern": FILE_NAME_PATTERN},
     ),
     AfterValidator(check_file_name),
 ]

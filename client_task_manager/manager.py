@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -43,7 +44,7 @@ NOT_REGISTERED_RETRY_S = 1.0
 
 QueryOffers = Callable[[str], list[TaskOffer]]
 """Asks the cloud which running tasks fit this client."""
-SendReport = Callable[[RpcSpec[BaseModel, BaseModel], BaseModel], None]
+SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
 """Hands a report to the durable outbox (raises when the local broker does not take it)."""
 
 
@@ -96,7 +97,7 @@ class ClientTaskManager:
         self._wake = threading.Event()
         self._inbox: queue.SimpleQueue[_ChildError | _ChildExit] = queue.SimpleQueue()
         self._children: dict[str, _Running] = {}
-        self._pending_reports: list[tuple[RpcSpec[BaseModel, BaseModel], BaseModel]] = []
+        self._pending_reports: list[tuple[RpcSpec[Any, Any], BaseModel]] = []
         self._stats_sent: UpdateUserInfoRequest | None = None
         self._next_poll = 0.0
         self._next_stats_check = 0.0

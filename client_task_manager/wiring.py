@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -71,7 +72,7 @@ def start(config: Settings) -> RunningClientTaskManager:
     def fetch_file(request: DownloadTaskFileRequest) -> TaskFileContent:
         return runtime.client.call(DOWNLOAD_TASK_FILE, request, timeout=60)
 
-    def send_report(spec: RpcSpec[BaseModel, BaseModel], report: BaseModel) -> None:
+    def send_report(spec: RpcSpec[Any, Any], report: BaseModel) -> None:
         outbox.send(spec, report)
 
     manager = ClientTaskManager(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES
 from microservice_interconnect import Audience
@@ -27,7 +28,9 @@ def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
     for spec in EXPOSED_RPCS.values():
         models += [spec.request, spec.response]
     unique = list(dict.fromkeys(models))
-    keys = [(model, mode) for model in unique for mode in ("validation", "serialization")]
+    modes: tuple[JsonSchemaMode, ...] = ("validation", "serialization")
+    keys: Sequence[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, mode) for model in unique for mode in modes]
     refs, schema = models_json_schema(keys, ref_template=_REF)
     return refs, schema.get("$defs", {})
 
@@ -51,7 +54,7 @@ def _operation_id(method: str, path: str) -> str:
 
 
 def _security(audiences: frozenset[Audience]) -> list[dict[str, list[str]]]:
-    schemes = []
+    schemes: list[dict[str, list[str]]] = []
     if Audience.OPERATOR in audiences:
         schemes.append({"operatorToken": []})
     if Audience.CLIENT in audiences:

@@ -125,7 +125,9 @@ async def _rpc_on_loop(client: RpcClient, calls: int) -> tuple[list[float], floa
 def measure_rpc(client: RpcClient, calls: int) -> tuple[list[float], float]:
     """Sequential ``rpc_exec_get_user_info`` from asyncio code on the client's loop (the
     gateway's path: ``await client.acall``)."""
-    return client.link.run_coroutine(_rpc_on_loop(client, calls)).result()
+    measured: tuple[list[float], float] = client.link.run_coroutine(
+        _rpc_on_loop(client, calls)).result()
+    return measured
 
 
 def _http_request(port: int) -> bytes:
@@ -233,7 +235,7 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         c16, c16_rate, c16_errors = asyncio.run(measure_http(port, 16, seconds))
     floor_p50 = percentile(floor, 0.5)
     rpc_p50 = percentile(rpc_samples, 0.5)
-    figures = {
+    figures: dict[str, Any] = {
         "floor_p50_ms": ms(floor_p50),
         "floor_p99_ms": ms(percentile(floor, 0.99)),
         "rpc_p50_ms": ms(rpc_p50),

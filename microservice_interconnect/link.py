@@ -172,10 +172,13 @@ class AmqpLink:
         try:
             await asyncio.wait_for(user.on_connected(self), self.broker.connect_timeout_s * 2)
         except Exception as exc:
-            if connection is self._connection and not self._closing:
+            if self._is_current(connection) and not self._closing:
                 logger.error("%s: setting up %r failed (%s); reconnecting", self.name, user, exc)
                 with contextlib.suppress(Exception):
                     connection.close(reply_text="set-up failed")
+
+    def _is_current(self, connection: AsyncioConnection) -> bool:
+        return connection is self._connection
 
     def _on_open_error(self, _connection: AsyncioConnection, error: BaseException) -> None:
         logger.warning(
@@ -229,7 +232,7 @@ class AmqpLink:
         def closed(ch: Channel, reason: BaseException) -> None:
             if on_close is not None:
                 on_close(ch, reason)
-            if connection is self._connection and connection.is_open and not self._closing:
+            if self._is_current(connection) and connection.is_open and not self._closing:
                 logger.warning("%s: channel closed (%s); reconnecting", self.name, reason)
                 with contextlib.suppress(Exception):
                     connection.close(reply_text="channel lost")

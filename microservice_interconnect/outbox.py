@@ -81,11 +81,13 @@ def decode_message(body: bytes) -> tuple[str, bytes]:
 
 def _as_request(spec: RpcSpec[Any, Any], request: BaseModel | dict[str, Any]) -> BaseModel:
     if isinstance(request, dict):
-        return spec.request.model_validate(request)
+        validated: BaseModel = spec.request.model_validate(request)
+        return validated
     if not isinstance(request, spec.request):
         raise TypeError(f"{spec.name} takes {spec.request.__name__}, "
                         f"not {type(request).__name__}")
-    return request
+    checked: BaseModel = request
+    return checked
 
 
 def _loop_is_current(loop: asyncio.AbstractEventLoop) -> bool:
@@ -392,15 +394,22 @@ class OutboxWorker:
             self._held.add(held)
         self._executor.submit(self._work, held)
 
+    def _current(self, held: _Held) -> Channel | None:
+        """The held message's channel if it is still this worker's open channel."""
+        channel = self._channel
+        if channel is not None and held.channel is channel and channel.is_open:
+            return channel
+        return None
+
     def _ack(self, held: _Held) -> None:
-        if held.channel is self._channel and held.channel.is_open:
+        if self._current(held) is not None:
             held.channel.basic_ack(held.delivery_tag)
         else:
             logger.warning("outbox %s: a message was handled but the broker connection was lost "
                            "before its ack; it will be delivered again", self.queue)
 
     def _requeue(self, held: _Held) -> None:
-        if held.channel is self._channel and held.channel.is_open:
+        if self._current(held) is not None:
             held.channel.basic_nack(held.delivery_tag, requeue=True)
 
     async def _set_aside(self, held: _Held, reason: str) -> None:
@@ -438,7 +447,8 @@ class OutboxWorker:
         if not self.link.loop.is_running():
             return None
         try:
-            return self.link.run_coroutine(self._waiting()).result(timeout)
+            count: int | None = self.link.run_coroutine(self._waiting()).result(timeout)
+            return count
         except Exception as exc:
             logger.debug("outbox %s: cannot count messages: %s", self.queue, exc)
             return None
@@ -456,6 +466,7 @@ class OutboxWorker:
                 self._held.discard(held)
 
     def _process(self, held: _Held) -> None:
+        result: DeliveryResult | None
         try:
             rpc_name, body = decode_message(held.body)
         except ValueError as exc:

@@ -147,20 +147,22 @@ class RpcClient:
         """Send a JSON body to RPC ``name``; return the raw reply envelope."""
         timeout = self.timeout_s if timeout is None else timeout
         if asyncio.get_running_loop() is self.link.loop:
-            waiter = _Waiter(self.link.loop.create_future())
+            future: asyncio.Future[bytes] = self.link.loop.create_future()
+            waiter = _Waiter(future)
             self._send_when_ready(name, body, timeout, waiter)
             try:
                 async with asyncio.timeout(timeout):
-                    return await waiter.future
+                    return await future
             except TimeoutError:
                 raise self._timed_out(name, timeout, waiter) from None
             finally:
                 self._forget(waiter)
-        thread_waiter = _Waiter(ThreadFuture())
+        thread_future: ThreadFuture[bytes] = ThreadFuture()
+        thread_waiter = _Waiter(thread_future)
         self.link.call_soon(self._send_when_ready, name, body, timeout, thread_waiter)
         try:
             async with asyncio.timeout(timeout):
-                return await asyncio.wrap_future(thread_waiter.future)
+                return await asyncio.wrap_future(thread_future)
         except TimeoutError:
             raise self._timed_out(name, timeout, thread_waiter) from None
         finally:
@@ -169,10 +171,11 @@ class RpcClient:
     def call_raw(self, name: str, body: bytes, timeout: float | None = None) -> bytes:
         """Blocking ``acall_raw`` for plain threads (never from the link's own loop)."""
         timeout = self.timeout_s if timeout is None else timeout
-        waiter = _Waiter(ThreadFuture())
+        future: ThreadFuture[bytes] = ThreadFuture()
+        waiter = _Waiter(future)
         self.link.call_soon(self._send_when_ready, name, body, timeout, waiter)
         try:
-            return waiter.future.result(timeout)
+            return future.result(timeout)
         except FutureTimeout:
             raise self._timed_out(name, timeout, waiter) from None
         finally:
@@ -218,10 +221,12 @@ def _timeout(name: str, timeout: float) -> RpcTimeout:
 def _encode(spec: RpcSpec[Any, Any], request: BaseModel | dict[str, Any]) -> bytes:
     if isinstance(request, dict):
         try:
-            request = spec.request.model_validate(request)
+            model: BaseModel = spec.request.model_validate(request)
         except ValidationError as exc:
             raise wire.bad_request_from(exc, f"request for {spec.name}") from None
-    return request.model_dump_json().encode()
+    else:
+        model = request
+    return model.model_dump_json().encode()
 
 
 def _decode(spec: RpcSpec[Any, ResponseT], body: bytes) -> ResponseT:

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Run the whole test suite (lint, then pytest) on a prepared machine; prepares it first.
+# Run the whole test suite (lint, type check, then pytest) on a prepared machine; prepares it first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 .venv/bin/ruff check .
+.venv/bin/mypy
 set +e
 .venv/bin/pytest "$@"
 status=$?
