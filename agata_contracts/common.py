@@ -18,6 +18,11 @@ FILE_NAME_PATTERN: Final = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 SCRIPT_NAME_PATTERN: Final = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"
 ARGUMENT_NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_-]{0,63}$"
 HOST_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"
+MAX_PATH_DEPTH: Final = 8
+MAX_PATH_LENGTH: Final = 512
+TASK_PATH_PATTERN: Final = (
+    r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){0,7}$"
+)
 
 _TASK_ID = re.compile(TASK_ID_PATTERN)
 _FILE_NAME = re.compile(FILE_NAME_PATTERN)
@@ -32,7 +37,9 @@ def check_file_name(name: str) -> str:
     """Return ``name`` if it is a plain file name; otherwise raise ``ValueError`` saying why."""
     if not name:
         raise ValueError("file name is empty")
-    if "/" in name or "\\" in name or "\x00" in name:
+    if "\x00" in name:
+        raise ValueError(f"file name {name!r} contains a NUL character")
+    if "/" in name or "\\" in name:
         raise ValueError(f"file name {name!r} contains a path separator; give a plain file name")
     if ".." in name:
         raise ValueError(f"file name {name!r} contains '..'")
@@ -46,6 +53,33 @@ def check_file_name(name: str) -> str:
     return name
 
 
+def check_task_path(path: str) -> str:
+    """Return ``path`` if it is a relative path inside a task: plain names joined by ``/``.
+
+    No absolute path, no ``..``, no empty or hidden segment, at most ``MAX_PATH_DEPTH`` deep;
+    otherwise ``ValueError`` saying what is wrong.
+    """
+    if not path:
+        raise ValueError("path is empty")
+    if len(path) > MAX_PATH_LENGTH:
+        raise ValueError(f"path is longer than {MAX_PATH_LENGTH} characters")
+    if path.startswith("/"):
+        raise ValueError(f"path {path!r} is absolute; give a path relative to the task folder")
+    if "\\" in path:
+        raise ValueError(f"path {path!r} contains '\\'; separate folders with '/'")
+    parts = path.split("/")
+    if len(parts) > MAX_PATH_DEPTH:
+        raise ValueError(f"path {path!r} is more than {MAX_PATH_DEPTH} folders deep")
+    for part in parts:
+        if not part:
+            raise ValueError(f"path {path!r} has an empty folder name")
+        try:
+            check_file_name(part)
+        except ValueError as exc:
+            raise ValueError(f"path {path!r}: {exc}") from None
+    return path
+
+
 TaskId = Annotated[
     str,
     StringConstraints(min_length=1, max_length=64, pattern=TASK_ID_PATTERN),
@@ -56,15 +90,16 @@ ClientId = Annotated[
     StringConstraints(min_length=1, max_length=64, pattern=CLIENT_ID_PATTERN),
     Field(description="The client's id: letters, digits, '_', '.', ':', '-' (max 64)."),
 ]
-FileName = Annotated[
+TaskPath = Annotated[
     str,
     Field(
         min_length=1,
-        max_length=128,
-        description="A plain file name (no folders): letters, digits, '.', '_' and '-'.",
-        json_schema_extra={"pattern": FILE_NAME_PATTERN},
+        max_length=MAX_PATH_LENGTH,
+        description="A file of the task, relative to its folder: plain names joined by '/' "
+        "(e.g. server.py or app/client_app.py); no '..', no absolute path.",
+        json_schema_extra={"pattern": TASK_PATH_PATTERN},
     ),
-    AfterValidator(check_file_name),
+    AfterValidator(check_task_path),
 ]
 Host = Annotated[
     str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -12,11 +13,11 @@ from agata_contracts.common import (
     ArgumentName,
     ArgumentValue,
     ClientId,
-    FileName,
     Host,
     Port,
     Tag,
     TaskId,
+    TaskPath,
 )
 from agata_contracts.criteria import CLIENT_ATTRIBUTES, CriteriaError, compile_criteria
 from microservice_interconnect import Audience, RpcSpec
@@ -68,10 +69,35 @@ class TaskStatus(StrEnum):
     STOPPED = "stopped"
 
 
+APP_MANIFEST = "pyproject.toml"
+"""A Flower App's manifest; a task holding it at its top is a Flower App."""
+SERVER_SCRIPT = "server.py"
+CLIENT_SCRIPT = "client.py"
+"""An AGATA script task's two entry points."""
+
+
+class TaskKind(StrEnum):
+    """How a task runs: a Flower App (ServerApp and ClientApp), or AGATA's two scripts."""
+
+    FLOWER_APP = "flower_app"
+    SCRIPT = "script"
+
+
+def kind_of(paths: Iterable[str]) -> TaskKind | None:
+    """A task's kind from its files: a top-level ``pyproject.toml`` makes a Flower App,
+    ``server.py`` a script task; None while neither is there."""
+    present = set(paths)
+    if APP_MANIFEST in present:
+        return TaskKind.FLOWER_APP
+    if SERVER_SCRIPT in present:
+        return TaskKind.SCRIPT
+    return None
+
+
 class TaskFile(BaseModel):
     """A file of the task, as stored (a device checks every name an offer carries)."""
 
-    name: FileName
+    name: TaskPath
     size: int
     sha256: str
 
@@ -101,6 +127,8 @@ class Task(BaseModel):
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
     files: list[TaskFile]
+    kind: TaskKind | None = Field(description="From the files: a top-level pyproject.toml "
+                                  "makes a Flower App, server.py a script task.")
     status: TaskStatus
     status_reason: str | None
     runs: int
@@ -201,6 +229,7 @@ class TaskOffer(BaseModel):
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
     files: list[TaskFile]
+    kind: TaskKind
     download_credential: str
 
 
@@ -227,7 +256,7 @@ class UploadTaskFileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task_id: TaskId
-    filename: FileName
+    filename: TaskPath
     content: Base64Bytes
 
 
@@ -237,7 +266,7 @@ class DownloadTaskFileRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task_id: TaskId
-    filename: FileName
+    filename: TaskPath
     credential: str | None = Field(None, max_length=256)
     operator: bool = False
 

@@ -79,7 +79,7 @@ class CloudGatewayHttp:
 
     def download(self, task_id: str, filename: str, credential: str) -> tuple[bytes, str]:
         """A task file and its ``X-Content-SHA256`` header."""
-        path = f"/download/{quote(task_id, safe='')}/{quote(filename, safe='')}"
+        path = f"/download/{quote(task_id, safe='')}/{quote(filename, safe='/')}"
         _status, headers, data = self._call(
             "GET", path, headers={"X-Download-Credential": credential},
             read_timeout=self.download_timeout_s, what=f"download of {task_id}/{filename}")

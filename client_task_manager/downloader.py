@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from agata_contracts.common import check_file_name
+from agata_common.paths import prepare_parent, resolve_inside
 from agata_contracts.tasks import DownloadTaskFileRequest, TaskFileContent, TaskOffer
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,10 @@ def download_task(offer: TaskOffer, fetch: FetchFile, work_dir: Path) -> Path:
     received = 0
     try:
         for index, announced in enumerate(offer.files, start=1):
+            name = announced.name
             try:
-                name = check_file_name(announced.name)
+                target = resolve_inside(folder, name)
+                prepare_parent(folder, target)
             except ValueError as exc:
                 raise CorruptDownload(str(exc)) from None
             content = fetch(DownloadTaskFileRequest(task_id=offer.task_id, filename=name,
@@ -46,7 +48,7 @@ def download_task(offer: TaskOffer, fetch: FetchFile, work_dir: Path) -> Path:
                     f"{name}: sha256 {digest[:12]}… does not match the announced "
                     f"{announced.sha256[:12]}… ({len(content.content)} bytes received)"
                 )
-            (folder / name).write_bytes(content.content)
+            target.write_bytes(content.content)
             received += len(content.content)
             logger.info("task %s: file %d/%d %s verified (%s of %s)", offer.task_id, index,
                         len(offer.files), name, _size(received), _size(total))

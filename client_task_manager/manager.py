@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from agata_contracts.tasks import (
+    CLIENT_SCRIPT,
     REPORT_CLIENT_TASK,
     ClientTaskStatus,
     ReportClientTaskRequest,
@@ -38,7 +39,7 @@ from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, scri
 logger = logging.getLogger(__name__)
 
 SERVICE = "client_task_manager"
-CLIENT_SCRIPT = "client.py"
+
 STATS_CHECK_S = 5.0
 NOT_REGISTERED_RETRY_S = 1.0
 

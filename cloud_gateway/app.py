@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -236,7 +236,7 @@ async def download(request: web.Request) -> web.Response:
         content_type="application/octet-stream",
         headers={
             "X-Content-SHA256": result["sha256"],
-            "Content-Disposition": f'attachment; filename="{result["name"]}"',
+            "Content-Disposition": f'attachment; filename="{PurePosixPath(result["name"]).name}"',
         },
     )
 
@@ -329,7 +329,7 @@ def create_app(config: Settings) -> web.Application:
     router.add_get("/openapi.json", openapi)
     router.add_get("/api/schemas", schemas)
     router.add_post("/upload_files", upload_files)
-    router.add_get("/download/{task_id}/{filename}", download)
+    router.add_get("/download/{task_id}/{filename:.+}", download)
     router.add_get("/api/client/task_events", task_events)
     router.add_post("/api/tasks/{task_id}/files", upload_task_files)
     for route in REST_ROUTES:

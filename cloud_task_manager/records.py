@@ -22,6 +22,7 @@ from agata_contracts.tasks import (
     TaskList,
     TaskMetrics,
     TaskStatus,
+    kind_of,
 )
 from cloud_task_manager.models import (
     Base,
@@ -52,6 +53,7 @@ def to_task(record: TaskRecord) -> Task:
         client_arguments=dict(record.client_arguments or {}),
         tags=list(record.tags or []),
         files=[to_task_file(f) for f in record.files],
+        kind=kind_of(f.name for f in record.files),
         status=TaskStatus(record.status),
         status_reason=record.status_reason,
         runs=record.runs,

@@ -19,12 +19,21 @@ from sqlalchemy import select
 
 from agata_common.database import utcnow
 from agata_contracts.common import ArgumentValue
-from agata_contracts.tasks import Task, TaskEvent, TaskStatus, UpdateTaskRequest
+from agata_contracts.tasks import (
+    APP_MANIFEST,
+    CLIENT_SCRIPT,
+    SERVER_SCRIPT,
+    Task,
+    TaskEvent,
+    TaskKind,
+    TaskStatus,
+    UpdateTaskRequest,
+    kind_of,
+)
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import (
-    SERVER_SCRIPT,
     ServerLaunch,
     ServerProcesses,
     kill_orphan,
@@ -85,8 +94,13 @@ class RunController:
                 if record.status == TaskStatus.RUNNING.value or self.servers.is_running(task_id):
                     raise Conflict(f"task {task_id!r} is already running")
                 folder = self.storage.task_dir(record.id)
-                if not (folder / SERVER_SCRIPT).is_file():
-                    raise Conflict(f"task {task_id!r} has no {SERVER_SCRIPT}; upload it first")
+                kind = kind_of(f.name for f in record.files)
+                if kind is None:
+                    raise Conflict(f"task {task_id!r} has neither {APP_MANIFEST} (a Flower App) "
+                                   f"nor {SERVER_SCRIPT} (a script task); upload its files first")
+                if kind is TaskKind.FLOWER_APP:
+                    raise Conflict(f"task {task_id!r} is a Flower App; this version runs only "
+                                   f"script tasks ({SERVER_SCRIPT} and {CLIENT_SCRIPT})")
                 arguments = dict(record.server_arguments or {})
                 arguments.update(overrides or {})
                 record.runs += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agata_contracts.criteria import Criteria, compile_criteria
-from agata_contracts.tasks import TaskOffer
+from agata_contracts.tasks import TaskKind, TaskOffer, kind_of
 from agata_contracts.users import UserInfo
 from cloud_task_manager.records import TaskRecords, to_task_file
 
@@ -46,6 +46,7 @@ class TaskSelector:
                 client_arguments=dict(record.client_arguments or {}),
                 tags=list(record.tags or []),
                 files=[to_task_file(f) for f in record.files],
+                kind=kind_of(f.name for f in record.files) or TaskKind.SCRIPT,
                 download_credential=credentials.credential(record.id, record.credential_nonce),
             )
             for record in self.records.running()

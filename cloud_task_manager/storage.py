@@ -11,7 +11,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agata_contracts.common import SCRIPT_NAME_PATTERN, check_file_name, is_task_id
+from agata_common.paths import prepare_parent, resolve_inside
+from agata_contracts.common import SCRIPT_NAME_PATTERN, is_task_id
 from microservice_interconnect import BadRequest, NotFound
 
 
@@ -41,15 +42,12 @@ class TaskStorage:
         return folder
 
     def file_path(self, task_id: str, name: str) -> Path:
-        """The path of a task file, proven to lie directly inside the task folder."""
-        folder = self.task_dir(task_id)
+        """The path of a task file (``name`` relative to the task folder), proven to lie
+        inside the task folder."""
         try:
-            path = (folder / check_file_name(name)).resolve()
+            return resolve_inside(self.task_dir(task_id), name)
         except ValueError as exc:
             raise BadRequest(str(exc)) from None
-        if path.parent != folder.resolve():
-            raise BadRequest(f"file name {name!r} leaves the task folder")
-        return path
 
     def write(self, task_id: str, name: str, content: bytes) -> StoredFile:
         """Write a task file atomically (a reader never sees half of it)."""
@@ -58,6 +56,10 @@ class TaskStorage:
                 f"file {name!r} is {len(content)} bytes; the limit is {self.max_file_bytes}"
             )
         path = self.file_path(task_id, name)
+        try:
+            prepare_parent(self.task_dir(task_id), path)
+        except ValueError as exc:
+            raise BadRequest(f"cannot store {name!r}: {exc}") from None
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
         try:
             with os.fdopen(handle, "wb") as output:
@@ -81,6 +83,10 @@ class TaskStorage:
             return None
         path = self.file_path(task_id, f"{name}.py")
         return path if path.is_file() else None
+
+    def remove(self, task_id: str, name: str) -> None:
+        """Delete a task file if it is there."""
+        self.file_path(task_id, name).unlink(missing_ok=True)
 
 
 class Credentials:

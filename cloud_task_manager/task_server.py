@@ -10,12 +10,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agata_contracts.tasks import SERVER_SCRIPT
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
 
 logger = logging.getLogger(__name__)
 
-SERVER_SCRIPT = "server.py"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ ALLOWED: dict[str, set[str]] = {
     "microservice_interconnect": set(),
     "task_daemon_lib": set(),
     "agata_contracts": {"microservice_interconnect"},
-    "agata_common": {"microservice_interconnect"},
+    "agata_common": {"agata_contracts", "microservice_interconnect"},
     "client_task_manager": {"agata_contracts", "agata_common", "microservice_interconnect",
                             "task_daemon_lib"},
     "client_gateway": {"agata_contracts", "agata_common", "microservice_interconnect"},

@@ -8,7 +8,7 @@ from client_task_manager.scheduler import Policy, TaskBook
 
 def offer(task_id: str, run: int = 1) -> TaskOffer:
     return TaskOffer(task_id=task_id, run=run, host="127.0.0.1", port=8080, client_arguments={},
-                     tags=[], files=[], download_credential="x")
+                     tags=[], files=[], kind="script", download_credential="x")
 
 
 def test_policy_one_runs_the_first_available_task_only() -> None:

@@ -361,7 +361,10 @@ async def test_upload_files_route(gateway: Gateway, cloud: Cloud) -> None:
     assert [(f["name"], f["size"]) for f in body["files"]] == [("server.py", 9), ("notes.txt", 5)]
     assert body["files"][0]["sha256"] == hashlib.sha256(b"print(1)\n").hexdigest()
 
-    for filename in ("../x.py", "a/b.py", "..", "/etc/passwd", "..\\\\x.py", ".env", ""):
+    deep = "/".join(["d"] * 9) + "/x.py"
+    # (aiohttp strips a leading '/' from multipart file names; the RPC route refuses it below)
+    for filename in ("../x.py", "a/../b.py", "a//b.py", "a/.env", "..", "..\\\\x.py", ".env",
+                     "", deep, "server.py/inner.py"):
         data, headers = multipart([("task_id", None, b"up"), ("files", filename, b"x")])
         status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
         assert status == 400, (filename, body)
@@ -378,13 +381,25 @@ async def test_upload_files_route(gateway: Gateway, cloud: Cloud) -> None:
     data, headers = multipart([("task_id", None, b"../up"), ("files", "a.py", b"x")])
     status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
     assert status == 400, body
+    status, body = await post(gateway, "/rpc_exec_upload_task_file",
+                              {"task_id": "up", "filename": "/etc/passwd", "content": "eA=="},
+                              headers=op)
+    assert status == 400 and "absolute" in body["exception"] + str(body.get("errors")), body
     status, body = await post(gateway, "/upload_files", {"task_id": "up"}, headers=op)
     assert status == 400 and "multipart" in body["exception"]
 
+    data, headers = multipart([("task_id", None, b"up"), ("files", "app/task.py", b"y = 2\n")])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 200, body
+    assert [f["name"] for f in body["files"]] == ["app/task.py"]
+
     status, task = await get(gateway, "/api/tasks/up", headers=op)
-    assert sorted(f["name"] for f in task["files"]) == ["notes.txt", "server.py"]
+    assert sorted(f["name"] for f in task["files"]) == ["app/task.py", "notes.txt", "server.py"]
+    assert task["kind"] == "script"
     root = cloud.task_manager.storage.root
-    assert sorted(p.name for p in (root / "task_up").iterdir()) == ["notes.txt", "server.py"]
+    assert sorted(p.name for p in (root / "task_up").iterdir()) == ["app", "notes.txt",
+                                                                    "server.py"]
+    assert (root / "task_up" / "app" / "task.py").read_bytes() == b"y = 2\n"
     assert sorted(p.name for p in root.iterdir()) == ["task_up"]
     assert not (root.parent / "x.py").exists()
 

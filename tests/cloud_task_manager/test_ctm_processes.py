@@ -301,12 +301,12 @@ def test_a_restarted_manager_kills_the_orphaned_server(cloud: Cloud) -> None:
 
 def test_upload_refuses_bad_file_names_and_unknown_tasks(cloud: Cloud) -> None:
     new_task(cloud, "files")
-    for name in ("a/b.py", "a\\b.py", "..", "../x.py", "x..py", "/etc/passwd", "", ".hidden",
-                 "-rf", "a b.py", "nul\x00.py", "x" * 129):
+    for name in ("a//b.py", "a/../b.py", "a\\b.py", "..", "../x.py", "x..py", "/etc/passwd", "",
+                 ".hidden", "-rf", "a b.py", "nul\x00.py", "x" * 129):
         status, envelope = raw_call(cloud, UPLOAD_TASK_FILE.name, {
             "task_id": "files", "filename": name, "content": base64.b64encode(b"1").decode()})
         assert status == 400, (name, envelope)
-        assert "file" in envelope["exception"]
+        assert "file" in envelope["exception"] or "path" in envelope["exception"], envelope
     status, envelope = raw_call(cloud, UPLOAD_TASK_FILE.name, {
         "task_id": "files", "filename": "ok.py", "content": "***not base64***"})
     assert status == 400 and envelope["errors"][0]["field"] == "content"
