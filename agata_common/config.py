@@ -81,6 +81,7 @@ class CloudTaskManagerSettings(SettingsSection):
     database_url: str = ""
     max_file_mb: float = Field(16.0, gt=0)
     max_files_per_task: int = Field(64, ge=1)
+    max_task_mb: float = Field(64.0, gt=0)
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""
 

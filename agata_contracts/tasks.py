@@ -260,6 +260,27 @@ class UploadTaskFileRequest(BaseModel):
     content: Base64Bytes
 
 
+class UploadTaskArchiveRequest(BaseModel):
+    """A whole app as one zip archive (or a ``.fab`` from ``flwr build``), base64-encoded.
+
+    Its files replace the task's files; the task must not be running."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    filename: str = Field("app.zip", min_length=1, max_length=128,
+                          description="The archive's own name, for messages.")
+    content: Base64Bytes
+
+
+class UploadedArchive(BaseModel):
+    """The files an archive gave the task, and the entries left out (folders' hidden files,
+    Python caches, a FAB's .info/)."""
+
+    files: list[TaskFile]
+    skipped: list[str]
+
+
 class DownloadTaskFileRequest(BaseModel):
     """A file of a task; a client proves access with the task's download credential."""
 
@@ -345,6 +366,9 @@ CLIENT_REQUESTING_TASK: RpcSpec[ClientRequestingTaskRequest, TaskOffers] = RpcSp
 UPLOAD_TASK_FILE: RpcSpec[UploadTaskFileRequest, TaskFile] = RpcSpec(
     "rpc_exec_upload_task_file", SERVICE, UploadTaskFileRequest, TaskFile,
     "Store one file of a task (replacing one of the same name).", _OPERATOR)
+UPLOAD_TASK_ARCHIVE: RpcSpec[UploadTaskArchiveRequest, UploadedArchive] = RpcSpec(
+    "rpc_exec_upload_task_archive", SERVICE, UploadTaskArchiveRequest, UploadedArchive,
+    "Replace a task's files with those of a zip archive or .fab (a Flower App).", _OPERATOR)
 DOWNLOAD_TASK_FILE: RpcSpec[DownloadTaskFileRequest, TaskFileContent] = RpcSpec(
     "rpc_exec_download_task_file", SERVICE, DownloadTaskFileRequest, TaskFileContent,
     "Read one file of a task.", frozenset({Audience.INTERNAL}))
@@ -357,6 +381,7 @@ GET_CLIENT_TASK_REPORTS: RpcSpec[TaskIdRequest, ClientTaskReports] = RpcSpec(
 
 RPCS = (
     CREATE_TASK, START_SERVER_TASK, STOP_SERVER_TASK, UPDATE_TASK, GET_TASK_BY_ID, LIST_TASKS,
-    GET_TASK_METRICS, CLIENT_REQUESTING_TASK, UPLOAD_TASK_FILE, DOWNLOAD_TASK_FILE,
+    GET_TASK_METRICS, CLIENT_REQUESTING_TASK, UPLOAD_TASK_FILE, UPLOAD_TASK_ARCHIVE,
+    DOWNLOAD_TASK_FILE,
     REPORT_CLIENT_TASK, GET_CLIENT_TASK_REPORTS,
 )

@@ -25,6 +25,7 @@ from agata_common.config import Settings
 from agata_contracts.queues import task_events_exchange
 from agata_contracts.tasks import (
     DOWNLOAD_TASK_FILE,
+    UPLOAD_TASK_ARCHIVE,
     UPLOAD_TASK_FILE,
     TaskEvent,
 )
@@ -159,13 +160,18 @@ def rest_handler(route: RestRoute) -> Handler:
 
 
 async def _upload(request: web.Request, task_id: str | None) -> web.Response:
-    """Read a multipart form (``task_id`` unless given, and one or more ``files``)."""
+    """Read a multipart form: ``task_id`` unless given, then one or more ``files`` (each named
+    by its path in the task) and/or one ``archive`` (a zip or .fab replacing the task's files).
+    """
     request.app[AUTH].require(request, _OPERATOR)
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with task_id and files")
     reader = await request.multipart()
-    stored = []
-    limit = int(request.app[SETTINGS].cloud_task_manager.max_file_mb * 1024 * 1024)
+    stored: list[Any] = []
+    skipped: list[str] = []
+    section = request.app[SETTINGS].cloud_task_manager
+    limit = int(section.max_file_mb * 1024 * 1024)
+    archive_limit = int(section.max_task_mb * 1024 * 1024)
     client = request.app[RPC_CLIENT]
     while (part := await reader.next()) is not None:
         if not isinstance(part, BodyPartReader):
@@ -173,21 +179,29 @@ async def _upload(request: web.Request, task_id: str | None) -> web.Response:
         if part.name == "task_id" and part.filename is None:
             task_id = (await part.text()).strip()
             continue
-        if part.name != "files" or part.filename is None:
-            raise BadRequest(f"unexpected form field {part.name!r}; send task_id and files")
+        if part.name not in ("files", "archive") or part.filename is None:
+            raise BadRequest(f"unexpected form field {part.name!r}; send task_id, then files "
+                             "or an archive")
         if not task_id:
             raise BadRequest("task_id must come before the files")
-        content = await _read_limited(part, limit)
+        archive = part.name == "archive"
+        content = await _read_limited(part, archive_limit if archive else limit)
         payload = {"task_id": task_id, "filename": part.filename,
                    "content": base64.b64encode(content).decode()}
-        reply = await client.acall_raw(UPLOAD_TASK_FILE.name, wire.dumps(payload), timeout=60)
+        spec = UPLOAD_TASK_ARCHIVE if archive else UPLOAD_TASK_FILE
+        reply = await client.acall_raw(spec.name, wire.dumps(payload), timeout=60)
         status, result, envelope = wire.split_reply(reply)
         wire.raise_for_envelope(status, envelope)
-        stored.append(result)
+        if archive:
+            stored.extend(result["files"])
+            skipped.extend(result["skipped"])
+        else:
+            stored.append(result)
     if not stored:
-        raise BadRequest("no files in the form (field name: files)")
-    return web.Response(body=wire.dumps({"task_id": task_id, "files": stored}),
-                        content_type=JSON)
+        raise BadRequest("no files in the form (field names: files, archive)")
+    return web.Response(
+        body=wire.dumps({"task_id": task_id, "files": stored, "skipped": skipped}),
+        content_type=JSON)
 
 
 async def _read_limited(part: BodyPartReader, limit: int) -> bytes:

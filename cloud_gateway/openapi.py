@@ -99,13 +99,15 @@ def build_openapi() -> dict[str, Any]:
                                 "responses": {"200": {"description": "Up"},
                                               "503": {"description": "Broker unreachable"}}}}
     paths["/upload_files"] = {"post": {
-        "summary": "Upload task files (multipart: task_id, then one or more files)",
+        "summary": "Upload task files (multipart: task_id, then files named by their path in "
+                   "the task, or an archive: a zip or .fab whose files replace the task's)",
         "security": [{"operatorToken": []}],
         "requestBody": {"content": {"multipart/form-data": {"schema": {
-            "type": "object", "required": ["task_id", "files"],
+            "type": "object", "required": ["task_id"],
             "properties": {"task_id": {"type": "string"},
                            "files": {"type": "array",
-                                     "items": {"type": "string", "format": "binary"}}}}}}},
+                                     "items": {"type": "string", "format": "binary"}},
+                           "archive": {"type": "string", "format": "binary"}}}}}},
         "responses": {"200": {"description": "Stored files"}}}}
     paths["/download/{task_id}/{filename}"] = {"get": {
         "summary": "Download a task file (clients add X-Download-Credential)",

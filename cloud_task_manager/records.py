@@ -209,6 +209,40 @@ class TaskRecords:
             record.modified = utcnow()
             return to_task_file(row)
 
+    def file_names(self, task_id: str) -> set[str]:
+        """The paths of a task's files."""
+        with Session(self.engine) as session:
+            return {f.name for f in self.get(session, task_id).files}
+
+    def require_not_running(self, task_id: str) -> None:
+        """409 while the task runs (its files are in use)."""
+        with Session(self.engine) as session:
+            if self.get(session, task_id).status == TaskStatus.RUNNING.value:
+                raise Conflict(f"task {task_id!r} is running; stop it before replacing its files")
+
+    def replace_files(self, task_id: str, stored: list[StoredFile]) -> list[TaskFile]:
+        """Make ``stored`` the task's only files (rows of other files are deleted)."""
+        with self.transaction() as session:
+            record = self.get(session, task_id)
+            if record.status == TaskStatus.RUNNING.value:
+                raise Conflict(f"task {task_id!r} is running; stop it before replacing its files")
+            by_name = {f.name: f for f in record.files}
+            keep = {s.name for s in stored}
+            for name, stale in by_name.items():
+                if name not in keep:
+                    record.files.remove(stale)
+            for item in stored:
+                existing = by_name.get(item.name)
+                if existing is None:
+                    record.files.append(FileRecord(task_id=record.id, name=item.name,
+                                                   size=item.size, sha256=item.sha256))
+                else:
+                    existing.size, existing.sha256 = item.size, item.sha256
+                    existing.uploaded = utcnow()
+            record.modified = utcnow()
+            session.flush()
+            return [to_task_file(row) for row in sorted(record.files, key=lambda f: f.name)]
+
     def file_for_download(self, task_id: str, name: str, credential: str | None,
                           operator: bool) -> TaskFile:
         """A task file's row, for the operator or a client holding the task's credential."""

@@ -17,6 +17,7 @@ from agata_contracts.tasks import (
     START_SERVER_TASK,
     STOP_SERVER_TASK,
     UPDATE_TASK,
+    UPLOAD_TASK_ARCHIVE,
     UPLOAD_TASK_FILE,
     ClientRequestingTaskRequest,
     ClientTaskReport,
@@ -36,12 +37,16 @@ from agata_contracts.tasks import (
     TaskMetricsRequest,
     TaskOffers,
     UpdateTaskRequest,
+    UploadedArchive,
+    UploadTaskArchiveRequest,
     UploadTaskFileRequest,
 )
+from cloud_task_manager.archives import ArchiveError, unpack_archive
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.storage import TaskStorage
+from microservice_interconnect import BadRequest
 from microservice_interconnect.service import rpc
 
 logger = logging.getLogger(__name__)
@@ -51,8 +56,10 @@ class CloudTaskManager:
     """Tasks, their files and their runs, as RPCs."""
 
     def __init__(self, records: TaskRecords, storage: TaskStorage, runs: RunController,
-                 selector: TaskSelector, *, max_files_per_task: int = 64) -> None:
+                 selector: TaskSelector, *, max_files_per_task: int = 64,
+                 max_task_bytes: int = 64 * 1024 * 1024) -> None:
         self.records = records
+        self.max_task_bytes = max_task_bytes
         self.storage = storage
         self.runs = runs
         self.selector = selector
@@ -107,6 +114,27 @@ class CloudTaskManager:
         row = self.records.record_file(request.task_id, stored)
         logger.info("task %s: stored %s (%d bytes)", request.task_id, stored.name, stored.size)
         return row
+
+    @rpc(UPLOAD_TASK_ARCHIVE)
+    def upload_task_archive(self, request: UploadTaskArchiveRequest) -> UploadedArchive:
+        """Replace the task's files with an archive's (a zip or a .fab), every entry checked."""
+        self.records.require_not_running(request.task_id)
+        try:
+            unpacked = unpack_archive(request.content,
+                                      max_file_bytes=self.storage.max_file_bytes,
+                                      max_files=self.max_files_per_task,
+                                      max_total_bytes=self.max_task_bytes)
+        except ArchiveError as exc:
+            raise BadRequest(f"{request.filename}: {exc}") from None
+        before = self.records.file_names(request.task_id)
+        stored = [self.storage.write(request.task_id, path, data)
+                  for path, data in unpacked.files]
+        files = self.records.replace_files(request.task_id, stored)
+        for stale in before - {item.name for item in stored}:
+            self.storage.remove(request.task_id, stale)
+        logger.info("task %s: stored %d files from %s (%d left out)", request.task_id,
+                    len(files), request.filename, len(unpacked.skipped))
+        return UploadedArchive(files=files, skipped=unpacked.skipped)
 
     @rpc(GET_CLIENT_TASK_REPORTS)
     def get_client_task_reports(self, request: TaskIdRequest) -> ClientTaskReports:

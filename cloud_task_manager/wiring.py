@@ -43,7 +43,8 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     runs = RunController(records, storage, stop_grace_s=section.stop_grace_s,
                          announce=announcer.publish, events=runtime.events)
     return CloudTaskManager(records, storage, runs, TaskSelector(records, lookup_client),
-                            max_files_per_task=section.max_files_per_task)
+                            max_files_per_task=section.max_files_per_task,
+                            max_task_bytes=int(section.max_task_mb * 1024 * 1024))
 
 
 @dataclass

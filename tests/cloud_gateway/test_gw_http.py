@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import time
+import zipfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -504,3 +506,45 @@ async def test_task_event_feed_resets_a_cursor_from_another_epoch(gateway) -> No
         "/api/client/task_events?after=0&timeout=0&epoch=from-before-a-restart",
         headers=gateway.client())
     assert other["reset"] is True and other["epoch"] == first["epoch"]
+
+
+def zipped(entries: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+async def test_an_archive_replaces_the_task_files(gateway: Gateway, cloud: Cloud) -> None:
+    op = gateway.operator()
+    status, _ = await post(gateway, "/api/tasks", {"task_id": "zap", "port": 8401}, headers=op)
+    assert status == 200
+    data, headers = multipart([("task_id", None, b"zap"), ("files", "server.py", b"old\n")])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 200, body
+
+    app = zipped({"myapp/pyproject.toml": b"[project]\n", "myapp/pkg/app.py": b"a = 1\n",
+                  "myapp/.git/HEAD": b"ref"})
+    data, headers = multipart([("task_id", None, b"zap"), ("archive", "myapp.zip", app)])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 200, body
+    assert [f["name"] for f in body["files"]] == ["pkg/app.py", "pyproject.toml"]
+    assert body["skipped"] == ["myapp/.git/HEAD"]
+    status, task = await get(gateway, "/api/tasks/zap", headers=op)
+    assert task["kind"] == "flower_app"
+    assert sorted(f["name"] for f in task["files"]) == ["pkg/app.py", "pyproject.toml"]
+    folder = cloud.task_manager.storage.root / "task_zap"
+    assert not (folder / "server.py").exists()
+    assert (folder / "pkg" / "app.py").read_bytes() == b"a = 1\n"
+
+    evil = zipped({"../../escape.py": b"x"})
+    data, headers = multipart([("task_id", None, b"zap"), ("archive", "evil.zip", evil)])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 400 and "evil.zip" in body["exception"] and "'..'" in body["exception"]
+    data, headers = multipart([("task_id", None, b"zap"), ("archive", "junk.zip", b"junk")])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 400 and "not a zip archive" in body["exception"]
+    status, task = await get(gateway, "/api/tasks/zap", headers=op)
+    assert sorted(f["name"] for f in task["files"]) == ["pkg/app.py", "pyproject.toml"]
+    assert not (cloud.task_manager.storage.root.parent / "escape.py").exists()
