@@ -66,6 +66,7 @@ class ClientParams(SettingsSection):
     sensors: str = ""
     task_retry_s: float = Field(30.0, gt=0)
     task_retry_max_s: float = Field(600.0, gt=0)
+    flower_workers: bool = True
 
 
 class UserManagerSettings(SettingsSection):

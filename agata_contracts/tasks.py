@@ -52,6 +52,9 @@ Criteria = Annotated[
     ),
     AfterValidator(_check_criteria),
 ]
+Devices = Annotated[int, Field(ge=1, le=10_000, description=(
+    "How many devices a run of a Flower App takes; each gets a partition-id from 0 to "
+    "devices-1 and num-partitions = devices in its node_config."))]
 Arguments = Annotated[
     dict[ArgumentName, ArgumentValue],
     Field(max_length=64, description="Passed to the task's script as --name value."),
@@ -114,6 +117,7 @@ class CreateTaskRequest(BaseModel):
     server_arguments: Arguments = Field(default_factory=dict)
     client_arguments: Arguments = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
+    devices: Devices = 2
 
 
 class Task(BaseModel):
@@ -126,6 +130,7 @@ class Task(BaseModel):
     server_arguments: dict[str, ArgumentValue]
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
+    devices: int
     files: list[TaskFile]
     kind: TaskKind | None = Field(description="From the files: a top-level pyproject.toml "
                                   "makes a Flower App, server.py a script task.")
@@ -167,6 +172,7 @@ class UpdateTaskRequest(BaseModel):
     server_arguments: Arguments | None = None
     client_arguments: Arguments | None = None
     tags: list[Tag] | None = Field(None, max_length=32)
+    devices: Devices | None = None
 
 
 class ListTasksRequest(BaseModel):

@@ -7,6 +7,7 @@ interval, or by the end of a quarantine. Child processes report through ``task_d
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -24,16 +25,24 @@ from agata_contracts.tasks import (
     ClientTaskStatus,
     ReportClientTaskRequest,
     TaskEvent,
+    TaskKind,
     TaskOffer,
 )
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.scheduler import TaskBook
+from client_task_manager.warm import WarmWorkers
 from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.spec import RpcSpec
-from task_daemon_lib.messages import ErrorMessage, InfoMessage, ReportMessage, StatsMessage
+from task_daemon_lib.messages import (
+    INFO_FIRST_TRAIN,
+    ErrorMessage,
+    InfoMessage,
+    ReportMessage,
+    StatsMessage,
+)
 from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
 
 logger = logging.getLogger(__name__)
@@ -85,9 +94,11 @@ class ClientTaskManager:
         request_interval_s: float,
         stop_grace_s: float = 5.0,
         events: EventRecorder = NO_EVENTS,
+        warm: WarmWorkers | None = None,
     ) -> None:
         self.identity = identity
         self.events = events
+        self.warm = warm or WarmWorkers(work_dir / "workers", enabled=False)
         self.book = book
         self.query_offers = query_offers
         self.fetch_file = fetch_file
@@ -119,6 +130,7 @@ class ClientTaskManager:
     def start(self) -> None:
         """Start the loop thread."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.warm.prepare()
         self._thread = threading.Thread(target=self._loop, name="client-task-manager",
                                         daemon=True)
         self._thread.start()
@@ -147,6 +159,7 @@ class ClientTaskManager:
             entry.child.request_stop(self.stop_grace_s)
         for entry in running:
             entry.child.wait(self.stop_grace_s + 5)
+        self.warm.close()
         self._flush_reports()
 
     # -- the loop ----------------------------------------------------------------------------
@@ -221,9 +234,23 @@ class ClientTaskManager:
             self._failed(offer.task_id, offer.run, f"download failed: {exc.message}")
             return
         self._record("download_files", f"download finished {offer.task_id}")
-        if not (folder / CLIENT_SCRIPT).is_file():
-            self._failed(offer.task_id, offer.run, f"the task has no {CLIENT_SCRIPT}")
+        task_id, run = offer.task_id, offer.run
+        try:
+            if offer.kind is TaskKind.FLOWER_APP:
+                child = self._start_app_worker(offer, folder)
+            else:
+                child = self._start_client_script(offer, folder)
+        except (OSError, ValueError) as exc:
+            self._failed(task_id, run, f"client could not start: {exc}")
             return
+        self._children[task_id] = _Running(offer, child)
+        self.book.started(offer)
+        self._record("start_client", f"client started {task_id}")
+        self._report(task_id, ClientTaskStatus.STARTED, None)
+
+    def _start_client_script(self, offer: TaskOffer, folder: Path) -> ChildProcess:
+        if not (folder / CLIENT_SCRIPT).is_file():
+            raise ValueError(f"the task has no {CLIENT_SCRIPT}")
         arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
                      "--client-id", self.client_id]
         task_id, run = offer.task_id, offer.run
@@ -234,15 +261,24 @@ class ClientTaskManager:
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
             name=f"task {task_id} client",
         )
+        child.start()
+        return child
+
+    def _start_app_worker(self, offer: TaskOffer, folder: Path) -> ChildProcess:
+        task_id, run = offer.task_id, offer.run
+        child = self.warm.take(
+            f"task {task_id} ClientApp",
+            on_message=lambda message: self._on_child_message(task_id, run, message),
+            on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
+        )
+        job = {"app": str(folder), "server": f"{offer.host}:{offer.port}",
+               "client_id": self.client_id, "credential": offer.download_credential}
         try:
-            child.start()
-        except OSError as exc:
-            self._failed(task_id, run, f"client could not start: {exc}")
-            return
-        self._children[task_id] = _Running(offer, child)
-        self.book.started(offer)
-        self._record("start_client", f"client started {task_id}")
-        self._report(task_id, ClientTaskStatus.STARTED, None)
+            child.send_input(json.dumps(job))
+        except OSError:
+            child.request_stop(self.stop_grace_s)
+            raise
+        return child
 
     # -- children ----------------------------------------------------------------------------
 
@@ -255,6 +291,8 @@ class ClientTaskManager:
             logger.info("task %s round %d: %s", task_id, message.round, message.metrics)
         elif isinstance(message, InfoMessage):
             logger.info("task %s client: %s", task_id, message.info)
+            if message.info == INFO_FIRST_TRAIN:
+                self._record("task_client", f"first train {task_id}", at=message.time)
 
     def _on_child_exit(self, task_id: str, run: int, outcome: ChildOutcome) -> None:
         self._inbox.put(_ChildExit(task_id, run, outcome))

@@ -22,6 +22,7 @@ from agata_contracts.tasks import (
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
 from client_task_manager.scheduler import Policy, TaskBook
+from client_task_manager.warm import WarmWorkers, flower_installed
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.outbox import Outbox
 from microservice_interconnect.runtime import ServiceRuntime
@@ -85,6 +86,8 @@ def start(config: Settings) -> RunningClientTaskManager:
         work_dir=data_dir / "client_tasks",
         request_interval_s=params.request_interval,
         events=runtime.events,
+        warm=WarmWorkers(data_dir / "client_tasks" / "workers",
+                         enabled=params.flower_workers and flower_installed()),
     )
     Subscriber(runtime.link, task_events_exchange(prefix), TaskEvent, manager.on_task_event)
     runtime.start()

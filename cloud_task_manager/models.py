@@ -27,6 +27,7 @@ class TaskRecord(Base):
     server_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     client_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    devices: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
     status: Mapped[str] = mapped_column(String(16), default="created", index=True)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     runs: Mapped[int] = mapped_column(Integer, default=0)

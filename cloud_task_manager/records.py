@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +35,8 @@ from cloud_task_manager.storage import Credentials, StoredFile
 from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized
 
 MAX_CLIENT_REPORTS = 500
+ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2"}
+"""Columns of ``tasks`` added after the first release: added to older databases at start."""
 
 
 def to_task_file(row: FileRecord) -> TaskFile:
@@ -52,6 +54,7 @@ def to_task(record: TaskRecord) -> Task:
         server_arguments=dict(record.server_arguments or {}),
         client_arguments=dict(record.client_arguments or {}),
         tags=list(record.tags or []),
+        devices=record.devices,
         files=[to_task_file(f) for f in record.files],
         kind=kind_of(f.name for f in record.files),
         status=TaskStatus(record.status),
@@ -80,8 +83,13 @@ class TaskRecords:
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet."""
+        """Create the tables that do not exist yet, and the columns later versions added."""
         Base.metadata.create_all(self.engine)
+        present = {column["name"] for column in inspect(self.engine).get_columns("tasks")}
+        with self.engine.begin() as connection:
+            for name, definition in ADDED_COLUMNS.items():
+                if name not in present:
+                    connection.execute(text(f"ALTER TABLE tasks ADD COLUMN {name} {definition}"))
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -115,6 +123,7 @@ class TaskRecords:
             server_arguments=request.server_arguments,
             client_arguments=request.client_arguments,
             tags=request.tags,
+            devices=request.devices,
             status=TaskStatus.CREATED.value,
             runs=0,
             credential_nonce=nonce,

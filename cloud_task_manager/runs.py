@@ -21,7 +21,6 @@ from agata_common.database import utcnow
 from agata_contracts.common import ArgumentValue
 from agata_contracts.tasks import (
     APP_MANIFEST,
-    CLIENT_SCRIPT,
     SERVER_SCRIPT,
     Task,
     TaskEvent,
@@ -38,7 +37,8 @@ from cloud_task_manager.task_server import (
     ServerProcesses,
     kill_orphan,
 )
-from microservice_interconnect import Conflict
+from flower_runtime.manifest import ManifestError, fuse_run_config, read_manifest
+from microservice_interconnect import BadRequest, Conflict
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from task_daemon_lib.messages import (
     INFO_FINISHED,
@@ -98,14 +98,13 @@ class RunController:
                 if kind is None:
                     raise Conflict(f"task {task_id!r} has neither {APP_MANIFEST} (a Flower App) "
                                    f"nor {SERVER_SCRIPT} (a script task); upload its files first")
-                if kind is TaskKind.FLOWER_APP:
-                    raise Conflict(f"task {task_id!r} is a Flower App; this version runs only "
-                                   f"script tasks ({SERVER_SCRIPT} and {CLIENT_SCRIPT})")
                 arguments = dict(record.server_arguments or {})
                 arguments.update(overrides or {})
+                if kind is TaskKind.FLOWER_APP:
+                    arguments = self._run_config(task_id, arguments)
                 record.runs += 1
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
-                                      arguments)
+                                      arguments, kind, record.devices, record.credential_hash)
                 record.status = TaskStatus.RUNNING.value
                 record.status_reason = None
                 record.started_at = record.modified = utcnow()
@@ -120,6 +119,16 @@ class RunController:
         self.events.register_event(SERVICE, "rpc_exec_start_server_task",
                                    f"server started {task_id}")
         return self.records.task(task_id)
+
+    def _run_config(self, task_id: str,
+                    arguments: Mapping[str, ArgumentValue]) -> dict[str, ArgumentValue]:
+        """The app's run config with the task's server arguments over it (400 when a key is
+        unknown or a value does not fit)."""
+        try:
+            manifest = read_manifest(self.storage.read(task_id, APP_MANIFEST))
+            return fuse_run_config(manifest.run_config, arguments)
+        except ManifestError as exc:
+            raise BadRequest(f"task {task_id!r}: {exc}") from None
 
     def stop(self, task_id: str) -> Task:
         """Stop the task's server: terminate, then kill after the grace period."""

@@ -1,20 +1,25 @@
-"""Runs each task's Flower server (``server.py``) and its triggers as child processes."""
+"""Runs each task's server side and its triggers as child processes: ``server.py`` for a script
+task, the ServerApp host (``python -m flower_runtime.server_host``) for a Flower App."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agata_contracts.tasks import SERVER_SCRIPT
+from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
 
 logger = logging.getLogger(__name__)
+
+APP_HOST_MODULE = "flower_runtime.server_host"
 
 
 
@@ -28,6 +33,19 @@ class ServerLaunch:
     host: str
     port: int
     arguments: Mapping[str, str | int | float | bool]
+    kind: TaskKind = TaskKind.SCRIPT
+    devices: int = 1
+    credential_sha256: str = ""
+
+    def argv(self) -> list[str]:
+        """The server process's command line."""
+        if self.kind is TaskKind.FLOWER_APP:
+            return [sys.executable, "-u", "-m", APP_HOST_MODULE, "--app", str(self.folder),
+                    "--host", self.host, "--port", str(self.port), "--run-id", str(self.run),
+                    "--devices", str(self.devices),
+                    "--run-config", json.dumps(dict(self.arguments))]
+        return python_argv(self.folder / SERVER_SCRIPT,
+                           *script_arguments(self.host, self.port, self.arguments))
 
 
 class ServerProcesses:
@@ -54,6 +72,7 @@ class ServerProcesses:
             AGATA_TASK_HOST=launch.host,
             AGATA_TASK_PORT=str(launch.port),
             AGATA_TASK_RUN=str(launch.run),
+            AGATA_RUN_CREDENTIAL_SHA256=launch.credential_sha256,
         )
 
         def exited(outcome: ChildOutcome) -> None:
@@ -63,8 +82,7 @@ class ServerProcesses:
             self._on_exit(launch, outcome)
 
         child = ChildProcess(
-            python_argv(launch.folder / SERVER_SCRIPT,
-                        *script_arguments(launch.host, launch.port, launch.arguments)),
+            launch.argv(),
             cwd=launch.folder,
             env=env,
             on_message=lambda message: self._on_report(launch, message),
@@ -127,12 +145,15 @@ class ServerProcesses:
 
 
 def kill_orphan(pid: int, folder: Path) -> bool:
-    """Terminate a server left by an earlier manager if ``pid`` still runs this task's script."""
+    """Kill a server left by an earlier manager if ``pid`` still runs something of this task's
+    folder (its ``server.py``, or the ServerApp host of its app)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
     except OSError:
         return False
-    if str(folder / SERVER_SCRIPT).encode() not in command:
+    inside = str(folder).encode()
+    if not any(argument == inside or argument.startswith(inside + b"/")
+               for argument in command):
         return False
     try:
         os.killpg(pid, signal.SIGKILL)

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 __all__ = [
     "INFO_FINISHED",
+    "INFO_FIRST_TRAIN",
     "INFO_STARTED",
     "REPORT_FD_ENV",
     "STDOUT_PREFIX",
@@ -56,6 +57,8 @@ INFO_STARTED = "Started"
 """Info sent when a task reporter is created."""
 
 INFO_FINISHED = "Finished"
+INFO_FIRST_TRAIN = "ClientApp train entered"
+"""Sent by a Flower App's device worker when it hands the ClientApp its first train message."""
 """Info sent when the task ends successfully."""
 
 

@@ -211,6 +211,7 @@ class ChildProcess:
         name: str = "task",
         require_finished: bool = True,
         kill_group_on_exit: bool = True,
+        stdin_pipe: bool = False,
     ) -> None:
         """Prepare (but do not start) the child; see the class docstring."""
         if isinstance(argv, str) or not argv:
@@ -224,6 +225,7 @@ class ChildProcess:
         self._name = name
         self._require_finished = require_finished
         self._kill_group_on_exit = kill_group_on_exit
+        self._stdin_pipe = stdin_pipe
 
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -279,7 +281,7 @@ class ChildProcess:
                     self._argv,
                     cwd=self._cwd,
                     env=env,
-                    stdin=subprocess.DEVNULL,
+                    stdin=subprocess.PIPE if self._stdin_pipe else subprocess.DEVNULL,
                     stdout=subprocess.PIPE,
                     stderr=subprocess.PIPE,
                     pass_fds=(report_w,),
@@ -300,6 +302,24 @@ class ChildProcess:
             )
             self._thread.start()
         logger.info("started %s (pid %d): %s", self._name, proc.pid, shlex.join(self._argv))
+
+    def send_input(self, line: str) -> None:
+        """Write one line to the child's standard input (``stdin_pipe=True``); OSError when
+        the child is gone."""
+        proc = self._require_started()
+        if proc.stdin is None:
+            raise RuntimeError(f"{self._name}: started without a stdin pipe")
+        proc.stdin.write(line.rstrip("\n").encode() + b"\n")
+        proc.stdin.flush()
+
+    def close_input(self) -> None:
+        """Close the child's standard input (it reads end-of-file)."""
+        proc = self._require_started()
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()
+            except OSError as exc:
+                logger.debug("%s: closing stdin: %s", self._name, exc)
 
     def request_stop(self, grace_s: float = 5.0) -> None:
         """Send SIGTERM to the child's group; SIGKILL it after ``grace_s``. Non-blocking.
@@ -537,6 +557,7 @@ class ChildProcess:
     def _finish(self) -> None:
         """Compute the outcome, call ``on_exit`` once and wake waiters."""
         proc = self._require_started()
+        self.close_input()
         outcome = ChildOutcome(
             returncode=proc.returncode if proc.returncode is not None else -1,
             finished=self._finished,

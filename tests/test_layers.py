@@ -18,12 +18,13 @@ CLOUD = {"cloud_task_manager", "cloud_gateway", "user_manager", "event_reader"}
 DEVICE = {"client_task_manager", "client_gateway"}
 OURS = CLOUD | DEVICE | {
     "agata_contracts", "agata_common", "microservice_interconnect", "task_daemon_lib",
-    "agata_cli", "experiments",
+    "flower_runtime", "agata_cli", "experiments",
 }
 
 ALLOWED: dict[str, set[str]] = {
     "microservice_interconnect": set(),
     "task_daemon_lib": set(),
+    "flower_runtime": {"agata_contracts", "task_daemon_lib"},
     "agata_contracts": {"microservice_interconnect"},
     "agata_common": {"agata_contracts", "microservice_interconnect"},
     "client_task_manager": {"agata_contracts", "agata_common", "microservice_interconnect",
@@ -31,7 +32,7 @@ ALLOWED: dict[str, set[str]] = {
     "client_gateway": {"agata_contracts", "agata_common", "microservice_interconnect"},
     "user_manager": {"agata_contracts", "agata_common", "microservice_interconnect"},
     "cloud_task_manager": {"agata_contracts", "agata_common", "microservice_interconnect",
-                           "task_daemon_lib"},
+                           "task_daemon_lib", "flower_runtime"},
     "cloud_gateway": {"agata_contracts", "agata_common", "microservice_interconnect"},
     "event_reader": {"agata_common", "microservice_interconnect"},
     "agata_cli": {"agata_contracts", "agata_common", "microservice_interconnect",

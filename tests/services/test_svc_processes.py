@@ -42,17 +42,19 @@ def test_cloud_services_serve_and_stop_cleanly(tmp_path: Path, stop_signal: int)
     }
     try:
         wait_for_http(f"http://127.0.0.1:{port}/health", 30)
-        deadline = time.monotonic() + 30
-        while True:
-            status, body = _post(f"http://127.0.0.1:{port}/rpc_exec_create_task",
-                                 {"task_id": "proc1", "port": 8081})
-            if status != 503 and status != 504 or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert status == 200, body
-        status, body = _post(f"http://127.0.0.1:{port}/rpc_exec_get_user_info",
-                             {"user_id": "nobody"})
-        assert status == 404 and "not registered" in str(body["exception"])
+        # each service answers once its queues exist: 503 (no queue yet) until then
+        answers = {}
+        for rpc, body in (("rpc_exec_create_task", {"task_id": "proc1", "port": 8081}),
+                          ("rpc_exec_get_user_info", {"user_id": "nobody"})):
+            deadline = time.monotonic() + 30
+            while True:
+                answers[rpc] = _post(f"http://127.0.0.1:{port}/{rpc}", body)
+                if answers[rpc][0] not in (503, 504) or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+        assert answers["rpc_exec_create_task"][0] == 200, answers
+        status, body = answers["rpc_exec_get_user_info"]
+        assert status == 404 and "not registered" in str(body["exception"]), answers
     finally:
         for process in processes.values():
             process.send_signal(stop_signal)

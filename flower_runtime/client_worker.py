@@ -1,0 +1,189 @@
+"""``python -m flower_runtime.client_worker``: a device's ClientApp for one run, started warm.
+
+The client task manager starts this process before any run needs it: it imports Flower (and the
+heavy libraries apps use, when installed) and then waits, blocked on its standard input, for one
+job line (JSON: the app's folder, the run host's address, the device's id and run credential).
+It then joins the run over one websocket, calls the app's ClientApp for every message in this
+same process (imports paid once), sends each reply back, and ends when the run does. A ClientApp
+that raises sends Flower's error reply to the ServerApp, reports the exception and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from flwr.app import Context, Error, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.constant import ErrorCode
+from flwr.supercore.object_ref import load_app
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agata_contracts.common import ClientId
+from flower_runtime import wire
+from flower_runtime.manifest import read_manifest
+from flower_runtime.quiet import quiet_flower
+from task_daemon_lib.messages import INFO_FIRST_TRAIN
+from task_daemon_lib.task_main import exit_now, run_task
+from task_daemon_lib.task_reporter import TaskReporter
+
+logger = logging.getLogger("flower_runtime.client_worker")
+
+DEFAULT_PRELOAD = ("numpy", "torch")
+CONNECT_TIMEOUT_S = 30.0
+
+
+class Job(BaseModel):
+    """What the client task manager hands a warm worker."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: Path
+    server: str = Field(min_length=3, max_length=260, pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")
+    client_id: ClientId
+    credential: str = Field(min_length=1, max_length=256)
+    node_config: dict[str, bool | int | float | str] = Field(default_factory=dict)
+
+
+class RunRefused(RuntimeError):
+    """The run's host did not take this device."""
+
+
+class HostLost(ConnectionError):
+    """The run's host went away before the run ended."""
+
+
+def preload(modules: Sequence[str]) -> list[str]:
+    """Import what apps commonly need now, so a run does not wait for it; return what loaded."""
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        loaded.append(name)
+    return loaded
+
+
+def read_job(stream: Any) -> Job | None:
+    """The job line from standard input; None when the manager closed it (no run for us)."""
+    line = stream.readline()
+    if not line:
+        return None
+    try:
+        return Job.model_validate(json.loads(line))
+    except (ValueError, ValidationError) as exc:
+        raise ValueError(f"bad job line: {exc}") from None
+
+
+async def _connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    delay = 0.05
+    while True:
+        try:
+            return await session.ws_connect(url, heartbeat=15.0,
+                                            max_msg_size=wire.MAX_MESSAGE_BYTES)
+        except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError) as exc:
+            if time.monotonic() + delay > deadline:
+                raise HostLost(f"cannot reach the run's host at {url}: {exc}") from None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+
+def _error_reply(message: Message, exc: BaseException) -> Message:
+    reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION,
+                          reason=f"{type(exc).__name__}: {exc}"), reply_to=message)
+    reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+    return reply
+
+
+async def take_part(job: Job, reporter: TaskReporter) -> None:
+    """Join the run, answer its messages with the ClientApp, return when the run ended."""
+    app_dir = job.app.resolve()
+    manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
+    os.chdir(app_dir)
+    client_app = load_app(manifest.clientapp, ValueError, project_dir=app_dir)
+    if not isinstance(client_app, ClientApp):
+        raise TypeError(f"{manifest.clientapp} is a {type(client_app).__name__}, not a ClientApp")
+    loop = asyncio.get_running_loop()
+    async with aiohttp.ClientSession() as session:
+        socket = await _connect(session, f"ws://{job.server}{wire.PATH}")
+        async with socket:
+            await socket.send_str(wire.control(wire.Hello(
+                client_id=job.client_id, credential=job.credential, node_config=job.node_config)))
+            first = await socket.receive(timeout=CONNECT_TIMEOUT_S)
+            if first.type != aiohttp.WSMsgType.TEXT:
+                raise HostLost("the run's host closed the connection before welcoming us")
+            answer = wire.parse_control(first.data, wire.Welcome, wire.Refusal)
+            if isinstance(answer, wire.Refusal):
+                raise RunRefused(f"the run's host refused this device: {answer.reason}")
+            welcome: wire.Welcome = answer
+            reporter.send_print(f"joined run {welcome.run_id} as node {welcome.node_id} "
+                                f"({json.dumps(welcome.node_config, sort_keys=True)})")
+            context = Context(run_id=welcome.run_id, node_id=welcome.node_id,
+                              node_config=dict(welcome.node_config), state=RecordDict(),
+                              run_config=dict(welcome.run_config))
+            trained = False
+            async for frame in socket:
+                if frame.type == aiohttp.WSMsgType.TEXT:
+                    ended = wire.parse_control(frame.data, wire.RunEnded)
+                    if ended.status == "failed":
+                        reporter.send_print(f"the run ended on the server: {ended.reason}")
+                    return
+                if frame.type != aiohttp.WSMsgType.BINARY:
+                    break
+                message = wire.message_from_bytes(frame.data)
+                if not trained and message.metadata.message_type.startswith("train"):
+                    trained = True
+                    reporter.send_info(INFO_FIRST_TRAIN)
+                try:
+                    reply = await loop.run_in_executor(None, client_app, message, context)
+                except Exception as exc:
+                    await socket.send_bytes(wire.message_bytes(_error_reply(message, exc)))
+                    raise
+                if not reply.metadata.message_id:
+                    reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+                await socket.send_bytes(wire.message_bytes(reply))
+    raise HostLost("the run's host went away before the run ended")
+
+
+def work(args: argparse.Namespace, reporter: TaskReporter) -> None:
+    """Preload, wait for the job, take part in the run."""
+    quiet_flower()
+    loaded = preload([m for m in args.preload.split(",") if m])
+    logger.info("warm (%s); waiting for a job on stdin", ", ".join(loaded) or "nothing preloaded")
+    job = read_job(sys.stdin)
+    if job is None:
+        logger.info("no job came; exiting")
+        return
+    asyncio.run(take_part(job, reporter))
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The worker's command line."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD),
+                        help="modules to import before the job comes (comma-separated)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the process exit status."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_task(lambda reporter: work(parse_args(argv), reporter))
+
+
+if __name__ == "__main__":
+    exit_now(main())

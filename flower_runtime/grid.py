@@ -1,0 +1,219 @@
+"""Flower's ``Grid`` over the devices connected to one run's host.
+
+The ServerApp sends and receives through this grid exactly as it would through Flower's own:
+messages go to a device the moment they are pushed (its channel sends them), and replies wake
+the waiting ServerApp at once (a condition, never a sleep). A device that leaves answers every
+message it still owed with a ``NODE_UNAVAILABLE`` error reply, so no round waits on it.
+``get_node_ids`` waits (bounded) until the run's devices have joined, sparing strategies their
+one-second polling.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from flwr.app import Error, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+from flwr.supercore.run import Run
+
+MAX_NODE_ID = 2**63 - 1
+
+
+class NodeChannel(Protocol):
+    """Where a device's messages go (thread-safe, never blocks the caller)."""
+
+    def send(self, data: Message) -> None:
+        """Hand a message to the device."""
+
+
+@dataclass(frozen=True)
+class Node:
+    """A device in this run."""
+
+    node_id: int
+    client_id: str
+    partition_id: int
+    channel: NodeChannel
+
+
+RepliesSeen = Callable[[int | None, list[Message], dict[int, Node]], None]
+"""Called with every batch of replies a ``send_and_receive`` collected: the round they answer
+(when the instructions say), the replies, and every node that joined."""
+
+
+def round_of(instruction: Message) -> int | None:
+    """The round an instruction belongs to: its group id when numeric, else the
+    ``server-round`` Flower's strategies put in its config."""
+    group = instruction.metadata.group_id
+    if group.isdigit():
+        return int(group)
+    if instruction.has_content():
+        for record in instruction.content.config_records.values():
+            value = record.get("server-round")
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    return None
+
+
+class RunGrid(Grid):
+    """The grid of one run: up to ``expected_nodes`` devices, partitions assigned on join."""
+
+    def __init__(self, *, expected_nodes: int, join_timeout_s: float,
+                 on_replies: RepliesSeen | None = None) -> None:
+        self.expected_nodes = expected_nodes
+        self.join_timeout_s = join_timeout_s
+        self.on_replies = on_replies
+        self._run: Run | None = None
+        self._changed = threading.Condition()
+        self._nodes: dict[int, Node] = {}
+        self._known: dict[int, Node] = {}
+        self._pending: dict[str, Message] = {}
+        self._replies: dict[str, Message] = {}
+        self._closed = False
+
+    # -- the transport's side ------------------------------------------------------------
+
+    def join(self, client_id: str, channel: NodeChannel) -> Node | None:
+        """Admit a device into a free partition; None when the run is full or over."""
+        with self._changed:
+            if self._closed or any(n.client_id == client_id for n in self._nodes.values()):
+                return None
+            taken = {node.partition_id for node in self._nodes.values()}
+            free = [p for p in range(self.expected_nodes) if p not in taken]
+            if not free:
+                return None
+            node = Node(secrets.randbelow(MAX_NODE_ID - 2) + 2, client_id, free[0], channel)
+            self._nodes[node.node_id] = node
+            self._known[node.node_id] = node
+            self._changed.notify_all()
+            return node
+
+    def leave(self, node_id: int, reason: str) -> None:
+        """The device is gone: what it owed is answered with error replies."""
+        with self._changed:
+            if self._nodes.pop(node_id, None) is None:
+                return
+            for message_id, instruction in list(self._pending.items()):
+                if instruction.metadata.dst_node_id == node_id:
+                    del self._pending[message_id]
+                    self._replies[message_id] = _error_reply(
+                        instruction, ErrorCode.NODE_UNAVAILABLE, reason)
+            self._changed.notify_all()
+
+    def deliver(self, reply: Message, from_node: int) -> bool:
+        """A reply from device ``from_node``; False when it answers nothing this grid is
+        waiting for from that device."""
+        with self._changed:
+            message_id = reply.metadata.reply_to_message_id
+            instruction = self._pending.get(message_id)
+            if instruction is None or instruction.metadata.dst_node_id != from_node:
+                return False
+            del self._pending[message_id]
+            if not reply.metadata.message_id:
+                reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            self._replies[instruction.metadata.message_id] = reply
+            self._changed.notify_all()
+            return True
+
+    def close(self) -> None:
+        """No more joins; waiting calls return."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def nodes(self) -> dict[int, Node]:
+        """Every device that joined this run (also those gone since), by node id."""
+        with self._changed:
+            return dict(self._known)
+
+    # -- Flower's Grid -------------------------------------------------------------------
+
+    def set_run(self, run: Run) -> None:
+        """Attach the run (done by the host before the ServerApp starts)."""
+        self._run = run
+
+    @property
+    def run(self) -> Run:
+        """The run this grid serves."""
+        if self._run is None:
+            raise RuntimeError("the grid has no run")
+        return self._run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int,
+                       group_id: str, ttl: float | None = None) -> Message:
+        """A new instruction message (Flower's older way; ``Message(...)`` is the newer)."""
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        """The connected devices, once all expected ones joined (or the join wait ran out)."""
+        deadline = time.monotonic() + self.join_timeout_s
+        with self._changed:
+            while len(self._nodes) < self.expected_nodes and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            return list(self._nodes)
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Send each message to its device now; return their ids."""
+        ids: list[str] = []
+        outgoing: list[tuple[Node | None, Message]] = []
+        with self._changed:
+            for message in messages:
+                metadata = message.metadata
+                if metadata.reply_to_message_id or metadata.message_id:
+                    raise ValueError("only new instruction messages can be pushed")
+                metadata.__dict__["_message_id"] = uuid.uuid4().hex
+                node = self._nodes.get(metadata.dst_node_id)
+                if node is None:
+                    self._replies[metadata.message_id] = _error_reply(
+                        message, ErrorCode.NODE_UNAVAILABLE,
+                        f"node {metadata.dst_node_id} is not connected")
+                else:
+                    self._pending[metadata.message_id] = message
+                outgoing.append((node, message))
+                ids.append(metadata.message_id)
+        for node, message in outgoing:
+            if node is not None:
+                node.channel.send(message)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        """The replies that arrived for these messages (each is handed out once)."""
+        with self._changed:
+            return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+
+    def send_and_receive(self, messages: Iterable[Message], *,
+                         timeout: float | None = None) -> Iterable[Message]:
+        """Push, then wait until every reply is in or ``timeout`` seconds passed."""
+        batch = list(messages)
+        rounds = {round_of(message) for message in batch}
+        wanted = set(self.push_messages(batch))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._changed:
+            while not wanted <= set(self._replies) and not self._closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    break
+                self._changed.wait(remaining)
+            replies = [self._replies.pop(i) for i in wanted if i in self._replies]
+            for message_id in wanted - {r.metadata.reply_to_message_id for r in replies}:
+                self._pending.pop(message_id, None)
+            nodes = dict(self._known)
+        if self.on_replies is not None and replies:
+            self.on_replies(rounds.pop() if len(rounds) == 1 else None, replies, nodes)
+        return replies
+
+
+def _error_reply(instruction: Message, code: int, reason: str) -> Message:
+    reply = Message(Error(code=code, reason=reason), reply_to=instruction)
+    reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+    return reply

@@ -1,0 +1,291 @@
+"""``python -m flower_runtime.server_host``: one run of a Flower App's ServerApp.
+
+Started by the cloud task manager as the task's server process. It listens on the task's host
+and port for the run's devices (one websocket each, see ``wire``), admits those that present the
+run's credential into free partitions, runs the app's ServerApp unmodified over a ``RunGrid``,
+reports every round's metrics and the outcome through the TaskReporter, and tells the devices
+when the run is over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from flwr.app import Context, Message, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID
+from flwr.serverapp import ServerApp
+from flwr.supercore.object_ref import load_app
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+
+from flower_runtime import wire
+from flower_runtime.grid import Node, RunGrid
+from flower_runtime.manifest import ConfigValue, read_manifest
+from flower_runtime.metrics import round_metrics
+from flower_runtime.quiet import quiet_flower
+from task_daemon_lib.task_main import exit_now, run_task
+from task_daemon_lib.task_reporter import TaskReporter
+
+logger = logging.getLogger("flower_runtime.server_host")
+
+CREDENTIAL_SHA256_ENV = "AGATA_RUN_CREDENTIAL_SHA256"
+HELLO_TIMEOUT_S = 10.0
+HEARTBEAT_S = 15.0
+
+
+class _SocketChannel:
+    """Sends a node's messages on its websocket from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.queue: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+
+    def send(self, data: Message) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, wire.message_bytes(data))
+
+    def send_text(self, text: str) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, text)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+
+
+class DeviceDoor:
+    """The run's websocket endpoint: admission, then messages both ways."""
+
+    def __init__(self, grid: RunGrid, run_id: int, run_config: dict[str, ConfigValue],
+                 credential_sha256: str) -> None:
+        self.grid = grid
+        self.run_id = run_id
+        self.run_config = run_config
+        self.credential_sha256 = credential_sha256
+        self.channels: dict[int, _SocketChannel] = {}
+
+    def _credential_ok(self, credential: str) -> bool:
+        digest = hashlib.sha256(credential.encode()).hexdigest()
+        return bool(self.credential_sha256) and hmac.compare_digest(digest,
+                                                                    self.credential_sha256)
+
+    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+        """One device's connection, from hello to the end of the run."""
+        socket = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_MESSAGE_BYTES)
+        await socket.prepare(request)
+        try:
+            first = await socket.receive(timeout=HELLO_TIMEOUT_S)
+        except TimeoutError:
+            await socket.close(message=b"no hello")
+            return socket
+        if first.type != WSMsgType.TEXT:
+            await socket.close(message=b"expected hello")
+            return socket
+        try:
+            hello: wire.Hello = wire.parse_control(first.data, wire.Hello)
+        except wire.WireError as exc:
+            await socket.send_str(wire.control(wire.Refusal(reason=str(exc))))
+            await socket.close()
+            return socket
+        if not self._credential_ok(hello.credential):
+            logger.warning("refused %s: wrong run credential", hello.client_id)
+            await socket.send_str(wire.control(wire.Refusal(reason="wrong run credential")))
+            await socket.close()
+            return socket
+        channel = _SocketChannel(asyncio.get_running_loop())
+        node = self.grid.join(hello.client_id, channel)
+        if node is None:
+            await socket.send_str(wire.control(wire.Refusal(
+                reason="the run has all its devices (or is over)")))
+            await socket.close()
+            return socket
+        self.channels[node.node_id] = channel
+        logger.info("device %s joined as partition %d (node %d)", hello.client_id,
+                    node.partition_id, node.node_id)
+        await socket.send_str(wire.control(wire.Welcome(
+            run_id=self.run_id, node_id=node.node_id,
+            node_config={**hello.node_config, **self.node_config(node)},
+            run_config=self.run_config)))
+        writer = asyncio.create_task(self._write(socket, channel))
+        try:
+            await self._read(socket, node)
+        finally:
+            writer.cancel()
+            self.channels.pop(node.node_id, None)
+            self.grid.leave(node.node_id, f"device {node.client_id} disconnected")
+            logger.info("device %s left", node.client_id)
+        return socket
+
+    def node_config(self, node: Node) -> dict[str, ConfigValue]:
+        """What the cloud assigns a device in this run."""
+        return {"partition-id": node.partition_id, "num-partitions": self.grid.expected_nodes}
+
+    async def _write(self, socket: web.WebSocketResponse, channel: _SocketChannel) -> None:
+        while (item := await channel.queue.get()) is not None:
+            if isinstance(item, bytes):
+                await socket.send_bytes(item)
+            else:
+                await socket.send_str(item)
+        await socket.close()
+
+    async def _read(self, socket: web.WebSocketResponse, node: Node) -> None:
+        async for frame in socket:
+            if frame.type != WSMsgType.BINARY:
+                continue
+            try:
+                reply = wire.message_from_bytes(frame.data)
+            except wire.WireError as exc:
+                logger.warning("device %s sent a bad frame: %s", node.client_id, exc)
+                continue
+            if not self.grid.deliver(reply, node.node_id):
+                logger.warning("device %s sent a reply nobody waits for", node.client_id)
+
+    def end(self, ended_as: wire.RunEnded) -> None:
+        """Tell every connected device the run is over, then close their sockets."""
+        ended = wire.control(ended_as)
+        for channel in list(self.channels.values()):
+            channel.send_text(ended)
+            channel.close()
+
+
+class DeviceServer:
+    """The aiohttp server of the door, on its own thread and loop."""
+
+    def __init__(self, door: DeviceDoor, host: str, port: int) -> None:
+        self.door = door
+        self.host = host
+        self.port = port
+        self.loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="device-door", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Listen; raise if the port cannot be bound."""
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"could not listen on {self.host}:{self.port} in {timeout} s")
+        if self._error is not None:
+            raise OSError(f"cannot listen on {self.host}:{self.port}: {self._error}")
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_get(wire.PATH, self.door.handle)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        try:
+            self.loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, self.port)
+            self.loop.run_until_complete(site.start())
+        except BaseException as exc:
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self.loop.run_forever()
+
+    def stop(self, grace_s: float = 2.0) -> None:
+        """Let the devices read the end of the run, then stop serving."""
+        if self._runner is None or self._error is not None:
+            return
+
+        async def shutdown() -> None:
+            await asyncio.sleep(0)
+            assert self._runner is not None
+            await self._runner.cleanup()
+
+        future = asyncio.run_coroutine_threadsafe(shutdown(), self.loop)
+        try:
+            future.result(grace_s + 5)
+        except Exception as exc:
+            logger.debug("device server shutdown: %s", exc)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(grace_s)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The host's command line (set by the cloud task manager)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--app", type=Path, required=True, help="the app's folder")
+    parser.add_argument("--host", required=True, help="address devices connect to")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--run-id", type=int, required=True)
+    parser.add_argument("--devices", type=int, required=True, help="devices in this run")
+    parser.add_argument("--run-config", default="{}", help="the fused run config, JSON")
+    parser.add_argument("--join-timeout-s", type=float, default=300.0)
+    return parser.parse_args(argv)
+
+
+def serve_run(args: argparse.Namespace, reporter: TaskReporter) -> None:
+    """Run the app's ServerApp to its end over the devices that join."""
+    quiet_flower()
+    app_dir = args.app.resolve()
+    manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
+    run_config = _json_object(args.run_config)
+    server_app = load_app(manifest.serverapp, ValueError, project_dir=app_dir)
+    if not isinstance(server_app, ServerApp):
+        raise TypeError(f"{manifest.serverapp} is a {type(server_app).__name__}, not a ServerApp")
+
+    nodes_seen: dict[int, str] = {}
+
+    def report(number: int | None, replies: list[Message], nodes: dict[int, Node]) -> None:
+        nodes_seen.update({node_id: node.client_id for node_id, node in nodes.items()})
+        metrics = round_metrics(replies, nodes_seen)
+        if number is not None and metrics:
+            reporter.send_stats(number, **metrics)
+        for reply in replies:
+            if reply.has_error():
+                client = nodes_seen.get(reply.metadata.src_node_id, "?")
+                reporter.send_print(f"device {client}: {reply.error.reason}")
+
+    grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
+                   on_replies=report)
+    door = DeviceDoor(grid, args.run_id, run_config, os.environ.get(CREDENTIAL_SHA256_ENV, ""))
+    server = DeviceServer(door, args.host, args.port)
+    server.start()
+    reporter.send_print(f"waiting for {args.devices} device(s) on {args.host}:{args.port}")
+    TaskIdentity.run_id = args.run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    TaskIdentity.task_id = args.run_id
+    grid.set_run(Run.create_empty(args.run_id))
+    context = Context(run_id=args.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=dict(run_config))
+    try:
+        server_app(grid, context)
+    except BaseException as exc:
+        door.end(wire.RunEnded(status="failed",
+                               reason=f"ServerApp raised {type(exc).__name__}: {exc}"))
+        raise
+    else:
+        door.end(wire.RunEnded(status="completed"))
+    finally:
+        grid.close()
+        server.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: the process exit status."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return run_task(lambda reporter: serve_run(parse_args(argv), reporter))
+
+
+def _json_object(text: str) -> dict[str, ConfigValue]:
+    value: Any = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("--run-config must be a JSON object")
+    return value
+
+
+if __name__ == "__main__":
+    exit_now(main())

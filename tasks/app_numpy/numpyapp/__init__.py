@@ -1,0 +1,1 @@
+"""A trivial NumPy Flower App (ours): each device pulls a vector towards its own target."""
