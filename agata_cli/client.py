@@ -162,14 +162,22 @@ class Gateway:
         data = json.dumps(body).encode() if body is not None else b""
         return self._request("POST", path, data=data, content_type="application/json")
 
-    def upload(self, task_id: str, path: Path) -> Any:
-        """Upload one file of a task (multipart, field ``files``)."""
+    def upload(self, task_id: str, path: Path, name: str | None = None) -> Any:
+        """Upload one file of a task, stored as ``name`` (a path in the task; default: the
+        file's own name)."""
+        return self._upload_part(task_id, "files", name or path.name, path.read_bytes())
+
+    def upload_archive(self, task_id: str, name: str, content: bytes) -> Any:
+        """Upload a zip or .fab whose files replace the task's."""
+        return self._upload_part(task_id, "archive", name, content)
+
+    def _upload_part(self, task_id: str, field: str, name: str, content: bytes) -> Any:
         boundary = uuid.uuid4().hex
-        name = path.name.replace("\\", "\\\\").replace('"', '\\"')
+        quoted = name.replace("\\", "\\\\").replace('"', '\\"')
         data = b"".join((
-            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
-            f'filename="{name}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode(),
-            path.read_bytes(),
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{quoted}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode(),
+            content,
             f"\r\n--{boundary}--\r\n".encode(),
         ))
         return self._request("POST", f"/api/tasks/{quote(task_id)}/files", data=data,

@@ -83,6 +83,8 @@ class CloudTaskManagerSettings(SettingsSection):
     max_file_mb: float = Field(16.0, gt=0)
     max_files_per_task: int = Field(64, ge=1)
     max_task_mb: float = Field(64.0, gt=0)
+    device_join_s: float = Field(300.0, gt=0)
+    device_rejoin_s: float = Field(30.0, gt=0)
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""
 

@@ -71,12 +71,16 @@ class RunController:
         storage: TaskStorage,
         *,
         stop_grace_s: float = 5.0,
+        device_join_s: float = 300.0,
+        device_rejoin_s: float = 30.0,
         announce: Announce | None = None,
         events: EventRecorder = NO_EVENTS,
     ) -> None:
         self.records = records
         self.storage = storage
         self.announce = announce
+        self.device_join_s = device_join_s
+        self.device_rejoin_s = device_rejoin_s
         self.events = events
         self.servers = ServerProcesses(
             stop_grace_s=stop_grace_s, on_report=self._on_report, on_exit=self._on_exit
@@ -104,7 +108,8 @@ class RunController:
                     arguments = self._run_config(task_id, arguments)
                 record.runs += 1
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
-                                      arguments, kind, record.devices, record.credential_hash)
+                                      arguments, kind, record.devices, record.credential_hash,
+                                      self.device_join_s, self.device_rejoin_s)
                 record.status = TaskStatus.RUNNING.value
                 record.status_reason = None
                 record.started_at = record.modified = utcnow()

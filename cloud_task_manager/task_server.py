@@ -36,6 +36,8 @@ class ServerLaunch:
     kind: TaskKind = TaskKind.SCRIPT
     devices: int = 1
     credential_sha256: str = ""
+    join_timeout_s: float = 300.0
+    rejoin_timeout_s: float = 30.0
 
     def argv(self) -> list[str]:
         """The server process's command line."""
@@ -43,6 +45,8 @@ class ServerLaunch:
             return [sys.executable, "-u", "-m", APP_HOST_MODULE, "--app", str(self.folder),
                     "--host", self.host, "--port", str(self.port), "--run-id", str(self.run),
                     "--devices", str(self.devices),
+                    "--join-timeout-s", str(self.join_timeout_s),
+                    "--rejoin-timeout-s", str(self.rejoin_timeout_s),
                     "--run-config", json.dumps(dict(self.arguments))]
         return python_argv(self.folder / SERVER_SCRIPT,
                            *script_arguments(self.host, self.port, self.arguments))

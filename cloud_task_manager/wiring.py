@@ -41,6 +41,8 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
     records = TaskRecords(engine, Credentials.from_config(section.download_secret, data_dir))
     runs = RunController(records, storage, stop_grace_s=section.stop_grace_s,
+                         device_join_s=section.device_join_s,
+                         device_rejoin_s=section.device_rejoin_s,
                          announce=announcer.publish, events=runtime.events)
     return CloudTaskManager(records, storage, runs, TaskSelector(records, lookup_client),
                             max_files_per_task=section.max_files_per_task,

@@ -8,12 +8,14 @@ switched on; everything is stopped by pid at the end, the event reader last so t
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import secrets
 import time
 import uuid
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +59,7 @@ class Stack:
     out_dir: Path
     client_count: int = 1
     client_params: dict[str, str] = field(default_factory=dict)
+    cloud_overrides: dict[str, str] = field(default_factory=dict)
     processes: ProcessGroup | None = None
     api: Api | None = None
     cloud_env: dict[str, str] = field(default_factory=dict)
@@ -83,7 +86,8 @@ class Stack:
             "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": client_token,
             "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "3",
         }
-        self.cloud_env = {**common, "AGATA_STORAGE_DATA_DIR": str(self.out_dir / "cloud")}
+        self.cloud_env = {**common, "AGATA_STORAGE_DATA_DIR": str(self.out_dir / "cloud"),
+                          **self.cloud_overrides}
         self.client_envs = []
         for index in range(self.client_count):
             env = {
@@ -153,16 +157,35 @@ class Stack:
     def create_task(self, task_id: str, source: Path, port: int, *,
                     server_arguments: dict[str, Any] | None = None,
                     client_arguments: dict[str, Any] | None = None,
-                    selection_criteria: str = "", tags: list[str] | None = None) -> Any:
-        """Create a task through the gateway and upload every file of ``source``."""
+                    selection_criteria: str = "", tags: list[str] | None = None,
+                    devices: int = 2) -> Any:
+        """Create a task through the gateway and upload ``source``: a Flower App folder as one
+        zip archive, a script task's ``*.py`` and ``*.npz`` files one by one."""
         assert self.api is not None
         self.api.post("/rpc_exec_create_task", {
             "task_id": task_id, "host": "127.0.0.1", "port": port,
             "selection_criteria": selection_criteria,
             "server_arguments": server_arguments or {},
-            "client_arguments": client_arguments or {}, "tags": tags or []})
+            "client_arguments": client_arguments or {}, "tags": tags or [],
+            "devices": devices})
+        if (source / "pyproject.toml").is_file():
+            return self.api.upload_archive(task_id, f"{source.name}.zip", zip_folder(source))
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in {".py", ".npz"})
         return self.api.upload_files(task_id, files)
+
+
+def zip_folder(folder: Path) -> bytes:
+    """A folder's files as a zip archive (paths relative to the folder; no links followed,
+    caches and hidden files left out)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if path.is_symlink() or not path.is_file() or any(
+                    part.startswith(".") or part == "__pycache__" for part in relative.parts):
+                continue
+            archive.write(path, relative.as_posix())
+    return buffer.getvalue()
 
 
 def read_events(path: Path, timeout: float = 5) -> list[dict[str, Any]]:

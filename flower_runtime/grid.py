@@ -5,7 +5,8 @@ messages go to a device the moment they are pushed (its channel sends them), and
 the waiting ServerApp at once (a condition, never a sleep). A device that leaves answers every
 message it still owed with a ``NODE_UNAVAILABLE`` error reply, so no round waits on it.
 ``get_node_ids`` waits (bounded) until the run's devices have joined, sparing strategies their
-one-second polling.
+one-second polling; when they do not come (or do not come back), it raises ``DevicesMissing``
+so the ServerApp ends with that reason instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 MAX_NODE_ID = 2**63 - 1
+
+
+class DevicesMissing(RuntimeError):
+    """The run's devices did not join, or did not come back, in time."""
 
 
 class NodeChannel(Protocol):
@@ -66,9 +71,12 @@ class RunGrid(Grid):
     """The grid of one run: up to ``expected_nodes`` devices, partitions assigned on join."""
 
     def __init__(self, *, expected_nodes: int, join_timeout_s: float,
+                 rejoin_timeout_s: float | None = None,
                  on_replies: RepliesSeen | None = None) -> None:
         self.expected_nodes = expected_nodes
         self.join_timeout_s = join_timeout_s
+        self.rejoin_timeout_s = join_timeout_s if rejoin_timeout_s is None else rejoin_timeout_s
+        self._lost: list[str] = []
         self.on_replies = on_replies
         self._run: Run | None = None
         self._changed = threading.Condition()
@@ -98,8 +106,10 @@ class RunGrid(Grid):
     def leave(self, node_id: int, reason: str) -> None:
         """The device is gone: what it owed is answered with error replies."""
         with self._changed:
-            if self._nodes.pop(node_id, None) is None:
+            node = self._nodes.pop(node_id, None)
+            if node is None:
                 return
+            self._lost.append(node.client_id)
             for message_id, instruction in list(self._pending.items()):
                 if instruction.metadata.dst_node_id == node_id:
                     del self._pending[message_id]
@@ -152,13 +162,19 @@ class RunGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        """The connected devices, once all expected ones joined (or the join wait ran out)."""
-        deadline = time.monotonic() + self.join_timeout_s
+        """The connected devices, once all expected ones are there; ``DevicesMissing`` when
+        they do not join (or come back) within the join (or rejoin) timeout."""
         with self._changed:
+            wait_s = self.rejoin_timeout_s if self._known else self.join_timeout_s
+            deadline = time.monotonic() + wait_s
             while len(self._nodes) < self.expected_nodes and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    break
+                    missing = self.expected_nodes - len(self._nodes)
+                    gone = f" (gone: {', '.join(self._lost)})" if self._lost else ""
+                    raise DevicesMissing(
+                        f"{missing} of {self.expected_nodes} device(s) missing after "
+                        f"{wait_s:g} s{gone}")
                 self._changed.wait(remaining)
             return list(self._nodes)
 

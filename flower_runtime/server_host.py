@@ -222,7 +222,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--run-id", type=int, required=True)
     parser.add_argument("--devices", type=int, required=True, help="devices in this run")
     parser.add_argument("--run-config", default="{}", help="the fused run config, JSON")
-    parser.add_argument("--join-timeout-s", type=float, default=300.0)
+    parser.add_argument("--join-timeout-s", type=float, default=300.0,
+                        help="how long the run waits for its devices to join")
+    parser.add_argument("--rejoin-timeout-s", type=float, default=30.0,
+                        help="how long the run waits for a lost device to be replaced")
     return parser.parse_args(argv)
 
 
@@ -249,7 +252,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter) -> None:
                 reporter.send_print(f"device {client}: {reply.error.reason}")
 
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
-                   on_replies=report)
+                   rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report)
     door = DeviceDoor(grid, args.run_id, run_config, os.environ.get(CREDENTIAL_SHA256_ENV, ""))
     server = DeviceServer(door, args.host, args.port)
     server.start()
