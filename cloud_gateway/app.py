@@ -32,6 +32,7 @@ from agata_contracts.tasks import (
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES, RestRoute
+from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
 from microservice_interconnect import Audience, BadRequest, RpcError, wire
 from microservice_interconnect.broadcast import Subscriber
@@ -307,6 +308,7 @@ def create_app(config: Settings) -> web.Application:
         client_max_size=int(gateway.max_body_mb * 1024 * 1024),
         middlewares=[errors_and_cors],
     )
+    app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = config
     app[AUTH] = Authenticator(gateway)
     app[OPENAPI] = json.dumps(build_openapi()).encode()

@@ -455,6 +455,7 @@ function showSignIn(message, kind) {
   const signOut = byId("sign-out");
   if (signOut) signOut.hidden = true;
   byId("api-token").focus();
+  markReady("signin");
 }
 
 function signedOut(message, kind = "error") {
@@ -476,11 +477,20 @@ async function showContent() {
     if (!(error instanceof ApiError && error.status === 401)) {
       announce(error.message || String(error), "error");
     }
+  } finally {
+    markReady("content");
   }
+}
+
+/** Say the page is ready for use (its handlers attached, its first data shown): tests and
+ * tools wait for html[data-ready]. */
+function markReady(state) {
+  document.documentElement.dataset.ready = state;
 }
 
 /** Start a page: header, then sign-in (when no token) or the page's own code. */
 export function initPage(onReady) {
+  delete document.documentElement.dataset.ready;
   pageReady = onReady;
   renderHeader();
   if (!getToken()) {

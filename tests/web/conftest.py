@@ -165,10 +165,11 @@ class Ui:
         self.stack = stack
 
     def open(self, page: str) -> None:
-        """Load ``/ui/<page>`` and wait until its module script has run."""
+        """Load ``/ui/<page>`` and wait until the page says it is ready (sign-in shown, or
+        its handlers attached and first data drawn)."""
         self.driver.get(f"{self.stack.url}/ui/{page}")
-        self.wait(lambda: self.js(
-            "return !!document.querySelector('#site-header .site-title')"), "page script ran")
+        self.wait(lambda: self.js("return document.documentElement.dataset.ready || ''"),
+                  "the page to say it is ready")
 
     def js(self, script: str, *args: Any) -> Any:
         return self.driver.execute_script(script, *args)

@@ -45,9 +45,11 @@ def test_start_with_arguments_then_update_and_stop(ui):
     ui.find("#start-form button[type=submit]").click()
     ui.wait(lambda: ui.text("#task-status") == "running", "status running")
     ui.open(f"update.html?id={task_id}")
-    ui.wait(lambda: ui.visible("#update-form"), "the loaded update form")
+    assert ui.visible("#update-form")
     assert ui.js("return document.getElementById('tags').value") == ""
-    fill(ui, {"port": str(free_port()), "tags": "edited, web"})
+    old_port = int(ui.js("return document.getElementById('port').value"))
+    fill(ui, {"port": str(old_port + 1 if old_port < 65535 else old_port - 1),
+              "tags": "edited, web"})
     ui.find("#update-form button[type=submit]").click()
     ui.wait(lambda: ui.field_error("port"), "the port's conflict error")
     assert "running" in ui.field_error("port")
@@ -64,8 +66,8 @@ def test_start_with_arguments_then_update_and_stop(ui):
 
     # Now the update goes through; only changed fields are sent.
     ui.open(f"update.html?id={task_id}")
-    ui.wait(lambda: ui.visible("#update-form"), "the loaded update form")
-    new_port = free_port()
+    assert ui.visible("#update-form")
+    new_port = int(ui.js("return document.getElementById('port').value")) + 1
     fill(ui, {"port": str(new_port), "tags": "edited, web",
               "client_arguments": "epochs=3\nname=\"007\""})
     ui.find("#update-form button[type=submit]").click()
