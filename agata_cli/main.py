@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from agata_cli import commands
+from agata_cli import up as local
 from agata_cli.arguments import assignment
 from agata_cli.client import (
     EXIT_AUTH,
@@ -28,6 +29,7 @@ DEBUG_ENV = "AGATA_CLI_DEBUG"
 TASK_STATUSES = ("created", "running", "finished", "failed", "stopped")
 
 Handler = Callable[[Gateway, argparse.Namespace], int]
+LocalHandler = Callable[[argparse.Namespace], int]
 
 DESCRIPTION = """\
 Operate the AGATA federated-learning task manager through its cloud gateway.
@@ -190,6 +192,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     command(top, "health", commands.health,
             "check that the gateway answers and reaches its broker (no token needed)")
+
+    def local_command(name: str, handler: LocalHandler, help_text: str
+                      ) -> argparse.ArgumentParser:
+        sub = top.add_parser(name, help=help_text, description=help_text, allow_abbrev=False)
+        sub.set_defaults(local_handler=handler, json=False, token=None)
+        sub.add_argument("--data-dir", metavar="DIR",
+                         help="where services keep their data, logs, tokens and state "
+                              "(default: [storage] data_dir, ~/.local/share/agata)")
+        return sub
+
+    up_parser = local_command(
+        "up", local.up, "bring the whole system up on this machine and keep it running "
+        "(restarting crashed services) until Ctrl-C or SIGTERM")
+    up_parser.add_argument("--devices", type=_count(0), default=0, metavar="N",
+                           help="also run N local devices (client gateway + client task "
+                                "manager each)")
+    up_parser.add_argument("--demo-task", action="store_true",
+                           help="create and start the digits task on the local devices")
+    up_parser.add_argument("--port", type=_count(1), default=None,
+                           help="the gateway's port (default: [server.gateway] port)")
+    up_parser.add_argument("--queue-prefix", default="agata.", metavar="PREFIX",
+                           help="start of every queue name on the broker (default: agata.)")
+    status_parser = local_command("status", local.status,
+                                  "show each service that 'agata up' runs here")
+    status_parser.add_argument("--json", action="store_true", help="print the state as JSON")
     return parser
 
 
@@ -257,6 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if getattr(args, "local_handler", None) is not None:
+            local_handler: LocalHandler = args.local_handler
+            return local_handler(args)
         if args.token is not None:
             parser.error("the API token is never taken on the command line (every user "
                          f"sees it in ps): export {TOKEN_ENV} or use --token-file PATH")

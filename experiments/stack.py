@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agata_cli.client import ApiError, Gateway
+from agata_cli.local_deployment import LocalDeployment
 from experiments.processes import ProcessGroup, free_port, wait_for_http
 
 logger = logging.getLogger(__name__)
@@ -73,33 +74,18 @@ class Stack:
     def _environments(self) -> None:
         run = uuid.uuid4().hex[:8]
         port = free_port()
-        api_token, client_token = secrets.token_hex(16), secrets.token_hex(16)
-        common = {
-            **os.environ,
-            "AGATA_EVENTS_REGISTER_EVENTS": "true",
-            "AGATA_EVENTS_EXCHANGE": f"exp-{run}.events",
-            "AGATA_SERVER_GATEWAY_PORT": str(port),
-            "AGATA_SERVER_GATEWAY_API_TOKEN": api_token,
-            "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": client_token,
-            "AGATA_SERVER_BROKER_QUEUE_PREFIX": f"exp-{run}.cloud.",
-            "AGATA_CLIENT_PARAMS_CLOUD_URL": f"http://127.0.0.1:{port}",
-            "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": client_token,
-            "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "3",
-        }
-        self.cloud_env = {**common, "AGATA_STORAGE_DATA_DIR": str(self.out_dir / "cloud"),
-                          **self.cloud_overrides}
-        self.client_envs = []
-        for index in range(self.client_count):
-            env = {
-                **common,
-                "AGATA_STORAGE_DATA_DIR": str(self.out_dir / f"client{index}"),
-                "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"exp-{run}.client{index}.",
-                "AGATA_CLIENT_PARAMS_CLIENT_ID": f"device-{index}",
-            }
-            env.update({f"AGATA_CLIENT_PARAMS_{k.upper()}": v
-                        for k, v in self.client_params.items()})
-            self.client_envs.append(env)
-        self.api = Api(f"http://127.0.0.1:{port}", api_token)
+        deployment = LocalDeployment(
+            data_dir=self.out_dir, port=port, api_token=secrets.token_hex(16),
+            client_token=secrets.token_hex(16), devices=self.client_count, prefix=f"exp-{run}.",
+            overrides={"AGATA_EVENTS_REGISTER_EVENTS": "true",
+                       "AGATA_EVENTS_EXCHANGE": f"exp-{run}.events",
+                       "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "3"},
+            device_overrides={f"AGATA_CLIENT_PARAMS_{key.upper()}": value
+                              for key, value in self.client_params.items()})
+        self.cloud_env = {**os.environ, **deployment.cloud_environ(), **self.cloud_overrides}
+        self.client_envs = [{**os.environ, **deployment.device_environ(index)}
+                            for index in range(self.client_count)]
+        self.api = Api(deployment.url, deployment.api_token)
 
     def start_cloud(self) -> Api:
         """Start the event reader and the cloud services; wait until they answer."""

@@ -110,7 +110,7 @@ def test_corrupted_download_is_refused_and_the_task_quarantined(stack: Stack) ->
         attempts = [r for r in reports(api, "bad") if r["status"] == "failed"]
         assert len(attempts) == 1, "quarantined: not retried before the back-off ends"
         assert not [r for r in reports(api, "bad") if r["status"] == "started"]
-        client_dir = stack.out_dir / "client0" / "client_tasks"
+        client_dir = stack.out_dir / "device-0" / "client_tasks"
         assert not list(client_dir.glob("task_bad/*/client.py")), "nothing unverified kept"
     finally:
         api.post("/rpc_exec_stop_server_task", {"task_id": "bad"})
@@ -136,7 +136,7 @@ def test_sigterm_stops_the_client_task_manager_and_its_task_clients(stack: Stack
     stack.start_clients()
     create(stack, "waits", DIGITS, server_arguments={"num-rounds": 2, "min-clients": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": "waits"})
-    client_tasks = stack.out_dir / "client0" / "client_tasks"
+    client_tasks = stack.out_dir / "device-0" / "client_tasks"
     try:
         wait_for(lambda: _client_processes(client_tasks), 30, "the task's client process")
         assert stack.processes is not None

@@ -1,0 +1,83 @@
+"""The whole system on one machine: which processes run, and the environment of each.
+
+Cloud and devices share the local RabbitMQ, kept apart by queue prefixes (as if each had its own
+broker); each side has its own data directory. Used by ``agata up`` and by the experiments, so
+both deploy the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CLOUD_SERVICES = ("user_manager", "cloud_task_manager", "cloud_gateway")
+DEVICE_SERVICES = ("client_gateway", "client_task_manager")
+
+
+@dataclass(frozen=True)
+class Service:
+    """One ``python -m`` process of the deployment."""
+
+    name: str
+    module: str
+    environ: Mapping[str, str]
+    device: int | None = None
+
+
+@dataclass(frozen=True)
+class LocalDeployment:
+    """Cloud services plus ``devices`` local devices, all talking through one broker."""
+
+    data_dir: Path
+    port: int
+    api_token: str
+    client_token: str
+    devices: int = 0
+    prefix: str = "agata."
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    device_overrides: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        """The cloud gateway's address."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def _common(self) -> dict[str, str]:
+        return {
+            "AGATA_SERVER_GATEWAY_HOST": "127.0.0.1",
+            "AGATA_SERVER_GATEWAY_PORT": str(self.port),
+            "AGATA_SERVER_GATEWAY_API_TOKEN": self.api_token,
+            "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": self.client_token,
+            "AGATA_SERVER_BROKER_QUEUE_PREFIX": f"{self.prefix}cloud.",
+            "AGATA_CLIENT_PARAMS_CLOUD_URL": self.url,
+            "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": self.client_token,
+            **self.overrides,
+        }
+
+    def cloud_environ(self) -> dict[str, str]:
+        """Overrides for the cloud services."""
+        return {**self._common(), "AGATA_STORAGE_DATA_DIR": str(self.data_dir / "cloud")}
+
+    def device_id(self, index: int) -> str:
+        """The client id of local device ``index``."""
+        return f"device-{index}"
+
+    def device_environ(self, index: int) -> dict[str, str]:
+        """Overrides for local device ``index``'s services."""
+        return {
+            **self._common(),
+            "AGATA_STORAGE_DATA_DIR": str(self.data_dir / self.device_id(index)),
+            "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"{self.prefix}{self.device_id(index)}.",
+            "AGATA_CLIENT_PARAMS_CLIENT_ID": self.device_id(index),
+            **self.device_overrides,
+        }
+
+    def services(self) -> list[Service]:
+        """Every process, in start order (cloud first, then each device)."""
+        found = [Service(module, module, self.cloud_environ()) for module in CLOUD_SERVICES]
+        for index in range(self.devices):
+            environ = self.device_environ(index)
+            found += [Service(f"{self.device_id(index)}.{module}", module, environ, index)
+                      for module in DEVICE_SERVICES]
+        return found

@@ -1,0 +1,183 @@
+"""Keeping a set of ``python -m`` services running: start, watch, restart, stop, and a state file.
+
+Each service runs in its own process group with its log in a file. One that exits while it
+should run is restarted after a back-off that doubles from ``MIN_BACKOFF_S`` to
+``MAX_BACKOFF_S``; after ``MAX_RESTARTS`` restarts inside ``RESTART_WINDOW_S`` it is given up
+(state ``failed``). The state of every service is written atomically to a JSON file that
+``agata status`` reads from another terminal. Stopping terminates every group, kills what is
+left after the grace period, and waits for each process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from agata_cli.local_deployment import Service
+
+logger = logging.getLogger(__name__)
+
+MIN_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 30.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+WATCH_INTERVAL_S = 0.2
+
+
+def backoff_s(restarts: int) -> float:
+    """The wait before restart number ``restarts`` (1-based)."""
+    return float(min(MAX_BACKOFF_S, MIN_BACKOFF_S * 2 ** max(0, restarts - 1)))
+
+
+@dataclass
+class Watched:
+    """A supervised service and what became of it."""
+
+    service: Service
+    process: subprocess.Popen[bytes] | None = None
+    state: str = "starting"
+    restarts: int = 0
+    since: float = field(default_factory=time.time)
+    restart_at: float | None = None
+    recent: deque[float] = field(default_factory=deque)
+    last_exit: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """This service in the state file."""
+        return {"name": self.service.name, "module": self.service.module,
+                "state": self.state, "pid": self.process.pid if self.process else None,
+                "restarts": self.restarts, "since": self.since, "last_exit": self.last_exit}
+
+
+def write_state(path: Path, state: Mapping[str, Any]) -> None:
+    """Write the state file atomically (readers never see half of it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".state-")
+    with os.fdopen(handle, "w", encoding="utf-8") as output:
+        json.dump(state, output, indent=1)
+    os.replace(temporary, path)
+
+
+class Supervisor:
+    """Starts services, restarts them when they die, stops them all on request."""
+
+    def __init__(self, services: Sequence[Service], log_dir: Path, state_file: Path, *,
+                 base_environ: Mapping[str, str] | None = None, grace_s: float = 10.0,
+                 extra_state: Mapping[str, Any] | None = None) -> None:
+        self.watched = [Watched(service) for service in services]
+        self.log_dir = log_dir
+        self.state_file = state_file
+        self.base_environ = dict(os.environ if base_environ is None else base_environ)
+        self.grace_s = grace_s
+        self.extra_state = dict(extra_state or {})
+        self.stopping = threading.Event()
+        self._logs: list[IO[bytes]] = []
+
+    def _spawn(self, item: Watched) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{item.service.name}.log").open("ab")
+        self._logs.append(log)
+        environ = {**self.base_environ, **item.service.environ}
+        item.process = subprocess.Popen(
+            [sys.executable, "-m", item.service.module], env=environ, stdin=subprocess.DEVNULL,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        item.state, item.since, item.restart_at = "running", time.time(), None
+        logger.info("started %s (pid %d)", item.service.name, item.process.pid)
+
+    def start(self) -> None:
+        """Start every service, in order."""
+        for item in self.watched:
+            self._spawn(item)
+        self.save()
+
+    def save(self) -> None:
+        """Write the state file."""
+        write_state(self.state_file, {
+            **self.extra_state, "supervisor_pid": os.getpid(), "updated": time.time(),
+            "services": [item.summary() for item in self.watched]})
+
+    def check(self, now: float | None = None) -> bool:
+        """Notice exits and due restarts; return whether anything changed."""
+        now = time.monotonic() if now is None else now
+        changed = False
+        for item in self.watched:
+            process = item.process
+            if item.state == "running" and process is not None and process.poll() is not None:
+                item.last_exit = process.returncode
+                while item.recent and now - item.recent[0] > RESTART_WINDOW_S:
+                    item.recent.popleft()
+                if len(item.recent) >= MAX_RESTARTS:
+                    item.state = "failed"
+                    logger.error("%s exited (code %s) %d times within %.0f s; giving up (see "
+                                 "%s)", item.service.name, process.returncode, MAX_RESTARTS + 1,
+                                 RESTART_WINDOW_S, self.log_dir / f"{item.service.name}.log")
+                else:
+                    item.restarts += 1
+                    item.recent.append(now)
+                    wait = backoff_s(item.restarts)
+                    item.state, item.restart_at = "restarting", now + wait
+                    logger.warning("%s exited (code %s); restarting in %.1f s (restart %d)",
+                                   item.service.name, process.returncode, wait, item.restarts)
+                changed = True
+            elif item.state == "restarting" and item.restart_at is not None \
+                    and now >= item.restart_at and not self.stopping.is_set():
+                self._spawn(item)
+                changed = True
+        if changed:
+            self.save()
+        return changed
+
+    def watch(self) -> None:
+        """Check every ``WATCH_INTERVAL_S`` until asked to stop."""
+        while not self.stopping.wait(WATCH_INTERVAL_S):
+            self.check()
+
+    def stop(self) -> dict[str, int | None]:
+        """Terminate every service (devices first, in reverse start order), kill what is left
+        after the grace period, wait for each; return their exit codes."""
+        self.stopping.set()
+        running = [item for item in reversed(self.watched)
+                   if item.process is not None and item.process.poll() is None]
+        for item in running:
+            _signal_group(item.process, signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for item in running:
+            assert item.process is not None
+            try:
+                item.process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop in %.0f s; killing it", item.service.name,
+                               self.grace_s)
+                _signal_group(item.process, signal.SIGKILL)
+                item.process.wait(5)
+        codes: dict[str, int | None] = {}
+        for item in self.watched:
+            if item.process is not None:
+                _signal_group(item.process, signal.SIGKILL)
+                codes[item.service.name] = item.process.returncode
+            item.state = "stopped"
+        for log in self._logs:
+            log.close()
+        self.save()
+        return codes
+
+
+def _signal_group(process: subprocess.Popen[bytes] | None, signum: int) -> None:
+    if process is None:
+        return
+    try:
+        os.killpg(process.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass

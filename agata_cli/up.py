@@ -1,0 +1,280 @@
+"""``agata up`` and ``agata status``: the whole system on this machine, kept running.
+
+``up`` makes sure RabbitMQ answers (starting a local one when it is installed), generates the
+operator and client tokens on first use (kept 0600 in the data directory, never printed),
+starts every service as its own process (optionally with local devices), restarts one that
+crashes, prints where the web interface is and how to sign in, and stops everything on Ctrl-C
+or SIGTERM. ``status`` reads the state file ``up`` keeps and shows each service.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from agata_cli.client import (
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
+    ApiError,
+    CliError,
+    Gateway,
+)
+from agata_cli.local_deployment import LocalDeployment
+from agata_cli.output import out, table
+from agata_cli.supervisor import Supervisor
+
+logger = logging.getLogger("agata.up")
+
+STATE_FILE = "up.json"
+EXIT_NOT_UP = 1
+BROKER_START_S = 90.0
+READY_TIMEOUT_S = 90.0
+DEMO_TASK = "demo-digits"
+SOURCE_TASKS = Path(__file__).resolve().parent.parent / "tasks"
+
+
+def data_dir_of(args: argparse.Namespace) -> Path:
+    """The data directory: ``--data-dir``, else the configured one."""
+    if args.data_dir:
+        path = Path(args.data_dir).expanduser().resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+    from agata_common.config import settings
+
+    return settings().storage.resolved_data_dir()
+
+
+def ensure_token(path: Path) -> str:
+    """The token kept in ``path``, created (random, 0600) on first use."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text(encoding="utf-8").strip()
+        if len(token) < 32:
+            raise CliError(f"the token in {path} is too short; delete the file to get a new "
+                           "one", EXIT_USAGE) from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as output:
+        output.write(token + "\n")
+    logger.info("generated a new token in %s", path)
+    return token
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def ensure_broker(host: str, port: int) -> None:
+    """RabbitMQ answers at host:port, or is started here when it is local and installed."""
+    if _answers(host, port):
+        return
+    server = shutil.which("rabbitmq-server") or (
+        "/usr/sbin/rabbitmq-server" if Path("/usr/sbin/rabbitmq-server").exists() else None)
+    if host not in ("localhost", "127.0.0.1", "::1") or server is None:
+        raise CliError(f"RabbitMQ does not answer at {host}:{port}"
+                       + ("" if server else " and rabbitmq-server is not installed "
+                          "(scripts/bootstrap.sh installs it)"), EXIT_UNAVAILABLE)
+    out(f"starting RabbitMQ ({server} -detached)")
+    subprocess.run([server, "-detached"], check=False, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60)
+    deadline = time.monotonic() + BROKER_START_S
+    while not _answers(host, port):
+        if time.monotonic() > deadline:
+            raise CliError(f"RabbitMQ did not come up on {host}:{port} within "
+                           f"{BROKER_START_S:.0f} s", EXIT_UNAVAILABLE)
+        time.sleep(0.5)
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_state(data_dir: Path) -> dict[str, Any] | None:
+    """What the last ``agata up`` wrote (None when it never ran here)."""
+    try:
+        state = json.loads((data_dir / STATE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:  # noqa: S310
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _wait_ready(supervisor: Supervisor, deployment: LocalDeployment, api: Gateway) -> None:
+    """Until the gateway answers and every local device is registered (crashes restarted)."""
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    pending = [deployment.device_id(i) for i in range(deployment.devices)]
+    while not supervisor.stopping.is_set():
+        supervisor.check()
+        if _healthy(deployment.url):
+            still = []
+            for device in pending:
+                try:
+                    api.get(f"/api/clients/{device}")
+                except (ApiError, CliError):
+                    still.append(device)
+            pending = still
+            if not pending:
+                return
+        if time.monotonic() > deadline:
+            raise CliError(f"the system did not come up within {READY_TIMEOUT_S:.0f} s; see "
+                           f"the logs in {supervisor.log_dir}", EXIT_UNAVAILABLE)
+        time.sleep(0.2)
+
+
+def start_demo_task(api: Gateway, devices: int, port: int) -> None:
+    """Create (once) and start the digits task, sized for the local devices."""
+    source = SOURCE_TASKS / "task_digits"
+    if not source.is_dir():
+        out(f"(no demo task: {source} is not here; it ships with the source tree)")
+        return
+    try:
+        task = api.get(f"/api/tasks/{DEMO_TASK}")
+    except ApiError as error:
+        if error.status != 404:
+            raise
+        api.post("/rpc_exec_create_task", {
+            "task_id": DEMO_TASK, "host": "127.0.0.1", "port": port,
+            "server_arguments": {"num-rounds": 500, "local-epochs": 2, "min-clients": devices},
+            "client_arguments": {"num-partitions": devices}, "tags": ["demo"]})
+        for path in sorted(source.iterdir()):
+            if path.is_file() and path.suffix in (".py", ".npz"):
+                api.upload(DEMO_TASK, path)
+        task = api.get(f"/api/tasks/{DEMO_TASK}")
+    if task["status"] != "running":
+        api.post("/rpc_exec_start_server_task", {"task_id": DEMO_TASK})
+
+
+def up(args: argparse.Namespace) -> int:
+    """Bring the system up and keep it running until Ctrl-C or SIGTERM."""
+    from agata_common.config import settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s agata up: %(message)s",
+                        stream=sys.stderr)
+    config = settings()
+    data_dir = data_dir_of(args)
+    previous = read_state(data_dir)
+    if previous and _alive(previous.get("supervisor_pid")):
+        raise CliError(f"agata is already up here (pid {previous['supervisor_pid']}); "
+                       "see 'agata status'", EXIT_USAGE)
+    broker = config.server_broker
+    ensure_broker(broker.host, broker.port)
+    secrets_dir = data_dir / "secrets"
+    api_token_file = secrets_dir / "api_token"
+    deployment = LocalDeployment(
+        data_dir=data_dir, port=args.port or config.server_gateway.port,
+        api_token=ensure_token(api_token_file),
+        client_token=ensure_token(secrets_dir / "client_token"),
+        devices=args.devices, prefix=args.queue_prefix,
+        device_overrides={"AGATA_CLIENT_PARAMS_REQUEST_INTERVAL": "5"})
+    if _answers("127.0.0.1", deployment.port):
+        raise CliError(f"port {deployment.port} is taken; choose another with --port",
+                       EXIT_USAGE)
+    supervisor = Supervisor(deployment.services(), data_dir / "logs", data_dir / STATE_FILE,
+                            extra_state={"url": deployment.url, "data_dir": str(data_dir)})
+
+    def stop_on(signum: int, _frame: FrameType | None) -> None:
+        logger.info("%s received: stopping", signal.Signals(signum).name)
+        supervisor.stopping.set()
+
+    signal.signal(signal.SIGINT, stop_on)
+    signal.signal(signal.SIGTERM, stop_on)
+    supervisor.start()
+    try:
+        api = Gateway(deployment.url, deployment.api_token, f"token file {api_token_file}")
+        _wait_ready(supervisor, deployment, api)
+        if args.demo_task and not supervisor.stopping.is_set():
+            start_demo_task(api, max(1, args.devices), _free_port())
+        if not supervisor.stopping.is_set():
+            _welcome(deployment, api_token_file, data_dir, args.demo_task)
+            supervisor.watch()
+    finally:
+        codes = supervisor.stop()
+        out(f"agata stopped ({len(codes)} processes ended)")
+    return 0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _welcome(deployment: LocalDeployment, token_file: Path, data_dir: Path, demo: bool) -> None:
+    out(f"AGATA is up: {len(deployment.services())} processes "
+        f"({deployment.devices} local device(s)); logs in {data_dir / 'logs'}")
+    out(f"  web interface  {deployment.url}/ui/"
+        + (f"   (task {DEMO_TASK} is training: {deployment.url}/ui/task.html?id={DEMO_TASK})"
+           if demo else ""))
+    out(f"  sign in with   the operator token kept in {token_file}")
+    out(f"                 (copy it: cat {token_file})")
+    out(f"  command line   agata --url {deployment.url} --token-file {token_file} tasks list")
+    out(f"  status         agata status{_data_dir_option(data_dir)}   stop: Ctrl-C, or "
+        f"kill -TERM {os.getpid()}")
+
+
+def _data_dir_option(data_dir: Path) -> str:
+    return f" --data-dir {data_dir}"
+
+
+def status(args: argparse.Namespace) -> int:
+    """Show what ``agata up`` runs here (exit 1 when it is not up)."""
+    data_dir = data_dir_of(args)
+    state = read_state(data_dir)
+    if state is None:
+        out(f"agata is not up here: no {STATE_FILE} in {data_dir}")
+        return EXIT_NOT_UP
+    running = _alive(state.get("supervisor_pid"))
+    now = time.time()
+    rows = []
+    for service in state.get("services", []):
+        alive = running and _alive(service.get("pid"))
+        shown = service.get("state") if alive or service.get("state") != "running" else "gone"
+        if not running:
+            shown = "stopped"
+        uptime = f"{now - float(service.get('since') or now):.0f} s" if alive else "-"
+        rows.append([service.get("name"), shown, service.get("pid") or "-", uptime,
+                     service.get("restarts", 0)])
+    if args.json:
+        out(json.dumps({"up": running, **state}, indent=1))
+        return 0 if running else EXIT_NOT_UP
+    heading = (f"agata is up (pid {state['supervisor_pid']}) at {state.get('url')}/ui/"
+               if running else "agata is not up here (state of its last run below)")
+    out(heading)
+    for line in table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"], rows):
+        out(line)
+    return 0 if running else EXIT_NOT_UP

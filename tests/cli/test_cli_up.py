@@ -1,0 +1,140 @@
+"""``agata up`` and ``agata status`` on real processes, and the supervisor's restart policy."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from support import free_port
+
+from agata_cli.local_deployment import Service
+from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s
+
+AGATA = [sys.executable, "-m", "agata_cli"]
+
+
+def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def state(data_dir: Path) -> dict:
+    try:
+        return json.loads((data_dir / "up.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def status(data_dir: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*AGATA, "status", "--data-dir", str(data_dir)], capture_output=True,
+                          text=True, timeout=30)
+
+
+def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert status(data_dir).returncode == 1
+    environ = {**os.environ, "AGATA_STORAGE_DATA_DIR": str(tmp_path / "unused")}
+    supervisor = subprocess.Popen(
+        [*AGATA, "up", "--devices", "1", "--data-dir", str(data_dir), "--port",
+         str(free_port()), "--queue-prefix", f"up-{uuid.uuid4().hex[:8]}."],
+        env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    started: list[int] = []
+    try:
+        def all_running() -> bool:
+            services = state(data_dir).get("services", [])
+            return len(services) == 5 and all(s["state"] == "running" for s in services)
+
+        wait_for(all_running, 60, "every service running")
+        shown = wait_for(lambda: (r := status(data_dir)).returncode == 0 and r.stdout, 30,
+                         "agata status to say it is up")
+        assert "device-0.client_task_manager" in shown and "running" in shown
+        token_file = data_dir / "secrets" / "api_token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert len(token) >= 32
+        assert token != (data_dir / "secrets" / "client_token").read_text().strip()
+
+        victim = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
+        started = [s["pid"] for s in state(data_dir)["services"]]
+        os.kill(victim["pid"], signal.SIGKILL)
+
+        def restarted() -> dict | None:
+            now = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
+            return now if now["restarts"] == 1 and now["state"] == "running" else None
+
+        again = wait_for(restarted, 30, "the gateway restarted")
+        assert again["pid"] != victim["pid"]
+        started.append(again["pid"])
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        output, errors = supervisor.communicate(timeout=60)
+    assert supervisor.returncode == 0, errors
+    assert "agata stopped" in output
+    for pid in started:
+        assert wait_for(lambda p=pid: not alive(p), 10, f"pid {pid} gone")
+    logs = "".join(p.read_text(errors="replace") for p in (data_dir / "logs").glob("*.log"))
+    assert token not in logs + output + errors
+    assert "restarting" in errors
+    assert status(data_dir).returncode == 1
+
+
+def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([*AGATA, "up", "--data-dir", str(tmp_path), "--port", str(port)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"port {port} is taken" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_backoff_doubles_up_to_its_cap() -> None:
+    assert [backoff_s(n) for n in (1, 2, 3)] == [0.5, 1.0, 2.0]
+    assert backoff_s(100) == 30.0
+
+
+def test_a_service_that_keeps_dying_is_given_up(tmp_path: Path) -> None:
+    # "python -m this" prints a poem and exits at once: a service that keeps dying
+    supervisor = Supervisor([Service("flaky", "this", {})], tmp_path / "logs",
+                            tmp_path / "state.json")
+    supervisor.start()
+    item = supervisor.watched[0]
+    now = 0.0
+    try:
+        for _ in range(MAX_RESTARTS + 2):
+            assert item.process is not None
+            item.process.wait(10)
+            supervisor.check(now=now)  # notices the exit: restarting, or given up
+            if item.state != "restarting":
+                break
+            assert item.restart_at is not None
+            now = item.restart_at
+            supervisor.check(now=now)  # the back-off is over: started again
+    finally:
+        supervisor.stop()
+    assert item.restarts == MAX_RESTARTS
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["services"][0]["restarts"] == MAX_RESTARTS
