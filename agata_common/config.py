@@ -1,5 +1,8 @@
 """Configuration: ``config.ini`` sections with environment overrides.
 
+The file is ``AGATA_CONFIG`` when that is set, else the default that ships inside this package
+(``agata_common/config.ini``, in a source tree and in an installed wheel alike).
+
 Every key of every section can be overridden by ``AGATA_<SECTION>_<KEY>`` (upper case, dots
 to underscores), e.g. ``AGATA_SERVER_BROKER_PORT=5672``. ``AGATA_CONFIG`` names another file.
 Values are validated by the pydantic section models below, so a bad value is reported with the
@@ -27,8 +30,7 @@ from microservice_interconnect.settings import (
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG_PATH = REPO_ROOT / "config.ini"
+DEFAULT_CONFIG_PATH = Path(__file__).resolve().parent / "config.ini"
 CONFIG_ENV = "AGATA_CONFIG"
 
 

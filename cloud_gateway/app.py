@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -34,6 +34,7 @@ from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES, RestRoute
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
+from cloud_web_interface import WEB_DIR
 from microservice_interconnect import Audience, BadRequest, RpcError, wire
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.link import AmqpLink
@@ -55,7 +56,6 @@ SCHEMAS = web.AppKey("schemas", bytes)
 TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-WEB_DIR = Path(__file__).resolve().parent.parent / "cloud_web_interface"
 
 
 def _json_error(status: int, message: str, **extra: Any) -> web.Response:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
-from agata_common.config import Settings
+from agata_common.config import DEFAULT_CONFIG_PATH, Settings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
 from cloud_task_manager import wiring as task_manager_wiring
@@ -52,7 +52,7 @@ def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
     """An environment for ``load_settings`` isolated to one test."""
     prefix = f"test-{uuid.uuid4().hex[:10]}."
     environ = {
-        "AGATA_CONFIG": str(REPO_ROOT / "config.ini"),
+        "AGATA_CONFIG": str(DEFAULT_CONFIG_PATH),
         "AGATA_STORAGE_DATA_DIR": str(tmp_path / "data"),
         "AGATA_SERVER_BROKER_QUEUE_PREFIX": prefix,
         "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"{prefix}client.",

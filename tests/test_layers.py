@@ -18,7 +18,7 @@ CLOUD = {"cloud_task_manager", "cloud_gateway", "user_manager", "event_reader"}
 DEVICE = {"client_task_manager", "client_gateway"}
 OURS = CLOUD | DEVICE | {
     "agata_contracts", "agata_common", "microservice_interconnect", "task_daemon_lib",
-    "flower_runtime", "agata_cli", "experiments",
+    "flower_runtime", "agata_cli", "experiments", "cloud_web_interface",
 }
 
 ALLOWED: dict[str, set[str]] = {
@@ -33,7 +33,9 @@ ALLOWED: dict[str, set[str]] = {
     "user_manager": {"agata_contracts", "agata_common", "microservice_interconnect"},
     "cloud_task_manager": {"agata_contracts", "agata_common", "microservice_interconnect",
                            "task_daemon_lib", "flower_runtime"},
-    "cloud_gateway": {"agata_contracts", "agata_common", "microservice_interconnect"},
+    "cloud_gateway": {"agata_contracts", "agata_common", "microservice_interconnect",
+                      "cloud_web_interface"},
+    "cloud_web_interface": set(),
     "event_reader": {"agata_common", "microservice_interconnect"},
     "agata_cli": {"agata_contracts", "agata_common", "microservice_interconnect",
                   "task_daemon_lib"},
