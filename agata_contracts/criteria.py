@@ -1,46 +1,34 @@
-"""Client selection criteria: a small, safe expression language.
+"""Client selection criteria: AGATA's condition language over a client's stats.
 
-Operators attach a *selection criteria* string to each federated-learning task to say which
-client devices may join it, for example::
+Operators attach a *selection criteria* string to each task to say which devices may join it::
 
     data_qnt >= 30 and 'camera' in sensors
 
-The text is never handed to ``eval``/``exec``/``compile`` or Python's ``ast`` module. It goes
-through a hand-written tokenizer, a recursive-descent parser producing a tree of frozen
-dataclasses, a static type checker and finally a tree-walking evaluator.
+AGATA wrote these as Python expressions; so does this module, read with Python's own
+``tokenize`` and ``ast`` (nothing is ever evaluated by Python: no ``eval``, ``exec`` or
+``compile``). An allow-list keeps the language small: comparisons (``== != < <= > >=``,
+``in``, ``not in``; no chaining), ``and``/``or``/``not``, parentheses, string, number and boolean
+literals (``true``/``false`` as well as ``True``/``False``; keywords in any case), list literals of
+strings or numbers, and the client's attribute names (``CLIENT_ATTRIBUTES``). Everything else
+(calls, attribute access, subscripts, arithmetic, other names) is refused with an error that says
+what and where. Length, token count, bracket depth and list size are bounded; the tree is then
+type-checked.
 
-Grammar (keywords ``and``, ``or``, ``not``, ``in``, ``true`` and ``false`` are case-insensitive)::
-
-    criteria   := <empty> | or_expr
-    or_expr    := and_expr ("or" and_expr)*
-    and_expr   := not_expr ("and" not_expr)*
-    not_expr   := "not" not_expr | comparison
-    comparison := operand (comp_op operand)?        -- no chaining: 1 < x < 3 is rejected
-    comp_op    := "==" | "!=" | "<" | "<=" | ">" | ">=" | "in" | "not in"
-    operand    := NUMBER | STRING | "true" | "false" | NAME | list | "(" or_expr ")"
-    list       := "[" literal ("," literal)* ","? "]" -- strings or numbers, not mixed
-
-* Numbers: ``30``, ``-1.5``, ``.5``, ``1e3``. Strings: single or double quotes; the only
-  escapes are ``\\'``, ``\\"`` and ``\\\\``.
-* Names must be attributes of the client (see ``CLIENT_ATTRIBUTES``).
-* A bare operand may be used as a condition only if it is a boolean (a boolean attribute or
-  ``true``/``false``).
-* Empty or whitespace-only criteria match every client.
-
-Evaluation semantics: a comparison that reads a missing attribute, or an attribute whose
-runtime value does not have the declared type (``None``, a string where a number is expected,
-``True`` where a number is expected, ...), is simply false. Enclosing operators see that plain
-``false``, so ``not data_qnt > 5`` is *true* for a client that does not report ``data_qnt``.
-Elements of a list attribute that have the wrong type are ignored. Evaluation never raises and
-runs in time linear in the size of the expression (and of the client's values).
+Evaluation never raises: a comparison that reads a missing attribute or a value of the wrong
+runtime type is false (so ``not data_qnt > 5`` is true for a client without ``data_qnt``), and
+wrongly-typed elements of a list attribute are ignored. Empty criteria match every client.
 """
 
 from __future__ import annotations
 
+import ast
+import io
 import math
 import numbers
+import operator
 import re
-from collections.abc import Iterator, Mapping
+import tokenize
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Final
@@ -196,427 +184,296 @@ _EQUALITY_OPS: Final = frozenset({"==", "!="})
 
 
 # --------------------------------------------------------------------------------------------
-# Tokenizer
+# Reading the text: Python's tokenizer and parser, behind an allow-list
 # --------------------------------------------------------------------------------------------
 
-
-class _Kind(Enum):
-    NUMBER = "number"
-    STRING = "string"
-    NAME = "name"
-    AND = "and"
-    OR = "or"
-    NOT = "not"
-    IN = "in"
-    TRUE = "true"
-    FALSE = "false"
-    OP = "operator"
-    LPAREN = "("
-    RPAREN = ")"
-    LBRACKET = "["
-    RBRACKET = "]"
-    COMMA = ","
-    EOF = "end of input"
-
-
-_KEYWORDS: Final[dict[str, _Kind]] = {
-    "and": _Kind.AND,
-    "or": _Kind.OR,
-    "not": _Kind.NOT,
-    "in": _Kind.IN,
-    "true": _Kind.TRUE,
-    "false": _Kind.FALSE,
+_KEYWORDS: Final = {"and": "and", "or": "or", "not": "not", "in": "in", "true": "True",
+                    "false": "False"}
+_COMPARISONS: Final = frozenset({"==", "!=", "<", "<=", ">", ">="})
+_AST_OPS: Final[dict[type[ast.cmpop], str]] = {
+    ast.Eq: "==", ast.NotEq: "!=", ast.Lt: "<", ast.LtE: "<=", ast.Gt: ">", ast.GtE: ">=",
+    ast.In: "in", ast.NotIn: "not in",
 }
-
-# Tokens after which `(`, `.` or `[` would mean a call, attribute access or subscript.
-_VALUE_KINDS: Final = frozenset(
-    {_Kind.NAME, _Kind.NUMBER, _Kind.STRING, _Kind.TRUE, _Kind.FALSE, _Kind.RPAREN, _Kind.RBRACKET}
-)
-
-_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_NUMBER_RE: Final = re.compile(r"-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_PUNCTUATION: Final[dict[str, _Kind]] = {
-    "(": _Kind.LPAREN,
-    ")": _Kind.RPAREN,
-    "[": _Kind.LBRACKET,
-    "]": _Kind.RBRACKET,
-    ",": _Kind.COMMA,
+_HINTS: Final = {
+    "*": "arithmetic is not allowed", "+": "arithmetic is not allowed",
+    "-": "arithmetic is not allowed", "/": "arithmetic is not allowed",
+    "%": "arithmetic is not allowed", "=": "use '==' to compare", "!": "use 'not'",
+    "&": "use 'and'", "|": "use 'or'",
 }
-_HINTS: Final[dict[str, str]] = {
-    "=": "use '==' to compare",
-    "!": "use 'not' for negation",
-    "&": "use 'and'",
-    "|": "use 'or'",
-    "+": "arithmetic is not supported",
-    "-": "arithmetic is not supported; write negative numbers like -1.5",
-    "*": "arithmetic is not supported",
-    "/": "arithmetic is not supported",
-    "%": "arithmetic is not supported",
-}
+_NUMBER: Final = re.compile(r"(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+_SKIPPED: Final = frozenset({tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+                             tokenize.ENDMARKER, tokenize.ENCODING})
 
 
 @dataclass(frozen=True, slots=True)
 class _Token:
-    kind: _Kind
-    text: str
+    kind: str  # "name", "keyword", "number", "string", "op"
+    text: str  # as written (keywords in lower case)
     position: int
-    value: bool | int | float | str | None = None
+    end: int
 
 
 def _shorten(text: str, limit: int = 30) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _describe_token(token: _Token) -> str:
-    if token.kind is _Kind.EOF:
-        return "end of input"
-    if token.kind is _Kind.NUMBER:
-        return f"number {_shorten(token.text)}"
-    if token.kind is _Kind.STRING:
-        return f"string {_shorten(token.text)}"
-    if token.kind is _Kind.NAME:
-        return f"name '{_shorten(token.text)}'"
-    if token.kind in _KEYWORDS.values():
-        return f"keyword '{token.text}'"
-    return f"'{token.text}'"
+def _unexpected(word: str, position: int) -> CriteriaError:
+    return CriteriaError(f"unexpected character {word[0]!r}", position, _HINTS.get(word[0]))
 
 
-def _scan_string(text: str, start: int) -> tuple[str, int]:
-    """Scan a quoted string starting at ``start``; return its value and the end offset."""
-    quote = text[start]
-    parts: list[str] = []
-    i = start + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == quote:
-            return "".join(parts), i + 1
-        if ch == "\\":
-            if i + 1 >= n:
-                break
-            escaped = text[i + 1]
-            if escaped not in ("'", '"', "\\"):
-                sequence = "\\" + escaped
-                raise CriteriaError(
-                    f"invalid escape sequence {sequence!r} in string",
-                    i,
-                    "only \\', \\\" and \\\\ are supported",
-                )
-            parts.append(escaped)
-            i += 2
+def _string(text: str, position: int) -> str:
+    """Check a string token (quotes, escapes) and return its value."""
+    prefix = text[: len(text) - len(text.lstrip("rRbBuUfF"))]
+    if prefix:
+        raise CriteriaError(f"unknown name {prefix!r}", position)
+    if text[:3] in ("'''", '"""'):
+        raise CriteriaError("triple-quoted strings are not allowed", position)
+    body, value, index = text[1:-1], [], 0
+    while index < len(body):
+        character = body[index]
+        if character == "\\":
+            escaped = body[index + 1]
+            if escaped not in "'\"\\":
+                raise CriteriaError(f"invalid escape sequence '\\{escaped}'",
+                                    position + 1 + index, "only \\', \\\" and \\\\ are allowed")
+            value.append(escaped)
+            index += 2
             continue
-        parts.append(ch)
-        i += 1
-    raise CriteriaError("unterminated string", start, f"add a closing {quote}")
+        value.append(character)
+        index += 1
+    return "".join(value)
 
 
-def _scan_number(text: str, start: int) -> tuple[_Token, int] | None:
-    match = _NUMBER_RE.match(text, start)
-    if match is None:
-        return None
-    end = match.end()
-    literal = match.group()
-    if end < len(text) and (text[end].isalnum() or text[end] in "_."):
-        raise CriteriaError(f"invalid number literal starting with {_shorten(literal)!r}", start)
-    value: int | float
-    if any(c in literal for c in ".eE"):
-        value = float(literal)
-        if not math.isfinite(value):
-            raise CriteriaError(f"number {_shorten(literal)} is out of range", start)
-    else:
-        value = int(literal)
-    return _Token(_Kind.NUMBER, literal, start, value), end
-
-
-def _tokenize(text: str) -> list[_Token]:
-    """Split ``text`` into tokens (the last one is EOF); rejects any suspicious character."""
-    tokens: list[_Token] = []
-    i = 0
-    n = len(text)
-
-    def previous_is_value() -> bool:
-        return bool(tokens) and tokens[-1].kind in _VALUE_KINDS
-
-    while i < n:
-        ch = text[i]
-        if ch.isspace():
-            i += 1
-            continue
-        if len(tokens) >= MAX_TOKENS:
-            raise CriteriaError(f"criteria has too many tokens (maximum is {MAX_TOKENS})", i)
-        token: _Token
-        if ch in "'\"":
-            value, end = _scan_string(text, i)
-            token = _Token(_Kind.STRING, text[i:end], i, value)
-        elif ch.isascii() and (ch.isalpha() or ch == "_"):
-            match = _NAME_RE.match(text, i)
-            assert match is not None  # guaranteed by the first character
-            end = match.end()
-            word = match.group()
-            kind = _KEYWORDS.get(word.lower(), _Kind.NAME)
-            value_: bool | None = None
-            if kind is _Kind.TRUE:
-                value_ = True
-            elif kind is _Kind.FALSE:
-                value_ = False
-            token = _Token(kind, word, i, value_)
-        elif ch in "0123456789" or (ch in "-." and not previous_is_value()):
-            scanned = _scan_number(text, i)
-            if scanned is None:
-                raise CriteriaError(f"unexpected character {ch!r}", i, _HINTS.get(ch))
-            token, end = scanned
-        elif ch in "=!<>":
-            two = text[i : i + 2]
-            if two in ("==", "!=", "<=", ">="):
-                end = i + 2
-                token = _Token(_Kind.OP, two, i, two)
-            elif ch in "<>":
-                end = i + 1
-                token = _Token(_Kind.OP, ch, i, ch)
-            else:
-                raise CriteriaError(f"unexpected character {ch!r}", i, _HINTS.get(ch))
-        elif ch in _PUNCTUATION:
-            if previous_is_value():
-                if ch == "(":
-                    raise CriteriaError("function calls are not allowed", i)
-                if ch == "[":
-                    raise CriteriaError(
-                        "subscripts are not allowed", i, "use 'in' to test list membership"
-                    )
-            end = i + 1
-            token = _Token(_PUNCTUATION[ch], ch, i)
-        elif ch == "." and previous_is_value():
-            raise CriteriaError("attribute access is not allowed", i)
+def _tokens(text: str) -> list[_Token]:
+    """The text's tokens, each allowed by the language (characters, numbers, strings)."""
+    flat = text.translate(str.maketrans("\t\n\r\f\v", "     "))
+    raw: list[tokenize.TokenInfo] = []
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(flat).readline):
+            if token.type not in _SKIPPED:
+                raw.append(token)
+    except tokenize.TokenError:
+        pass  # an unclosed bracket: the grammar check says which
+    found: list[_Token] = []
+    for index, token in enumerate(raw):
+        position, end, word = token.start[1], token.end[1], token.string
+        following = raw[index + 1] if index + 1 < len(raw) else None
+        if len(found) >= MAX_TOKENS:
+            raise CriteriaError(f"too many tokens (maximum is {MAX_TOKENS})", position)
+        if token.type == tokenize.ERRORTOKEN:
+            if word.isspace():
+                continue
+            if word in ("'", '"'):
+                raise CriteriaError("unterminated string", position)
+            raise _unexpected(word, position)
+        if token.type == tokenize.COMMENT:
+            raise _unexpected("#", position)
+        if token.type == tokenize.NAME:
+            strange = next((c for c in word if not c.isascii()), None)
+            if strange is not None:
+                raise _unexpected(strange, position + word.index(strange))
+            kind = "keyword" if word.lower() in _KEYWORDS else "name"
+            found.append(_Token(kind, word.lower() if kind == "keyword" else word, position,
+                                end))
+        elif token.type == tokenize.NUMBER:
+            if not _NUMBER.fullmatch(word) or (
+                    following is not None and following.start[1] == end
+                    and following.type in (tokenize.NAME, tokenize.NUMBER)):
+                raise CriteriaError(f"invalid number literal {_shorten(word)!r}", position)
+            if math.isinf(float(word)):
+                raise CriteriaError(f"number literal {_shorten(word)!r} is out of range",
+                                    position)
+            found.append(_Token("number", word, position, end))
+        elif token.type == tokenize.STRING:
+            _string(word, position)
+            found.append(_Token("string", word, position, end))
+        elif word in ("(", "[", ".") and found and _ends_operand(found[-1]):
+            what = {"(": "function calls", "[": "subscripts", ".": "attribute access"}[word]
+            raise CriteriaError(f"{what} are not allowed" if word != "." else
+                                "attribute access is not allowed", position)
+        elif word == ".":
+            raise CriteriaError("attribute access is not allowed", position)
+        elif word == "-":
+            negative_number = (following is not None and following.type == tokenize.NUMBER
+                               and following.start[1] == end)
+            if (found and _ends_operand(found[-1])) or not negative_number:
+                raise _unexpected("-", position)
+            found.append(_Token("op", word, position, end))
+        elif word in _COMPARISONS or word in ("(", ")", "[", "]", ","):
+            found.append(_Token("op", word, position, end))
         else:
-            raise CriteriaError(f"unexpected character {ch!r}", i, _HINTS.get(ch))
-        tokens.append(token)
-        i = end
-    tokens.append(_Token(_Kind.EOF, "", n))
-    return tokens
+            raise _unexpected(word, position)
+    return found
 
 
-# --------------------------------------------------------------------------------------------
-# Parser
-# --------------------------------------------------------------------------------------------
+def _ends_operand(token: _Token) -> bool:
+    return token.kind in ("name", "number", "string") or token.text in (
+        ")", "]", "true", "false")
 
 
-class _Parser:
-    """Recursive-descent parser; nesting is capped at ``MAX_DEPTH`` to bound recursion."""
+def _describe(token: _Token) -> str:
+    if token.kind == "string":
+        return f"string {_shorten(_string(token.text, token.position))!r}"
+    if token.kind in ("name", "keyword", "number"):
+        return f"{token.kind} {_shorten(token.text)!r}"
+    return repr(token.text)
+
+
+def _starts_operand(token: _Token) -> bool:
+    return token.kind in ("name", "number", "string") or token.text in (
+        "true", "false", "-")
+
+
+def _check_grammar(tokens: list[_Token], text: str, attributes: Mapping[str, Any]) -> None:
+    """Walk the tokens once, left to right, and stop at the first thing out of place.
+
+    Python's parser would accept more (other keywords, tuples, chained operators); this says,
+    in the language's own words, what is wrong and where. Names are checked here too, so an
+    unknown name is reported where it appears.
+    """
+    stack: list[tuple[str, int]] = []
+    expect_operand = True
+    nots = 0
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        following = tokens[index + 1] if index + 1 < len(tokens) else None
+        in_list = bool(stack) and stack[-1][0] == "["
+        closing = "expected ',' or ']'" if in_list else ("expected ')'" if stack else None)
+        if expect_operand:
+            if token.text == "not" and token.kind == "keyword" and not in_list:
+                nots += 1
+                if nots + len(stack) > MAX_DEPTH:
+                    raise CriteriaError(f"nested too deeply (maximum depth is {MAX_DEPTH})",
+                                        token.position)
+            elif token.text in ("(", "["):
+                if in_list:
+                    raise CriteriaError("list elements must be string or number literals",
+                                        token.position)
+                if len(stack) + nots + 1 > MAX_DEPTH:
+                    raise CriteriaError(f"nested too deeply (maximum depth is {MAX_DEPTH})",
+                                        token.position)
+                if following is not None and following.text == {"(": ")", "[": "]"}[
+                        token.text]:
+                    raise CriteriaError("empty parentheses" if token.text == "(" else
+                                        "empty list literals are not allowed", token.position)
+                stack.append((token.text, token.position))
+            elif token.text == "]" and in_list and tokens[index - 1].text == ",":
+                expect_operand = False
+                continue
+            elif _starts_operand(token):
+                if in_list and not (token.kind in ("number", "string") or token.text == "-"):
+                    raise CriteriaError("list elements must be string or number literals",
+                                        token.position)
+                if token.text == "-":
+                    index += 1
+                if token.kind == "name" and token.text not in attributes:
+                    raise _unknown_name(token, attributes)
+                expect_operand, nots = False, 0
+            else:
+                raise CriteriaError(f"unexpected {_describe(token)}", token.position)
+        elif token.text in _COMPARISONS or token.text in ("in", "and", "or"):
+            if in_list:
+                raise CriteriaError(f"unexpected {_describe(token)}", token.position, closing)
+            expect_operand = True
+        elif token.text == "not" and token.kind == "keyword":
+            if following is None or following.text != "in":
+                raise CriteriaError("'not' here must be followed by 'in'", token.position)
+            index += 1
+            expect_operand = True
+        elif token.text in (")", "]"):
+            opener = {")": "(", "]": "["}[token.text]
+            if not stack:
+                raise CriteriaError(f"unmatched {token.text!r}", token.position)
+            if stack[-1][0] != opener:
+                raise CriteriaError(f"unexpected {token.text!r}", token.position, closing)
+            stack.pop()
+        elif token.text == "," and in_list:
+            expect_operand = True
+        else:
+            raise CriteriaError(f"unexpected {_describe(token)}", token.position, closing)
+        index += 1
+    if expect_operand or stack:
+        hint = f"{stack[-1][0]!r} at position {stack[-1][1]} was never closed" if stack else None
+        raise CriteriaError("unexpected end of input", len(text), hint)
+
+
+def _unknown_name(token: _Token, attributes: Mapping[str, Any]) -> CriteriaError:
+    allowed = (f"allowed names: {', '.join(sorted(attributes))}" if attributes
+               else "no names are allowed")
+    return CriteriaError(f"unknown name {token.text!r}", token.position, allowed)
+
+
+class _Builder:
+    """Turns Python's tree of the checked text into the language's nodes."""
 
     def __init__(self, tokens: list[_Token], attributes: Mapping[str, AttributeType]) -> None:
-        self._tokens = tokens
-        self._index = 0
-        self._depth = 0
-        self._attributes = attributes
+        self.tokens = tokens
+        self.attributes = attributes
 
-    def parse(self) -> Node:
-        node = self._parse_or()
-        token = self._peek()
-        if token.kind is _Kind.RPAREN:
-            raise CriteriaError("unmatched ')'", token.position)
-        if token.kind is not _Kind.EOF:
-            raise CriteriaError(
-                f"unexpected {_describe_token(token)}",
-                token.position,
-                "expected an operator, 'and', 'or' or the end of the criteria",
-            )
-        return node
+    def position(self, node: ast.AST) -> int:
+        return int(getattr(node, "col_offset", 1)) - 1  # the text was wrapped in "(...)"
 
-    # -- helpers ---------------------------------------------------------------------------
+    def operator_after(self, node: ast.AST) -> int:
+        end = int(getattr(node, "end_col_offset", 1)) - 1
+        return next((t.position for t in self.tokens if t.position >= end
+                     and (t.text in _COMPARISONS or t.text in ("in", "not"))), end)
 
-    def _peek(self, offset: int = 0) -> _Token:
-        return self._tokens[min(self._index + offset, len(self._tokens) - 1)]
-
-    def _advance(self) -> _Token:
-        token = self._peek()
-        if token.kind is not _Kind.EOF:
-            self._index += 1
-        return token
-
-    def _enter(self, token: _Token) -> None:
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            raise CriteriaError(
-                f"expression is nested too deeply (maximum depth is {MAX_DEPTH})", token.position
-            )
-
-    def _leave(self) -> None:
-        self._depth -= 1
-
-    def _peek_comparison(self) -> tuple[str, int] | None:
-        """Return the comparison operator at the cursor and its width in tokens, if any."""
-        token = self._peek()
-        if token.kind is _Kind.OP:
-            return token.text, 1
-        if token.kind is _Kind.IN:
-            return "in", 1
-        if token.kind is _Kind.NOT and self._peek(1).kind is _Kind.IN:
-            return "not in", 2
-        return None
-
-    # -- grammar ---------------------------------------------------------------------------
-
-    def _parse_or(self) -> Node:
-        operands = [self._parse_and()]
-        while self._peek().kind is _Kind.OR:
-            self._advance()
-            operands.append(self._parse_and())
-        if len(operands) == 1:
-            return operands[0]
-        return Or(tuple(operands), operands[0].position)
-
-    def _parse_and(self) -> Node:
-        operands = [self._parse_not()]
-        while self._peek().kind is _Kind.AND:
-            self._advance()
-            operands.append(self._parse_not())
-        if len(operands) == 1:
-            return operands[0]
-        return And(tuple(operands), operands[0].position)
-
-    def _parse_not(self) -> Node:
-        token = self._peek()
-        if token.kind is not _Kind.NOT:
-            return self._parse_comparison()
-        self._advance()
-        self._enter(token)
-        operand = self._parse_not()
-        self._leave()
-        return Not(operand, token.position)
-
-    def _parse_comparison(self) -> Node:
-        left = self._parse_operand()
-        found = self._peek_comparison()
-        if found is None:
-            token = self._peek()
-            if token.kind is _Kind.NOT:
-                raise CriteriaError("'not' here must be followed by 'in'", token.position)
-            return left
-        op, width = found
-        position = self._peek().position
-        for _ in range(width):
-            self._advance()
-        right = self._parse_operand()
-        if self._peek_comparison() is not None:
-            raise CriteriaError(
-                "chained comparisons are not allowed",
-                self._peek().position,
-                "combine comparisons with 'and', e.g. 1 < x and x < 3",
-            )
-        return Compare(op, left, right, position)
-
-    def _parse_operand(self) -> Node:
-        token = self._advance()
-        kind = token.kind
-        if kind is _Kind.NUMBER:
-            return Literal(_literal_value(token), AttributeType.NUMBER, token.position)
-        if kind is _Kind.STRING:
-            return Literal(_literal_value(token), AttributeType.STRING, token.position)
-        if kind is _Kind.TRUE or kind is _Kind.FALSE:
-            return Literal(kind is _Kind.TRUE, AttributeType.BOOLEAN, token.position)
-        if kind is _Kind.NAME:
-            return self._resolve_name(token)
-        if kind is _Kind.LPAREN:
-            return self._parse_parenthesized(token)
-        if kind is _Kind.LBRACKET:
-            return self._parse_list(token)
-        if kind is _Kind.EOF:
-            raise CriteriaError(
-                "unexpected end of input", token.position, "expected a value or a condition"
-            )
-        raise CriteriaError(
-            f"unexpected {_describe_token(token)}",
-            token.position,
-            "expected a value (number, string, name, list) or '('",
-        )
-
-    def _resolve_name(self, token: _Token) -> Name:
-        attribute_type = self._attributes.get(token.text)
-        if attribute_type is None:
-            allowed = ", ".join(sorted(self._attributes))
-            raise CriteriaError(
-                f"unknown name '{_shorten(token.text)}'",
-                token.position,
-                f"allowed names: {allowed}" if allowed else "no names are allowed",
-            )
-        return Name(token.text, attribute_type, token.position)
-
-    def _parse_parenthesized(self, opening: _Token) -> Node:
-        self._enter(opening)
-        if self._peek().kind is _Kind.RPAREN:
-            raise CriteriaError("empty parentheses", opening.position)
-        inner = self._parse_or()
-        closing = self._advance()
-        if closing.kind is _Kind.EOF:
-            raise CriteriaError(
-                "unexpected end of input",
-                closing.position,
-                f"'(' at position {opening.position} is never closed",
-            )
-        if closing.kind is not _Kind.RPAREN:
-            raise CriteriaError(
-                f"unexpected {_describe_token(closing)}",
-                closing.position,
-                f"expected ')' to close '(' at position {opening.position}",
-            )
-        self._leave()
-        return inner
-
-    def _parse_list(self, opening: _Token) -> ListLiteral:
-        self._enter(opening)
-        if self._peek().kind is _Kind.RBRACKET:
-            raise CriteriaError("empty list literals are not allowed", opening.position)
-        items: list[Literal] = []
-        while True:
-            token = self._advance()
-            if token.kind is _Kind.NUMBER:
-                items.append(Literal(_literal_value(token), AttributeType.NUMBER, token.position))
-            elif token.kind is _Kind.STRING:
-                items.append(Literal(_literal_value(token), AttributeType.STRING, token.position))
-            elif token.kind is _Kind.EOF:
-                self._unclosed_list(token, opening)
-            else:
-                raise CriteriaError(
-                    f"list elements must be string or number literals, found "
-                    f"{_describe_token(token)}",
-                    token.position,
-                )
+    def build(self, node: ast.expr) -> Node:
+        if isinstance(node, ast.BoolOp):
+            operands = tuple(self.build(value) for value in node.values)
+            kind = And if isinstance(node.op, ast.And) else Or
+            return kind(operands, operands[0].position)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+            return Not(self.build(node.operand), self.position(node))
+        if isinstance(node, ast.Compare):
+            if len(node.ops) > 1:
+                raise CriteriaError("chained comparisons are not allowed",
+                                    self.operator_after(node.comparators[0]),
+                                    "join two comparisons with 'and'")
+            return Compare(_AST_OPS[type(node.ops[0])], self.build(node.left),
+                           self.build(node.comparators[0]), self.operator_after(node.left))
+        if isinstance(node, ast.Name):
+            if node.id in ("True", "False"):
+                return Literal(node.id == "True", AttributeType.BOOLEAN, self.position(node))
+            return Name(node.id, self.attributes[node.id], self.position(node))
+        if isinstance(node, ast.List):
+            items = tuple(self.literal(element) for element in node.elts)
             if len(items) > MAX_LIST_ITEMS:
                 raise CriteriaError(
                     f"list literal is too long (maximum is {MAX_LIST_ITEMS} elements)",
-                    opening.position,
-                )
-            separator = self._advance()
-            if separator.kind is _Kind.RBRACKET:
-                break
-            if separator.kind is _Kind.COMMA:
-                if self._peek().kind is _Kind.RBRACKET:  # trailing comma
-                    self._advance()
-                    break
-                continue
-            if separator.kind is _Kind.EOF:
-                self._unclosed_list(separator, opening)
-            raise CriteriaError(
-                f"unexpected {_describe_token(separator)} in list literal",
-                separator.position,
-                "expected ',' or ']'",
-            )
-        self._leave()
-        return ListLiteral(tuple(items), opening.position)
+                    self.position(node))
+            return ListLiteral(items, self.position(node))
+        return self.literal(node)
 
-    @staticmethod
-    def _unclosed_list(token: _Token, opening: _Token) -> None:
-        raise CriteriaError(
-            "unexpected end of input",
-            token.position,
-            f"'[' at position {opening.position} is never closed",
-        )
+    def literal(self, node: ast.expr) -> Literal:
+        sign = 1
+        position = self.position(node)
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            sign, node = -1, node.operand
+        value = node.value if isinstance(node, ast.Constant) else None
+        if isinstance(value, bool):
+            return Literal(value, AttributeType.BOOLEAN, position)
+        if isinstance(value, int | float):
+            return Literal(sign * value, AttributeType.NUMBER, position)
+        if isinstance(value, str) and sign == 1:
+            return Literal(value, AttributeType.STRING, position)
+        raise CriteriaError("unexpected expression", position)
 
 
-def _literal_value(token: _Token) -> int | float | str:
-    value = token.value
-    assert isinstance(value, int | float | str)  # set by the tokenizer
-    return value
+def _parse(text: str, attributes: Mapping[str, AttributeType]) -> Node:
+    tokens = _tokens(text)
+    _check_grammar(tokens, text, attributes)
+    canonical = list(text.translate(str.maketrans("\t\n\r\f\v", "     ")))
+    for token in tokens:
+        if token.kind == "keyword":
+            canonical[token.position:token.end] = list(_KEYWORDS[token.text].ljust(
+                token.end - token.position))
+    try:
+        tree = ast.parse("(" + "".join(canonical) + ")", mode="eval")
+    except SyntaxError as exc:  # the grammar check lets nothing through that Python refuses
+        raise CriteriaError(f"cannot parse: {exc.msg}", max(0, (exc.offset or 1) - 2)) from None
+    return _Builder(tokens, attributes).build(tree.body)
 
 
 # --------------------------------------------------------------------------------------------
@@ -765,10 +622,8 @@ def _lookup(node: Name, client: Mapping[str, Any]) -> _Value:
     try:
         if not isinstance(client, Mapping):
             return _INVALID
-        raw = client.get(node.name, _INVALID)
-        if raw is _INVALID:
-            return _INVALID
-        return _normalize(raw, node.type)
+        raw: object = client.get(node.name, _INVALID)
+        return _INVALID if raw is _INVALID else _normalize(raw, node.type)
     except Exception:  # hostile mapping/value objects must not break matching
         return _INVALID
 
@@ -795,6 +650,13 @@ def _truth(node: Node, client: Mapping[str, Any]) -> bool:
     return _value(node, client) is True
 
 
+_OPERATIONS: Final[dict[str, Callable[[Any, Any], Any]]] = {
+    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+    ">": operator.gt, ">=": operator.ge, "in": lambda left, right: left in right,
+    "not in": lambda left, right: left not in right,
+}
+
+
 def _compare(node: Compare, client: Mapping[str, Any]) -> bool:
     left = _value(node.left, client)
     if left is _INVALID:
@@ -803,24 +665,7 @@ def _compare(node: Compare, client: Mapping[str, Any]) -> bool:
     if right is _INVALID:
         return False
     # The type checker and _normalize guarantee plain int/float/str/bool/tuple operands here.
-    op = node.op
-    result: Any
-    if op == "==":
-        result = left == right
-    elif op == "!=":
-        result = left != right
-    elif op == "<":
-        result = left < right  # type: ignore[operator]
-    elif op == "<=":
-        result = left <= right  # type: ignore[operator]
-    elif op == ">":
-        result = left > right  # type: ignore[operator]
-    elif op == ">=":
-        result = left >= right  # type: ignore[operator]
-    elif op == "in":
-        result = left in right  # type: ignore[operator]
-    else:
-        result = left not in right  # type: ignore[operator]
+    result = _OPERATIONS[node.op](left, right)
     return bool(result)
 
 
@@ -890,6 +735,6 @@ def compile_criteria(
         )
     if not text.strip():
         return Criteria(text, None)
-    expression = _Parser(_tokenize(text), attributes).parse()
+    expression = _parse(text, attributes)
     _require_boolean(expression, "the criteria")
     return Criteria(text, expression)
