@@ -9,7 +9,7 @@ from aiohttp import web
 
 from agata_common.config import ConfigError, settings
 from agata_common.process import configure_logging
-from cloud_gateway.app import create_app
+from cloud_gateway.wiring import create_app
 
 logger = logging.getLogger("cloud_gateway")
 

@@ -23,7 +23,7 @@ from support import (
 )
 
 from agata_common.config import Settings, load_settings
-from cloud_gateway.app import create_app
+from cloud_gateway.wiring import create_app
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -15,7 +15,7 @@ from agata_common.config import BrokerSettings
 from agata_contracts.queues import outbox_queue
 from agata_contracts.tasks import REPORT_CLIENT_TASK
 from agata_contracts.users import GET_USER_INFO, UPDATE_USER_INFO
-from cloud_gateway.app import create_app
+from cloud_gateway.wiring import create_app
 from microservice_interconnect import NotFound, ServiceUnavailable
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.outbox import Outbox, decode_message

@@ -18,8 +18,8 @@ from aiohttp import ClientSession, web
 from support import CLIENT_TOKEN, OPERATOR_TOKEN, Cloud, Gateway, start_cloud
 
 from agata_common.config import Settings
-from cloud_gateway.app import create_app
 from cloud_gateway.routes import EXPOSED_RPCS
+from cloud_gateway.wiring import create_app
 
 STATS_THEN_SLEEP = """\
 import time

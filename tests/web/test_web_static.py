@@ -14,7 +14,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from support import OPERATOR_TOKEN, REPO_ROOT
 
-import cloud_gateway.app as gateway_app
+from cloud_gateway.wiring import create_app
 
 WEB_DIR = REPO_ROOT / "cloud_web_interface"
 PAGES = sorted(p.name for p in WEB_DIR.glob("*.html"))
@@ -117,8 +117,7 @@ async def test_symlinks_leading_out_of_the_folder_are_not_followed(make_settings
     outside.write_text("the secret")
     (web_dir / "leak.txt").symlink_to(outside)
     (web_dir / "leakdir").symlink_to(tmp_path)
-    monkeypatch.setattr(gateway_app, "WEB_DIR", web_dir)
-    app = gateway_app.create_app(make_settings())
+    app = create_app(make_settings(), web_dir)
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/ui/")
         assert response.status == 200 and await response.text() == "<h1>ui</h1>"

@@ -1,0 +1,109 @@
+"""Assembling the cloud gateway: its routes, its AMQP link on the app's loop, its headers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from agata_common.config import Settings
+from agata_contracts.queues import task_events_exchange
+from agata_contracts.tasks import TaskEvent
+from cloud_gateway.app import (
+    AUTH,
+    LINK,
+    OPENAPI,
+    RPC_CLIENT,
+    SCHEMAS,
+    SETTINGS,
+    TASK_FEED,
+    WEB_PAGES,
+    download,
+    errors_and_cors,
+    health,
+    openapi,
+    rest_handler,
+    rpc_route,
+    schemas,
+    task_events,
+    to_web_interface,
+    upload_files,
+    upload_task_files,
+    web_interface_index,
+)
+from cloud_gateway.auth import Authenticator
+from cloud_gateway.openapi import build_openapi, request_schemas
+from cloud_gateway.routes import REST_ROUTES
+from cloud_gateway.security_headers import add_security_headers
+from cloud_gateway.task_feed import TaskEventFeed
+from cloud_web_interface import WEB_DIR
+from microservice_interconnect.broadcast import Subscriber
+from microservice_interconnect.link import AmqpLink
+from microservice_interconnect.rpc_client import RpcClient
+
+logger = logging.getLogger("cloud_gateway")
+
+NAME = "cloud_gateway"
+
+
+def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
+    """The gateway application; its AMQP link starts with the app, on the app's loop."""
+    gateway = config.server_gateway
+    app = web.Application(
+        client_max_size=int(gateway.max_body_mb * 1024 * 1024),
+        middlewares=[errors_and_cors],
+    )
+    app.on_response_prepare.append(add_security_headers)
+    app[SETTINGS] = config
+    app[AUTH] = Authenticator(gateway)
+    app[OPENAPI] = json.dumps(build_openapi()).encode()
+    app[SCHEMAS] = json.dumps(request_schemas()).encode()
+    if not gateway.api_token:
+        logger.warning("no api_token configured: operator routes refuse every request")
+    if not gateway.client_token:
+        logger.warning("no client_token configured: client routes refuse every request")
+
+    async def start_link(app: web.Application) -> None:
+        link = AmqpLink(config.server_broker, name="cloud_gateway",
+                        loop=asyncio.get_running_loop())
+        app[LINK] = link
+        app[RPC_CLIENT] = RpcClient(link, timeout_s=config.rpc.timeout_s,
+                                    queue_prefix=config.server_broker.queue_prefix)
+        feed = app[TASK_FEED] = TaskEventFeed()
+        Subscriber(link, task_events_exchange(config.server_broker.queue_prefix), TaskEvent,
+                   feed.add)
+        link.start()
+
+    async def close_link(app: web.Application) -> None:
+        await app[LINK].aclose()
+
+    async def end_long_polls(app: web.Application) -> None:
+        if TASK_FEED in app:
+            app[TASK_FEED].close()
+
+    app.on_startup.append(start_link)
+    app.on_shutdown.append(end_long_polls)
+    app.on_cleanup.append(close_link)
+
+    router = app.router
+    router.add_get("/health", health)
+    router.add_get("/openapi.json", openapi)
+    router.add_get("/api/schemas", schemas)
+    router.add_post("/upload_files", upload_files)
+    router.add_get("/download/{task_id}/{filename:.+}", download)
+    router.add_get("/api/client/task_events", task_events)
+    router.add_post("/api/tasks/{task_id}/files", upload_task_files)
+    for route in REST_ROUTES:
+        router.add_route(route.method, route.path, rest_handler(route))
+    router.add_post("/{rpc_name}", rpc_route)
+    app[WEB_PAGES] = web_dir
+    if web_dir.is_dir():
+        router.add_get("/", to_web_interface)
+        router.add_get("/ui", to_web_interface)
+        router.add_get("/ui/", web_interface_index)
+        # No symlinks followed, no directory listing: only files under web_dir are served.
+        router.add_static("/ui/", web_dir, follow_symlinks=False, show_index=False)
+    return app
