@@ -58,7 +58,8 @@ async def test_query_fails_fast_while_the_cloud_is_unreachable(start_cg, device)
     with pytest.raises(ServiceUnavailable) as info:
         await asyncio.to_thread(device.runtime.client.call, CLIENT_REQUESTING_TASK,
                                 {"client_id": "dev-1"})
-    assert time.monotonic() - started < 3
+    # a 503 well inside the 10 s RPC timeout: it did not wait for the cloud
+    assert time.monotonic() - started < 8
     assert f"cloud gateway unreachable at {url}" in info.value.message
 
 
@@ -81,7 +82,7 @@ async def _fake_gateway() -> tuple[web.AppRunner, str, list[str]]:
             return web.Response(status=502, text="<html>Bad Gateway</html>",
                                 content_type="text/html")
         if name == "slow":
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(4)
         return web.Response(status=500, text="")
 
     app = web.Application()
@@ -110,10 +111,9 @@ async def test_http_errors_become_rpc_errors() -> None:
             await asyncio.to_thread(http.post_rpc, "html", b"{}")
         assert html.value.status_code == 502 and "Bad Gateway" in html.value.message
 
-        started = time.monotonic()
+        # the answer would come after 4 s: a timeout (not the 500) shows the 0.5 s limit held
         with pytest.raises(RpcTimeout):
             await asyncio.to_thread(http.post_rpc, "slow", b"{}")
-        assert time.monotonic() - started < 1.5
     finally:
         http.close()
         await runner.cleanup()
@@ -158,11 +158,14 @@ def test_long_poll_is_cut_by_close() -> None:
     thread.start()
     accepted, _ = listener.accept()
     try:
-        time.sleep(0.2)
+        request = b""
+        while b"\r\n\r\n" not in request:  # the long poll is in flight
+            request += accepted.recv(65536)
         started = time.monotonic()
         http.close()
-        thread.join(3)
-        assert not thread.is_alive() and time.monotonic() - started < 2
+        thread.join(9)
+        # well before the 10 s timeout or the 25 s poll: closing ended it
+        assert not thread.is_alive() and time.monotonic() - started < 8
         assert isinstance(outcome[0], ServiceUnavailable)
     finally:
         accepted.close()
@@ -182,6 +185,7 @@ def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> None:
     listener.listen()
     url = f"http://127.0.0.1:{listener.getsockname()[1]}"
     served: list[int] = []
+    closed = threading.Event()
 
     def serve() -> None:
         for number in (1, 2):
@@ -194,14 +198,14 @@ def test_a_kept_alive_connection_closed_by_the_server_is_replaced() -> None:
                 served.append(number)
                 connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-                time.sleep(0.1)  # then close: the client still thinks it is alive
+            closed.set()  # closed without saying so: the client still thinks it is alive
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     http = CloudGatewayHttp(url, "secret", timeout_s=2.0)
     try:
         assert http.post_rpc("x", b"{}") == b"1"
-        time.sleep(0.3)
+        assert closed.wait(5)
         assert http.post_rpc("x", b"{}") == b"2"
         assert served == [1, 2]
     finally:

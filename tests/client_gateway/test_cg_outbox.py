@@ -110,7 +110,7 @@ def test_send_fails_when_the_broker_is_unreachable() -> None:
         started = time.monotonic()
         with pytest.raises(ServiceUnavailable) as info:
             outbox.send(UPDATE_USER_INFO, {"user_id": "x"}, timeout=1.0)
-        assert 0.9 < time.monotonic() - started < 2.5
+        assert 0.9 < time.monotonic() - started < 10  # its own 1 s timeout, not a hang
         assert "unreachable" in info.value.message
     finally:
         link.close()
@@ -130,5 +130,6 @@ def test_unreachable_cloud_url_still_queues(start_cg, device, broker) -> None:
     queue = outbox_queue(device.settings.client_broker.queue_prefix)
     outbox = Outbox(device.runtime.link, queue)
     started = time.monotonic()
-    outbox.send(UPDATE_USER_INFO, {"user_id": "dev-q"})
-    assert time.monotonic() - started < 2
+    outbox.send(UPDATE_USER_INFO, {"user_id": "dev-q"}, timeout=30)
+    # returned on the broker's confirm, long before the cloud could have been tried for 30 s
+    assert time.monotonic() - started < 15
