@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from agata_cli.app_archive import is_app_folder, zip_folder
 from agata_cli.arguments import assignments, task_files
 from agata_cli.client import (
     EXIT_OK,
@@ -154,9 +155,28 @@ def _upload_failed(task_id: str, path: Path, message: str, code: int, details: l
     )
 
 
+def _upload_app(gateway: Gateway, task_id: str, folder: Path, *, quiet: bool) -> None:
+    """Upload a Flower App folder as one archive (its files replace the task's)."""
+    result = gateway.upload_archive(task_id, f"{folder.name}.zip", zip_folder(folder))
+    if not quiet:
+        out(f"uploaded {len(result['files'])} file(s) of the app in {folder}"
+            + (f" (left out: {', '.join(result['skipped'])})" if result["skipped"] else ""))
+
+
+def _app_folder(args: argparse.Namespace) -> Path | None:
+    folder = Path(args.from_dir).expanduser() if args.from_dir else None
+    if folder is None or not is_app_folder(folder):
+        return None
+    if args.file:
+        raise CliError("a Flower App folder is uploaded whole: give --from-dir APP without "
+                       "--file", EXIT_USAGE)
+    return folder
+
+
 def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
-    """``tasks create``: create a task, then upload its files."""
-    files = _files_or_usage_error(args)
+    """``tasks create``: create a task, then upload its files (a Flower App folder whole)."""
+    app = _app_folder(args)
+    files = [] if app is not None else _files_or_usage_error(args)
     body: dict[str, Any] = {"port": args.port}
     if args.task_id is not None:
         body["task_id"] = args.task_id
@@ -167,10 +187,15 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
     body["server_arguments"] = assignments(args.server_arg)
     body["client_arguments"] = assignments(args.client_arg)
     body["tags"] = args.tag or []
+    if args.devices is not None:
+        body["devices"] = args.devices
     task = gateway.post("/api/tasks", body)
     task_id = task["id"]
     if not args.json:
         out(f"created task {task_id} ({task['host']}:{task['port']})")
+    if app is not None:
+        _upload_app(gateway, task_id, app, quiet=args.json)
+        task = gateway.get(_task_path(task_id))
     if files:
         _upload_all(gateway, task_id, files, created=True, quiet=args.json)
         task = gateway.get(_task_path(task_id))
@@ -180,7 +205,14 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
 
 
 def tasks_upload(gateway: Gateway, args: argparse.Namespace) -> int:
-    """``tasks upload``: add or replace files of a task."""
+    """``tasks upload``: add or replace files of a task (a Flower App folder replaces all)."""
+    app = _app_folder(args)
+    if app is not None:
+        gateway.get(_task_path(args.task_id))
+        _upload_app(gateway, args.task_id, app, quiet=args.json)
+        if args.json:
+            out_json(gateway.get(_task_path(args.task_id)))
+        return EXIT_OK
     files = _files_or_usage_error(args)
     if not files:
         raise CliError("nothing to upload: give --file PATH or --from-dir DIR", EXIT_USAGE)

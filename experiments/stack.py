@@ -8,18 +8,17 @@ switched on; everything is stopped by pid at the end, the event reader last so t
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import secrets
 import time
 import uuid
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agata_cli.app_archive import is_app_folder, zip_folder
 from agata_cli.client import ApiError, Gateway
 from agata_cli.local_deployment import LocalDeployment
 from experiments.processes import ProcessGroup, free_port, wait_for_http
@@ -154,24 +153,10 @@ class Stack:
             "server_arguments": server_arguments or {},
             "client_arguments": client_arguments or {}, "tags": tags or [],
             "devices": devices})
-        if (source / "pyproject.toml").is_file():
+        if is_app_folder(source):
             return self.api.upload_archive(task_id, f"{source.name}.zip", zip_folder(source))
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in {".py", ".npz"})
         return self.api.upload_files(task_id, files)
-
-
-def zip_folder(folder: Path) -> bytes:
-    """A folder's files as a zip archive (paths relative to the folder; no links followed,
-    caches and hidden files left out)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for path in sorted(folder.rglob("*")):
-            relative = path.relative_to(folder)
-            if path.is_symlink() or not path.is_file() or any(
-                    part.startswith(".") or part == "__pycache__" for part in relative.parts):
-                continue
-            archive.write(path, relative.as_posix())
-    return buffer.getvalue()
 
 
 def read_events(path: Path, timeout: float = 5) -> list[dict[str, Any]]:
