@@ -356,9 +356,12 @@ def test_cli_follow_timeout_stop_and_interrupt(stack: Stack, tmp_path: Path) -> 
     assert _lines_with(timed_out.stdout, "/50  loss=")
 
     environ = {**stack.environ, "AGATA_URL": stack.url, "AGATA_API_TOKEN": OPERATOR_TOKEN}
+    # Ctrl-C as a person sends it, even when this suite runs where SIGINT is ignored (a
+    # background job inherits SIG_IGN, and Python keeps it)
     follower = subprocess.Popen([sys.executable, "-m", "agata_cli", "tasks", "follow",
                                  "cli-long"], cwd=REPO_ROOT, env=environ, text=True,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert follower.stdout is not None
     first = follower.stdout.readline()  # following (inside main) by now
     assert first.startswith("task cli-long: running"), first

@@ -17,7 +17,7 @@ def main(grid: Grid, context: Context) -> None:
     size = int(context.run_config["vector-size"])
     if context.run_config.get("fail-on-round") == -1:
         raise RuntimeError("the ServerApp was told to fail before round 1")
-    devices = len(list(grid.get_node_ids()))
+    devices = int(context.run_config["min-nodes"])
     strategy = FedAvg(min_available_nodes=devices, min_train_nodes=devices,
                       min_evaluate_nodes=devices)
     result = strategy.start(
