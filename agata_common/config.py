@@ -87,6 +87,7 @@ class CloudTaskManagerSettings(SettingsSection):
     max_task_mb: float = Field(64.0, gt=0)
     device_join_s: float = Field(300.0, gt=0)
     device_rejoin_s: float = Field(30.0, gt=0)
+    warm_hosts: bool = True
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""
 

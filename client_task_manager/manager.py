@@ -7,7 +7,6 @@ interval, or by the end of a quarantine. Child processes report through ``task_d
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -32,7 +31,8 @@ from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.scheduler import TaskBook
-from client_task_manager.warm import WarmWorkers
+from flower_runtime import CLIENT_WORKER_MODULE, warm_argv
+from flower_runtime.jobs import WorkerJob
 from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.spec import RpcSpec
@@ -43,7 +43,14 @@ from task_daemon_lib.messages import (
     ReportMessage,
     StatsMessage,
 )
-from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
+from task_daemon_lib.runner import (
+    ChildOutcome,
+    ChildProcess,
+    python_argv,
+    script_arguments,
+    task_environ,
+)
+from task_daemon_lib.warm import WarmPool
 
 logger = logging.getLogger(__name__)
 
@@ -94,11 +101,12 @@ class ClientTaskManager:
         request_interval_s: float,
         stop_grace_s: float = 5.0,
         events: EventRecorder = NO_EVENTS,
-        warm: WarmWorkers | None = None,
+        warm: WarmPool | None = None,
     ) -> None:
         self.identity = identity
         self.events = events
-        self.warm = warm or WarmWorkers(work_dir / "workers", enabled=False)
+        self.warm = warm or WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
+                                     name="Flower worker", enabled=False)
         self.book = book
         self.query_offers = query_offers
         self.fetch_file = fetch_file
@@ -257,6 +265,7 @@ class ClientTaskManager:
         child = ChildProcess(
             python_argv(folder / CLIENT_SCRIPT, *arguments),
             cwd=folder,
+            env=task_environ(),
             on_message=lambda message: self._on_child_message(task_id, run, message),
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
             name=f"task {task_id} client",
@@ -271,10 +280,10 @@ class ClientTaskManager:
             on_message=lambda message: self._on_child_message(task_id, run, message),
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
         )
-        job = {"app": str(folder), "server": f"{offer.host}:{offer.port}",
-               "client_id": self.client_id, "credential": offer.download_credential}
+        job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
+                        client_id=self.client_id, credential=offer.download_credential)
         try:
-            child.send_input(json.dumps(job))
+            child.send_input(job.model_dump_json())
         except OSError:
             child.request_stop(self.stop_grace_s)
             raise
@@ -293,6 +302,7 @@ class ClientTaskManager:
             logger.info("task %s client: %s", task_id, message.info)
             if message.info == INFO_FIRST_TRAIN:
                 self._record("task_client", f"first train {task_id}", at=message.time)
+                self.warm.prepare()
 
     def _on_child_exit(self, task_id: str, run: int, outcome: ChildOutcome) -> None:
         self._inbox.put(_ChildExit(task_id, run, outcome))
@@ -314,6 +324,7 @@ class ClientTaskManager:
                     self._failed(item.task_id, item.run, item.reason)
                 continue
             del self._children[item.task_id]
+            self.warm.prepare()
             if entry.handled:
                 continue
             outcome = item.outcome

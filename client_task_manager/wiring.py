@@ -22,11 +22,12 @@ from agata_contracts.tasks import (
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
 from client_task_manager.scheduler import Policy, TaskBook
-from client_task_manager.warm import WarmWorkers, flower_installed
+from flower_runtime import CLIENT_WORKER_MODULE, flower_installed, warm_argv
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.outbox import Outbox
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.spec import RpcSpec
+from task_daemon_lib.warm import WarmPool
 
 NAME = "client_task_manager"
 
@@ -86,8 +87,8 @@ def start(config: Settings) -> RunningClientTaskManager:
         work_dir=data_dir / "client_tasks",
         request_interval_s=params.request_interval,
         events=runtime.events,
-        warm=WarmWorkers(data_dir / "client_tasks" / "workers",
-                         enabled=params.flower_workers and flower_installed()),
+        warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), data_dir / "client_tasks" / "workers",
+                      name="Flower worker", enabled=params.flower_workers and flower_installed()),
     )
     Subscriber(runtime.link, task_events_exchange(prefix), TaskEvent, manager.on_task_event)
     runtime.start()

@@ -50,6 +50,7 @@ from task_daemon_lib.messages import (
     TriggerMessage,
 )
 from task_daemon_lib.runner import ChildOutcome
+from task_daemon_lib.warm import WarmPool
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ class RunController:
         device_rejoin_s: float = 30.0,
         announce: Announce | None = None,
         events: EventRecorder = NO_EVENTS,
+        warm: WarmPool | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
@@ -83,7 +85,8 @@ class RunController:
         self.device_rejoin_s = device_rejoin_s
         self.events = events
         self.servers = ServerProcesses(
-            stop_grace_s=stop_grace_s, on_report=self._on_report, on_exit=self._on_exit
+            stop_grace_s=stop_grace_s, on_report=self._on_report, on_exit=self._on_exit,
+            warm=warm,
         )
         self._transition = threading.Lock()
         self._shutting_down = False
@@ -209,6 +212,7 @@ class RunController:
     def _on_report(self, launch: ServerLaunch, message: ReportMessage) -> None:
         if isinstance(message, StatsMessage):
             self._store_round(launch, message)
+            self.servers.prepare_spare()
         elif isinstance(message, ErrorMessage):
             logger.warning("task %s server reported an error: %s", launch.task_id,
                            message.exception)
@@ -249,6 +253,7 @@ class RunController:
         if status is TaskStatus.STOPPED:
             reason = SHUTDOWN_REASON if self._shutting_down else STOPPED_REASON
         self._finish_run(launch, status, reason)
+        self.servers.prepare_spare()
         self.events.register_event(SERVICE, "task_server", f"{status.value} {launch.task_id}")
         log = logger.warning if status is TaskStatus.FAILED else logger.info
         log("task %s server %s%s", launch.task_id, status.value, f": {reason}" if reason else "")

@@ -14,13 +14,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
+from flower_runtime import SERVER_HOST_MODULE
+from flower_runtime.jobs import HostJob
 from task_daemon_lib.messages import ReportMessage
-from task_daemon_lib.runner import ChildOutcome, ChildProcess, python_argv, script_arguments
+from task_daemon_lib.runner import (
+    ChildOutcome,
+    ChildProcess,
+    python_argv,
+    script_arguments,
+    task_environ,
+)
+from task_daemon_lib.warm import WarmPool
 
 logger = logging.getLogger(__name__)
-
-APP_HOST_MODULE = "flower_runtime.server_host"
-
 
 
 @dataclass(frozen=True)
@@ -39,21 +45,25 @@ class ServerLaunch:
     join_timeout_s: float = 300.0
     rejoin_timeout_s: float = 30.0
 
+    def host_arguments(self) -> list[str]:
+        """The ServerApp host's arguments (a Flower App's run)."""
+        return ["--app", str(self.folder), "--host", self.host, "--port", str(self.port),
+                "--run-id", str(self.run), "--devices", str(self.devices),
+                "--join-timeout-s", str(self.join_timeout_s),
+                "--rejoin-timeout-s", str(self.rejoin_timeout_s),
+                "--run-config", json.dumps(dict(self.arguments))]
+
     def argv(self) -> list[str]:
-        """The server process's command line."""
+        """The server process's command line, when it is started for this run alone."""
         if self.kind is TaskKind.FLOWER_APP:
-            return [sys.executable, "-u", "-m", APP_HOST_MODULE, "--app", str(self.folder),
-                    "--host", self.host, "--port", str(self.port), "--run-id", str(self.run),
-                    "--devices", str(self.devices),
-                    "--join-timeout-s", str(self.join_timeout_s),
-                    "--rejoin-timeout-s", str(self.rejoin_timeout_s),
-                    "--run-config", json.dumps(dict(self.arguments))]
+            return [sys.executable, "-u", "-m", SERVER_HOST_MODULE, *self.host_arguments()]
         return python_argv(self.folder / SERVER_SCRIPT,
                            *script_arguments(self.host, self.port, self.arguments))
 
 
 class ServerProcesses:
-    """The live server processes, one per running task."""
+    """The live server processes, one per running task; a Flower App's run takes the warm
+    ServerApp host when ``warm`` keeps one."""
 
     def __init__(
         self,
@@ -61,8 +71,10 @@ class ServerProcesses:
         stop_grace_s: float,
         on_report: Callable[[ServerLaunch, ReportMessage], None],
         on_exit: Callable[[ServerLaunch, ChildOutcome], None],
+        warm: WarmPool | None = None,
     ) -> None:
         self.stop_grace_s = stop_grace_s
+        self.warm = warm
         self._on_report = on_report
         self._on_exit = on_exit
         self._children: dict[str, ChildProcess] = {}
@@ -70,14 +82,13 @@ class ServerProcesses:
 
     def start(self, launch: ServerLaunch) -> int:
         """Start ``server.py`` of a task; return its pid (raises OSError if it cannot start)."""
-        env = dict(os.environ)
-        env.update(
+        env = task_environ(dict(
             AGATA_TASK_ID=launch.task_id,
             AGATA_TASK_HOST=launch.host,
             AGATA_TASK_PORT=str(launch.port),
             AGATA_TASK_RUN=str(launch.run),
             AGATA_RUN_CREDENTIAL_SHA256=launch.credential_sha256,
-        )
+        ))
 
         def exited(outcome: ChildOutcome) -> None:
             with self._lock:
@@ -85,26 +96,42 @@ class ServerProcesses:
                     del self._children[launch.task_id]
             self._on_exit(launch, outcome)
 
-        child = ChildProcess(
-            launch.argv(),
-            cwd=launch.folder,
-            env=env,
-            on_message=lambda message: self._on_report(launch, message),
-            on_exit=exited,
-            name=f"task {launch.task_id} server",
-        )
+        def report(message: ReportMessage) -> None:
+            self._on_report(launch, message)
+
+        name = f"task {launch.task_id} server"
         with self._lock:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
-            self._children[launch.task_id] = child
-        try:
-            child.start()
-        except BaseException:
+        if launch.kind is TaskKind.FLOWER_APP and self.warm is not None:
+            child = self.warm.take(name, report, exited)
             with self._lock:
-                self._children.pop(launch.task_id, None)
-            raise
+                self._children[launch.task_id] = child
+            job = HostJob(arguments=launch.host_arguments(),
+                          credential_sha256=launch.credential_sha256)
+            try:
+                child.send_input(job.model_dump_json())
+            except OSError:
+                child.request_stop(self.stop_grace_s)
+                raise
+        else:
+            child = ChildProcess(launch.argv(), cwd=launch.folder, env=env, on_message=report,
+                                 on_exit=exited, name=name)
+            with self._lock:
+                self._children[launch.task_id] = child
+            try:
+                child.start()
+            except BaseException:
+                with self._lock:
+                    self._children.pop(launch.task_id, None)
+                raise
         assert child.pid is not None
         return child.pid
+
+    def prepare_spare(self) -> None:
+        """Start the warm ServerApp host if there is none (never raises)."""
+        if self.warm is not None:
+            self.warm.prepare()
 
     def is_running(self, task_id: str) -> bool:
         """Whether a server process of the task is alive."""
@@ -120,7 +147,9 @@ class ServerProcesses:
         return child.stop(self.stop_grace_s)
 
     def stop_all(self) -> None:
-        """Stop every server (on shutdown), in parallel."""
+        """Stop every server (on shutdown), in parallel, and the warm host."""
+        if self.warm is not None:
+            self.warm.close()
         with self._lock:
             children = list(self._children.values())
         for child in children:
@@ -141,6 +170,7 @@ class ServerProcesses:
         trigger = ChildProcess(
             python_argv(script, *([arguments] if arguments else [])),
             cwd=script.parent,
+            env=task_environ(),
             on_exit=exited,
             name=f"task {task_id} trigger {script.stem}",
             require_finished=False,
@@ -150,14 +180,15 @@ class ServerProcesses:
 
 def kill_orphan(pid: int, folder: Path) -> bool:
     """Kill a server left by an earlier manager if ``pid`` still runs something of this task's
-    folder (its ``server.py``, or the ServerApp host of its app)."""
+    folder (its ``server.py``, or the ServerApp host of its app, which works in that folder)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
+        cwd = os.readlink(f"/proc/{pid}/cwd").encode()
     except OSError:
         return False
     inside = str(folder).encode()
     if not any(argument == inside or argument.startswith(inside + b"/")
-               for argument in command):
+               for argument in [*command, cwd]):
         return False
     try:
         os.killpg(pid, signal.SIGKILL)

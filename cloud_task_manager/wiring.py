@@ -21,9 +21,11 @@ from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
+from flower_runtime import SERVER_HOST_MODULE, flower_installed, warm_argv
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
+from task_daemon_lib.warm import WarmPool
 
 NAME = "cloud_task_manager"
 
@@ -43,7 +45,10 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     runs = RunController(records, storage, stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
-                         announce=announcer.publish, events=runtime.events)
+                         announce=announcer.publish, events=runtime.events,
+                         warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
+                                       name="ServerApp host",
+                                       enabled=section.warm_hosts and flower_installed()))
     return CloudTaskManager(records, storage, runs, TaskSelector(records, lookup_client),
                             max_files_per_task=section.max_files_per_task,
                             max_task_bytes=int(section.max_task_mb * 1024 * 1024))
@@ -74,6 +79,7 @@ def start(config: Settings, engine: Engine | None = None, *,
     manager = build(config, runtime, engine)
     manager.records.create_schema()
     manager.runs.reconcile()
+    manager.runs.servers.prepare_spare()
     host = runtime.serve(manager)
     runtime.start()
     return RunningCloudTaskManager(manager, runtime, host, engine)

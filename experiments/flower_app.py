@@ -47,15 +47,17 @@ def _split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
 
 
 def _wait_warm(stack: Stack, count: int, timeout: float = 120.0) -> None:
-    """Until every device's spare ClientApp worker has imported what it preloads."""
+    """Until the cloud's spare ServerApp host and every device's spare ClientApp worker have
+    imported what they preload (as on a system that has been up a while)."""
     deadline = time.monotonic() + timeout
     logs = [stack.out_dir / "logs" / f"client{i}_task_manager.log" for i in range(count)]
+    logs.append(stack.out_dir / "logs" / "cloud_task_manager.log")
     while time.monotonic() < deadline:
         if all(p.exists() and "waiting for a job" in p.read_text(errors="replace")
                for p in logs):
             return
         time.sleep(0.1)
-    raise TimeoutError("the devices' Flower workers did not get warm")
+    raise TimeoutError("the warm ServerApp host and ClientApp workers did not get ready")
 
 
 def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, Any]:

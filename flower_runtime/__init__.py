@@ -1,2 +1,33 @@
 """Running unmodified Flower Apps: the app's manifest, and (in process-side modules) the
 ServerApp host and the device's ClientApp worker."""
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+
+CLIENT_WORKER_MODULE = "flower_runtime.client_worker"
+SERVER_HOST_MODULE = "flower_runtime.server_host"
+DEFAULT_PRELOAD = ("numpy", "torch")
+"""What a warm worker or host imports before its job comes (what apps commonly need)."""
+
+
+def flower_installed() -> bool:
+    """Whether Flower Apps can run here at all (checked without importing Flower)."""
+    return importlib.util.find_spec("flwr") is not None
+
+
+def warm_argv(module: str) -> list[str]:
+    """The command line of a warm ``module`` process, which waits for its job on stdin."""
+    return [sys.executable, "-u", "-m", module, "--warm"]
+
+
+def preload(modules: Sequence[str]) -> list[str]:
+    """Import what apps commonly need now, so a run does not wait for it; return what loaded."""
+    loaded = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            continue
+        loaded.append(name)
+    return loaded

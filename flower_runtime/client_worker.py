@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
 import logging
 import os
@@ -20,18 +19,15 @@ import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 import aiohttp
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.supercore.object_ref import load_app
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agata_contracts.common import ClientId
-from flower_runtime import wire
+from flower_runtime import DEFAULT_PRELOAD, preload, wire
+from flower_runtime.jobs import WorkerJob, read_job
 from flower_runtime.manifest import read_manifest
 from flower_runtime.quiet import quiet_flower
 from task_daemon_lib.messages import INFO_FIRST_TRAIN
@@ -40,20 +36,7 @@ from task_daemon_lib.task_reporter import TaskReporter
 
 logger = logging.getLogger("flower_runtime.client_worker")
 
-DEFAULT_PRELOAD = ("numpy", "torch")
 CONNECT_TIMEOUT_S = 30.0
-
-
-class Job(BaseModel):
-    """What the client task manager hands a warm worker."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    app: Path
-    server: str = Field(min_length=3, max_length=260, pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")
-    client_id: ClientId
-    credential: str = Field(min_length=1, max_length=256)
-    node_config: dict[str, bool | int | float | str] = Field(default_factory=dict)
 
 
 class RunRefused(RuntimeError):
@@ -62,29 +45,6 @@ class RunRefused(RuntimeError):
 
 class HostLost(ConnectionError):
     """The run's host went away before the run ended."""
-
-
-def preload(modules: Sequence[str]) -> list[str]:
-    """Import what apps commonly need now, so a run does not wait for it; return what loaded."""
-    loaded = []
-    for name in modules:
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            continue
-        loaded.append(name)
-    return loaded
-
-
-def read_job(stream: Any) -> Job | None:
-    """The job line from standard input; None when the manager closed it (no run for us)."""
-    line = stream.readline()
-    if not line:
-        return None
-    try:
-        return Job.model_validate(json.loads(line))
-    except (ValueError, ValidationError) as exc:
-        raise ValueError(f"bad job line: {exc}") from None
 
 
 async def _connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
@@ -98,7 +58,7 @@ async def _connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWe
             if time.monotonic() + delay > deadline:
                 raise HostLost(f"cannot reach the run's host at {url}: {exc}") from None
             await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 0.25)
 
 
 def _error_reply(message: Message, exc: BaseException) -> Message:
@@ -108,7 +68,7 @@ def _error_reply(message: Message, exc: BaseException) -> Message:
     return reply
 
 
-async def take_part(job: Job, reporter: TaskReporter) -> None:
+async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
     """Join the run, answer its messages with the ClientApp, return when the run ended."""
     app_dir = job.app.resolve()
     manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
@@ -163,7 +123,7 @@ def work(args: argparse.Namespace, reporter: TaskReporter) -> None:
     quiet_flower()
     loaded = preload([m for m in args.preload.split(",") if m])
     logger.info("warm (%s); waiting for a job on stdin", ", ".join(loaded) or "nothing preloaded")
-    job = read_job(sys.stdin)
+    job = read_job(sys.stdin, WorkerJob)
     if job is None:
         logger.info("no job came; exiting")
         return
@@ -175,6 +135,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD),
                         help="modules to import before the job comes (comma-separated)")
+    parser.add_argument("--warm", action="store_true",
+                        help="accepted for symmetry with the server host: the worker always "
+                             "waits for its job on stdin")
     return parser.parse_args(argv)
 
 

@@ -30,8 +30,9 @@ from flwr.supercore.object_ref import load_app
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from flower_runtime import wire
+from flower_runtime import DEFAULT_PRELOAD, preload, wire
 from flower_runtime.grid import Node, RunGrid
+from flower_runtime.jobs import HostJob, read_job
 from flower_runtime.manifest import ConfigValue, read_manifest
 from flower_runtime.metrics import round_metrics
 from flower_runtime.quiet import quiet_flower
@@ -229,10 +230,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def serve_run(args: argparse.Namespace, reporter: TaskReporter) -> None:
+def serve_run(args: argparse.Namespace, reporter: TaskReporter, credential_sha256: str) -> None:
     """Run the app's ServerApp to its end over the devices that join."""
     quiet_flower()
     app_dir = args.app.resolve()
+    os.chdir(app_dir)
     manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
     run_config = _json_object(args.run_config)
     server_app = load_app(manifest.serverapp, ValueError, project_dir=app_dir)
@@ -253,7 +255,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter) -> None:
 
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
                    rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report)
-    door = DeviceDoor(grid, args.run_id, run_config, os.environ.get(CREDENTIAL_SHA256_ENV, ""))
+    door = DeviceDoor(grid, args.run_id, run_config, credential_sha256)
     server = DeviceServer(door, args.host, args.port)
     server.start()
     reporter.send_print(f"waiting for {args.devices} device(s) on {args.host}:{args.port}")
@@ -280,7 +282,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: the process exit status."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_task(lambda reporter: serve_run(parse_args(argv), reporter))
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] == ["--warm"]:
+        return run_task(lambda reporter: serve_warm(arguments[1:], reporter))
+    return run_task(lambda reporter: serve_run(
+        parse_args(arguments), reporter, os.environ.get(CREDENTIAL_SHA256_ENV, "")))
+
+
+def serve_warm(argv: Sequence[str], reporter: TaskReporter) -> None:
+    """Import ahead (``--preload``), then serve the run whose job comes on stdin."""
+    parser = argparse.ArgumentParser(prog="server_host --warm")
+    parser.add_argument("--preload", default=",".join(DEFAULT_PRELOAD),
+                        help="modules to import before the job comes (comma-separated)")
+    loaded = preload([m for m in parser.parse_args(argv).preload.split(",") if m])
+    logger.info("warm (%s); waiting for a job on stdin", ", ".join(loaded) or "nothing")
+    job = read_job(sys.stdin, HostJob)
+    if job is None:
+        logger.info("no job came; exiting")
+        return
+    serve_run(parse_args(job.arguments), reporter, job.credential_sha256)
 
 
 def _json_object(text: str) -> dict[str, ConfigValue]:

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 DATA_FILE = "digits.npz"
-TASKS_NEEDING_DATA = ("task_digits",)
-"""Task folders (under ``tasks/``) that get their own copy of the data."""
+TASKS_NEEDING_DATA = ("app_digits/digitsapp",)
+"""Folders (under ``tasks/``) that get their own copy of the data (``task_digits`` links to
+the app's copy)."""
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:

@@ -65,6 +65,22 @@ _REASON_TAIL_CHARS = 4000
 ChildStatus = Literal["finished", "failed", "stopped"]
 
 
+TASK_ENV_PASSTHROUGH = frozenset({
+    "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV",
+    "PYTHONPATH",
+})
+"""What task code inherits of its manager's environment (plus ``LC_*``): never the manager's
+tokens, secrets or database address."""
+
+
+def task_environ(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for task code: the pass-through variables of ours, then ``extra``."""
+    kept = {name: value for name, value in os.environ.items()
+            if name in TASK_ENV_PASSTHROUGH or name.startswith("LC_")}
+    kept.update(extra or {})
+    return kept
+
+
 def python_argv(script: Path, *args: str) -> list[str]:
     """Return argv running ``script`` with the current interpreter, unbuffered."""
     return [sys.executable, "-u", str(script), *args]

@@ -1,0 +1,50 @@
+"""The one line a warm process reads on stdin to start its run (pydantic only, no Flower).
+
+The client task manager hands a ``WorkerJob`` to a device's ClientApp worker; the cloud task
+manager hands a ``HostJob`` to a ServerApp host. End-of-file instead of a line tells a spare
+that no run is coming.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agata_contracts.common import ClientId
+
+
+class WorkerJob(BaseModel):
+    """A device's part in one run: the app's folder, where its host listens, who we are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    app: Path
+    server: str = Field(min_length=3, max_length=260, pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")
+    client_id: ClientId
+    credential: str = Field(min_length=1, max_length=256)
+    node_config: dict[str, bool | int | float | str] = Field(default_factory=dict)
+
+
+class HostJob(BaseModel):
+    """One run of a ServerApp: the host's command line and the run credential's hash."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arguments: list[str] = Field(max_length=64)
+    credential_sha256: str = Field(default="", max_length=64)
+
+
+JobT = TypeVar("JobT", WorkerJob, HostJob)
+
+
+def read_job(stream: TextIO, kind: type[JobT]) -> JobT | None:
+    """The job line from ``stream``; None at end-of-file; ValueError when it is malformed."""
+    line = stream.readline()
+    if not line:
+        return None
+    try:
+        return kind.model_validate_json(line)
+    except ValidationError as exc:
+        raise ValueError(f"bad job line: {exc}") from None

@@ -1,0 +1,110 @@
+"""A child process started ahead of time, for the next run that needs one.
+
+Starting Python with Flower and torch takes seconds; a child started early has paid that before
+its run begins. ``take`` hands the spare to a run (its reports and exit now go to that run's
+callbacks); the caller says when to start the next spare with ``prepare``, so the next one's
+imports do not compete with the run's own start for the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from task_daemon_lib.messages import ReportMessage
+from task_daemon_lib.runner import ChildOutcome, ChildProcess, task_environ
+
+logger = logging.getLogger(__name__)
+
+OnMessage = Callable[[ReportMessage], None]
+OnExit = Callable[[ChildOutcome], None]
+
+
+class _Binding:
+    """Where a child's reports go: nowhere while it is the spare, to its run once taken."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.on_message: OnMessage | None = None
+        self.on_exit: OnExit | None = None
+        self.lock = threading.Lock()
+
+    def message(self, message: ReportMessage) -> None:
+        with self.lock:
+            target = self.on_message
+        if target is not None:
+            target(message)
+
+    def exited(self, outcome: ChildOutcome) -> None:
+        with self.lock:
+            target = self.on_exit
+        if target is not None:
+            target(outcome)
+        else:
+            logger.info("spare %s ended: %s", self.name, outcome.reason or outcome.status)
+
+
+class WarmPool:
+    """Keeps one spare child of ``argv`` (when ``enabled``) and hands it out on demand.
+
+    The child reads its job as one line on standard input; end-of-file tells a spare that is
+    no longer wanted to exit. It runs task code, so it gets ``task_environ(env)`` only.
+    """
+
+    def __init__(self, argv: Sequence[str], work_dir: Path, *, name: str, enabled: bool = True,
+                 env: Mapping[str, str] | None = None) -> None:
+        self.argv = list(argv)
+        self.work_dir = work_dir
+        self.name = name
+        self.enabled = enabled
+        self.env = task_environ(env)
+        self._spare: tuple[ChildProcess, _Binding] | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def _spawn(self) -> tuple[ChildProcess, _Binding]:
+        binding = _Binding(self.name)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        child = ChildProcess(self.argv, cwd=self.work_dir, env=self.env,
+                             on_message=binding.message, on_exit=binding.exited,
+                             name=self.name, stdin_pipe=True)
+        child.start()
+        return child, binding
+
+    def prepare(self) -> None:
+        """Start the spare if there is none (or it died); never raises."""
+        if not self.enabled:
+            return
+        with self._lock:
+            if self._closed or (self._spare is not None and self._spare[0].running):
+                return
+            try:
+                self._spare = self._spawn()
+            except OSError as exc:
+                logger.warning("cannot start a spare %s: %s", self.name, exc)
+                self._spare = None
+
+    def take(self, name: str, on_message: OnMessage, on_exit: OnExit) -> ChildProcess:
+        """A started child bound to a run's callbacks: the spare, or a new one when there is
+        none (raises OSError when it cannot start). Call ``prepare`` for the next spare."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is None or not spare[0].running:
+            spare = self._spawn()
+        child, binding = spare
+        with binding.lock:
+            binding.on_message, binding.on_exit = on_message, on_exit
+        logger.info("%s runs in %s pid %s", name, self.name, child.pid)
+        return child
+
+    def close(self) -> None:
+        """End the spare (it reads end-of-file and exits); no spare is started after this."""
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare[0].close_input()
+            if spare[0].wait(5) is None:
+                spare[0].stop(2)

@@ -1,0 +1,30 @@
+"""The ServerApp: FedAvg of the MLP over ``min-nodes`` devices for ``num-server-rounds``."""
+
+import logging
+
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from digitsapp import task
+
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Start from the seeded model, average the devices' updates, log the final accuracy."""
+    devices = int(context.run_config["min-nodes"])
+    strategy = FedAvg(min_available_nodes=devices, min_train_nodes=devices,
+                      min_evaluate_nodes=devices)
+    result = strategy.start(
+        grid=grid,
+        initial_arrays=ArrayRecord(task.build_model().state_dict()),
+        num_rounds=int(context.run_config["num-server-rounds"]),
+        train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
+    )
+    model = task.build_model()
+    model.load_state_dict(result.arrays.to_torch_state_dict())
+    loss, accuracy = task.evaluate(model, task.load_test())
+    logging.getLogger(__name__).warning("final model on the held-out test set: loss %.4f, "
+                                        "accuracy %.4f", loss, accuracy)
