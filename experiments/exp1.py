@@ -2,11 +2,12 @@
 
 ``python -m experiments.exp1 [--repeat N] [--json] [--idle-cpu S]``
 
-Starts every service as its own process, creates the digits task through the gateway's HTTP
-API, uploads its files, starts it; the client task manager learns of it (push), downloads and
-verifies the files and runs the Flower client; a second Flower client joins (as in AGATA, so a
-round can complete). Prints the step timings (mean ± 95 % CI over repeats), writes a CSV, PNG
-plots, and ``events.json``; ``--json`` ends with one JSON line of the figures.
+Starts every service as its own process with two devices, waits until they are up and warm,
+creates the digits Flower App (``tasks/app_digits``) through the gateway's HTTP API, uploads it,
+starts it; each device's client task manager learns of it (push), downloads and verifies the
+files and hands the app to its warm ClientApp worker, which joins the run and trains. Prints the
+step timings (mean ± 95 % CI over repeats), writes a CSV, PNG plots, and ``events.json``;
+``--json`` ends with one JSON line of the figures.
 """
 
 from __future__ import annotations
@@ -19,24 +20,27 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agata_cli.app_archive import zip_folder
 from experiments import report
+from experiments.flower_app import wait_warm
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Stack, first_event, last_event, merge_events, span
-from task_daemon_lib.runner import ChildProcess, python_argv
 
 logger = logging.getLogger("experiments.exp1")
 
 TASK_ID = "digits"
+APP = TASKS_DIR / "app_digits"
 STEPS = (
     "1 create task (HTTP)",
-    "2 upload files (HTTP)",
+    "2 upload app (HTTP)",
     "3 start request -> server running",
-    "4 server running -> client asks (push)",
+    "4 server running -> device asks (push)",
     "5 request -> task offered",
     "6 download + verify files",
-    "7 files -> client process running",
-    "start returned -> client running (total)",
-    "training (client start -> task finished)",
+    "7 files -> ClientApp worker running",
+    "8 worker running -> first train",
+    "start returned -> first train (total)",
+    "training (first train -> task finished)",
 )
 
 
@@ -47,54 +51,37 @@ def cpu_seconds(pid: int) -> float:
     return ticks / 100.0
 
 
-def extra_flower_client(folder: Path, port: int, partition: int) -> ChildProcess:
-    """A second Flower client run straight from the task files (AGATA's manual client)."""
-    child = ChildProcess(
-        python_argv(folder / "client.py", "--host", "127.0.0.1", "--port", str(port),
-                    "--client-id", "manual", "--partition-id", str(partition),
-                    "--num-partitions", "2"),
-        cwd=folder, name="manual flower client")
-    child.start()
-    return child
-
-
 def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
     """One full run; returns its step timings and figures."""
-    stack = Stack(out_dir, client_count=1, client_params={"request_interval": "10"})
+    stack = Stack(out_dir, client_count=2, client_params={"request_interval": "10"})
     marks: dict[str, float] = {}
     result: dict[str, Any] = {}
-    extra: ChildProcess | None = None
     try:
         api = stack.start_cloud()
         stack.start_clients()
+        wait_warm(stack, 2)
         port = free_port()
         marks["create sent"] = time.time()
         api.post("/rpc_exec_create_task", {
             "task_id": TASK_ID, "host": "127.0.0.1", "port": port,
-            "selection_criteria": "data_qnt >= 0",
-            "server_arguments": {"num-rounds": rounds, "min-clients": 2},
-            "client_arguments": {"num-partitions": 2}, "tags": ["digits", "exp1"]})
+            "selection_criteria": "data_qnt >= 0", "devices": 2,
+            "server_arguments": {"num-server-rounds": rounds},
+            "tags": ["digits", "exp1"]})
         marks["create returned"] = time.time()
-        files = sorted(p for p in (TASKS_DIR / "task_digits").iterdir()
-                       if p.suffix in {".py", ".npz"})
-        api.upload_files(TASK_ID, files)
+        api.upload_archive(TASK_ID, "app_digits.zip", zip_folder(APP))
         marks["upload returned"] = time.time()
         api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
         marks["start returned"] = time.time()
-        extra = extra_flower_client(TASKS_DIR / "task_digits", port, partition=1)
         status = _wait_for_end(api, TASK_ID, timeout=240)
         marks["task ended"] = time.time()
-        if extra is not None:
-            extra.wait(30)
         metrics = api.get(f"/api/tasks/{TASK_ID}/metrics")
         result["status"] = status
-        result["rounds"] = [(r["round"], r["metrics"].get("accuracy")) for r in metrics["rounds"]]
+        result["rounds"] = [(r["round"], r["metrics"].get("evaluate.accuracy"))
+                            for r in metrics["rounds"]]
         result["final_accuracy"] = result["rounds"][-1][1] if result["rounds"] else None
         if idle_cpu_s > 0:
             result["idle_cpu_percent"] = _idle_cpu(stack, idle_cpu_s)
     finally:
-        if extra is not None and extra.running:
-            extra.stop(2)
         result["exit_codes"] = stack.stop()
     events = merge_events(stack.events_path, marks, "exp1")
     result["timings"] = _timings(events, marks)
@@ -129,6 +116,7 @@ def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str,
     download_start = first_event(events, f"download started {TASK_ID}")
     download_end = first_event(events, f"download finished {TASK_ID}")
     client_start = first_event(events, f"client started {TASK_ID}")
+    first_train = first_event(events, f"first train {TASK_ID}")
     finished = first_event(events, f"finished {TASK_ID}")
     return {
         STEPS[0]: span(marks.get("create sent"), marks.get("create returned")),
@@ -138,8 +126,9 @@ def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str,
         STEPS[4]: span(asked, offered),
         STEPS[5]: span(download_start, download_end),
         STEPS[6]: span(download_end, client_start),
-        STEPS[7]: span(start, client_start),
-        STEPS[8]: span(client_start, finished),
+        STEPS[7]: span(client_start, first_train),
+        STEPS[8]: span(start, first_train),
+        STEPS[9]: span(first_train, finished),
     }
 
 
@@ -164,11 +153,11 @@ def main(argv: list[str] | None = None) -> int:
                     runs[-1]["final_accuracy"])
     print(report.write_outputs(base, "exp1", runs, STEPS, "Experiment 1"))
     timings = [run["timings"] for run in runs]
-    totals = [t[STEPS[7]] for t in timings if t[STEPS[7]] is not None]
+    totals = [t[STEPS[8]] for t in timings if t[STEPS[8]] is not None]
     accuracies = [run["final_accuracy"] for run in runs if run["final_accuracy"] is not None]
     figures: dict[str, Any] = {
-        "start_to_client_running_s": round(report.mean_ci95(totals)[0], 4) if totals else None,
-        "start_to_client_running_ci95_s": round(report.mean_ci95(totals)[1], 4)
+        "start_to_first_train_s": round(report.mean_ci95(totals)[0], 4) if totals else None,
+        "start_to_first_train_ci95_s": round(report.mean_ci95(totals)[1], 4)
         if totals else None,
         "final_accuracy": round(report.mean_ci95(accuracies)[0], 4) if accuracies else None,
         "statuses": [run["status"] for run in runs],

@@ -2,9 +2,10 @@
 
 ``python -m experiments.exp2 [--repeat N] [--json]``
 
-Both tasks run on the cloud; E was started first, so the client takes it; E's client fails
-shortly after starting; the client task manager reports it, sets E aside and starts C at once.
-``failover_s`` is the time from E's reported error to C's client process running.
+Both tasks are Flower Apps on two devices: E (``tasks/app_error``, whose ClientApp raises on
+its first training message) and C (``tasks/app_digits``). E is started first, so the devices
+take it; E's ClientApp raises; each client task manager reports it, sets E aside and starts C
+at once. ``failover_s`` is the time from E's reported error to C's ClientApp worker running.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments import report
-from experiments.exp1 import extra_flower_client
+from experiments.flower_app import wait_warm
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Stack, first_event, merge_events, span
 
@@ -29,34 +30,26 @@ STEPS = (
     "E client running -> E error",
     "failover: E error -> C client running",
     "E error -> failure recorded by the client",
-    "C client running -> C finished",
+    "C client running -> C first train",
+    "C first train -> C finished",
 )
-
-
-def _task_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix in {".py", ".npz"})
 
 
 def run_once(out_dir: Path, rounds: int) -> dict[str, Any]:
     """One full run; returns its timings and outcome."""
-    stack = Stack(out_dir, client_count=1, client_params={"request_interval": "10"})
+    stack = Stack(out_dir, client_count=2, client_params={"request_interval": "10"})
     marks: dict[str, float] = {}
     result: dict[str, Any] = {}
-    extra = None
     try:
         api = stack.start_cloud()
         stack.start_clients()
-        port_c, port_e = free_port(), free_port()
-        for task_id, folder, port, server_arguments in (
-            ("C", TASKS_DIR / "task_digits", port_c, {"num-rounds": rounds, "min-clients": 2}),
-            ("E", TASKS_DIR / "task_error", port_e, {"min-clients": 2}),
+        wait_warm(stack, 2)
+        for task_id, app, server_arguments in (
+            ("C", TASKS_DIR / "app_digits", {"num-server-rounds": rounds}),
+            ("E", TASKS_DIR / "app_error", {"min-nodes": 2}),
         ):
-            api.post("/rpc_exec_create_task", {
-                "task_id": task_id, "host": "127.0.0.1", "port": port,
-                "server_arguments": server_arguments,
-                "client_arguments": {"num-partitions": 2}, "tags": ["exp2"]})
-            api.upload_files(task_id, _task_files(folder))
-        extra = extra_flower_client(TASKS_DIR / "task_digits", port_c, partition=1)
+            stack.create_task(task_id, app, free_port(), devices=2,
+                              server_arguments=server_arguments, tags=["exp2"])
         api.post("/rpc_exec_start_server_task", {"task_id": "E"})
         marks["E start returned"] = time.time()
         api.post("/rpc_exec_start_server_task", {"task_id": "C"})
@@ -69,13 +62,13 @@ def run_once(out_dir: Path, rounds: int) -> dict[str, Any]:
         result["status_C"] = api.get("/api/tasks/C")["status"]
         reports = api.get("/api/tasks/E/reports")["reports"]
         result["E_reports"] = [(r["client_id"], r["status"], r["reason"]) for r in reports]
-        api.post("/rpc_exec_stop_server_task", {"task_id": "E"})
+        if api.get("/api/tasks/E")["status"] == "running":
+            api.post("/rpc_exec_stop_server_task", {"task_id": "E"})
         metrics = api.get("/api/tasks/C/metrics")
-        result["rounds"] = [(r["round"], r["metrics"].get("accuracy")) for r in metrics["rounds"]]
+        result["rounds"] = [(r["round"], r["metrics"].get("evaluate.accuracy"))
+                            for r in metrics["rounds"]]
         result["final_accuracy"] = result["rounds"][-1][1] if result["rounds"] else None
     finally:
-        if extra is not None and extra.running:
-            extra.stop(2)
         result["exit_codes"] = stack.stop()
     events = merge_events(stack.events_path, marks, "exp2")
     result["timings"] = _timings(events, marks)
@@ -88,13 +81,15 @@ def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str,
     e_error = first_event(events, "client error E")
     c_client = first_event(events, "client started C")
     e_failed = first_event(events, "client failed E")
+    c_first_train = first_event(events, "first train C")
     c_finished = first_event(events, "finished C")
     return {
         STEPS[0]: span(marks.get("E start returned"), e_client),
         STEPS[1]: span(e_client, e_error),
         STEPS[2]: span(e_error, c_client),
         STEPS[3]: span(e_error, e_failed),
-        STEPS[4]: span(c_client, c_finished),
+        STEPS[4]: span(c_client, c_first_train),
+        STEPS[5]: span(c_first_train, c_finished),
     }
 
 

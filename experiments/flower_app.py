@@ -46,7 +46,7 @@ def _split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return grouped
 
 
-def _wait_warm(stack: Stack, count: int, timeout: float = 120.0) -> None:
+def wait_warm(stack: Stack, count: int, timeout: float = 120.0) -> None:
     """Until the cloud's spare ServerApp host and every device's spare ClientApp worker have
     imported what they preload (as on a system that has been up a while)."""
     deadline = time.monotonic() + timeout
@@ -67,7 +67,7 @@ def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, A
     try:
         api = stack.start_cloud()
         stack.start_clients()
-        _wait_warm(stack, clients)
+        wait_warm(stack, clients)
         stack.create_task(TASK_ID, app, free_port(), devices=clients,
                           server_arguments={"num-server-rounds": rounds, "min-nodes": clients})
         api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})

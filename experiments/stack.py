@@ -125,7 +125,7 @@ class Stack:
         """Pids of the client task managers (for CPU measurements)."""
         assert self.processes is not None
         return {name: p.pid for name, p in self.processes.processes.items()
-                if name.endswith("_task_manager")}
+                if name.startswith("client") and name.endswith("_task_manager")}
 
     def stop(self) -> dict[str, int | None]:
         """Stop every process (clients first, the event reader last); return exit codes."""
