@@ -26,6 +26,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from agata_cli.app_archive import zip_folder
 from agata_cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -157,8 +158,8 @@ def _wait_ready(supervisor: Supervisor, deployment: LocalDeployment, api: Gatewa
 
 
 def start_demo_task(api: Gateway, devices: int, port: int) -> None:
-    """Create (once) and start the digits task, sized for the local devices."""
-    source = SOURCE_TASKS / "task_digits"
+    """Create (once) and start the digits Flower App, sized for the local devices."""
+    source = SOURCE_TASKS / "app_digits"
     if not source.is_dir():
         out(f"(no demo task: {source} is not here; it ships with the source tree)")
         return
@@ -169,11 +170,10 @@ def start_demo_task(api: Gateway, devices: int, port: int) -> None:
             raise
         api.post("/rpc_exec_create_task", {
             "task_id": DEMO_TASK, "host": "127.0.0.1", "port": port,
-            "server_arguments": {"num-rounds": 500, "local-epochs": 2, "min-clients": devices},
-            "client_arguments": {"num-partitions": devices}, "tags": ["demo"]})
-        for path in sorted(source.iterdir()):
-            if path.is_file() and path.suffix in (".py", ".npz"):
-                api.upload(DEMO_TASK, path)
+            "server_arguments": {"num-server-rounds": 2000, "local-epochs": 5,
+                                 "min-nodes": devices},
+            "devices": devices, "tags": ["demo"]})
+        api.upload_archive(DEMO_TASK, f"{source.name}.zip", zip_folder(source))
         task = api.get(f"/api/tasks/{DEMO_TASK}")
     if task["status"] != "running":
         api.post("/rpc_exec_start_server_task", {"task_id": DEMO_TASK})
