@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import io
+import os
+import shutil
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from agata_cli.app_archive import zip_folder
+from agata_cli.client import ApiError
 from experiments.processes import free_port
-from experiments.stack import TASKS_DIR, Api, Stack
+from experiments.stack import TASKS_DIR, Api, Stack, first_event, read_events
 
 NUMPY_APP = TASKS_DIR / "app_numpy"
+DIGITS_APP = TASKS_DIR / "app_digits"
+ERROR_APP = TASKS_DIR / "app_error"
 
 
 @pytest.fixture
@@ -121,3 +131,98 @@ def test_a_raising_server_app_fails_the_task_with_its_exception(stack: Stack) ->
     task = ended(api, "srv")
     assert task["status"] == "failed", task
     assert "told to fail before round 1" in task["status_reason"], task
+
+
+def test_the_digits_app_learns_on_two_devices(stack: Stack) -> None:
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("digits", DIGITS_APP, free_port(), devices=2,
+                      server_arguments={"num-server-rounds": 2})
+    api.post("/rpc_exec_start_server_task", {"task_id": "digits"})
+    task = ended(api, "digits")
+    assert task["status"] == "finished", task
+    rounds = api.get("/api/tasks/digits/metrics")["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    final = rounds[-1]["metrics"]
+    # ten classes: chance is 0.1; one FedAvg round of the MLP already gets far beyond it
+    assert final["evaluate.accuracy"] > 0.6, final
+    assert {f"evaluate.accuracy@{device}" for device in devices} <= set(final)
+    assert final["train.loss"] < rounds[0]["metrics"]["train.loss"]
+
+
+def test_a_device_whose_client_app_raises_moves_on_to_the_next_task(stack: Stack) -> None:
+    api = stack.start_cloud()
+    stack.start_clients()
+    stack.create_task("bad", ERROR_APP, free_port(), devices=2,
+                      server_arguments={"min-nodes": 2})
+    stack.create_task("good", NUMPY_APP, free_port(), devices=2,
+                      server_arguments={"num-server-rounds": 1})
+    api.post("/rpc_exec_start_server_task", {"task_id": "bad"})
+    failures = final_reports(api, "bad", 2)
+    assert all("simulated task failure" in r["reason"] for r in failures), failures
+    api.post("/rpc_exec_start_server_task", {"task_id": "good"})
+    assert ended(api, "good")["status"] == "finished"
+    assert sorted(r["status"] for r in final_reports(api, "good", 2)) == ["finished"] * 2
+    # the event reader writes its file every second: wait for the events to be in it
+    for event in ("client failed bad", "first train good"):
+        wait_for(lambda e=event: first_event(read_events(stack.events_path), e), 10, event)
+
+
+def _fab_of(app: Path, work: Path) -> Path:
+    """The app bundled by Flower's own ``flwr build`` (offline; it wants a folder name of
+    letters, digits and hyphens)."""
+    copy = work / app.name.replace("_", "-")
+    shutil.copytree(app, copy)
+    bin_dir = Path(sys.executable).parent
+    environ = {**os.environ, "FLWR_HOME": str(work / "flwr-home"), "FLWR_TELEMETRY_ENABLED": "0",
+               "PATH": f"{bin_dir}:{os.environ.get('PATH', '')}"}
+    subprocess.run([str(bin_dir / "flwr"), "build", "--app", str(copy)], cwd=work,
+                   env=environ, check=True, capture_output=True, timeout=120)
+    (fab,) = work.glob("*.fab")
+    return fab
+
+
+def said(error: ApiError) -> str:
+    """Everything an error told the caller."""
+    return " ".join([str(error), *(error.details or [])])
+
+
+def _app_files(app: Path) -> list[str]:
+    return sorted(p.relative_to(app).as_posix() for p in app.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+
+
+def test_an_app_uploads_as_folder_zip_or_fab_and_bad_paths_are_refused(
+        stack: Stack, tmp_path: Path) -> None:
+    api = stack.start_cloud()
+    expected = _app_files(NUMPY_APP)
+    assert any("/" in name for name in expected)
+    for task_id in ("by-folder", "by-zip", "by-fab", "bad-paths"):
+        api.post("/rpc_exec_create_task", {"task_id": task_id, "host": "127.0.0.1",
+                                           "port": free_port(), "devices": 2})
+    for name in expected:
+        api.upload("by-folder", NUMPY_APP / name, name)
+    api.upload_archive("by-zip", "app.zip", zip_folder(NUMPY_APP))
+    fab = _fab_of(NUMPY_APP, tmp_path)
+    api.upload_archive("by-fab", fab.name, fab.read_bytes())
+    for task_id in ("by-folder", "by-zip", "by-fab"):
+        task = api.get(f"/api/tasks/{task_id}")
+        assert task["kind"] == "flower_app", task
+        assert sorted(f["name"] for f in task["files"]) == expected, task_id
+
+    with pytest.raises(ApiError) as refused:
+        api.upload("bad-paths", NUMPY_APP / "pyproject.toml", "../pyproject.toml")
+    assert refused.value.status == 400 and ".." in said(refused.value)
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, "w") as archive:
+        archive.writestr("pyproject.toml", (NUMPY_APP / "pyproject.toml").read_bytes())
+        archive.writestr("numpyapp/../../evil.py", "x = 1\n")
+    with pytest.raises(ApiError) as refused:
+        api.upload_archive("bad-paths", "evil.zip", evil.getvalue())
+    assert refused.value.status == 400 and "evil.py" in said(refused.value)
+    assert api.get("/api/tasks/bad-paths")["files"] == []
+
+    stack.start_clients()
+    api.post("/rpc_exec_start_server_task",
+             {"task_id": "by-fab", "server_arguments": {"num-server-rounds": 1}})
+    assert ended(api, "by-fab")["status"] == "finished"
