@@ -12,7 +12,7 @@ ArgumentValue = str | int | float | bool
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)([eE][+-]?\d+)?")
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-TASK_FILE_SUFFIXES = (".py", ".npz")
+TASK_FILE_SUFFIXES = (".py", ".npz", ".json")
 
 
 def parse_value(raw: str) -> ArgumentValue:
@@ -47,7 +47,8 @@ def assignments(pairs: list[tuple[str, ArgumentValue]] | None) -> dict[str, Argu
 
 
 def task_files(files: list[str] | None, folder: str | None) -> list[Path]:
-    """The files to upload: each ``--file``, plus every ``*.py``/``*.npz`` of ``--from-dir``.
+    """The files to upload: each ``--file``, plus every file of ``--from-dir`` whose suffix is
+    one of ``TASK_FILE_SUFFIXES``.
 
     Raises ``ValueError`` saying what is wrong (missing file, empty folder, same name twice).
     """
@@ -64,7 +65,7 @@ def task_files(files: list[str] | None, folder: str | None) -> list[Path]:
         found = sorted(p for p in directory.iterdir()
                        if p.is_file() and p.suffix in TASK_FILE_SUFFIXES)
         if not found:
-            raise ValueError(f"--from-dir {folder}: no *.py or *.npz files in it")
+            raise ValueError(f"--from-dir {folder}: no *.py, *.npz or *.json files in it")
         paths.extend(found)
     by_name: dict[str, Path] = {}
     for path in paths:

@@ -107,7 +107,7 @@ def _file_options(parser: argparse.ArgumentParser) -> None:
                         help="a file of the task (repeatable)")
     parser.add_argument("--from-dir", metavar="DIR",
                         help="a Flower App folder (with its pyproject.toml) is uploaded whole as "
-                             "a zip; otherwise every *.py and *.npz file of the folder")
+                             "a zip; otherwise every *.py, *.npz and *.json file of the folder")
 
 
 def _paging_options(parser: argparse.ArgumentParser) -> None:

@@ -14,12 +14,15 @@ from __future__ import annotations
 import configparser
 import logging
 import os
+import re
+import shlex
+import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from microservice_interconnect.settings import (
     BrokerSettings,
@@ -69,6 +72,44 @@ class ClientParams(SettingsSection):
     task_retry_s: float = Field(30.0, gt=0)
     task_retry_max_s: float = Field(600.0, gt=0)
     flower_workers: bool = True
+    node_config: str = ""
+
+    @field_validator("node_config")
+    @classmethod
+    def _node_config_parses(cls, value: str) -> str:
+        parse_node_config(value)
+        return value
+
+    def node_config_values(self) -> dict[str, NodeConfigValue]:
+        """This device's own ``node_config`` keys for the Flower Apps it runs."""
+        return parse_node_config(self.node_config)
+
+
+NodeConfigValue = bool | int | float | str
+_NODE_CONFIG_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,63}$")
+
+
+def parse_node_config(text: str) -> dict[str, NodeConfigValue]:
+    """``key=value`` pairs separated by spaces, as Flower's ``--node-config`` takes them; a value
+    is read as TOML (``3``, ``0.5``, ``true``, ``"a b"``) and otherwise kept as text."""
+    values: dict[str, NodeConfigValue] = {}
+    try:
+        pairs = shlex.split(text)
+    except ValueError as exc:
+        raise ValueError(f"node_config: {exc}") from None
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not _NODE_CONFIG_KEY.match(key):
+            raise ValueError(f"node_config: {pair!r} is not key=value with a key of letters, "
+                             "digits, '-' and '_'")
+        try:
+            parsed = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            parsed = raw
+        if not isinstance(parsed, bool | int | float | str):
+            raise ValueError(f"node_config: {key} must be a number, true/false or text")
+        values[key] = parsed
+    return values
 
 
 class UserManagerSettings(SettingsSection):

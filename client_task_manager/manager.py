@@ -40,6 +40,7 @@ from task_daemon_lib.messages import (
     INFO_FIRST_TRAIN,
     ErrorMessage,
     InfoMessage,
+    PrintMessage,
     ReportMessage,
     StatsMessage,
 )
@@ -100,10 +101,12 @@ class ClientTaskManager:
         work_dir: Path,
         request_interval_s: float,
         stop_grace_s: float = 5.0,
+        node_config: dict[str, bool | int | float | str] | None = None,
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
     ) -> None:
         self.identity = identity
+        self.node_config = dict(node_config or {})
         self.events = events
         self.warm = warm or WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                                      name="Flower worker", enabled=False)
@@ -281,7 +284,8 @@ class ClientTaskManager:
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
         )
         job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
-                        client_id=self.client_id, credential=offer.download_credential)
+                        client_id=self.client_id, credential=offer.download_credential,
+                        node_config=self.node_config)
         try:
             child.send_input(job.model_dump_json())
         except OSError:
@@ -303,6 +307,8 @@ class ClientTaskManager:
             if message.info == INFO_FIRST_TRAIN:
                 self._record("task_client", f"first train {task_id}", at=message.time)
                 self.warm.prepare()
+        elif isinstance(message, PrintMessage):
+            logger.info("task %s client says: %s", task_id, message.message)
 
     def _on_child_exit(self, task_id: str, run: int, outcome: ChildOutcome) -> None:
         self._inbox.put(_ChildExit(task_id, run, outcome))

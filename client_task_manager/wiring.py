@@ -86,6 +86,7 @@ def start(config: Settings) -> RunningClientTaskManager:
         send_report=send_report,
         work_dir=data_dir / "client_tasks",
         request_interval_s=params.request_interval,
+        node_config=params.node_config_values(),
         events=runtime.events,
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), data_dir / "client_tasks" / "workers",
                       name="Flower worker", enabled=params.flower_workers and flower_installed()),

@@ -145,7 +145,7 @@ class Stack:
                     selection_criteria: str = "", tags: list[str] | None = None,
                     devices: int = 2) -> Any:
         """Create a task through the gateway and upload ``source``: a Flower App folder as one
-        zip archive, a script task's ``*.py`` and ``*.npz`` files one by one."""
+        zip archive, a script task's ``*.py``, ``*.npz`` and ``*.json`` files one by one."""
         assert self.api is not None
         self.api.post("/rpc_exec_create_task", {
             "task_id": task_id, "host": "127.0.0.1", "port": port,
@@ -155,7 +155,8 @@ class Stack:
             "devices": devices})
         if is_app_folder(source):
             return self.api.upload_archive(task_id, f"{source.name}.zip", zip_folder(source))
-        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix in {".py", ".npz"})
+        files = sorted(p for p in source.iterdir()
+                       if p.is_file() and p.suffix in {".py", ".npz", ".json"})
         return self.api.upload_files(task_id, files)
 
 

@@ -1,9 +1,10 @@
-"""Export scikit-learn's bundled 8x8 digits as ``digits.npz`` for the shipped tasks.
+"""Export scikit-learn's bundled 8x8 digits as ``digits.json`` for the shipped tasks.
 
-``load_digits`` reads a file shipped inside scikit-learn, so nothing is downloaded.  The
-archive holds ``X`` (float32, shape (1797, 64), pixel values scaled to 0..1) and ``y``
-(int64 labels 0..9).  It is written to ``tasks/data/digits.npz`` and copied into every task
-folder that reads it, because each task folder is uploaded (and run) on its own.
+``load_digits`` reads a file shipped inside scikit-learn, so nothing is downloaded.  The file
+holds ``pixels`` (1797 rows of 64 values 0..16, as scikit-learn has them) and ``labels``
+(0..9); JSON, because a Flower App Bundle carries only source and text files.  It is written
+to ``tasks/data/digits.json`` and copied into every task folder that reads it, because each
+task folder is uploaded (and run) on its own.
 
 Usage: ``python scripts/export_digits.py [--root REPO_ROOT]``
 """
@@ -11,14 +12,14 @@ Usage: ``python scripts/export_digits.py [--root REPO_ROOT]``
 from __future__ import annotations
 
 import argparse
-import io
+import json
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-DATA_FILE = "digits.npz"
+DATA_FILE = "digits.json"
 TASKS_NEEDING_DATA = ("app_digits/digitsapp",)
 """Folders (under ``tasks/``) that get their own copy of the data (``task_digits`` links to
 the app's copy)."""
@@ -38,17 +39,17 @@ def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def npz_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
-    """Serialize the arrays as a compressed ``.npz`` archive."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, X=x, y=y)
-    return buffer.getvalue()
+def json_bytes(x: np.ndarray, y: np.ndarray) -> bytes:
+    """The arrays as JSON: ``pixels`` (the original 0..16 values) and ``labels``."""
+    pixels = np.rint(x * 16).astype(np.int64)
+    return json.dumps({"pixels": pixels.tolist(), "labels": y.tolist()},
+                      separators=(",", ":")).encode()
 
 
 def export(root: Path) -> list[Path]:
     """Write the data file under ``root/tasks``; return the paths written."""
     x, y = digits_arrays()
-    data = npz_bytes(x, y)
+    data = json_bytes(x, y)
     main = root / "tasks" / "data" / DATA_FILE
     main.parent.mkdir(parents=True, exist_ok=True)
     main.write_bytes(data)

@@ -195,3 +195,18 @@ def test_settings_are_frozen():
     config = load_settings(environ={})
     with pytest.raises(Exception):  # noqa: B017 - pydantic raises ValidationError
         config.server_broker.port = 1  # type: ignore[misc]
+
+
+def test_node_config_reads_flower_style_pairs_with_typed_values():
+    config = load_settings(environ={"AGATA_CLIENT_PARAMS_NODE_CONFIG":
+                                    'site="lab a" batch-size=32 lr=0.5 gpu=false tag=plain'})
+    assert config.client_params.node_config_values() == {
+        "site": "lab a", "batch-size": 32, "lr": 0.5, "gpu": False, "tag": "plain"}
+    assert load_settings(environ={}).client_params.node_config_values() == {}
+
+
+@pytest.mark.parametrize("value", ["novalue", "=3", "bad key=1", 'open="quote', "x=[1,2]"])
+def test_a_bad_node_config_names_its_variable(value):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"AGATA_CLIENT_PARAMS_NODE_CONFIG": value})
+    assert "AGATA_CLIENT_PARAMS_NODE_CONFIG" in str(caught.value)

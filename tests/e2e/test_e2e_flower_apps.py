@@ -28,7 +28,8 @@ ERROR_APP = TASKS_DIR / "app_error"
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = Stack(tmp_path / "stack", client_count=2,
-                    client_params={"request_interval": "2", "task_retry_s": "300"},
+                    client_params={"request_interval": "2", "task_retry_s": "300",
+                                   "node_config": 'site="lab a" batch-size=32'},
                     cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": "2"})
     try:
         yield started
@@ -90,6 +91,14 @@ def test_an_unmodified_app_trains_on_two_devices_with_their_own_partitions(stack
     finals = final_reports(api, "numpy", 2)
     assert sorted(r["status"] for r in finals) == ["finished", "finished"], finals
     assert sorted(r["client_id"] for r in finals) == sorted(devices)
+    # each ClientApp's node_config: the device's own keys plus the partition the cloud gave it
+    joined = [line for index in range(2)
+              for line in (stack.out_dir / "logs" / f"client{index}_task_manager.log")
+              .read_text().splitlines() if "joined run" in line]
+    assert len(joined) == 2, joined
+    assert all('"site": "lab a"' in line and '"batch-size": 32' in line and
+               '"num-partitions": 2' in line for line in joined), joined
+    assert {'"partition-id": 0' in line for line in joined} == {True, False}, joined
 
 
 def test_run_config_overrides_are_typed_and_unknown_keys_refused(stack: Stack) -> None:

@@ -8,11 +8,22 @@ from pathlib import Path
 
 import pytest
 
-from experiments.exp1 import extra_flower_client
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Api, Stack
+from task_daemon_lib.runner import ChildProcess, python_argv
 
 DIGITS = TASKS_DIR / "task_digits"
+
+
+def extra_flower_client(folder: Path, port: int, partition: int) -> ChildProcess:
+    """A second legacy Flower client run straight from the task files (AGATA's manual client)."""
+    child = ChildProcess(
+        python_argv(folder / "client.py", "--host", "127.0.0.1", "--port", str(port),
+                    "--client-id", "manual", "--partition-id", str(partition),
+                    "--num-partitions", "2"),
+        cwd=folder, name="manual flower client")
+    child.start()
+    return child
 
 
 @pytest.fixture

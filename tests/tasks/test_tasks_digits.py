@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import signal
@@ -42,15 +43,24 @@ def digits_client(monkeypatch):
     sys.modules.pop("runtime", None)
 
 
-def test_shipped_data_is_the_exported_digits():
-    for path in (TASKS / "data" / "digits.npz", DIGITS / "digits.npz"):
-        with np.load(path) as archive:
-            x, y = archive["X"], archive["y"]
+def test_shipped_data_is_the_exported_digits(digits_task):
+    for path in (TASKS / "data" / "digits.json", DIGITS / "digits.json"):
+        x, y = digits_task.load_arrays(path)
         assert x.shape == (1797, 64) and x.dtype == np.float32
         assert y.shape == (1797,) and y.dtype == np.int64
         assert 0.0 <= x.min() and x.max() <= 1.0
         assert set(np.unique(y)) == set(range(10))
-    assert (DIGITS / "digits.npz").read_bytes() == (TASKS / "data" / "digits.npz").read_bytes()
+    assert (DIGITS / "digits.json").read_bytes() == (TASKS / "data" / "digits.json").read_bytes()
+
+
+def test_bad_data_files_say_what_is_wrong(digits_task, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"pixels": [[1, 2]], "labels": [0]}')
+    with pytest.raises(ValueError, match="unexpected shapes"):
+        digits_task.load_arrays(bad)
+    bad.write_text(json.dumps({"pixels": [[99] * 64], "labels": [0]}))
+    with pytest.raises(ValueError, match="out of range"):
+        digits_task.load_arrays(bad)
 
 
 def test_task_folders_are_flat():

@@ -1,14 +1,16 @@
 """Digits: data, model and training, shared by the Flower App and the legacy script task.
 
-The data is scikit-learn's 8x8 digits, shipped as ``digits.npz`` next to this file
-(``X`` float32 (1797, 64) scaled to 0..1, ``y`` int64).  A seeded permutation splits it once
-into a training part (first 80 %) and a held-out test part (last 20 %, used by the server);
-the training part is cut into ``num_partitions`` contiguous, equally sized (IID) shards,
-one per client.  Everything is deterministic.
+The data is scikit-learn's 8x8 digits, shipped as ``digits.json`` next to this file (``pixels``:
+1797 rows of 64 values 0..16, ``labels``: 0..9; JSON, because a Flower App Bundle carries only
+source and text files) and read as ``X`` float32 scaled to 0..1 and ``y`` int64.  A seeded
+permutation splits it once into a training part (first 80 %) and a held-out test part (last
+20 %, used by the server); the training part is cut into ``num_partitions`` contiguous, equally
+sized (IID) shards, one per client.  Everything is deterministic.
 """
 
 from __future__ import annotations
 
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
-DATA_FILE = "digits.npz"
+DATA_FILE = "digits.json"
+MAX_PIXEL = 16
 SPLIT_SEED = 42
 """Seed of the permutation behind the train/test split and the partitions."""
 TEST_FRACTION = 0.2
@@ -63,14 +66,16 @@ def data_path() -> Path:
 
 
 def load_arrays(path: Path | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load ``(X, y)`` from the ``.npz`` file (default: :func:`data_path`)."""
+    """Load ``(X, y)`` from the data file (default: :func:`data_path`)."""
     source = path if path is not None else data_path()
-    with np.load(source) as archive:
-        x = np.asarray(archive["X"], dtype=np.float32)
-        y = np.asarray(archive["y"], dtype=np.int64)
-    if x.ndim != 2 or x.shape[1] != NUM_FEATURES or y.shape != (x.shape[0],):
-        raise ValueError(f"{source}: unexpected shapes X{x.shape}, y{y.shape}")
-    return x, y
+    data = json.loads(source.read_text(encoding="utf-8"))
+    pixels = np.asarray(data["pixels"], dtype=np.float32)
+    y = np.asarray(data["labels"], dtype=np.int64)
+    if pixels.ndim != 2 or pixels.shape[1] != NUM_FEATURES or y.shape != (pixels.shape[0],):
+        raise ValueError(f"{source}: unexpected shapes pixels{pixels.shape}, labels{y.shape}")
+    if pixels.min() < 0 or pixels.max() > MAX_PIXEL or y.min() < 0 or y.max() >= NUM_CLASSES:
+        raise ValueError(f"{source}: pixel or label values out of range")
+    return pixels / MAX_PIXEL, y
 
 
 def split_indices(
