@@ -71,7 +71,7 @@ class ClientParams(SettingsSection):
     sensors: str = ""
     task_retry_s: float = Field(30.0, gt=0)
     task_retry_max_s: float = Field(600.0, gt=0)
-    flower_workers: bool = True
+    flower_workers: int = Field(1, ge=0, le=8)
     node_config: str = ""
 
     @field_validator("node_config")
@@ -128,7 +128,7 @@ class CloudTaskManagerSettings(SettingsSection):
     max_task_mb: float = Field(64.0, gt=0)
     device_join_s: float = Field(300.0, gt=0)
     device_rejoin_s: float = Field(30.0, gt=0)
-    warm_hosts: bool = True
+    warm_hosts: int = Field(2, ge=0, le=8)
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""
 

@@ -109,7 +109,7 @@ class ClientTaskManager:
         self.node_config = dict(node_config or {})
         self.events = events
         self.warm = warm or WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
-                                     name="Flower worker", enabled=False)
+                                     name="Flower worker", spares=0)
         self.book = book
         self.query_offers = query_offers
         self.fetch_file = fetch_file

@@ -89,7 +89,8 @@ def start(config: Settings) -> RunningClientTaskManager:
         node_config=params.node_config_values(),
         events=runtime.events,
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), data_dir / "client_tasks" / "workers",
-                      name="Flower worker", enabled=params.flower_workers and flower_installed()),
+                      name="Flower worker",
+                      spares=params.flower_workers if flower_installed() else 0),
     )
     Subscriber(runtime.link, task_events_exchange(prefix), TaskEvent, manager.on_task_event)
     runtime.start()

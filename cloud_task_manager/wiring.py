@@ -48,7 +48,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
                          announce=announcer.publish, events=runtime.events,
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host",
-                                       enabled=section.warm_hosts and flower_installed()))
+                                       spares=section.warm_hosts if flower_installed() else 0))
     return CloudTaskManager(records, storage, runs, TaskSelector(records, lookup_client),
                             max_files_per_task=section.max_files_per_task,
                             max_task_bytes=int(section.max_task_mb * 1024 * 1024))

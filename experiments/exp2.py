@@ -32,12 +32,14 @@ STEPS = (
     "E error -> failure recorded by the client",
     "C client running -> C first train",
     "C first train -> C finished",
+    "failover: E error -> C first train",
 )
 
 
-def run_once(out_dir: Path, rounds: int) -> dict[str, Any]:
+def run_once(out_dir: Path, rounds: int, device_spares: int = 1) -> dict[str, Any]:
     """One full run; returns its timings and outcome."""
-    stack = Stack(out_dir, client_count=2, client_params={"request_interval": "10"})
+    stack = Stack(out_dir, client_count=2,
+                  client_params={"request_interval": "10", "flower_workers": str(device_spares)})
     marks: dict[str, float] = {}
     result: dict[str, Any] = {}
     try:
@@ -90,6 +92,7 @@ def _timings(events: list[dict[str, Any]], marks: dict[str, float]) -> dict[str,
         STEPS[3]: span(e_error, e_failed),
         STEPS[4]: span(c_client, c_first_train),
         STEPS[5]: span(c_first_train, c_finished),
+        STEPS[6]: span(e_error, c_first_train),
     }
 
 
@@ -98,6 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="AGATA experiment 2 (failover E -> C)")
     parser.add_argument("--repeat", type=int, default=1, help="runs (mean ± 95%% CI)")
     parser.add_argument("--rounds", type=int, default=3, help="federated rounds of task C")
+    parser.add_argument("--device-spares", type=int, default=1, metavar="N",
+                        help="warm ClientApp workers per device (client.params flower_workers); "
+                             "with 2, C finds one warm when E fails")
     parser.add_argument("--out", type=Path, default=Path("experiments/out"),
                         help="output folder")
     parser.add_argument("--json", action="store_true", help="end with one JSON line")
@@ -107,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     for index in range(1, args.repeat + 1):
         logger.info("run %d/%d", index, args.repeat)
-        runs.append(run_once(base / f"run{index}", args.rounds))
+        runs.append(run_once(base / f"run{index}", args.rounds, args.device_spares))
         logger.info("run %d: C %s; E reports %s", index, runs[-1]["status_C"],
                     runs[-1]["E_reports"])
     print(report.write_outputs(base, "exp2", runs, STEPS, "Experiment 2"))
@@ -116,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, Any] = {
         "failover_s": round(report.mean_ci95(failovers)[0], 4) if failovers else None,
         "failover_ci95_s": round(report.mean_ci95(failovers)[1], 4) if failovers else None,
+        "failover_to_first_train_s": _mean([t[STEPS[6]] for t in timings]),
         "start_to_client_running_s": _mean([t[STEPS[0]] for t in timings]),
         "final_accuracy": _mean([run["final_accuracy"] for run in runs]),
         "statuses_C": [run["status_C"] for run in runs],

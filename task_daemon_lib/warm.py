@@ -47,20 +47,20 @@ class _Binding:
 
 
 class WarmPool:
-    """Keeps one spare child of ``argv`` (when ``enabled``) and hands it out on demand.
+    """Keeps ``spares`` spare children of ``argv`` and hands them out on demand.
 
     The child reads its job as one line on standard input; end-of-file tells a spare that is
     no longer wanted to exit. It runs task code, so it gets ``task_environ(env)`` only.
     """
 
-    def __init__(self, argv: Sequence[str], work_dir: Path, *, name: str, enabled: bool = True,
+    def __init__(self, argv: Sequence[str], work_dir: Path, *, name: str, spares: int = 1,
                  env: Mapping[str, str] | None = None) -> None:
         self.argv = list(argv)
         self.work_dir = work_dir
         self.name = name
-        self.enabled = enabled
+        self.spares = max(0, spares)
         self.env = task_environ(env)
-        self._spare: tuple[ChildProcess, _Binding] | None = None
+        self._ready: list[tuple[ChildProcess, _Binding]] = []
         self._lock = threading.Lock()
         self._closed = False
 
@@ -74,24 +74,26 @@ class WarmPool:
         return child, binding
 
     def prepare(self) -> None:
-        """Start the spare if there is none (or it died); never raises."""
-        if not self.enabled:
-            return
+        """Start spares until there are ``spares`` alive; never raises."""
         with self._lock:
-            if self._closed or (self._spare is not None and self._spare[0].running):
-                return
-            try:
-                self._spare = self._spawn()
-            except OSError as exc:
-                logger.warning("cannot start a spare %s: %s", self.name, exc)
-                self._spare = None
+            self._ready = [spare for spare in self._ready if spare[0].running]
+            while not self._closed and len(self._ready) < self.spares:
+                try:
+                    self._ready.append(self._spawn())
+                except OSError as exc:
+                    logger.warning("cannot start a spare %s: %s", self.name, exc)
+                    return
 
     def take(self, name: str, on_message: OnMessage, on_exit: OnExit) -> ChildProcess:
-        """A started child bound to a run's callbacks: the spare, or a new one when there is
-        none (raises OSError when it cannot start). Call ``prepare`` for the next spare."""
+        """A started child bound to a run's callbacks: the oldest live spare, or a new one when
+        there is none (raises OSError when it cannot start). Call ``prepare`` for the next."""
+        spare = None
         with self._lock:
-            spare, self._spare = self._spare, None
-        if spare is None or not spare[0].running:
+            while self._ready and spare is None:
+                candidate = self._ready.pop(0)
+                if candidate[0].running:
+                    spare = candidate
+        if spare is None:
             spare = self._spawn()
         child, binding = spare
         with binding.lock:
@@ -100,11 +102,12 @@ class WarmPool:
         return child
 
     def close(self) -> None:
-        """End the spare (it reads end-of-file and exits); no spare is started after this."""
+        """End the spares (they read end-of-file and exit); none is started after this."""
         with self._lock:
             self._closed = True
-            spare, self._spare = self._spare, None
-        if spare is not None:
-            spare[0].close_input()
-            if spare[0].wait(5) is None:
-                spare[0].stop(2)
+            ready, self._ready = self._ready, []
+        for child, _ in ready:
+            child.close_input()
+        for child, _ in ready:
+            if child.wait(5) is None:
+                child.stop(2)

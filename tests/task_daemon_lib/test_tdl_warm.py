@@ -1,0 +1,102 @@
+"""WarmPool on real child processes: spares started ahead, handed out bound to a run, ended."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from pathlib import Path
+
+from task_daemon_lib.messages import PrintMessage, ReportMessage
+from task_daemon_lib.runner import ChildOutcome
+from task_daemon_lib.warm import WarmPool
+
+# A stand-in warm process: waits for its job line, echoes it as a report, finishes.
+CHILD = (
+    "import sys\n"
+    "from task_daemon_lib.task_reporter import TaskReporter\n"
+    "line = sys.stdin.readline()\n"
+    "if line:\n"
+    "    reporter = TaskReporter()\n"
+    "    reporter.send_print('job ' + line.strip())\n"
+    "    reporter.send_info('Finished')\n"
+)
+
+
+class Run:
+    """One run's callbacks, recording what reached them."""
+
+    def __init__(self) -> None:
+        self.messages: list[ReportMessage] = []
+        self.outcome: ChildOutcome | None = None
+        self.ended = threading.Event()
+
+    def message(self, message: ReportMessage) -> None:
+        self.messages.append(message)
+
+    def exited(self, outcome: ChildOutcome) -> None:
+        self.outcome = outcome
+        self.ended.set()
+
+
+def pool(tmp_path: Path, spares: int, marker: str = "warm-test") -> WarmPool:
+    return WarmPool([sys.executable, "-c", CHILD, marker], tmp_path / "work",
+                    name="test worker", spares=spares,
+                    env={"PYTHONPATH": str(Path(__file__).parents[2])})
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live processes whose command line holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "cmdline").read_bytes().split(b"\x00"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_spares_are_handed_out_bound_to_their_run_and_replaced_on_request(tmp_path: Path) -> None:
+    warm = pool(tmp_path, spares=2)
+    try:
+        warm.prepare()
+        first_run, second_run = Run(), Run()
+        first = warm.take("run 1", first_run.message, first_run.exited)
+        second = warm.take("run 2", second_run.message, second_run.exited)
+        assert first.pid != second.pid
+        first.send_input("one")
+        second.send_input("two")
+        for run, job in ((first_run, "one"), (second_run, "two")):
+            assert run.ended.wait(30)
+            assert run.outcome is not None and run.outcome.status == "finished"
+            assert [m.message for m in run.messages if isinstance(m, PrintMessage)] == [
+                f"job {job}"]
+        warm.prepare()
+        third_run = Run()
+        third = warm.take("run 3", third_run.message, third_run.exited)
+        assert third.running and third.pid not in (first.pid, second.pid)
+        third.close_input()
+        assert third_run.ended.wait(30)
+    finally:
+        warm.close()
+
+
+def test_without_spares_a_run_gets_a_fresh_child_and_close_ends_the_spares(tmp_path: Path) -> None:
+    cold = pool(tmp_path, spares=0)
+    cold.prepare()
+    run = Run()
+    child = cold.take("run", run.message, run.exited)
+    child.send_input("cold")
+    assert run.ended.wait(30) and run.outcome is not None
+    assert run.outcome.status == "finished"
+
+    marker = f"warm-test-{uuid.uuid4().hex}"
+    warm = pool(tmp_path, spares=2, marker=marker)
+    warm.prepare()
+    assert len(processes_with(marker)) == 2
+    warm.close()
+    assert processes_with(marker) == []
+    warm.prepare()
+    assert processes_with(marker) == []
