@@ -71,7 +71,8 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
                         loop=asyncio.get_running_loop())
         app[LINK] = link
         app[RPC_CLIENT] = RpcClient(link, timeout_s=config.rpc.timeout_s,
-                                    queue_prefix=config.server_broker.queue_prefix)
+                                    queue_prefix=config.server_broker.queue_prefix,
+                                    reconnect_wait_s=config.rpc.reconnect_wait_s)
         feed = app[TASK_FEED] = TaskEventFeed()
         Subscriber(link, task_events_exchange(config.server_broker.queue_prefix), TaskEvent,
                    feed.add)

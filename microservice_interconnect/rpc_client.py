@@ -1,7 +1,10 @@
 """RPC client: direct reply-to on the process's link, correlation ids, per-call timeouts.
 
 Usable from plain threads (``call``) and from asyncio code (``acall``), whichever loop it runs
-on. A call made while the broker is away waits for the link to come back, up to its timeout.
+on. A call made before the link first connected waits for it, up to its timeout; once the link
+has been up, a call made while the broker is away waits only ``reconnect_wait_s`` (a brief
+blip) and then fails fast with ``ServiceUnavailable``, so callers answer 503 at once instead of
+hanging for the whole timeout.
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ REPLY_TO = "amq.rabbitmq.reply-to"
 class RpcClient:
     """Calls RPCs by name over one channel of the link, replies on direct reply-to."""
 
-    def __init__(self, link: AmqpLink, *, timeout_s: float = 10.0, queue_prefix: str = "") -> None:
+    def __init__(self, link: AmqpLink, *, timeout_s: float = 10.0, queue_prefix: str = "",
+                 reconnect_wait_s: float = 0.05) -> None:
         self.link = link
         self.timeout_s = timeout_s
+        self.reconnect_wait_s = reconnect_wait_s
+        self._was_ready = False
         self.queue_prefix = queue_prefix
         self._channel: Channel | None = None
         self._ready: asyncio.Event | None = None
@@ -61,6 +67,7 @@ class RpcClient:
             link.loop, channel.basic_consume, REPLY_TO, self._on_reply, auto_ack=True
         )
         self._channel = channel
+        self._was_ready = True
         self._ready_event().set()
 
     def on_disconnected(self) -> None:
@@ -119,13 +126,15 @@ class RpcClient:
             self._publish(name, body, timeout, waiter)
             return
         started = self.link.loop.time()
+        wait = min(timeout, self.reconnect_wait_s) if self._was_ready else timeout
 
         async def publish_when_ready() -> None:
             try:
-                await asyncio.wait_for(ready.wait(), timeout)
+                await asyncio.wait_for(ready.wait(), wait)
             except TimeoutError:
                 waiter.fail(ServiceUnavailable(
-                    f"{name}: broker {self.link.address} unreachable (waited {timeout:.1f} s)"))
+                    f"{name}: broker {self.link.address} unreachable"
+                    f"{' (connection lost; reconnecting)' if self._was_ready else ''}"))
                 return
             left = max(timeout - (self.link.loop.time() - started), 0.001)
             self._publish(name, body, left, waiter)

@@ -23,7 +23,8 @@ class ServiceRuntime:
         self.rpc = rpc or RpcSettings()
         self.link = AmqpLink(broker, name=name)
         self.client = RpcClient(self.link, timeout_s=self.rpc.timeout_s,
-                                queue_prefix=broker.queue_prefix)
+                                queue_prefix=broker.queue_prefix,
+                                reconnect_wait_s=self.rpc.reconnect_wait_s)
         self.events = EventRecorder.on_link(self.link, events or EventSettings())
         self.hosts: list[ServiceHost] = []
 

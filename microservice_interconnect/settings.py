@@ -32,6 +32,7 @@ class RpcSettings(SettingsSection):
     """RPC behaviour common to every caller and service."""
 
     timeout_s: float = Field(10.0, gt=0, le=3600)
+    reconnect_wait_s: float = Field(0.05, ge=0, le=3600)
     handler_threads: int = Field(8, ge=1, le=256)
     prefetch: int = Field(32, ge=1, le=10000)
 
