@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 CONNECT_TIMEOUT_S = 2.0
 DOWNLOAD_TIMEOUT_S = 55.0
 USER_AGENT = "agata-client-gateway/1"
+HEALTH_TIMEOUT_S = 1.0
+"""A health probe gives up after this long (the cloud counts as away)."""
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
           ConnectionAbortedError)
 
@@ -98,6 +100,22 @@ class CloudGatewayHttp:
         except (ValueError, KeyError, TypeError) as exc:
             raise RpcError(f"task events: malformed answer from {self.base_url}: {exc}") from None
         return dict(result)
+
+    def healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> bool:
+        """Whether the cloud gateway answers ``GET /health`` with 200 (its broker connected)
+        right now; never raises. A fresh short-lived connection, so it cannot hold up a call."""
+        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+        connection = cls(self._host, self._port, timeout=timeout)
+        try:
+            connection.request("GET", f"{self._path}/health",
+                               headers={"User-Agent": USER_AGENT})
+            response = connection.getresponse()
+            response.read()
+            return response.status == http.HTTPStatus.OK
+        except (OSError, http.client.HTTPException):
+            return False
+        finally:
+            connection.close()
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -66,7 +66,8 @@ def start(settings: Settings, *,
     runtime = device_runtime(NAME, settings)
     host = runtime.serve(ClientGateway(http))
     prefix = settings.client_broker.queue_prefix
-    worker = OutboxWorker(runtime.link, outbox_queue(prefix), ReportForwarder(http))
+    worker = OutboxWorker(runtime.link, outbox_queue(prefix), ReportForwarder(http),
+                          probe=http.healthy)
     broadcaster: Broadcaster[TaskEvent] = Broadcaster(runtime.link, task_events_exchange(prefix))
     relay = TaskEventRelay(cloud_client(settings), broadcaster.publish,
                            poll_timeout_s=poll_timeout_s)

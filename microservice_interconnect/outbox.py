@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 PERSISTENT = 2
 MIN_BACKOFF_S = 0.5
 MAX_BACKOFF_S = 30.0
+PROBE_INTERVAL_S = 0.25
+"""How often a back-off asks the probe whether the destination is back."""
 OUTAGE_LOG_INTERVAL_S = 60.0
 REJECTED_SUFFIX = ".rejected"
 
@@ -318,17 +320,27 @@ class _Held:
 
 
 class OutboxWorker:
-    """Delivers an outbox queue's messages in order, one at a time, retrying with back-off."""
+    """Delivers an outbox queue's messages in order, one at a time, retrying with back-off.
+
+    With a ``probe`` (a cheap "is the destination back?" check, such as its health route), a
+    back-off ends as soon as the probe says yes (it is asked every ``probe_interval_s``), so
+    delivery resumes within about that long of the destination's return however long the
+    back-off had grown.
+    """
 
     def __init__(self, link: AmqpLink, queue: str, deliver: Deliver, *,
                  min_backoff_s: float = MIN_BACKOFF_S,
-                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
+                 max_backoff_s: float = MAX_BACKOFF_S,
+                 probe: Callable[[], bool] | None = None,
+                 probe_interval_s: float = PROBE_INTERVAL_S) -> None:
         self.link = link
         self.queue = queue
         self.rejected_queue = queue + REJECTED_SUFFIX
         self.deliver = deliver
         self.min_backoff_s = min_backoff_s
         self.max_backoff_s = max_backoff_s
+        self.probe = probe
+        self.probe_interval_s = probe_interval_s
         self.ready = threading.Event()
         self.delivered = 0
         self.rejected = 0
@@ -514,8 +526,24 @@ class OutboxWorker:
                 self._end_outage(rpc_name)
                 return result
             self._note_outage(rpc_name, result.reason)
-            held.abandoned.wait(self._backoff)
+            self._pause(held, self._backoff)
             self._backoff = min(self._backoff * 2, self.max_backoff_s)
+
+    def _pause(self, held: _Held, seconds: float) -> None:
+        """Wait out a back-off, ended early when the message is abandoned or the probe says
+        the destination is back."""
+        if self.probe is None:
+            held.abandoned.wait(seconds)
+            return
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if held.abandoned.wait(min(self.probe_interval_s, left)):
+                return
+            try:
+                if self.probe():
+                    return
+            except Exception as exc:
+                logger.debug("outbox %s: probe failed: %s", self.queue, exc)
 
     def _note_outage(self, rpc_name: str, reason: str) -> None:
         now = time.monotonic()

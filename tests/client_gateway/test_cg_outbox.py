@@ -15,10 +15,12 @@ from agata_common.config import BrokerSettings
 from agata_contracts.queues import outbox_queue
 from agata_contracts.tasks import REPORT_CLIENT_TASK
 from agata_contracts.users import GET_USER_INFO, UPDATE_USER_INFO
+from client_gateway.http import CloudGatewayHttp
+from client_gateway.reports import ReportForwarder
 from cloud_gateway.wiring import create_app
 from microservice_interconnect import NotFound, ServiceUnavailable
 from microservice_interconnect.link import AmqpLink
-from microservice_interconnect.outbox import Outbox, decode_message
+from microservice_interconnect.outbox import Outbox, OutboxWorker, decode_message
 
 
 def _user(cloud: Cloud, user_id: str):
@@ -133,3 +135,39 @@ def test_unreachable_cloud_url_still_queues(start_cg, device, broker) -> None:
     outbox.send(UPDATE_USER_INFO, {"user_id": "dev-q"}, timeout=30)
     # returned on the broker's confirm, long before the cloud could have been tried for 30 s
     assert time.monotonic() - started < 15
+
+
+async def test_delivery_resumes_when_the_cloud_is_back_not_when_the_back_off_ends(
+        cloud: Cloud, device, broker) -> None:
+    """A probe of the cloud's /health ends a grown back-off as soon as the cloud answers."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = cloud.settings.model_copy(update={"server_gateway": cloud.settings.server_gateway
+                                                 .model_copy(update={"port": port})})
+    queue = outbox_queue(cloud.settings.client_broker.queue_prefix)
+    http = CloudGatewayHttp(url, settings.server_gateway.client_token, timeout_s=2)
+    worker = OutboxWorker(device.runtime.link, queue, ReportForwarder(http),
+                          min_backoff_s=20, max_backoff_s=20, probe=http.healthy)
+    try:
+        assert await asyncio.to_thread(worker.ready.wait, 10)
+        await asyncio.to_thread(Outbox(device.runtime.link, queue).send, UPDATE_USER_INFO,
+                                {"user_id": "dev-p", "data_qnt": 7})
+        # the first attempt meets a closed port; the worker now waits a 20 s back-off
+        assert await await_until(lambda: broker.counts(queue) == (0, 1), 5)
+        app = create_app(settings)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        back = time.monotonic()
+        try:
+            def arrived() -> bool:
+                user = _user(cloud, "dev-p")
+                return user is not None and user.data_qnt == 7
+
+            assert await await_until(arrived, 10, interval=0.05)
+            assert time.monotonic() - back < 5, "delivery waited for the back-off"
+        finally:
+            await runner.cleanup()
+    finally:
+        await asyncio.to_thread(worker.stop)
+        http.close()
