@@ -189,6 +189,8 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
     body["tags"] = args.tag or []
     if args.devices is not None:
         body["devices"] = args.devices
+    if args.deadline is not None:
+        body["deadline_s"] = args.deadline
     task = gateway.post("/api/tasks", body)
     task_id = task["id"]
     if not args.json:

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: 127.0.0.1)")
     sub.add_argument("--devices", type=_count(1), metavar="N",
                      help="devices in a run of a Flower App (default 2)")
+    sub.add_argument("--deadline", type=_count(1), metavar="SECONDS",
+                     help="a run still going after this long is stopped and recorded failed "
+                          "(default: the cloud's default_deadline_s)")
     sub.add_argument("--criteria", metavar="EXPR",
                      help="client selection criteria, e.g. \"data_qnt >= 30\"")
     sub.add_argument("--server-arg", type=assignment, action="append", metavar="NAME=VALUE",

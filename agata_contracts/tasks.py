@@ -55,6 +55,10 @@ Criteria = Annotated[
 Devices = Annotated[int, Field(ge=1, le=10_000, description=(
     "How many devices a run of a Flower App takes; each gets a partition-id from 0 to "
     "devices-1 and num-partitions = devices in its node_config."))]
+MAX_DEADLINE_S = 30 * 24 * 3600
+DeadlineS = Annotated[int, Field(ge=1, le=MAX_DEADLINE_S, description=(
+    "Seconds a run may last; a run still going then is stopped and recorded as failed, saying "
+    "so. Empty: the cloud task manager's default_deadline_s."))]
 Arguments = Annotated[
     dict[ArgumentName, ArgumentValue],
     Field(max_length=64, description="Passed to the task's script as --name value."),
@@ -118,6 +122,7 @@ class CreateTaskRequest(BaseModel):
     client_arguments: Arguments = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     devices: Devices = 2
+    deadline_s: DeadlineS | None = None
 
 
 class Task(BaseModel):
@@ -131,6 +136,8 @@ class Task(BaseModel):
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
     devices: int
+    deadline_s: int | None = Field(description="This task's own run deadline (seconds); "
+                                   "null: the cloud's default_deadline_s.")
     files: list[TaskFile]
     kind: TaskKind | None = Field(description="From the files: a top-level pyproject.toml "
                                   "makes a Flower App, server.py a script task.")
@@ -173,6 +180,7 @@ class UpdateTaskRequest(BaseModel):
     client_arguments: Arguments | None = None
     tags: list[Tag] | None = Field(None, max_length=32)
     devices: Devices | None = None
+    deadline_s: DeadlineS | None = None
 
 
 class ListTasksRequest(BaseModel):

@@ -28,6 +28,7 @@ class TaskRecord(Base):
     client_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     devices: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    deadline_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="created", index=True)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     runs: Mapped[int] = mapped_column(Integer, default=0)

@@ -35,7 +35,7 @@ from cloud_task_manager.storage import Credentials, StoredFile
 from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized
 
 MAX_CLIENT_REPORTS = 500
-ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2"}
+ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER"}
 """Columns of ``tasks`` added after the first release: added to older databases at start."""
 
 
@@ -55,6 +55,7 @@ def to_task(record: TaskRecord) -> Task:
         client_arguments=dict(record.client_arguments or {}),
         tags=list(record.tags or []),
         devices=record.devices,
+        deadline_s=record.deadline_s,
         files=[to_task_file(f) for f in record.files],
         kind=kind_of(f.name for f in record.files),
         status=TaskStatus(record.status),
@@ -124,6 +125,7 @@ class TaskRecords:
             client_arguments=request.client_arguments,
             tags=request.tags,
             devices=request.devices,
+            deadline_s=request.deadline_s,
             status=TaskStatus.CREATED.value,
             runs=0,
             credential_nonce=nonce,
@@ -178,6 +180,14 @@ class TaskRecords:
                 rounds=[RoundMetrics(round=r.round, metrics=r.metrics,
                                      reported_at=r.reported_at) for r in rows],
             )
+
+    @staticmethod
+    def rounds_done(session: Session, task_id: str, run: int) -> int:
+        """How many rounds of a run have reported metrics."""
+        count = session.scalar(select(func.count()).select_from(RoundMetricRecord).where(
+            RoundMetricRecord.task_id == task_id, RoundMetricRecord.run == run,
+            RoundMetricRecord.round > 0))
+        return int(count or 0)
 
     def store_round(self, task_id: str, run: int, round_number: int,
                     metrics: dict[str, float], reported: datetime) -> None:

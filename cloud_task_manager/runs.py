@@ -74,6 +74,7 @@ class RunController:
         stop_grace_s: float = 5.0,
         device_join_s: float = 300.0,
         device_rejoin_s: float = 30.0,
+        default_deadline_s: float = 86400.0,
         announce: Announce | None = None,
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
@@ -83,6 +84,7 @@ class RunController:
         self.announce = announce
         self.device_join_s = device_join_s
         self.device_rejoin_s = device_rejoin_s
+        self.default_deadline_s = default_deadline_s
         self.events = events
         self.servers = ServerProcesses(
             stop_grace_s=stop_grace_s, on_report=self._on_report, on_exit=self._on_exit,
@@ -90,6 +92,8 @@ class RunController:
         )
         self._transition = threading.Lock()
         self._shutting_down = False
+        self._deadlines: dict[str, tuple[ServerLaunch, threading.Timer]] = {}
+        self._forced_ends: dict[tuple[str, int], str] = {}
 
     # -- operator transitions ------------------------------------------------------------
 
@@ -110,6 +114,7 @@ class RunController:
                 if kind is TaskKind.FLOWER_APP:
                     arguments = self._run_config(task_id, arguments)
                 record.runs += 1
+                deadline_s = float(record.deadline_s or self.default_deadline_s)
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
                                       arguments, kind, record.devices, record.credential_hash,
                                       self.device_join_s, self.device_rejoin_s)
@@ -123,6 +128,7 @@ class RunController:
                 self._finish_run(launch, TaskStatus.FAILED, f"server could not start: {exc}")
                 raise Conflict(f"task {task_id!r}: server could not start: {exc}") from None
             self._set_pid(launch, pid)
+            self._arm_deadline(launch, deadline_s)
         self._announce(launch, TaskStatus.RUNNING)
         self.events.register_event(SERVICE, "rpc_exec_start_server_task",
                                    f"server started {task_id}")
@@ -199,6 +205,10 @@ class RunController:
     def shutdown(self) -> None:
         """Stop every task server; their tasks are recorded as stopped."""
         self._shutting_down = True
+        with self._transition:
+            timers, self._deadlines = list(self._deadlines.values()), {}
+        for _, timer in timers:
+            timer.cancel()
         self.servers.stop_all()
 
     # -- server process callbacks (reader threads) ---------------------------------------
@@ -247,10 +257,46 @@ class RunController:
             logger.warning("task %s: trigger %s could not start: %s", launch.task_id,
                            script.name, exc)
 
+    def _arm_deadline(self, launch: ServerLaunch, deadline_s: float) -> None:
+        """End the run when it is still going ``deadline_s`` from now (caller holds the
+        transition lock)."""
+        timer = threading.Timer(deadline_s, self._deadline_passed, (launch, deadline_s))
+        timer.name = f"deadline-{launch.task_id}"
+        timer.daemon = True
+        previous = self._deadlines.pop(launch.task_id, None)
+        if previous is not None:
+            previous[1].cancel()
+        self._deadlines[launch.task_id] = (launch, timer)
+        timer.start()
+
+    def _deadline_passed(self, launch: ServerLaunch, deadline_s: float) -> None:
+        with self._transition:
+            with self.records.transaction() as session:
+                record = session.get(TaskRecord, launch.task_id)
+                current = (record is not None and record.runs == launch.run
+                           and record.status == TaskStatus.RUNNING.value)
+                rounds = self.records.rounds_done(session, launch.task_id, launch.run) \
+                    if current else 0
+            if not current:
+                return
+            reason = (f"the run passed its deadline of {deadline_s:g} s after {rounds} "
+                      "round(s) and was stopped")
+            self._forced_ends[(launch.task_id, launch.run)] = reason
+            logger.warning("task %s: %s", launch.task_id, reason)
+            self.events.register_event(SERVICE, "deadline", f"deadline {launch.task_id}")
+            self.servers.request_stop(launch.task_id)
+
     def _on_exit(self, launch: ServerLaunch, outcome: ChildOutcome) -> None:
+        armed = self._deadlines.get(launch.task_id)
+        if armed is not None and armed[0] is launch:
+            armed[1].cancel()
+            self._deadlines.pop(launch.task_id, None)
         status = TaskStatus(outcome.status)
         reason = outcome.reason
-        if status is TaskStatus.STOPPED:
+        forced = self._forced_ends.pop((launch.task_id, launch.run), None)
+        if forced is not None and status is not TaskStatus.FINISHED:
+            status, reason = TaskStatus.FAILED, forced
+        elif status is TaskStatus.STOPPED:
             reason = SHUTDOWN_REASON if self._shutting_down else STOPPED_REASON
         self._finish_run(launch, status, reason)
         self.servers.prepare_spare()

@@ -146,6 +146,14 @@ class ServerProcesses:
             return None
         return child.stop(self.stop_grace_s)
 
+    def request_stop(self, task_id: str) -> None:
+        """Begin stopping the task's server without waiting for it (its exit is reported as
+        usual)."""
+        with self._lock:
+            child = self._children.get(task_id)
+        if child is not None:
+            child.request_stop(self.stop_grace_s)
+
     def stop_all(self) -> None:
         """Stop every server (on shutdown), in parallel, and the warm host."""
         if self.warm is not None:

@@ -45,6 +45,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     runs = RunController(records, storage, stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
+                         default_deadline_s=section.default_deadline_s,
                          announce=announcer.publish, events=runtime.events,
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host",

@@ -394,12 +394,12 @@ def test_cli_installed_script_documents_exit_codes() -> None:
 def test_cli_creates_a_flower_app_from_its_folder(stack: Stack, tmp_path: Path) -> None:
     app = REPO_ROOT / "tasks" / "app_numpy"
     created = agata(stack, "tasks", "create", "--id", "cli-app", "--port", str(free_port()),
-                    "--devices", "3", "--server-arg", "num-server-rounds=2",
-                    "--from-dir", str(app))
+                    "--devices", "3", "--deadline", "600",
+                    "--server-arg", "num-server-rounds=2", "--from-dir", str(app))
     assert created.returncode == 0, created.stderr
     assert "uploaded 4 file(s) of the app" in created.stdout
     task = json.loads(agata(stack, "tasks", "show", "cli-app", "--json").stdout)
-    assert task["kind"] == "flower_app" and task["devices"] == 3
+    assert task["kind"] == "flower_app" and task["devices"] == 3 and task["deadline_s"] == 600
     assert sorted(f["name"] for f in task["files"]) == [
         "numpyapp/__init__.py", "numpyapp/client_app.py", "numpyapp/server_app.py",
         "pyproject.toml"]

@@ -227,6 +227,30 @@ def test_stop_kills_a_server_ignoring_sigterm_after_the_grace_period(cloud: Clou
         assert session.get(TaskRecord, "stubborn").server_pid is None
 
 
+def test_a_run_past_its_deadline_is_stopped_and_recorded_failed(cloud: Cloud) -> None:
+    new_task(cloud, "late", STUBBORN_SERVER, deadline_s=1)
+    started = cloud.client.call(START_SERVER_TASK, {"task_id": "late"})
+    assert started.deadline_s == 1
+    wait_for(lambda: (folder(cloud, "late") / "ready").exists())
+    with Session(cloud.task_manager.records.engine) as session:
+        pid = session.get(TaskRecord, "late").server_pid
+    # 1 s deadline, then SIGTERM (ignored) and SIGKILL after the 2 s grace
+    task = wait_status(cloud, "late", "failed", "finished", "stopped", timeout=15)
+    assert task.status.value == "failed", task
+    assert task.status_reason is not None
+    assert "deadline of 1 s" in task.status_reason and "0 round(s)" in task.status_reason
+    assert pid is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+
+
+def test_a_run_that_ends_in_time_keeps_its_outcome(cloud: Cloud) -> None:
+    new_task(cloud, "quick", FINISHING_SERVER, deadline_s=30)
+    cloud.client.call(START_SERVER_TASK, {"task_id": "quick"})
+    task = wait_status(cloud, "quick", "failed", "finished", "stopped")
+    assert (task.status.value, task.status_reason) == ("finished", None)
+
+
 def test_shutdown_stops_running_servers_with_the_shutdown_reason(cloud: Cloud) -> None:
     new_task(cloud, "down", SLEEPING_SERVER)
     cloud.client.call(START_SERVER_TASK, {"task_id": "down"})
