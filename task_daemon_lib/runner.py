@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from task_daemon_lib import spawner
 from task_daemon_lib.messages import (
     INFO_FINISHED,
     REPORT_FD_ENV,
@@ -293,7 +294,7 @@ class ChildProcess:
             env["PYTHONUNBUFFERED"] = "1"
             env[REPORT_FD_ENV] = str(report_w)
             try:
-                proc = subprocess.Popen(
+                proc = spawner.popen(
                     self._argv,
                     cwd=self._cwd,
                     env=env,

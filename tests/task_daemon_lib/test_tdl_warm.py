@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from task_daemon_lib.messages import PrintMessage, ReportMessage
@@ -43,6 +45,15 @@ def pool(tmp_path: Path, spares: int, marker: str = "warm-test") -> WarmPool:
     return WarmPool([sys.executable, "-c", CHILD, marker], tmp_path / "work",
                     name="test worker", spares=spares,
                     env={"PYTHONPATH": str(Path(__file__).parents[2])})
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
 
 
 def processes_with(marker: str) -> list[int]:
@@ -95,7 +106,8 @@ def test_without_spares_a_run_gets_a_fresh_child_and_close_ends_the_spares(tmp_p
     marker = f"warm-test-{uuid.uuid4().hex}"
     warm = pool(tmp_path, spares=2, marker=marker)
     warm.prepare()
-    assert len(processes_with(marker)) == 2
+    # a fresh child shows the marker once it has exec'd: wait for that, bounded
+    assert eventually(lambda: len(processes_with(marker)) == 2), processes_with(marker)
     warm.close()
     assert processes_with(marker) == []
     warm.prepare()
