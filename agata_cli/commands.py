@@ -280,13 +280,19 @@ def clients_list(gateway: Gateway, args: argparse.Namespace) -> int:
         out("no clients")
         return EXIT_OK
     _lines(table(
-        ["ID", "DATA_QNT", "AVG_ACC_CONTRIB", "AVG_DISCONN/ROUND", "SENSORS", "LAST_SEEN"],
-        ([u["id"], u["data_qnt"], u.get("avg_acc_contrib"),
+        ["ID", "STATE", "DATA_QNT", "AVG_ACC_CONTRIB", "AVG_DISCONN/ROUND", "SENSORS",
+         "LAST_SEEN"],
+        ([u["id"], _state(u), u["data_qnt"], u.get("avg_acc_contrib"),
           u.get("avg_disconnection_per_round"), u["sensors"], when(u["last_seen"])]
          for u in users),
     ))
     _paging_note(len(users), int(body.get("total") or 0), args.offset, "clients")
     return EXIT_OK
+
+
+def _state(user: dict[str, Any]) -> str:
+    """``online``, or ``lost`` for a client the cloud has not heard from lately."""
+    return "online" if user.get("online") else "lost"
 
 
 def clients_show(gateway: Gateway, args: argparse.Namespace) -> int:
@@ -297,6 +303,7 @@ def clients_show(gateway: Gateway, args: argparse.Namespace) -> int:
         return EXIT_OK
     _lines(key_values([
         ("id", user["id"]),
+        ("state", _state(user)),
         ("data_qnt", user["data_qnt"]),
         ("avg_acc_contrib", user.get("avg_acc_contrib")),
         ("avg_disconnection_per_round", user.get("avg_disconnection_per_round")),

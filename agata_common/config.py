@@ -72,6 +72,7 @@ class ClientParams(SettingsSection):
     task_retry_s: float = Field(30.0, gt=0)
     task_retry_max_s: float = Field(600.0, gt=0)
     flower_workers: int = Field(1, ge=0, le=8)
+    heartbeat_s: float = Field(10.0, gt=0, le=3600)
     node_config: str = ""
 
     @field_validator("node_config")
@@ -117,6 +118,7 @@ class UserManagerSettings(SettingsSection):
 
     database_url: str = ""
     cache_ttl_s: float = Field(2.0, ge=0)
+    lost_after_s: float = Field(30.0, gt=0)
 
 
 class CloudTaskManagerSettings(SettingsSection):

@@ -52,6 +52,8 @@ class UserInfo(BaseModel):
     created: datetime
     modified: datetime
     last_seen: datetime
+    online: bool = Field(description="Heard from within the user manager's lost_after_s; a "
+                         "device sends update_user_info with its id alone as its heartbeat.")
 
     def criteria_attributes(self) -> dict[str, Any]:
         """What selection criteria may read of this client: its id and its stats."""
@@ -76,7 +78,7 @@ class UserList(BaseModel):
 
 UPDATE_USER_INFO: RpcSpec[UpdateUserInfoRequest, UserInfo] = RpcSpec(
     "rpc_exec_update_user_info", SERVICE, UpdateUserInfoRequest, UserInfo,
-    "Register a client or update its stats (upsert).",
+    "Register a client or update its stats (upsert); with the id alone, a heartbeat.",
     frozenset({Audience.CLIENT, Audience.OPERATOR}),
 )
 GET_USER_INFO: RpcSpec[GetUserInfoRequest, UserInfo] = RpcSpec(

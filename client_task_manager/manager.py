@@ -100,6 +100,8 @@ class ClientTaskManager:
         send_report: SendReport,
         work_dir: Path,
         request_interval_s: float,
+        heartbeat: Callable[[str], None] | None = None,
+        heartbeat_s: float = 10.0,
         stop_grace_s: float = 5.0,
         node_config: dict[str, bool | int | float | str] | None = None,
         events: EventRecorder = NO_EVENTS,
@@ -116,6 +118,9 @@ class ClientTaskManager:
         self.send_report = send_report
         self.work_dir = work_dir
         self.request_interval_s = request_interval_s
+        self.heartbeat = heartbeat
+        self.heartbeat_s = heartbeat_s
+        self._next_heartbeat = 0.0
         self.stop_grace_s = stop_grace_s
         self._wake = threading.Event()
         self._inbox: queue.SimpleQueue[_ChildError | _ChildExit] = queue.SimpleQueue()
@@ -188,6 +193,8 @@ class ClientTaskManager:
     def _sleep_time(self) -> float:
         now = time.monotonic()
         deadlines = [self._next_poll, self._next_stats_check]
+        if self.heartbeat is not None:
+            deadlines.append(self._next_heartbeat)
         release = self.book.next_release(time.time())
         if release is not None:
             deadlines.append(now + (release - time.time()))
@@ -200,9 +207,19 @@ class ClientTaskManager:
             self._report_stats()
             self._flush_reports()
             self._next_stats_check = now + STATS_CHECK_S
+        if self.heartbeat is not None and time.monotonic() >= self._next_heartbeat:
+            self._beat(self.heartbeat)
         if time.monotonic() >= self._next_poll:
             self._poll()
         self._start_chosen()
+
+    def _beat(self, heartbeat: Callable[[str], None]) -> None:
+        """Tell the cloud this device is alive; a missed beat is not retried or queued."""
+        self._next_heartbeat = time.monotonic() + self.heartbeat_s
+        try:
+            heartbeat(self.client_id)
+        except RpcError as exc:
+            logger.debug("heartbeat not delivered: %s", exc.message)
 
     def _poll(self) -> None:
         self._next_poll = time.monotonic() + self.request_interval_s

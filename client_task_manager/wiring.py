@@ -19,6 +19,7 @@ from agata_contracts.tasks import (
     TaskFileContent,
     TaskOffer,
 )
+from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
 from client_task_manager.scheduler import Policy, TaskBook
@@ -77,6 +78,10 @@ def start(config: Settings) -> RunningClientTaskManager:
     def send_report(spec: RpcSpec[Any, Any], report: BaseModel) -> None:
         outbox.send(spec, report)
 
+    def heartbeat(client_id: str) -> None:
+        runtime.client.call(UPDATE_USER_INFO, UpdateUserInfoRequest(user_id=client_id),
+                            timeout=params.heartbeat_s)
+
     manager = ClientTaskManager(
         identity,
         TaskBook(policy, params.max_parallel_tasks, params.task_retry_s,
@@ -86,6 +91,8 @@ def start(config: Settings) -> RunningClientTaskManager:
         send_report=send_report,
         work_dir=data_dir / "client_tasks",
         request_interval_s=params.request_interval,
+        heartbeat=heartbeat,
+        heartbeat_s=params.heartbeat_s,
         node_config=params.node_config_values(),
         events=runtime.events,
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), data_dir / "client_tasks" / "workers",

@@ -27,8 +27,8 @@ from user_manager.models import Base, Client
 
 logger = logging.getLogger(__name__)
 
-def to_info(client: Client) -> UserInfo:
-    """The contract view of a stored client."""
+def to_info(client: Client, lost_after_s: float) -> UserInfo:
+    """The contract view of a stored client (online when heard from within ``lost_after_s``)."""
     return UserInfo(
         id=client.id,
         data_qnt=client.data_qnt,
@@ -38,6 +38,7 @@ def to_info(client: Client) -> UserInfo:
         created=client.created,
         modified=client.modified,
         last_seen=client.last_seen,
+        online=(utcnow() - client.last_seen).total_seconds() <= lost_after_s,
     )
 
 
@@ -71,8 +72,10 @@ class ReadCache:
 class UserManager:
     """Client registry over a SQLAlchemy engine."""
 
-    def __init__(self, engine: Engine, *, cache_ttl_s: float = 2.0) -> None:
+    def __init__(self, engine: Engine, *, cache_ttl_s: float = 2.0,
+                 lost_after_s: float = 30.0) -> None:
         self.engine = engine
+        self.lost_after_s = lost_after_s
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._cache = ReadCache(cache_ttl_s)
 
@@ -109,7 +112,7 @@ class UserManager:
                 client.modified = now
             client.last_seen = now
             session.flush()
-            return to_info(client)
+            return to_info(client, self.lost_after_s)
 
     @rpc(GET_USER_INFO, inline=True)
     def get_user_info(self, request: GetUserInfoRequest) -> UserInfo:
@@ -121,7 +124,7 @@ class UserManager:
             client = session.get(Client, request.user_id)
             if client is None:
                 raise NotFound(f"client {request.user_id!r} is not registered")
-            info = to_info(client)
+            info = to_info(client, self.lost_after_s)
         self._cache.put(info)
         return info
 
@@ -134,4 +137,4 @@ class UserManager:
                 select(Client).order_by(Client.last_seen.desc(), Client.id)
                 .limit(request.limit).offset(request.offset)
             )
-            return UserList(users=[to_info(row) for row in rows], total=total)
+            return UserList(users=[to_info(row, self.lost_after_s) for row in rows], total=total)

@@ -37,7 +37,8 @@ def start(config: Settings, engine: Engine | None = None, *,
     if engine is None:
         engine = make_engine(config.user_manager.database_url,
                              config.storage.resolved_data_dir() / "users.db")
-    manager = UserManager(engine, cache_ttl_s=config.user_manager.cache_ttl_s)
+    manager = UserManager(engine, cache_ttl_s=config.user_manager.cache_ttl_s,
+                          lost_after_s=config.user_manager.lost_after_s)
     manager.create_schema()
     runtime = cloud_runtime(name, config)
     host = runtime.serve(manager)

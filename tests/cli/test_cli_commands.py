@@ -247,13 +247,14 @@ def test_cli_clients_list_and_show(stack: Stack) -> None:
     listed = agata(stack, "clients", "list")
     assert listed.returncode == 0
     row = _lines_with(listed.stdout, "cli-device-1")[0]
-    assert row.split()[:3] == ["cli-device-1", "42", "0.25"] and "camera, gps" in row
+    assert row.split()[:4] == ["cli-device-1", "online", "42", "0.25"] and "camera, gps" in row
     users = json.loads(agata(stack, "clients", "list", "--json").stdout)["users"]
     assert "cli-device-1" in {user["id"] for user in users}
 
     shown = agata(stack, "clients", "show", "cli-device-1")
     assert shown.returncode == 0
     assert _lines_with(shown.stdout, "data_qnt:")[0].split() == ["data_qnt:", "42"]
+    assert _lines_with(shown.stdout, "state:")[0].split() == ["state:", "online"]
     detail = json.loads(agata(stack, "--json", "clients", "show", "cli-device-1").stdout)
     assert detail["sensors"] == ["camera", "gps"]
 

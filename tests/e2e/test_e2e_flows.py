@@ -29,7 +29,10 @@ def extra_flower_client(folder: Path, port: int, partition: int) -> ChildProcess
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = Stack(tmp_path / "stack", client_count=1,
-                    client_params={"request_interval": "2", "task_retry_s": "60"})
+                    client_params={"request_interval": "2", "task_retry_s": "60",
+                                   "heartbeat_s": "0.5"},
+                    cloud_overrides={"AGATA_USER_MANAGER_LOST_AFTER_S": "2",
+                                     "AGATA_USER_MANAGER_CACHE_TTL_S": "0"})
     try:
         yield started
     finally:
@@ -156,3 +159,18 @@ def test_sigterm_stops_the_client_task_manager_and_its_task_clients(stack: Stack
                  "the task's client to be stopped with its manager")
     finally:
         api.post("/rpc_exec_stop_server_task", {"task_id": "waits"})
+
+
+def test_a_device_heartbeats_and_is_shown_lost_once_it_is_gone(stack: Stack) -> None:
+    api = stack.start_cloud()
+    (device,) = stack.start_clients()
+    first = api.get(f"/api/clients/{device}")
+    assert first["online"]
+    # no stats change: only heartbeats move last_seen
+    wait_for(lambda: api.get(f"/api/clients/{device}")["last_seen"] > first["last_seen"], 10,
+             "a heartbeat")
+    assert stack.processes is not None
+    stack.processes.stop("client0_task_manager")
+    lost = wait_for(lambda: not (client := api.get(f"/api/clients/{device}"))["online"]
+                    and client, 15, "the device to be shown lost")
+    assert lost["last_seen"] >= first["last_seen"]
