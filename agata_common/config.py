@@ -22,7 +22,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from microservice_interconnect.settings import (
     BrokerSettings,
@@ -41,6 +48,17 @@ class ConfigError(RuntimeError):
     """The configuration file or an override holds a value that cannot be used."""
 
 
+MIN_TOKEN_LENGTH = 16
+
+
+def check_token(value: str) -> str:
+    """A token is empty (its routes refuse everyone) or at least ``MIN_TOKEN_LENGTH`` long."""
+    if value and len(value) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"a token must be at least {MIN_TOKEN_LENGTH} characters "
+                         "(e.g. python -c 'import secrets; print(secrets.token_hex(16))')")
+    return value
+
+
 class GatewaySettings(SettingsSection):
     """The cloud gateway's HTTP listener and the secrets it checks."""
 
@@ -51,6 +69,18 @@ class GatewaySettings(SettingsSection):
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
     access_log: bool = False
+
+    @field_validator("api_token", "client_token")
+    @classmethod
+    def _strong_token(cls, value: str) -> str:
+        return check_token(value)
+
+    @model_validator(mode="after")
+    def _distinct_tokens(self) -> GatewaySettings:
+        if self.api_token and self.api_token == self.client_token:
+            raise ValueError("api_token and client_token must differ: a device's token must "
+                             "not open the operator routes")
+        return self
 
     def cors_origin_list(self) -> list[str]:
         """Configured CORS origins, comma separated in the file."""
@@ -74,6 +104,11 @@ class ClientParams(SettingsSection):
     flower_workers: int = Field(1, ge=0, le=8)
     heartbeat_s: float = Field(10.0, gt=0, le=3600)
     node_config: str = ""
+
+    @field_validator("client_token")
+    @classmethod
+    def _strong_token(cls, value: str) -> str:
+        return check_token(value)
 
     @field_validator("node_config")
     @classmethod
@@ -215,13 +250,19 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
         try:
             sections[section.replace(".", "_")] = model.model_validate(values)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"[{section}] {'.'.join(str(p) for p in err['loc'])} "
-                f"(env {env_name(section, str(err['loc'][0]))}): {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(_problem(section, err) for err in exc.errors())
             raise ConfigError(f"invalid configuration in {path}: {problems}") from exc
     return Settings(**sections, source=str(path))
+
+
+def _problem(section: str, error: Any) -> str:
+    """One validation error, naming the key and its environment variable (the section alone
+    when the error is about several keys together)."""
+    location = error["loc"]
+    if not location:
+        return f"[{section}]: {error['msg']}"
+    return (f"[{section}] {'.'.join(str(p) for p in location)} "
+            f"(env {env_name(section, str(location[0]))}): {error['msg']}")
 
 
 @lru_cache(maxsize=1)

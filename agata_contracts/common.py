@@ -20,6 +20,10 @@ ARGUMENT_NAME_PATTERN: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 HOST_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9.:-]{0,251}[A-Za-z0-9])?$"
 MAX_PATH_DEPTH: Final = 8
 MAX_PATH_LENGTH: Final = 512
+MAX_OFFSET: Final = 1_000_000_000
+"""The largest paging offset a request may give (a database integer holds it)."""
+MAX_RUN: Final = 1_000_000_000
+"""The largest run number a request may name."""
 TASK_PATH_PATTERN: Final = (
     r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9._-]{0,127}(/[A-Za-z0-9_][A-Za-z0-9._-]{0,127}){0,7}$"
 )

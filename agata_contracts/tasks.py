@@ -10,6 +10,8 @@ from typing import Annotated
 from pydantic import AfterValidator, Base64Bytes, BaseModel, ConfigDict, Field
 
 from agata_contracts.common import (
+    MAX_OFFSET,
+    MAX_RUN,
     ArgumentName,
     ArgumentValue,
     ClientId,
@@ -190,7 +192,7 @@ class ListTasksRequest(BaseModel):
 
     status: TaskStatus | None = None
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class TaskList(BaseModel):
@@ -222,7 +224,7 @@ class TaskMetricsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task_id: TaskId
-    run: int = Field(0, ge=0)
+    run: int = Field(0, ge=0, le=MAX_RUN)
 
 
 class ClientRequestingTaskRequest(BaseModel):

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agata_contracts.common import ClientId, SensorName
+from agata_contracts.common import MAX_OFFSET, ClientId, SensorName
 from agata_contracts.criteria import CLIENT_ATTRIBUTES
 from microservice_interconnect import Audience, RpcSpec
 
@@ -66,7 +66,7 @@ class ListUsersRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(100, ge=1, le=1000)
-    offset: int = Field(0, ge=0)
+    offset: int = Field(0, ge=0, le=MAX_OFFSET)
 
 
 class UserList(BaseModel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path, PurePosixPath
@@ -36,6 +37,9 @@ from microservice_interconnect.rpc_client import RpcClient
 logger = logging.getLogger(__name__)
 
 JSON = "application/json"
+MAX_LONG_POLL_S = 55.0
+"""The longest a task-event long poll may wait."""
+MAX_EVENT_CURSOR = 2**62
 _OK_PREFIX = b'{"status_code":200,"return":'
 _OPERATOR = frozenset({Audience.OPERATOR})
 _FILE_ROUTE_AUDIENCES = frozenset({Audience.OPERATOR, Audience.CLIENT})
@@ -256,9 +260,13 @@ async def task_events(request: web.Request) -> web.Response:
     request.app[AUTH].require(request, _FILE_ROUTE_AUDIENCES)
     try:
         after = int(request.query.get("after", "0"))
-        timeout = min(max(float(request.query.get("timeout", "25")), 0.0), 55.0)
+        timeout = float(request.query.get("timeout", "25"))
     except ValueError:
         raise BadRequest("after must be an integer and timeout a number of seconds") from None
+    if not 0 <= after <= MAX_EVENT_CURSOR:
+        raise BadRequest(f"after must be between 0 and {MAX_EVENT_CURSOR}")
+    if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LONG_POLL_S:
+        raise BadRequest(f"timeout must be a number of seconds from 0 to {MAX_LONG_POLL_S:g}")
     feed = request.app[TASK_FEED]
     cursor, events, reset = await feed.wait(after, timeout, request.query.get("epoch", ""))
     body = {"epoch": feed.epoch, "cursor": cursor, "reset": reset,

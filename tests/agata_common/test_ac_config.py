@@ -210,3 +210,20 @@ def test_a_bad_node_config_names_its_variable(value):
     with pytest.raises(ConfigError) as caught:
         load_settings(environ={"AGATA_CLIENT_PARAMS_NODE_CONFIG": value})
     assert "AGATA_CLIENT_PARAMS_NODE_CONFIG" in str(caught.value)
+
+
+@pytest.mark.parametrize("variable", ["AGATA_SERVER_GATEWAY_API_TOKEN",
+                                      "AGATA_SERVER_GATEWAY_CLIENT_TOKEN",
+                                      "AGATA_CLIENT_PARAMS_CLIENT_TOKEN"])
+def test_a_short_token_is_refused_naming_its_variable(variable):
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={variable: "x" * 15})
+    assert variable in str(caught.value) and "16 characters" in str(caught.value)
+    assert load_settings(environ={variable: ""}) is not None
+
+
+def test_the_operator_and_device_tokens_must_differ():
+    same = "s" * 32
+    with pytest.raises(ConfigError, match="must differ"):
+        load_settings(environ={"AGATA_SERVER_GATEWAY_API_TOKEN": same,
+                               "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": same})

@@ -508,6 +508,28 @@ async def test_task_event_feed_resets_a_cursor_from_another_epoch(gateway) -> No
     assert other["reset"] is True and other["epoch"] == first["epoch"]
 
 
+@pytest.mark.parametrize("query", [
+    "timeout=nan", "timeout=inf", "timeout=-1", "timeout=56", "timeout=1e400",
+    "after=-1", "after=99999999999999999999999", "after=x", "timeout=soon"])
+async def test_a_bad_long_poll_is_refused_and_the_loop_keeps_its_timers(gateway, query) -> None:
+    status, body = await gateway.get(f"/api/client/task_events?{query}",
+                                     headers=gateway.client())
+    assert status == 400, body
+    assert "after" in str(body) or "timeout" in str(body)
+    # the event loop's timers still fire: a bounded poll returns on time
+    status, body = await gateway.get("/api/client/task_events?after=0&timeout=0.2",
+                                     headers=gateway.client())
+    assert status == 200
+
+
+@pytest.mark.parametrize("path", [
+    "/api/tasks?offset=99999999999999999999", "/api/clients?offset=1000000001",
+    "/api/tasks/t1/metrics?run=99999999999999999999"])
+async def test_huge_numbers_are_a_400_not_a_database_error(gateway, path) -> None:
+    status, body = await gateway.get(path, headers=gateway.operator())
+    assert status == 400, body
+
+
 def zipped(entries: dict[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
