@@ -371,7 +371,7 @@ async def test_upload_files_route(gateway: Gateway, cloud: Cloud) -> None:
         status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
         assert status == 400, (filename, body)
         assert body["exception"]
-    for parts in ([("files", "a.py", b"x"), ("task_id", None, b"up")],
+    for parts in ([("files", "a.py", b"x")],
                   [("task_id", None, b"up")],
                   [("task_id", None, b"up"), ("other", None, b"x")]):
         data, headers = multipart(parts)
@@ -570,3 +570,67 @@ async def test_an_archive_replaces_the_task_files(gateway: Gateway, cloud: Cloud
     status, task = await get(gateway, "/api/tasks/zap", headers=op)
     assert sorted(f["name"] for f in task["files"]) == ["pkg/app.py", "pyproject.toml"]
     assert not (cloud.task_manager.storage.root.parent / "escape.py").exists()
+
+
+async def test_malformed_or_oversized_forms_are_a_400_and_store_nothing(
+        gateway: Gateway, cloud: Cloud) -> None:
+    op = gateway.operator()
+    status, _ = await post(gateway, "/api/tasks", {"task_id": "forms", "port": 8402}, headers=op)
+    assert status == 200
+    good, headers = multipart([("task_id", None, b"forms"), ("files", "a.py", b"a = 1\n"),
+                               ("files", "b.py", b"b = 2\n")])
+    limit = cloud.settings.cloud_task_manager.max_files_per_task
+    too_many, _ = multipart([("task_id", None, b"forms")]
+                            + [("files", f"f{i}.py", b"x\n") for i in range(limit + 1)])
+    bad_path, _ = multipart([("task_id", None, b"forms"), ("files", "a.py", b"a\n"),
+                             ("files", "../b.py", b"b\n")])
+    cases = [
+        (good[: len(good) // 2], headers, "malformed"),               # truncated body
+        (good, {"Content-Type": "multipart/form-data"}, "malformed"),  # no boundary
+        (good.replace(b"Content-Type: application", b"Content-Type: appl\x00ication", 1),
+         headers, ""),                                                # NUL in a part header
+        (too_many, headers, f"more than {limit} files"),
+        (bad_path, headers, "'..'"),
+    ]
+    for data, sent_headers, says in cases:
+        status, body = await post_raw(gateway, "/upload_files", data, {**op, **sent_headers})
+        assert status == 400, (says, body)
+        assert says in body["exception"], body
+        status, task = await get(gateway, "/api/tasks/forms", headers=op)
+        assert task["files"] == [], (says, task["files"])
+    status, body = await post_raw(gateway, "/upload_files", good, {**op, **headers})
+    assert status == 200 and [f["name"] for f in body["files"]] == ["a.py", "b.py"]
+    # the whole form is read before anything is stored, so task_id may come last
+    late, headers = multipart([("files", "c.py", b"c\n"), ("task_id", None, b"forms")])
+    status, body = await post_raw(gateway, "/upload_files", late, {**op, **headers})
+    assert status == 200 and [f["name"] for f in body["files"]] == ["c.py"], body
+
+
+async def test_a_form_over_max_body_mb_is_refused_before_anything_is_stored(
+        make_settings, tmp_path) -> None:
+    settings = make_settings(AGATA_SERVER_GATEWAY_MAX_BODY_MB="0.01")
+    cloud = start_cloud(settings, f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        app = create_app(settings)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        port = settings.server_gateway.port
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        try:
+            async with ClientSession() as http:
+                gateway = Gateway(f"http://127.0.0.1:{port}", http)
+                op = gateway.operator()
+                status, _ = await post(gateway, "/api/tasks", {"task_id": "big", "port": 8403},
+                                       headers=op)
+                assert status == 200
+                data, headers = multipart([("task_id", None, b"big"),
+                                           ("files", "a.py", b"a" * 6000),
+                                           ("files", "b.py", b"b" * 6000)])
+                status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+                assert status == 400 and "max_body_mb" in body["exception"], body
+                status, task = await get(gateway, "/api/tasks/big", headers=op)
+                assert task["files"] == []
+        finally:
+            await runner.cleanup()
+    finally:
+        cloud.stop()
