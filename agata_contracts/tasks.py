@@ -298,14 +298,23 @@ class UploadedArchive(BaseModel):
 
 
 class DownloadTaskFileRequest(BaseModel):
-    """A file of a task; a client proves access with the task's download credential."""
+    """A file of a task for a device, which proves access with the task's download credential
+    (no flag in the body grants more)."""
 
     model_config = ConfigDict(extra="forbid")
 
     task_id: TaskId
     filename: TaskPath
-    credential: str | None = Field(None, max_length=256)
-    operator: bool = False
+    credential: str | None = Field(None, max_length=256, description="Missing: a 401.")
+
+
+class ReadTaskFileRequest(BaseModel):
+    """A file of a task for an operator (the gateway checked the operator's token)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    filename: TaskPath
 
 
 class TaskFileContent(BaseModel):
@@ -387,7 +396,10 @@ UPLOAD_TASK_ARCHIVE: RpcSpec[UploadTaskArchiveRequest, UploadedArchive] = RpcSpe
     "Replace a task's files with those of a zip archive or .fab (a Flower App).", _OPERATOR)
 DOWNLOAD_TASK_FILE: RpcSpec[DownloadTaskFileRequest, TaskFileContent] = RpcSpec(
     "rpc_exec_download_task_file", SERVICE, DownloadTaskFileRequest, TaskFileContent,
-    "Read one file of a task.", frozenset({Audience.INTERNAL}))
+    "Read one file of a task with its download credential.", frozenset({Audience.INTERNAL}))
+READ_TASK_FILE: RpcSpec[ReadTaskFileRequest, TaskFileContent] = RpcSpec(
+    "rpc_exec_read_task_file", SERVICE, ReadTaskFileRequest, TaskFileContent,
+    "An operator reads one file of a task.", frozenset({Audience.INTERNAL}))
 REPORT_CLIENT_TASK: RpcSpec[ReportClientTaskRequest, ClientTaskReport] = RpcSpec(
     "rpc_exec_report_client_task", SERVICE, ReportClientTaskRequest, ClientTaskReport,
     "A client reports how a task went on its side (failures with their reason).", _CLIENT)
@@ -398,6 +410,6 @@ GET_CLIENT_TASK_REPORTS: RpcSpec[TaskIdRequest, ClientTaskReports] = RpcSpec(
 RPCS = (
     CREATE_TASK, START_SERVER_TASK, STOP_SERVER_TASK, UPDATE_TASK, GET_TASK_BY_ID, LIST_TASKS,
     GET_TASK_METRICS, CLIENT_REQUESTING_TASK, UPLOAD_TASK_FILE, UPLOAD_TASK_ARCHIVE,
-    DOWNLOAD_TASK_FILE,
+    DOWNLOAD_TASK_FILE, READ_TASK_FILE,
     REPORT_CLIENT_TASK, GET_CLIENT_TASK_REPORTS,
 )

@@ -28,13 +28,14 @@ from agata_common.config import Settings
 from agata_contracts.common import check_task_path
 from agata_contracts.tasks import (
     DOWNLOAD_TASK_FILE,
+    READ_TASK_FILE,
     UPLOAD_TASK_ARCHIVE,
     UPLOAD_TASK_FILE,
 )
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
 from cloud_gateway.task_feed import TaskEventFeed
-from microservice_interconnect import Audience, BadRequest, RpcError, wire
+from microservice_interconnect import Audience, BadRequest, RpcError, RpcSpec, wire
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
 
@@ -279,14 +280,15 @@ async def download(request: web.Request) -> web.Response:
             text='{"exception":"send the task\'s download credential in X-Download-Credential"}',
             content_type=JSON,
         )
-    payload = {
+    payload: dict[str, Any] = {
         "task_id": request.match_info["task_id"],
         "filename": request.match_info["filename"],
-        "credential": credential,
-        "operator": audience is Audience.OPERATOR,
     }
-    reply = await request.app[RPC_CLIENT].acall_raw(DOWNLOAD_TASK_FILE.name, wire.dumps(payload),
-                                                    timeout=60)
+    spec: RpcSpec[Any, Any] = READ_TASK_FILE
+    if audience is Audience.CLIENT:
+        payload["credential"] = credential
+        spec = DOWNLOAD_TASK_FILE
+    reply = await request.app[RPC_CLIENT].acall_raw(spec.name, wire.dumps(payload), timeout=60)
     status, result, envelope = wire.split_reply(reply)
     wire.raise_for_envelope(status, envelope)
     content = base64.b64decode(result["content"])

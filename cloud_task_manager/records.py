@@ -262,15 +262,17 @@ class TaskRecords:
             session.flush()
             return [to_task_file(row) for row in sorted(record.files, key=lambda f: f.name)]
 
-    def file_for_download(self, task_id: str, name: str, credential: str | None,
-                          operator: bool) -> TaskFile:
-        """A task file's row, for the operator or a client holding the task's credential."""
+    def check_download_credential(self, task_id: str, credential: str | None) -> None:
+        """401 unless ``credential`` is the task's download credential (404: no such task)."""
         with Session(self.engine) as session:
             record = self.get(session, task_id)
-            if not operator and not (
-                credential and Credentials.matches(credential, record.credential_hash)
-            ):
+            if not (credential and Credentials.matches(credential, record.credential_hash)):
                 raise Unauthorized(f"wrong or missing download credential for task {task_id!r}")
+
+    def file_row(self, task_id: str, name: str) -> TaskFile:
+        """A task file's row (404 when the task or the file does not exist)."""
+        with Session(self.engine) as session:
+            record = self.get(session, task_id)
             row = next((f for f in record.files if f.name == name), None)
             if row is None:
                 raise NotFound(f"task {task_id!r} has no file {name!r}")

@@ -13,6 +13,7 @@ from agata_contracts.tasks import (
     GET_TASK_BY_ID,
     GET_TASK_METRICS,
     LIST_TASKS,
+    READ_TASK_FILE,
     REPORT_CLIENT_TASK,
     START_SERVER_TASK,
     STOP_SERVER_TASK,
@@ -26,6 +27,7 @@ from agata_contracts.tasks import (
     CreateTaskRequest,
     DownloadTaskFileRequest,
     ListTasksRequest,
+    ReadTaskFileRequest,
     ReportClientTaskRequest,
     StartTaskRequest,
     Task,
@@ -150,10 +152,18 @@ class CloudTaskManager:
 
     @rpc(DOWNLOAD_TASK_FILE)
     def download_task_file(self, request: DownloadTaskFileRequest) -> TaskFileContent:
-        """A task file for the operator, or for a client holding the task's credential."""
-        row = self.records.file_for_download(request.task_id, request.filename,
-                                             request.credential, request.operator)
-        content = self.storage.read(request.task_id, request.filename)
+        """A task file for a client holding the task's download credential."""
+        self.records.check_download_credential(request.task_id, request.credential)
+        return self._file_content(request.task_id, request.filename)
+
+    @rpc(READ_TASK_FILE)
+    def read_task_file(self, request: ReadTaskFileRequest) -> TaskFileContent:
+        """A task file for an operator."""
+        return self._file_content(request.task_id, request.filename)
+
+    def _file_content(self, task_id: str, filename: str) -> TaskFileContent:
+        row = self.records.file_row(task_id, filename)
+        content = self.storage.read(task_id, filename)
         return TaskFileContent(name=row.name, size=len(content), sha256=row.sha256,
                                content=base64.b64encode(content))
 

@@ -24,6 +24,7 @@ from agata_contracts.tasks import (
     CREATE_TASK,
     DOWNLOAD_TASK_FILE,
     GET_TASK_BY_ID,
+    READ_TASK_FILE,
     START_SERVER_TASK,
     STOP_SERVER_TASK,
     UPLOAD_TASK_FILE,
@@ -384,9 +385,12 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
                                                  "credential": credential})
     assert got.content == content and got.size == len(content)
     assert got.sha256 == hashlib.sha256(content).hexdigest()
-    as_operator = cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
-                                                         "operator": True})
+    as_operator = cloud.client.call(READ_TASK_FILE, {"task_id": "dl", "filename": "client.py"})
     assert as_operator.content == content
+    # no flag in a body grants more than the credential does
+    status, envelope = raw_call(cloud, DOWNLOAD_TASK_FILE.name, {
+        "task_id": "dl", "filename": "client.py", "operator": True})
+    assert status == 400 and "operator" in str(envelope), envelope
 
     for credential_given in (None, "", "0" * 64, offers["dl2"].download_credential):
         with pytest.raises(Unauthorized):
@@ -400,6 +404,6 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
         cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "ghost", "filename": "client.py",
                                                "credential": credential})
     for name in ("../dl2/client.py", "..", "/etc/passwd"):
-        status, envelope = raw_call(cloud, DOWNLOAD_TASK_FILE.name, {
-            "task_id": "dl", "filename": name, "operator": True})
+        status, envelope = raw_call(cloud, READ_TASK_FILE.name, {
+            "task_id": "dl", "filename": name})
         assert status == 400, envelope
