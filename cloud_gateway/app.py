@@ -349,3 +349,28 @@ async def to_web_interface(request: web.Request) -> web.Response:
 async def web_interface_index(request: web.Request) -> web.FileResponse:
     """``GET /ui/``: the dashboard page (public; its data comes from the API, with a token)."""
     return web.FileResponse(request.app[WEB_PAGES] / "index.html")
+
+
+WEB_FILE_TYPES = frozenset({".html", ".js", ".css", ".svg", ".png", ".ico"})
+"""What the web interface's folder serves; anything else there (the package's ``__init__.py``,
+caches) is a 404."""
+
+
+async def web_file(request: web.Request) -> web.FileResponse:
+    """``GET /ui/<path>``: one file of the web interface: a web file type, inside the folder,
+    reached without following a link."""
+    root = request.app[WEB_PAGES]
+    relative = PurePosixPath(request.match_info["path"])
+    if (relative.suffix not in WEB_FILE_TYPES or relative.is_absolute()
+            or any(part in ("", ".", "..") or part.startswith((".", "_"))
+                   for part in relative.parts)):
+        raise web.HTTPNotFound()
+    path = root.joinpath(*relative.parts)
+    current = root
+    for part in relative.parts:
+        current = current / part
+        if current.is_symlink():
+            raise web.HTTPNotFound()
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)

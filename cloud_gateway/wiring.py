@@ -32,6 +32,7 @@ from cloud_gateway.app import (
     to_web_interface,
     upload_files,
     upload_task_files,
+    web_file,
     web_interface_index,
 )
 from cloud_gateway.auth import Authenticator
@@ -105,6 +106,6 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
         router.add_get("/", to_web_interface)
         router.add_get("/ui", to_web_interface)
         router.add_get("/ui/", web_interface_index)
-        # No symlinks followed, no directory listing: only files under web_dir are served.
-        router.add_static("/ui/", web_dir, follow_symlinks=False, show_index=False)
+        # Only web file types under web_dir, no links followed, no directory listing.
+        router.add_get("/ui/{path:.+}", web_file)
     return app

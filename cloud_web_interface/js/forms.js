@@ -334,3 +334,24 @@ export function filesForm(files) {
   for (const file of files) form.append("files", file, file.name);
   return form;
 }
+
+/** The chosen app archive (or null), and problems with the choice of upload. */
+export function chosenUpload(form, { required = false } = {}) {
+  const archive = form.elements.namedItem("archive").files[0] || null;
+  const files = [...form.elements.namedItem("files").files];
+  const problems = [];
+  if (archive && files.length) {
+    problems.push({ path: "archive", message: "Choose an app archive or files, not both." });
+  } else if (archive && !/\.(zip|fab)$/i.test(archive.name)) {
+    problems.push({ path: "archive", message: `${archive.name}: choose a .zip or a .fab file.` });
+  } else if (required && !archive && !files.length) {
+    problems.push({ path: "files", message: "Choose an app archive or at least one file." });
+  }
+  return { archive, files, problems };
+}
+
+export function archiveForm(archive) {
+  const form = new FormData();
+  form.append("archive", archive, archive.name);
+  return form;
+}

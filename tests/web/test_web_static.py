@@ -106,6 +106,13 @@ def test_nothing_outside_the_interface_folder_is_served(web_stack):
     assert status == 404
     status, _, _ = fetch(web_stack.url, "/ui/index.html", method="POST")
     assert status in (404, 405)
+    # the folder is a Python package too: only web file types are served from it
+    for path in ("/ui/__init__.py", "/ui/__pycache__/__init__.cpython-311.pyc", "/ui/.hidden.js",
+                 "/ui/js/../__init__.py"):
+        status, _, body = fetch(web_stack.url, path)
+        assert status == 404, (path, status)
+    status, _, _ = fetch(web_stack.url, "/ui/index.html")
+    assert status == 200
 
 
 async def test_symlinks_leading_out_of_the_folder_are_not_followed(make_settings, tmp_path,

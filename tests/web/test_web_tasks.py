@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+import zipfile
 
 import pytest
-from support import free_port
+from support import REPO_ROOT, free_port
 
+from agata_cli.app_archive import zip_folder
 from experiments.stack import ApiError
 
 
@@ -185,6 +187,8 @@ def test_create_form_works_with_the_keyboard_only(ui):
     assert ui.js("return document.activeElement.id") == "port"  # focus moved to the problem
     ui.driver.switch_to.active_element.send_keys(Keys.CONTROL, "a")
     type_here(str(free_port()))
+    tab_to("devices")  # keeps its default 2
+    tab_to("deadline_s")
     tab_to("selection_criteria")
     type_here("data_qnt >= 0")
     tab_to("server_arguments")
@@ -195,3 +199,47 @@ def test_create_form_works_with_the_keyboard_only(ui):
     ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the new task's page")
     task = ui.stack.api.get(f"/api/tasks/{task_id}")
     assert task["tags"] == ["keyboard"] and task["selection_criteria"] == "data_qnt >= 0"
+
+
+def test_create_a_flower_app_from_its_archive_and_refuse_a_bad_one(ui):
+    stack = ui.stack
+    task_id = unique("webapp")
+    folder = stack.files_dir / "apps"
+    folder.mkdir(parents=True, exist_ok=True)
+    app_zip = folder / "app_numpy.zip"
+    app_zip.write_bytes(zip_folder(REPO_ROOT / "tasks" / "app_numpy"))
+    evil_zip = folder / "evil.zip"
+    with zipfile.ZipFile(evil_zip, "w") as archive:
+        archive.writestr("pyproject.toml", "[project]\n")
+        archive.writestr("../evil.py", "x = 1\n")
+    loose = folder / "server.py"
+    loose.write_text("x = 1\n")
+
+    ui.signed_in("create.html")
+    fill(ui, {"task_id": task_id, "port": str(free_port()), "devices": "3",
+              "deadline_s": "600", "server_arguments": "num-server-rounds=2"})
+    ui.find("#archive").send_keys(str(app_zip))
+    ui.find("#files").send_keys(str(loose))
+    submit(ui, "create-form")
+    ui.wait(lambda: "not both" in ui.field_error("archive"), "the both-chosen error")
+    with pytest.raises(ApiError):
+        stack.api.get(f"/api/tasks/{task_id}")  # nothing was sent
+
+    ui.find("#files").clear()
+    submit(ui, "create-form")
+    ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
+    assert "created with 4 files" in ui.text("#status")
+    task = stack.api.get(f"/api/tasks/{task_id}")
+    assert (task["kind"], task["devices"], task["deadline_s"]) == ("flower_app", 3, 600)
+    assert sorted(f["name"] for f in task["files"]) == [
+        "numpyapp/__init__.py", "numpyapp/client_app.py", "numpyapp/server_app.py",
+        "pyproject.toml"]
+    ui.wait(lambda: "numpyapp/client_app.py" in ui.text("#task-files"), "the app's files")
+
+    ui.open(f"upload.html?id={task_id}")
+    ui.find("#archive").send_keys(str(evil_zip))
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: "evil.py" in ui.field_error("archive"), "the bad archive error")
+    assert "'..'" in ui.field_error("archive")
+    assert len(stack.api.get(f"/api/tasks/{task_id}")["files"]) == 4
+    ui.no_alert()

@@ -7,6 +7,8 @@ import {
   clearErrors,
   collect,
   decorate,
+  archiveForm,
+  chosenUpload,
   fileProblems,
   filesForm,
   showApiError,
@@ -21,6 +23,8 @@ const FIELDS = [
   "server_arguments",
   "client_arguments",
   "tags",
+  "devices",
+  "deadline_s",
 ];
 
 initPage(async () => {
@@ -28,14 +32,15 @@ initPage(async () => {
   const schemas = await getSchemas();
   const schema = schemas.rpc_exec_create_task;
   const uploadSchema = schemas.rpc_exec_upload_task_file;
-  decorate(form, schema, [...FIELDS, "files"]);
+  decorate(form, schema, [...FIELDS, "archive", "files"]);
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors(form);
     const { data, errors: conversion } = collect(form, schema, FIELDS);
     const errors = check(schema, data, conversion);
-    const files = [...form.elements.namedItem("files").files];
+    const { archive, files, problems } = chosenUpload(form);
+    errors.push(...problems);
     for (const problem of fileProblems(files, uploadSchema)) {
       errors.push({ path: "files", message: problem });
     }
@@ -52,17 +57,19 @@ initPage(async () => {
         showApiError(form, error, (status) => (status === 409 ? "task_id" : null));
         return;
       }
-      if (files.length) {
+      let count = files.length;
+      if (archive || files.length) {
         try {
-          await api(`/api/tasks/${encodeURIComponent(task.id)}/files`, {
+          const stored = await api(`/api/tasks/${encodeURIComponent(task.id)}/files`, {
             method: "POST",
-            form: filesForm(files),
+            form: archive ? archiveForm(archive) : filesForm(files),
           });
+          count = stored.files.length;
         } catch (error) {
           if (error.status === 401) return;
           showErrors(form, [
             {
-              path: "files",
+              path: archive ? "archive" : "files",
               message:
                 `Task ${task.id} was created, but its files were not stored: ${error.message} ` +
                 "Upload them on the Upload files page.",
@@ -71,7 +78,6 @@ initPage(async () => {
           return;
         }
       }
-      const count = files.length;
       flash(`Task ${task.id} created${count ? ` with ${count} file${count === 1 ? "" : "s"}` : ""}.`);
       window.location.assign(taskUrl(task.id));
     });

@@ -7,6 +7,8 @@ import {
   clearErrors,
   collect,
   decorate,
+  archiveForm,
+  chosenUpload,
   fileProblems,
   filesForm,
   showApiError,
@@ -16,7 +18,7 @@ import {
 initPage(async () => {
   const form = byId("upload-form");
   const schema = (await getSchemas()).rpc_exec_upload_task_file;
-  decorate(form, schema, ["task_id", "files"], { required: ["files"] });
+  decorate(form, schema, ["task_id", "archive", "files"]);
   const id = param("id");
   if (id) form.elements.namedItem("task_id").value = id;
   const result = byId("upload-result");
@@ -28,9 +30,8 @@ initPage(async () => {
     const { data, errors: conversion } = collect(form, schema, ["task_id"]);
     // The schema is of one file's RPC: only its task_id (and the file names) apply here.
     const errors = check(schema, data, conversion, ["task_id"]);
-    const input = form.elements.namedItem("files");
-    const files = [...input.files];
-    if (!files.length) errors.push({ path: "files", message: "Choose at least one file." });
+    const { archive, files, problems } = chosenUpload(form, { required: true });
+    errors.push(...problems);
     for (const problem of fileProblems(files, schema)) errors.push({ path: "files", message: problem });
     if (errors.length) {
       showErrors(form, errors);
@@ -40,9 +41,10 @@ initPage(async () => {
       try {
         const stored = await api(`/api/tasks/${encodeURIComponent(data.task_id)}/files`, {
           method: "POST",
-          form: filesForm(files),
+          form: archive ? archiveForm(archive) : filesForm(files),
         });
-        input.value = "";
+        form.elements.namedItem("files").value = "";
+        form.elements.namedItem("archive").value = "";
         announce(`Uploaded ${stored.files.length} file(s) to task ${stored.task_id}.`, "ok");
         result.replaceChildren(
           el("section", { class: "panel", "aria-labelledby": "stored-title" },
@@ -52,7 +54,8 @@ initPage(async () => {
             el("p", {}, el("a", { href: taskUrl(stored.task_id) }, `Open task ${stored.task_id}`))),
         );
       } catch (error) {
-        showApiError(form, error, (status) => (status === 404 ? "task_id" : "files"));
+        showApiError(form, error, (status) =>
+          status === 404 ? "task_id" : archive ? "archive" : "files");
       }
     });
   });
