@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
@@ -82,6 +82,7 @@ class TaskRecords:
         self.engine = engine
         self.credentials = credentials
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._listeners: list[Callable[[], None]] = []
 
     def create_schema(self) -> None:
         """Create the tables that do not exist yet, and the columns later versions added."""
@@ -92,11 +93,18 @@ class TaskRecords:
                 if name not in present:
                     connection.execute(text(f"ALTER TABLE tasks ADD COLUMN {name} {definition}"))
 
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every committed transaction (to drop what was derived from
+        the rows, such as the running tasks' offers)."""
+        self._listeners.append(listener)
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work is committed at the end (rolled back on an exception)."""
         with self._sessions.begin() as session:
             yield session
+        for listener in self._listeners:
+            listener()
 
     @staticmethod
     def get(session: Session, task_id: str) -> TaskRecord:

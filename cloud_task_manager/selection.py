@@ -1,8 +1,16 @@
-"""Which running tasks a client may join: criteria evaluated against the client's stats."""
+"""Which running tasks a client may join: criteria evaluated against the client's stats.
+
+A poll must be cheap: the running tasks, their compiled criteria and their finished offers
+are kept in memory as one snapshot, dropped whenever a task record changes (start, stop, exit,
+update, upload) and rebuilt by the next poll. A poll is then the client lookup and one criteria
+evaluation per running task.
+"""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agata_contracts.criteria import Criteria, compile_criteria
 from agata_contracts.tasks import TaskKind, TaskOffer, kind_of
@@ -12,43 +20,63 @@ from cloud_task_manager.records import TaskRecords, to_task_file
 ClientLookup = Callable[[str], UserInfo]
 """Fetches a client's stats by id (raises ``NotFound`` for an unknown client)."""
 
-MAX_CACHED_CRITERIA = 10_000
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A running task as a poll needs it: who may join, and what they are offered."""
+
+    criteria: Criteria
+    offer: TaskOffer
 
 
 class TaskSelector:
-    """Builds a client's offers; compiled criteria are kept per task and criteria text."""
+    """Builds a client's offers from a snapshot of the running tasks."""
 
     def __init__(self, records: TaskRecords, lookup_client: ClientLookup) -> None:
         self.records = records
         self.lookup_client = lookup_client
-        self._criteria: dict[tuple[str, str], Criteria] = {}
+        self._lock = threading.Lock()
+        self._version = 0
+        self._snapshot: list[_Candidate] | None = None
+        records.on_change(self.invalidate)
 
-    def _compiled(self, task_id: str, source: str) -> Criteria:
-        key = (task_id, source)
-        criteria = self._criteria.get(key)
-        if criteria is None:
-            criteria = compile_criteria(source)
-            if len(self._criteria) >= MAX_CACHED_CRITERIA:
-                self._criteria.clear()
-            self._criteria[key] = criteria
-        return criteria
+    def invalidate(self) -> None:
+        """Task records changed: the next poll reads the running tasks again."""
+        with self._lock:
+            self._version += 1
+            self._snapshot = None
+
+    def _candidates(self) -> list[_Candidate]:
+        with self._lock:
+            if self._snapshot is not None:
+                return self._snapshot
+            version = self._version
+        credentials = self.records.credentials
+        built = [
+            _Candidate(
+                compile_criteria(record.selection_criteria),
+                TaskOffer(
+                    task_id=record.id,
+                    run=record.runs,
+                    host=record.host,
+                    port=record.port,
+                    client_arguments=dict(record.client_arguments or {}),
+                    tags=list(record.tags or []),
+                    files=[to_task_file(f) for f in record.files],
+                    kind=kind_of(f.name for f in record.files) or TaskKind.SCRIPT,
+                    download_credential=credentials.credential(record.id,
+                                                               record.credential_nonce),
+                ),
+            )
+            for record in self.records.running()
+        ]
+        with self._lock:
+            if self._version == version:
+                self._snapshot = built
+        return built
 
     def offers_for(self, client_id: str) -> list[TaskOffer]:
         """Running tasks whose criteria the client's stored stats match, oldest start first."""
         attributes = self.lookup_client(client_id).criteria_attributes()
-        credentials = self.records.credentials
-        return [
-            TaskOffer(
-                task_id=record.id,
-                run=record.runs,
-                host=record.host,
-                port=record.port,
-                client_arguments=dict(record.client_arguments or {}),
-                tags=list(record.tags or []),
-                files=[to_task_file(f) for f in record.files],
-                kind=kind_of(f.name for f in record.files) or TaskKind.SCRIPT,
-                download_credential=credentials.credential(record.id, record.credential_nonce),
-            )
-            for record in self.records.running()
-            if self._compiled(record.id, record.selection_criteria).matches(attributes)
-        ]
+        return [candidate.offer for candidate in self._candidates()
+                if candidate.criteria.matches(attributes)]

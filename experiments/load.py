@@ -1,0 +1,181 @@
+"""Device polls under load: ``python -m experiments.load --clients N --interval S --duration S``.
+
+Brings up the cloud side (user manager, cloud task manager, gateway, each its own
+``python -m``), registers ``--clients`` simulated devices with varied stats, starts a few tasks
+whose criteria match some of them (their servers only wait), then has every device ask
+``POST /rpc_exec_client_requesting_task`` once per ``--interval`` seconds for ``--duration``
+seconds over keep-alive HTTP on loopback. Prints the achieved ``polls_per_s``, latency
+percentiles, ``errors``, and the CPU each process used (load generator included); ``--json``
+prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from experiments.bench_rpc import percentile
+from experiments.processes import free_port
+from experiments.stack import Stack
+
+logger = logging.getLogger("experiments.load")
+
+WAITING_SERVER = """\
+import time
+from task_daemon_lib import TaskReporter
+
+TaskReporter().send_info("Started")
+time.sleep(3600)
+"""
+TASKS = (
+    ("load-many", "data_qnt >= 20"),
+    ("load-camera", "'camera' in sensors and data_qnt >= 50"),
+    ("load-few", "data_qnt >= 95"),
+    ("load-none", "data_qnt > 1000"),
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / 100.0
+
+
+def device_id(index: int) -> str:
+    """The id of simulated device ``index``."""
+    return f"load-{index:05d}"
+
+
+async def register(session: aiohttp.ClientSession, url: str, token: str, count: int) -> None:
+    """Register the simulated devices with varied stats."""
+    headers = {"Authorization": f"Bearer {token}"}
+
+    async def one(index: int) -> None:
+        body = {"user_id": device_id(index), "data_qnt": index % 100,
+                "sensors": ["camera"] if index % 3 == 0 else ["gps"]}
+        async with session.post(f"{url}/rpc_exec_update_user_info", json=body,
+                                headers=headers) as response:
+            response.raise_for_status()
+
+    for start in range(0, count, 100):
+        await asyncio.gather(*(one(i) for i in range(start, min(start + 100, count))))
+
+
+async def poll_load(url: str, token: str, clients: int, interval: float, duration: float
+                    ) -> dict[str, Any]:
+    """Every device polls once per ``interval`` for ``duration``; latencies and errors."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=256)
+    async with aiohttp.ClientSession(connector=connector,
+                                     timeout=aiohttp.ClientTimeout(total=30)) as session:
+        await register(session, url, token, clients)
+        started = time.monotonic()
+        end = started + duration
+
+        async def device(index: int) -> None:
+            nonlocal errors
+            body = json.dumps({"client_id": device_id(index)}).encode()
+            next_at = started + random.uniform(0, interval)
+            while True:
+                delay = next_at - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if time.monotonic() >= end:
+                    return
+                sent = time.monotonic()
+                try:
+                    async with session.post(f"{url}/rpc_exec_client_requesting_task",
+                                            data=body, headers=headers) as response:
+                        await response.read()
+                        if response.status != 200:
+                            errors += 1
+                except (aiohttp.ClientError, TimeoutError):
+                    errors += 1
+                latencies.append(time.monotonic() - sent)
+                next_at += interval
+
+        await asyncio.gather(*(device(i) for i in range(clients)))
+        elapsed = time.monotonic() - started
+    ms = [value * 1000 for value in latencies]
+    return {
+        "polls": len(latencies),
+        "polls_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(percentile(ms, 0.5), 2) if ms else None,
+        "p99_ms": round(percentile(ms, 0.99), 2) if ms else None,
+        "errors": errors,
+    }
+
+
+def start_tasks(stack: Stack, folder: Path) -> None:
+    """Create and start the tasks the devices' polls are matched against."""
+    assert stack.api is not None
+    server = folder / "server.py"
+    server.write_text(WAITING_SERVER)
+    for task_id, criteria in TASKS:
+        stack.api.post("/rpc_exec_create_task", {
+            "task_id": task_id, "port": free_port(), "selection_criteria": criteria})
+        stack.api.upload_files(task_id, [server])
+        stack.api.post("/rpc_exec_start_server_task", {"task_id": task_id})
+
+
+def run(clients: int, interval: float, duration: float, out: Path) -> dict[str, Any]:
+    """Bring the cloud up, load it, stop it; the figures."""
+    stack = Stack(out, client_count=0)
+    try:
+        api = stack.start_cloud()
+        start_tasks(stack, out)
+        assert stack.processes is not None
+        pids = {name: process.pid for name, process in stack.processes.processes.items()
+                if name != "event_reader"}
+        pids["load_generator"] = 0
+        before = {name: cpu_seconds(pid) if pid else time.process_time()
+                  for name, pid in pids.items()}
+        began = time.monotonic()
+        token = stack.cloud_env["AGATA_SERVER_GATEWAY_CLIENT_TOKEN"]
+        figures = asyncio.run(poll_load(api.url, token, clients, interval, duration))
+        wall = time.monotonic() - began
+        figures["cpu_percent"] = {
+            name: round(100 * ((cpu_seconds(pid) if pid else time.process_time())
+                               - before[name]) / wall, 1)
+            for name, pid in pids.items()}
+        figures["cpu_ms_per_poll"] = {
+            name: round(1000 * percent / 100 * wall / max(figures["polls"], 1), 3)
+            for name, percent in figures["cpu_percent"].items()}
+    finally:
+        stack.stop()
+    return {"clients": clients, "interval_s": interval, "duration_s": duration, **figures}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line entry point."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000, help="simulated devices")
+    parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--json", action="store_true", help="print one JSON line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="agata-load-") as folder:
+        result = run(args.clients, args.interval, args.duration, Path(folder))
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key:16} {value}")
+    return 0 if result["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
