@@ -9,16 +9,12 @@ evaluation per running task.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from agata_contracts.criteria import Criteria, compile_criteria
 from agata_contracts.tasks import TaskKind, TaskOffer, kind_of
-from agata_contracts.users import UserInfo
+from cloud_task_manager.clients import ClientLookup
 from cloud_task_manager.records import TaskRecords, to_task_file
-
-ClientLookup = Callable[[str], UserInfo]
-"""Fetches a client's stats by id (raises ``NotFound`` for an unknown client)."""
 
 
 @dataclass(frozen=True)

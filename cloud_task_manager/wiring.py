@@ -13,16 +13,17 @@ from sqlalchemy import Engine
 from agata_common.config import Settings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
-from agata_contracts.queues import task_events_exchange
+from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.tasks import TaskEvent
 from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
+from cloud_task_manager.clients import ClientCache
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
 from flower_runtime import SERVER_HOST_MODULE, flower_installed, warm_argv
-from microservice_interconnect.broadcast import Broadcaster
+from microservice_interconnect.broadcast import Broadcaster, Subscriber
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
 from task_daemon_lib.warm import WarmPool
@@ -38,6 +39,15 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     def lookup_client(client_id: str) -> UserInfo:
         return runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
 
+    changes: Subscriber[UserInfo] = Subscriber(
+        runtime.link, client_changes_exchange(runtime.link.broker.queue_prefix), UserInfo,
+        lambda info: clients.changed(info))
+
+    def current_connection() -> int:
+        return changes.connections if changes.connected else 0
+
+    clients = ClientCache(lookup_client, current_connection)
+
     announcer: Broadcaster[TaskEvent] = Broadcaster(
         runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
@@ -50,7 +60,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host",
                                        spares=section.warm_hosts if flower_installed() else 0))
-    return CloudTaskManager(records, storage, runs, TaskSelector(records, lookup_client),
+    return CloudTaskManager(records, storage, runs, TaskSelector(records, clients.lookup),
                             max_files_per_task=section.max_files_per_task,
                             max_task_bytes=int(section.max_task_mb * 1024 * 1024))
 

@@ -79,6 +79,9 @@ class Subscriber(Generic[MessageT]):
         self.model = model
         self.callback = callback
         self.connected = False
+        self.connections = 0
+        """How many times it has (re)connected: messages sent between two connections are
+        missed, so what was built from earlier messages is stale once this changes."""
         link.add_user(self)
 
     def __repr__(self) -> str:
@@ -92,6 +95,7 @@ class Subscriber(Generic[MessageT]):
         await await_callback(link.loop, channel.queue_bind, queue, self.exchange)
         await await_callback(link.loop, channel.basic_consume, queue, self._on_message,
                              auto_ack=True)
+        self.connections += 1
         self.connected = True
 
     def on_disconnected(self) -> None:

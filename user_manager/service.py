@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
@@ -73,9 +74,11 @@ class UserManager:
     """Client registry over a SQLAlchemy engine."""
 
     def __init__(self, engine: Engine, *, cache_ttl_s: float = 2.0,
-                 lost_after_s: float = 30.0) -> None:
+                 lost_after_s: float = 30.0,
+                 announce: Callable[[UserInfo], None] | None = None) -> None:
         self.engine = engine
         self.lost_after_s = lost_after_s
+        self.announce = announce
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._cache = ReadCache(cache_ttl_s)
 
@@ -91,6 +94,8 @@ class UserManager:
         except IntegrityError:
             info = self._upsert(request)
         self._cache.put(info)
+        if self.announce is not None and info.modified == info.last_seen:
+            self.announce(info)  # new, or its stats changed (a heartbeat alone is not news)
         return info
 
     def _upsert(self, request: UpdateUserInfoRequest) -> UserInfo:

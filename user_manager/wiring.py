@@ -9,6 +9,9 @@ from sqlalchemy import Engine
 from agata_common.config import Settings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
+from agata_contracts.queues import client_changes_exchange
+from agata_contracts.users import UserInfo
+from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
 from user_manager.service import UserManager
@@ -37,10 +40,13 @@ def start(config: Settings, engine: Engine | None = None, *,
     if engine is None:
         engine = make_engine(config.user_manager.database_url,
                              config.storage.resolved_data_dir() / "users.db")
-    manager = UserManager(engine, cache_ttl_s=config.user_manager.cache_ttl_s,
-                          lost_after_s=config.user_manager.lost_after_s)
-    manager.create_schema()
     runtime = cloud_runtime(name, config)
+    changes: Broadcaster[UserInfo] = Broadcaster(
+        runtime.link, client_changes_exchange(config.server_broker.queue_prefix))
+    manager = UserManager(engine, cache_ttl_s=config.user_manager.cache_ttl_s,
+                          lost_after_s=config.user_manager.lost_after_s,
+                          announce=changes.publish)
+    manager.create_schema()
     host = runtime.serve(manager)
     runtime.start()
     return RunningUserManager(manager, runtime, host, engine)
