@@ -37,15 +37,17 @@ class LocalDeployment:
     prefix: str = "agata."
     overrides: Mapping[str, str] = field(default_factory=dict)
     device_overrides: Mapping[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    """The cloud's address: the gateway listens on it and the devices call it."""
 
     @property
     def url(self) -> str:
         """The cloud gateway's address."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def _common(self) -> dict[str, str]:
         return {
-            "AGATA_SERVER_GATEWAY_HOST": "127.0.0.1",
+            "AGATA_SERVER_GATEWAY_HOST": self.host,
             "AGATA_SERVER_GATEWAY_PORT": str(self.port),
             "AGATA_SERVER_GATEWAY_API_TOKEN": self.api_token,
             "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": self.client_token,

@@ -11,7 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -53,13 +53,15 @@ class ProcessGroup:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _logs: list[IO[bytes]] = field(default_factory=list)
 
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
-        """Start ``python -m <argv>`` logging to ``<log_dir>/<name>.log``."""
+    def start(self, name: str, *argv: str,
+              prefix: Sequence[str] = ()) -> subprocess.Popen[bytes]:
+        """Start ``python -m <argv>`` logging to ``<log_dir>/<name>.log``, with ``prefix`` in
+        front of the command when given (e.g. ``ip netns exec NS`` to run it in a namespace)."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
         process = subprocess.Popen(
-            [sys.executable, "-m", *argv], cwd=REPO_ROOT, env=dict(self.environ),
+            [*prefix, sys.executable, "-m", *argv], cwd=REPO_ROOT, env=dict(self.environ),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes[name] = process

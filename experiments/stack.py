@@ -3,7 +3,8 @@
 Cloud side and client side get separate data directories and queue prefixes on the local
 RabbitMQ (as if they were separate brokers), fresh tokens, a free gateway port, and events
 switched on; everything is stopped by pid at the end, the event reader last so that
-``events.json`` holds every step.
+``events.json`` holds every step. Given the cloud's address, a command prefix per side and
+each device's own overrides, the same stack runs across hosts (``experiments.netns``).
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agata_cli.app_archive import is_app_folder, zip_folder
 from agata_cli.client import ApiError, Gateway
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO_ROOT / "tasks"
+T = TypeVar("T")
 
 
 class Api(Gateway):
@@ -64,6 +67,14 @@ class Stack:
     api: Api | None = None
     cloud_env: dict[str, str] = field(default_factory=dict)
     client_envs: list[dict[str, str]] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    """The cloud's address: the gateway listens on it, devices call it, tasks run on it."""
+    cloud_command: list[str] = field(default_factory=list)
+    """Put in front of every cloud service's command (e.g. ``ip netns exec NS``)."""
+    client_commands: list[list[str]] = field(default_factory=list)
+    """Put in front of device ``i``'s commands, when given for it."""
+    client_overrides: list[dict[str, str]] = field(default_factory=list)
+    """Device ``i``'s own ``AGATA_*`` overrides (e.g. its broker), when given for it."""
 
     @property
     def events_path(self) -> Path:
@@ -80,9 +91,11 @@ class Stack:
                        "AGATA_EVENTS_EXCHANGE": f"exp-{run}.events",
                        "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "3"},
             device_overrides={f"AGATA_CLIENT_PARAMS_{key.upper()}": value
-                              for key, value in self.client_params.items()})
+                              for key, value in self.client_params.items()},
+            host=self.host)
         self.cloud_env = {**os.environ, **deployment.cloud_environ(), **self.cloud_overrides}
-        self.client_envs = [{**os.environ, **deployment.device_environ(index)}
+        self.client_envs = [{**os.environ, **deployment.device_environ(index),
+                             **_item(self.client_overrides, index, {})}
                             for index in range(self.client_count)]
         self.api = Api(deployment.url, deployment.api_token)
 
@@ -93,9 +106,9 @@ class Stack:
         assert self.api is not None
         self.processes = ProcessGroup(self.cloud_env, self.out_dir / "logs")
         self.processes.start("event_reader", "event_reader",
-                             "--output", str(self.events_path))
+                             "--output", str(self.events_path), prefix=self.cloud_command)
         for service in ("user_manager", "cloud_task_manager", "cloud_gateway"):
-            self.processes.start(service, service)
+            self.processes.start(service, service, prefix=self.cloud_command)
         self.api.wait_ready()
         return self.api
 
@@ -105,8 +118,10 @@ class Stack:
         ids = []
         for index, env in enumerate(self.client_envs):
             self.processes.environ = env
-            self.processes.start(f"client{index}_gateway", "client_gateway")
-            self.processes.start(f"client{index}_task_manager", "client_task_manager")
+            prefix = _item(self.client_commands, index, [])
+            self.processes.start(f"client{index}_gateway", "client_gateway", prefix=prefix)
+            self.processes.start(f"client{index}_task_manager", "client_task_manager",
+                                 prefix=prefix)
             ids.append(env["AGATA_CLIENT_PARAMS_CLIENT_ID"])
         self.processes.environ = self.cloud_env
         deadline = time.monotonic() + 60
@@ -148,7 +163,7 @@ class Stack:
         zip archive, a script task's ``*.py``, ``*.npz`` and ``*.json`` files one by one."""
         assert self.api is not None
         self.api.post("/rpc_exec_create_task", {
-            "task_id": task_id, "host": "127.0.0.1", "port": port,
+            "task_id": task_id, "host": self.host, "port": port,
             "selection_criteria": selection_criteria,
             "server_arguments": server_arguments or {},
             "client_arguments": client_arguments or {}, "tags": tags or [],
@@ -158,6 +173,11 @@ class Stack:
         files = sorted(p for p in source.iterdir()
                        if p.is_file() and p.suffix in {".py", ".npz", ".json"})
         return self.api.upload_files(task_id, files)
+
+
+def _item(items: Sequence[T], index: int, default: T) -> T:
+    """``items[index]`` when the list goes that far, else ``default``."""
+    return items[index] if index < len(items) else default
 
 
 def read_events(path: Path, timeout: float = 5) -> list[dict[str, Any]]:
