@@ -109,5 +109,6 @@ class WarmPool:
         for child, _ in ready:
             child.close_input()
         for child, _ in ready:
-            if child.wait(5) is None:
-                child.stop(2)
+            # a spare holds no work: one still importing is not waited for
+            if child.wait(0.5) is None:
+                child.stop(1)
