@@ -407,3 +407,31 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
         status, envelope = raw_call(cloud, READ_TASK_FILE.name, {
             "task_id": "dl", "filename": name})
         assert status == 400, envelope
+
+
+ENV_DUMPING_SERVER = """\
+import json, os
+from pathlib import Path
+from task_daemon_lib import TaskReporter
+
+Path("environ.json").write_text(json.dumps(dict(os.environ)))
+TaskReporter().send_info("Finished")
+"""
+
+
+def test_a_task_server_gets_no_secret_of_its_manager(cloud: Cloud,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {"AGATA_SERVER_GATEWAY_API_TOKEN": "operator-secret-0123456789",
+               "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": "device-secret-0123456789",
+               "AGATA_CLOUD_TASK_MANAGER_DOWNLOAD_SECRET": "download-secret-0123456789",
+               "AGATA_CLOUD_TASK_MANAGER_DATABASE_URL": "postgresql://u:pw@db/x",
+               "AWS_SECRET_ACCESS_KEY": "cloud-key"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    new_task(cloud, "envtask", ENV_DUMPING_SERVER)
+    cloud.client.call(START_SERVER_TASK, {"task_id": "envtask"})
+    assert wait_status(cloud, "envtask", "finished", "failed").status.value == "finished"
+    seen = json.loads((folder(cloud, "envtask") / "environ.json").read_text())
+    assert not set(secrets) & set(seen), sorted(seen)
+    assert not any(value in json.dumps(seen) for value in secrets.values())
+    assert seen["AGATA_TASK_ID"] == "envtask" and "PATH" in seen
