@@ -59,6 +59,7 @@ SERVICE = "client_task_manager"
 
 STATS_CHECK_S = 5.0
 NOT_REGISTERED_RETRY_S = 1.0
+LOOP_STOP_WAIT_S = 2.0
 
 QueryOffers = Callable[[str], list[TaskOffer]]
 """Asks the cloud which running tasks fit this client."""
@@ -169,7 +170,9 @@ class ClientTaskManager:
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(self.stop_grace_s + 10)
+            # the loop may be inside a call to the cloud (up to its timeout); it is not waited
+            # for longer than this: a child it starts meanwhile dies with this process
+            self._thread.join(LOOP_STOP_WAIT_S)
         running = list(self._children.values())
         for entry in running:
             entry.child.request_stop(self.stop_grace_s)

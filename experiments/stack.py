@@ -143,12 +143,14 @@ class Stack:
                 if name.startswith("client") and name.endswith("_task_manager")}
 
     def stop(self) -> dict[str, int | None]:
-        """Stop every process (clients first, the event reader last); return exit codes."""
+        """Stop every process (devices first, each task manager before its gateway so its
+        last reports go out; the event reader last); return exit codes."""
         if self.processes is None:
             return {}
         codes = {}
         order = sorted(self.processes.processes, key=lambda name: (
-            name == "event_reader", not name.startswith("client")))
+            name == "event_reader", not name.startswith("client"),
+            name.endswith("_gateway")))
         for name in order:
             codes[name] = self.processes.stop(name)
         self.processes.stop_all()
