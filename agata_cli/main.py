@@ -44,8 +44,8 @@ examples:
 
 EPILOG = f"""\
 environment:
-  {URL_ENV}            gateway URL (default: http://127.0.0.1:<port>, the port
-                       from [server.gateway] of the AGATA configuration)
+  {URL_ENV}            gateway URL (default: http://<host>:<port> from
+                       [server.gateway] of the AGATA configuration)
   {TOKEN_ENV}      the operator API token (another variable: --token-env NAME);
                        the token is never taken as a command-line value
   {DEBUG_ENV}=1    show a traceback on an unexpected error
@@ -227,16 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _default_url() -> str:
-    """``http://127.0.0.1:<port>`` from the AGATA configuration (``AGATA_CONFIG``, overrides)."""
+    """``http://<host>:<port>`` of ``[server.gateway]`` in the AGATA configuration
+    (``AGATA_CONFIG``, overrides); a gateway listening on every address is called on
+    127.0.0.1."""
     try:
         from agata_common.config import settings
 
-        port = settings().server_gateway.port
+        gateway = settings().server_gateway
     except Exception as error:
         raise CliError(f"no gateway URL: {URL_ENV} is not set and the AGATA configuration "
                        f"could not be read ({error}); set {URL_ENV} or use --url",
                        EXIT_USAGE) from None
-    return f"http://127.0.0.1:{port}"
+    everywhere = ("", "0.0.0.0", "::")  # noqa: S104 (recognized here, not bound to)
+    host = "127.0.0.1" if gateway.host in everywhere else gateway.host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{gateway.port}"
 
 
 def _token(args: argparse.Namespace) -> tuple[str | None, str]:

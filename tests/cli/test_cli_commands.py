@@ -407,3 +407,20 @@ def test_cli_creates_a_flower_app_from_its_folder(stack: Stack, tmp_path: Path) 
     both = agata(stack, "tasks", "upload", "cli-app", "--from-dir", str(app),
                  "--file", str(app / "pyproject.toml"))
     assert both.returncode == 2 and "uploaded whole" in both.stderr
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("10.1.2.3", "http://10.1.2.3:9100"), ("0.0.0.0", "http://127.0.0.1:9100"),
+    ("::1", "http://[::1]:9100"), ("gw.example", "http://gw.example:9100")])
+def test_the_default_url_is_the_configured_gateway(host: str, url: str,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from agata_cli.main import _default_url
+    from agata_common.config import settings
+
+    monkeypatch.setenv("AGATA_SERVER_GATEWAY_HOST", host)
+    monkeypatch.setenv("AGATA_SERVER_GATEWAY_PORT", "9100")
+    settings.cache_clear()
+    try:
+        assert _default_url() == url
+    finally:
+        settings.cache_clear()
