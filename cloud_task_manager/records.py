@@ -270,12 +270,23 @@ class TaskRecords:
             session.flush()
             return [to_task_file(row) for row in sorted(record.files, key=lambda f: f.name)]
 
+    def rotate_credential(self, record: TaskRecord) -> None:
+        """Give the task a new download credential (at each start: a credential lives as long
+        as its run)."""
+        record.credential_nonce = self.credentials.new_nonce()
+        record.credential_hash = Credentials.digest(
+            self.credentials.credential(record.id, record.credential_nonce))
+
     def check_download_credential(self, task_id: str, credential: str | None) -> None:
-        """401 unless ``credential`` is the task's download credential (404: no such task)."""
+        """401 unless the task is running and ``credential`` is its current run's download
+        credential (404: no such task)."""
         with Session(self.engine) as session:
             record = self.get(session, task_id)
             if not (credential and Credentials.matches(credential, record.credential_hash)):
                 raise Unauthorized(f"wrong or missing download credential for task {task_id!r}")
+            if record.status != TaskStatus.RUNNING.value:
+                raise Unauthorized(f"task {task_id!r} is not running: its download credential "
+                                   "ended with its run")
 
     def file_row(self, task_id: str, name: str) -> TaskFile:
         """A task file's row (404 when the task or the file does not exist)."""

@@ -114,6 +114,7 @@ class RunController:
                 if kind is TaskKind.FLOWER_APP:
                     arguments = self._run_config(task_id, arguments)
                 record.runs += 1
+                self.records.rotate_credential(record)
                 deadline_s = float(record.deadline_s or self.default_deadline_s)
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
                                       arguments, kind, record.devices, record.credential_hash,

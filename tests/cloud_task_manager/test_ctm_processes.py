@@ -408,6 +408,23 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
             "task_id": "dl", "filename": name})
         assert status == 400, envelope
 
+    # a credential lives as long as its run
+    def download(with_credential: str) -> Any:
+        return cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
+                                                      "credential": with_credential})
+
+    cloud.client.call(STOP_SERVER_TASK, {"task_id": "dl"})
+    with pytest.raises(Unauthorized) as ended:
+        download(credential)
+    assert "not running" in ended.value.message
+    cloud.client.call(START_SERVER_TASK, {"task_id": "dl"})
+    with pytest.raises(Unauthorized):
+        download(credential)
+    offers = {o.task_id: o for o in cloud.client.call(CLIENT_REQUESTING_TASK,
+                                                      {"client_id": "dev"}).tasks}
+    assert offers["dl"].download_credential != credential
+    assert download(offers["dl"].download_credential).content == content
+
 
 ENV_DUMPING_SERVER = """\
 import json, os
