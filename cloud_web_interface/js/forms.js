@@ -306,52 +306,138 @@ export async function busy(form, work) {
 
 // -- task files --------------------------------------------------------------------------------
 
-// The task manager stores plain names only (cloud_task_manager/storage.py, check_file_name);
-// the upload schema carries the length limits, this mirrors the character rule.
+// A task's files are paths inside its folder: plain names joined by "/" (TaskPath in
+// agata_contracts/common.py); the upload schema carries the pattern and the length limits,
+// this mirrors the rule for each name in a path.
 const FILE_NAME = /^[A-Za-z0-9_][A-Za-z0-9._-]*$/;
 
-/** Problems with the chosen files, checked against the upload schema's "filename". */
-export function fileProblems(files, uploadSchema) {
+/** Problems with the chosen files ({file, path}), checked with the upload schema's "filename". */
+export function fileProblems(entries, uploadSchema) {
   const nameSchema = uploadSchema ? propertySchema(uploadSchema, "filename").schema : undefined;
   const problems = [];
   const seen = new Set();
-  for (const file of files) {
-    const errors = nameSchema ? validate(nameSchema, file.name, uploadSchema) : [];
-    for (const e of errors) problems.push(`${file.name}: ${e.message}`);
-    if (!errors.length && (!FILE_NAME.test(file.name) || file.name.includes(".."))) {
+  for (const { path } of entries) {
+    const errors = nameSchema ? validate(nameSchema, path, uploadSchema) : [];
+    for (const e of errors) problems.push(`${path}: ${e.message}`);
+    if (!errors.length && (path.split("/").some((name) => !FILE_NAME.test(name)) ||
+        path.includes(".."))) {
       problems.push(
-        `${file.name}: use letters, digits, '.', '_' and '-' only (not first, no '..').`,
+        `${path}: use letters, digits, '.', '_' and '-' only (not first, no '..').`,
       );
     }
-    if (seen.has(file.name)) problems.push(`${file.name} is chosen twice.`);
-    seen.add(file.name);
+    if (seen.has(path)) problems.push(`${path} is chosen twice.`);
+    seen.add(path);
   }
   return problems;
 }
 
-export function filesForm(files) {
-  const form = new FormData();
-  for (const file of files) form.append("files", file, file.name);
-  return form;
+/**
+ * Left out of a folder as the server leaves them out of an archive (archives.py): hidden
+ * files and folders, and Python caches.
+ */
+function leftOut(path) {
+  const names = path.split("/");
+  return names.some((name) => name.startsWith(".")) || names.includes("__pycache__") ||
+    /\.py[co]$/.test(path);
 }
 
-/** The chosen app archive (or null), and problems with the choice of upload. */
-export function chosenUpload(form, { required = false } = {}) {
-  const archive = form.elements.namedItem("archive").files[0] || null;
-  const files = [...form.elements.namedItem("files").files];
-  const problems = [];
-  if (archive && files.length) {
-    problems.push({ path: "archive", message: "Choose an app archive or files, not both." });
-  } else if (archive && !/\.(zip|fab)$/i.test(archive.name)) {
-    problems.push({ path: "archive", message: `${archive.name}: choose a .zip or a .fab file.` });
-  } else if (required && !archive && !files.length) {
-    problems.push({ path: "files", message: "Choose an app archive or at least one file." });
+/**
+ * The files of a chosen folder with their paths inside it (the chosen folder's own name
+ * stripped), and the paths left out.
+ */
+export function folderEntries(files) {
+  const entries = [];
+  const skipped = [];
+  for (const file of files) {
+    const relative = file.webkitRelativePath || file.name;
+    const path = relative.includes("/") ? relative.slice(relative.indexOf("/") + 1) : relative;
+    if (leftOut(path)) skipped.push(path);
+    else entries.push({ file, path });
   }
-  return { archive, files, problems };
+  return { entries, skipped };
 }
 
-export function archiveForm(archive) {
+const SOURCES = [
+  ["archive", "an app archive"],
+  ["folder", "a folder"],
+  ["files", "files"],
+];
+
+/**
+ * What the form uploads: one app archive, one folder or some files. Returns
+ * {source, archive, entries, skipped, problems}: source names the chosen field (null when
+ * nothing is chosen), entries are {file, path} of a folder or files, skipped the folder's
+ * paths left out.
+ */
+export function chosenUpload(form, { required = false } = {}) {
+  const chosen = SOURCES.filter(([name]) => {
+    const control = form.elements.namedItem(name);
+    return control && control.files.length;
+  });
+  const choice = { source: null, archive: null, entries: [], skipped: [], problems: [] };
+  if (chosen.length > 1) {
+    const what = chosen.map(([, text]) => text).join(" and ");
+    choice.problems.push({
+      path: chosen[0][0],
+      message: `Choose only one of an app archive, a folder or files (${what} are chosen).`,
+    });
+    return choice;
+  }
+  if (!chosen.length) {
+    if (required) {
+      choice.problems.push({
+        path: "files",
+        message: "Choose an app archive, a folder or at least one file.",
+      });
+    }
+    return choice;
+  }
+  const source = chosen[0][0];
+  const files = [...form.elements.namedItem(source).files];
+  choice.source = source;
+  if (source === "archive") {
+    choice.archive = files[0];
+    if (!/\.(zip|fab)$/i.test(choice.archive.name)) {
+      choice.problems.push({
+        path: source,
+        message: `${choice.archive.name}: choose a .zip or a .fab file.`,
+      });
+    }
+  } else if (source === "folder") {
+    Object.assign(choice, folderEntries(files));
+    if (!choice.entries.length) {
+      choice.problems.push({
+        path: source,
+        message: "The folder holds no files to upload (hidden files and Python caches are " +
+          "left out).",
+      });
+    }
+  } else {
+    choice.entries = files.map((file) => ({ file, path: file.name }));
+  }
+  return choice;
+}
+
+/**
+ * The multipart body of a chosen upload: the "archive" part, or a "files" part per file,
+ * each named by its path in the task.
+ */
+export function uploadForm(choice) {
   const form = new FormData();
-  form.append("archive", archive, archive.name);
+  if (choice.archive) form.append("archive", choice.archive, choice.archive.name);
+  for (const { file, path } of choice.entries) form.append("files", file, path);
   return form;
+}
+
+/** Forget what the upload fields hold. */
+export function clearUpload(form) {
+  for (const [name] of SOURCES) {
+    const control = form.elements.namedItem(name);
+    if (control) control.value = "";
+  }
+}
+
+/** " (3 left out: hidden files and Python caches)", or "" when nothing was left out. */
+export function leftOutNote(count) {
+  return count ? ` (${count} left out: hidden files and Python caches)` : "";
 }

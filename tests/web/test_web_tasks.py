@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
 from support import REPO_ROOT, free_port
@@ -51,7 +54,7 @@ def test_create_with_files_start_and_follow_the_run(ui):
 
     ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
     ui.wait(lambda: ui.text("#task-status") == "created", "status created")
-    assert "created with 2 files" in ui.text("#status")
+    ui.wait(lambda: "created with 2 files" in ui.text("#status"), "the created message")
     task = stack.api.get(f"/api/tasks/{task_id}")
     assert task["server_arguments"] == {"rounds": 5, "learning-rate": 0.01}
     assert task["client_arguments"] == {"epochs": 2, "note": "web"}
@@ -201,9 +204,8 @@ def test_create_form_works_with_the_keyboard_only(ui):
     assert task["tags"] == ["keyboard"] and task["selection_criteria"] == "data_qnt >= 0"
 
 
-def test_create_a_flower_app_from_its_archive_and_refuse_a_bad_one(ui):
-    stack = ui.stack
-    task_id = unique("webapp")
+def app_archives(stack) -> tuple[Path, Path]:
+    """A zip of tasks/app_numpy built here, and a zip with an entry leading out (../evil.py)."""
     folder = stack.files_dir / "apps"
     folder.mkdir(parents=True, exist_ok=True)
     app_zip = folder / "app_numpy.zip"
@@ -212,7 +214,32 @@ def test_create_a_flower_app_from_its_archive_and_refuse_a_bad_one(ui):
     with zipfile.ZipFile(evil_zip, "w") as archive:
         archive.writestr("pyproject.toml", "[project]\n")
         archive.writestr("../evil.py", "x = 1\n")
-    loose = folder / "server.py"
+    return app_zip, evil_zip
+
+
+def app_folder(stack, name: str, extra: dict[str, str] | None = None) -> Path:
+    """A copy of tasks/app_numpy with a hidden file, a Python cache and ``extra`` files."""
+    folder = stack.files_dir / name / "my_app"
+    shutil.copytree(REPO_ROOT / "tasks" / "app_numpy", folder,
+                    ignore=shutil.ignore_patterns("__pycache__", ".*"))
+    (folder / ".gitignore").write_text("*.pyc\n")
+    cache = folder / "numpyapp" / "__pycache__"
+    cache.mkdir()
+    (cache / "client_app.cpython-311.pyc").write_bytes(b"\0")
+    for path, content in (extra or {}).items():
+        (folder / path).write_text(content)
+    return folder
+
+
+APP_FILES = ["numpyapp/__init__.py", "numpyapp/client_app.py", "numpyapp/server_app.py",
+             "pyproject.toml"]
+
+
+def test_create_a_flower_app_from_its_archive_and_refuse_a_bad_one(ui):
+    stack = ui.stack
+    task_id = unique("webapp")
+    app_zip, evil_zip = app_archives(stack)
+    loose = stack.files_dir / "apps" / "server.py"
     loose.write_text("x = 1\n")
 
     ui.signed_in("create.html")
@@ -221,25 +248,121 @@ def test_create_a_flower_app_from_its_archive_and_refuse_a_bad_one(ui):
     ui.find("#archive").send_keys(str(app_zip))
     ui.find("#files").send_keys(str(loose))
     submit(ui, "create-form")
-    ui.wait(lambda: "not both" in ui.field_error("archive"), "the both-chosen error")
+    ui.wait(lambda: "only one" in ui.field_error("archive"), "the both-chosen error")
+    assert "an app archive and files are chosen" in ui.field_error("archive")
+    assert ui.js("return document.activeElement.id") == "archive"
     with pytest.raises(ApiError):
         stack.api.get(f"/api/tasks/{task_id}")  # nothing was sent
 
     ui.find("#files").clear()
     submit(ui, "create-form")
     ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
-    assert "created with 4 files" in ui.text("#status")
+    ui.wait(lambda: "created with 4 files" in ui.text("#status"), "the created message")
     task = stack.api.get(f"/api/tasks/{task_id}")
     assert (task["kind"], task["devices"], task["deadline_s"]) == ("flower_app", 3, 600)
-    assert sorted(f["name"] for f in task["files"]) == [
-        "numpyapp/__init__.py", "numpyapp/client_app.py", "numpyapp/server_app.py",
-        "pyproject.toml"]
+    assert sorted(f["name"] for f in task["files"]) == APP_FILES
     ui.wait(lambda: "numpyapp/client_app.py" in ui.text("#task-files"), "the app's files")
+    assert ui.text("#task-kind") == "Flower App"
 
     ui.open(f"upload.html?id={task_id}")
     ui.find("#archive").send_keys(str(evil_zip))
     ui.find("#upload-form button[type=submit]").click()
     ui.wait(lambda: "evil.py" in ui.field_error("archive"), "the bad archive error")
     assert "'..'" in ui.field_error("archive")
+    assert ui.field_error("files") == "" and ui.field_error("folder") == ""
     assert len(stack.api.get(f"/api/tasks/{task_id}")["files"]) == 4
+    ui.no_alert()
+
+
+def test_a_bad_archive_on_the_create_page_is_shown_at_its_field_and_nothing_stored(ui):
+    stack = ui.stack
+    task_id = unique("evilapp")
+    _, evil_zip = app_archives(stack)
+    not_zip = stack.files_dir / "apps" / "not-a-zip.fab"
+    not_zip.write_text("plain text\n")
+
+    ui.signed_in("create.html")
+    fill(ui, {"task_id": task_id, "port": str(free_port())})
+    ui.find("#archive").send_keys(str(evil_zip))
+    submit(ui, "create-form")
+    ui.wait(lambda: "evil.py" in ui.field_error("archive"), "the bad archive error")
+    error = ui.field_error("archive")
+    assert "'..'" in error and f"Task {task_id} was created" in error, error
+    assert ui.js("return document.getElementById('archive').getAttribute('aria-invalid')") == "true"
+    assert "create.html" in ui.driver.current_url
+    task = stack.api.get(f"/api/tasks/{task_id}")
+    assert task["files"] == [] and task["kind"] is None
+
+    # Not a zip at all: refused by the server too, and the task's files stay as they were.
+    ui.open(f"upload.html?id={task_id}")
+    ui.find("#archive").send_keys(str(not_zip))
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: "not a zip" in ui.field_error("archive"), "the not-a-zip error")
+    assert stack.api.get(f"/api/tasks/{task_id}")["files"] == []
+    ui.no_alert()
+
+
+def test_create_a_flower_app_from_its_folder(ui):
+    stack = ui.stack
+    task_id = unique("webdir")
+    folder = app_folder(stack, task_id)
+
+    ui.signed_in("create.html")
+    fill(ui, {"task_id": task_id, "port": str(free_port())})
+    ui.find("#folder").send_keys(str(folder))
+    submit(ui, "create-form")
+    ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
+    ui.wait(lambda: "created with 4 files (2 left out" in ui.text("#status"),
+            "the created message")
+    task = stack.api.get(f"/api/tasks/{task_id}")
+    assert task["kind"] == "flower_app"
+    # the chosen folder's own name is not part of the paths; hidden files and caches stay out
+    assert sorted(f["name"] for f in task["files"]) == APP_FILES
+    source = (REPO_ROOT / "tasks" / "app_numpy" / "numpyapp" / "client_app.py").read_bytes()
+    stored = {f["name"]: f["sha256"] for f in task["files"]}
+    assert stored["numpyapp/client_app.py"] == hashlib.sha256(source).hexdigest()
+    ui.wait(lambda: ui.text("#task-kind") == "Flower App", "the task's kind")
+    assert "numpyapp/server_app.py" in ui.text("#task-files")
+
+    # The upload page adds a folder's files under their paths, keeping the others.
+    extra = app_folder(stack, f"{task_id}-extra", {"numpyapp/extra.py": "x = 2\n"})
+    ui.open(f"upload.html?id={task_id}")
+    ui.find("#folder").send_keys(str(extra))
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: "Uploaded 5 file(s)" in ui.text("#status"), "the uploaded message")
+    assert "2 left out" in ui.text("#status")
+    assert "numpyapp/extra.py" in ui.text("#upload-result")
+    assert ui.js("return document.getElementById('folder').files.length") == 0
+    names = sorted(f["name"] for f in stack.api.get(f"/api/tasks/{task_id}")["files"])
+    assert names == sorted([*APP_FILES, "numpyapp/extra.py"])
+    ui.no_alert()
+
+
+def test_a_folder_is_checked_before_anything_is_sent(ui):
+    stack = ui.stack
+    task_id = unique("baddir")
+    bad = app_folder(stack, task_id, {"numpyapp/bad name.py": "x = 1\n"})
+    app_zip, _ = app_archives(stack)
+
+    ui.signed_in("create.html")
+    fill(ui, {"task_id": task_id, "port": str(free_port())})
+    ui.find("#folder").send_keys(str(bad))
+    submit(ui, "create-form")
+    ui.wait(lambda: "numpyapp/bad name.py" in ui.field_error("folder"), "the folder's error")
+    assert ui.field_error("archive") == "" and ui.field_error("files") == ""
+    assert ui.js("return document.activeElement.id") == "folder"
+
+    ui.find("#archive").send_keys(str(app_zip))
+    submit(ui, "create-form")
+    ui.wait(lambda: "an app archive and a folder are chosen" in ui.field_error("archive"),
+            "the archive-and-folder error")
+    assert ui.field_error("folder") == ""
+    with pytest.raises(ApiError) as missing:  # nothing was sent
+        stack.api.get(f"/api/tasks/{task_id}")
+    assert missing.value.status == 404
+
+    ui.open(f"upload.html?id={task_id}")
+    ui.find("#upload-form button[type=submit]").click()
+    ui.wait(lambda: "a folder or at least one file" in ui.field_error("files"),
+            "the nothing-chosen error")
     ui.no_alert()

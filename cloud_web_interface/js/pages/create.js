@@ -1,4 +1,5 @@
-// Create a task (every AGATA field) and upload its files in the same flow.
+// Create a task (every AGATA field) and upload it in the same flow: a Flower App as an archive
+// or a folder, or a script task's files.
 
 import { api, byId, flash, getSchemas, initPage, taskUrl } from "../app.js";
 import {
@@ -7,12 +8,12 @@ import {
   clearErrors,
   collect,
   decorate,
-  archiveForm,
   chosenUpload,
   fileProblems,
-  filesForm,
+  leftOutNote,
   showApiError,
   showErrors,
+  uploadForm,
 } from "../forms.js";
 
 const FIELDS = [
@@ -32,17 +33,17 @@ initPage(async () => {
   const schemas = await getSchemas();
   const schema = schemas.rpc_exec_create_task;
   const uploadSchema = schemas.rpc_exec_upload_task_file;
-  decorate(form, schema, [...FIELDS, "archive", "files"]);
+  decorate(form, schema, [...FIELDS, "archive", "folder", "files"]);
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     clearErrors(form);
     const { data, errors: conversion } = collect(form, schema, FIELDS);
     const errors = check(schema, data, conversion);
-    const { archive, files, problems } = chosenUpload(form);
-    errors.push(...problems);
-    for (const problem of fileProblems(files, uploadSchema)) {
-      errors.push({ path: "files", message: problem });
+    const upload = chosenUpload(form);
+    errors.push(...upload.problems);
+    for (const problem of fileProblems(upload.entries, uploadSchema)) {
+      errors.push({ path: upload.source, message: problem });
     }
     if (errors.length) {
       showErrors(form, errors);
@@ -57,19 +58,21 @@ initPage(async () => {
         showApiError(form, error, (status) => (status === 409 ? "task_id" : null));
         return;
       }
-      let count = files.length;
-      if (archive || files.length) {
+      let count = 0;
+      let note = "";
+      if (upload.source) {
         try {
           const stored = await api(`/api/tasks/${encodeURIComponent(task.id)}/files`, {
             method: "POST",
-            form: archive ? archiveForm(archive) : filesForm(files),
+            form: uploadForm(upload),
           });
           count = stored.files.length;
+          note = leftOutNote(upload.skipped.length + stored.skipped.length);
         } catch (error) {
           if (error.status === 401) return;
           showErrors(form, [
             {
-              path: archive ? "archive" : "files",
+              path: upload.source,
               message:
                 `Task ${task.id} was created, but its files were not stored: ${error.message} ` +
                 "Upload them on the Upload files page.",
@@ -78,7 +81,8 @@ initPage(async () => {
           return;
         }
       }
-      flash(`Task ${task.id} created${count ? ` with ${count} file${count === 1 ? "" : "s"}` : ""}.`);
+      const files = count ? ` with ${count} file${count === 1 ? "" : "s"}${note}` : "";
+      flash(`Task ${task.id} created${files}.`);
       window.location.assign(taskUrl(task.id));
     });
   });

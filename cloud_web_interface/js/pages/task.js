@@ -45,9 +45,22 @@ function filesList(task) {
   );
 }
 
+const KINDS = { flower_app: "Flower App", script: "Script task" };
+
+function kindText(task) {
+  if (!task.kind) return el("span", { class: "muted" }, "not known until its files are uploaded");
+  const text = KINDS[task.kind] || task.kind;
+  return el("span", { id: "task-kind", dataset: { kind: task.kind } }, text);
+}
+
 function definition(task) {
   const rows = [
+    ["Kind", kindText(task)],
     ["Server", el("code", {}, `${task.host}:${task.port}`)],
+    ["Devices per run", String(task.devices)],
+    ["Run deadline", task.deadline_s === null || task.deadline_s === undefined
+      ? el("span", { class: "muted" }, "the cloud's default")
+      : `${task.deadline_s} s`],
     ["Selection criteria", task.selection_criteria
       ? el("code", {}, task.selection_criteria) : el("span", { class: "muted" }, "every client")],
     ["Server arguments", argumentsBlock(task.server_arguments)],

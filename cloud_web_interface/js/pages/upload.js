@@ -1,4 +1,5 @@
-// Upload files to a task (AGATA's upload form), replacing files of the same name.
+// Upload to a task (AGATA's upload form): a Flower App archive replaces all of its files; a
+// folder's files or single files replace files of the same path.
 
 import { announce, api, byId, el, formatBytes, getSchemas, initPage, param, taskUrl } from "../app.js";
 import {
@@ -7,18 +8,19 @@ import {
   clearErrors,
   collect,
   decorate,
-  archiveForm,
   chosenUpload,
+  clearUpload,
   fileProblems,
-  filesForm,
+  leftOutNote,
   showApiError,
   showErrors,
+  uploadForm,
 } from "../forms.js";
 
 initPage(async () => {
   const form = byId("upload-form");
   const schema = (await getSchemas()).rpc_exec_upload_task_file;
-  decorate(form, schema, ["task_id", "archive", "files"]);
+  decorate(form, schema, ["task_id", "archive", "folder", "files"]);
   const id = param("id");
   if (id) form.elements.namedItem("task_id").value = id;
   const result = byId("upload-result");
@@ -30,9 +32,11 @@ initPage(async () => {
     const { data, errors: conversion } = collect(form, schema, ["task_id"]);
     // The schema is of one file's RPC: only its task_id (and the file names) apply here.
     const errors = check(schema, data, conversion, ["task_id"]);
-    const { archive, files, problems } = chosenUpload(form, { required: true });
-    errors.push(...problems);
-    for (const problem of fileProblems(files, schema)) errors.push({ path: "files", message: problem });
+    const upload = chosenUpload(form, { required: true });
+    errors.push(...upload.problems);
+    for (const problem of fileProblems(upload.entries, schema)) {
+      errors.push({ path: upload.source, message: problem });
+    }
     if (errors.length) {
       showErrors(form, errors);
       return;
@@ -41,11 +45,11 @@ initPage(async () => {
       try {
         const stored = await api(`/api/tasks/${encodeURIComponent(data.task_id)}/files`, {
           method: "POST",
-          form: archive ? archiveForm(archive) : filesForm(files),
+          form: uploadForm(upload),
         });
-        form.elements.namedItem("files").value = "";
-        form.elements.namedItem("archive").value = "";
-        announce(`Uploaded ${stored.files.length} file(s) to task ${stored.task_id}.`, "ok");
+        clearUpload(form);
+        const note = leftOutNote(upload.skipped.length + stored.skipped.length);
+        announce(`Uploaded ${stored.files.length} file(s) to task ${stored.task_id}${note}.`, "ok");
         result.replaceChildren(
           el("section", { class: "panel", "aria-labelledby": "stored-title" },
             el("h2", { id: "stored-title" }, "Stored files"),
@@ -55,7 +59,7 @@ initPage(async () => {
         );
       } catch (error) {
         showApiError(form, error, (status) =>
-          status === 404 ? "task_id" : archive ? "archive" : "files");
+          status === 404 ? "task_id" : upload.source);
       }
     });
   });
