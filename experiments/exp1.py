@@ -72,7 +72,7 @@ def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
         marks["upload returned"] = time.time()
         api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
         marks["start returned"] = time.time()
-        status = _wait_for_end(api, TASK_ID, timeout=240)
+        status = api.wait_until_ended(TASK_ID, timeout=240)["status"]
         marks["task ended"] = time.time()
         metrics = api.get(f"/api/tasks/{TASK_ID}/metrics")
         result["status"] = status
@@ -87,16 +87,6 @@ def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
     result["timings"] = _timings(events, marks)
     result["events"] = str(stack.events_path)
     return result
-
-
-def _wait_for_end(api: Any, task_id: str, timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = api.get(f"/api/tasks/{task_id}")["status"]
-        if status in {"finished", "failed", "stopped"}:
-            return str(status)
-        time.sleep(0.2)
-    raise TimeoutError(f"task {task_id} did not end within {timeout:.0f} s")
 
 
 def _idle_cpu(stack: Stack, seconds: float) -> float:

@@ -56,12 +56,7 @@ def run_once(out_dir: Path, rounds: int, device_spares: int = 1) -> dict[str, An
         marks["E start returned"] = time.time()
         api.post("/rpc_exec_start_server_task", {"task_id": "C"})
         marks["C start returned"] = time.time()
-        deadline = time.monotonic() + 240
-        while api.get("/api/tasks/C")["status"] == "running":
-            if time.monotonic() > deadline:
-                raise TimeoutError("task C did not end within 240 s")
-            time.sleep(0.2)
-        result["status_C"] = api.get("/api/tasks/C")["status"]
+        result["status_C"] = api.wait_until_ended("C", timeout=240)["status"]
         reports = api.get("/api/tasks/E/reports")["reports"]
         result["E_reports"] = [(r["client_id"], r["status"], r["reason"]) for r in reports]
         if api.get("/api/tasks/E")["status"] == "running":

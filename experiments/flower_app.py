@@ -60,23 +60,27 @@ def wait_warm(stack: Stack, count: int, timeout: float = 120.0) -> None:
     raise TimeoutError("the warm ServerApp host and ClientApp workers did not get ready")
 
 
+def run_app(stack: Stack, task_id: str, app: Path, clients: int, rounds: int,
+            timeout: float = RUN_TIMEOUT_S) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Create ``task_id`` from the app folder for ``clients`` devices and ``rounds`` rounds,
+    start it, wait for its end; the ended task and its rounds' metrics."""
+    assert stack.api is not None
+    stack.create_task(task_id, app, free_port(), devices=clients,
+                      server_arguments={"num-server-rounds": rounds, "min-nodes": clients})
+    stack.api.post("/rpc_exec_start_server_task", {"task_id": task_id})
+    task = stack.api.wait_until_ended(task_id, timeout)
+    return task, stack.api.get(f"/api/tasks/{task_id}/metrics")["rounds"]
+
+
 def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, Any]:
     """The app on this system; figures from the services' events."""
     stack = Stack(out_dir / "ours", client_count=clients,
                   client_params={"request_interval": "5"})
     try:
-        api = stack.start_cloud()
+        stack.start_cloud()
         stack.start_clients()
         wait_warm(stack, clients)
-        stack.create_task(TASK_ID, app, free_port(), devices=clients,
-                          server_arguments={"num-server-rounds": rounds, "min-nodes": clients})
-        api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while (task := api.get(f"/api/tasks/{TASK_ID}"))["status"] == "running":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the task still runs after {RUN_TIMEOUT_S:.0f} s")
-            time.sleep(0.05)
-        metrics = api.get(f"/api/tasks/{TASK_ID}/metrics")["rounds"]
+        task, metrics = run_app(stack, TASK_ID, app, clients, rounds)
     finally:
         stack.stop()
     events = read_events(stack.events_path)

@@ -27,8 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.flower_app import wait_warm
-from experiments.processes import free_port
+from experiments.flower_app import run_app, wait_warm
 from experiments.stack import TASKS_DIR, Stack, first_event, read_events
 
 logger = logging.getLogger("experiments.scale")
@@ -130,21 +129,13 @@ def run_once(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, A
                   cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "1"})
     sampler: Sampler | None = None
     try:
-        api = stack.start_cloud()
+        stack.start_cloud()
         stack.start_clients()
         wait_warm(stack, clients, timeout=60 + 30 * clients)
         assert stack.processes is not None
         sampler = Sampler({process.pid for process in stack.processes.processes.values()})
         sampler.start()
-        stack.create_task(TASK_ID, app, free_port(), devices=clients,
-                          server_arguments={"num-server-rounds": rounds, "min-nodes": clients})
-        api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while (task := api.get(f"/api/tasks/{TASK_ID}"))["status"] == "running":
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the task still runs after {RUN_TIMEOUT_S:.0f} s")
-            time.sleep(0.1)
-        metrics = api.get(f"/api/tasks/{TASK_ID}/metrics")["rounds"]
+        task, metrics = run_app(stack, TASK_ID, app, clients, rounds, RUN_TIMEOUT_S)
     finally:
         resources = sampler.stop() if sampler is not None else {}
         stack.stop()

@@ -40,6 +40,16 @@ class Api(Gateway):
         """Upload every file of a task."""
         return [self.upload(task_id, path) for path in files]
 
+    def wait_until_ended(self, task_id: str, timeout: float,
+                         poll_s: float = 0.05) -> dict[str, Any]:
+        """The task once its run has ended (``TimeoutError`` after ``timeout`` seconds)."""
+        deadline = time.monotonic() + timeout
+        while (task := self.get(f"/api/tasks/{task_id}"))["status"] == "running":
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"task {task_id} did not end within {timeout:.0f} s")
+            time.sleep(poll_s)
+        return dict(task)
+
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the gateway and the services behind it answer."""
         wait_for_http(f"{self.url}/health", timeout)
