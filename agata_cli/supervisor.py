@@ -36,6 +36,19 @@ RESTART_WINDOW_S = 60.0
 WATCH_INTERVAL_S = 0.2
 
 
+def pid_alive(pid: int | None) -> bool:
+    """Whether a process with this pid exists (one of another user's counts)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def backoff_s(restarts: int) -> float:
     """The wait before restart number ``restarts`` (1-based)."""
     return float(min(MAX_BACKOFF_S, MIN_BACKOFF_S * 2 ** max(0, restarts - 1)))

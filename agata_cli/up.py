@@ -36,7 +36,7 @@ from agata_cli.client import (
 )
 from agata_cli.local_deployment import LocalDeployment
 from agata_cli.output import out, table
-from agata_cli.supervisor import Supervisor
+from agata_cli.supervisor import Supervisor, pid_alive
 
 logger = logging.getLogger("agata.up")
 
@@ -104,18 +104,6 @@ def ensure_broker(host: str, port: int) -> None:
             raise CliError(f"RabbitMQ did not come up on {host}:{port} within "
                            f"{BROKER_START_S:.0f} s", EXIT_UNAVAILABLE)
         time.sleep(0.5)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
@@ -188,7 +176,7 @@ def up(args: argparse.Namespace) -> int:
     config = settings()
     data_dir = data_dir_of(args)
     previous = read_state(data_dir)
-    if previous and _alive(previous.get("supervisor_pid")):
+    if previous and pid_alive(previous.get("supervisor_pid")):
         raise CliError(f"agata is already up here (pid {previous['supervisor_pid']}); "
                        "see 'agata status'", EXIT_USAGE)
     broker = config.server_broker
@@ -258,11 +246,11 @@ def status(args: argparse.Namespace) -> int:
     if state is None:
         out(f"agata is not up here: no {STATE_FILE} in {data_dir}")
         return EXIT_NOT_UP
-    running = _alive(state.get("supervisor_pid"))
+    running = pid_alive(state.get("supervisor_pid"))
     now = time.time()
     rows = []
     for service in state.get("services", []):
-        alive = running and _alive(service.get("pid"))
+        alive = running and pid_alive(service.get("pid"))
         shown = service.get("state") if alive or service.get("state") != "running" else "gone"
         if not running:
             shown = "stopped"

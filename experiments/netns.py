@@ -34,6 +34,7 @@ from typing import IO
 
 import pika
 
+from agata_cli.supervisor import pid_alive
 from experiments.stack import Stack
 
 logger = logging.getLogger(__name__)
@@ -132,16 +133,6 @@ def _free_subnet() -> ipaddress.IPv4Network:
     raise NetnsError("no free 10.x.y.0/24 subnet found")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def stop_processes(processes: list[subprocess.Popen[bytes]], grace: float = STOP_GRACE_S) -> None:
     """SIGTERM every process at once, SIGKILL (with its process group) what is left after
     ``grace``; every one is waited for, with a bound."""
@@ -168,7 +159,7 @@ def stop_namespace_processes(namespace: str, grace: float = STOP_GRACE_S) -> Non
     with contextlib.suppress(NetnsError):
         pids = [int(word) for word in run_ip("netns", "pids", namespace).split()]
         for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, COMMAND_TIMEOUT_S)):
-            pids = [pid for pid in pids if _alive(pid)]
+            pids = [pid for pid in pids if pid_alive(pid)]
             if not pids:
                 return
             logger.warning("%s: %s left running; sending %s", namespace, pids, sig.name)
@@ -176,7 +167,7 @@ def stop_namespace_processes(namespace: str, grace: float = STOP_GRACE_S) -> Non
                 with contextlib.suppress(OSError):
                     os.kill(pid, sig)
             deadline = time.monotonic() + wait
-            while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            while time.monotonic() < deadline and any(pid_alive(pid) for pid in pids):
                 time.sleep(0.05)
 
 

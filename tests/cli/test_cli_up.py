@@ -7,26 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-from support import free_port
+from support import free_port, wait_for
 
 from agata_cli.local_deployment import Service
 from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s
 
 AGATA = [sys.executable, "-m", "agata_cli"]
 
-
-def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def state(data_dir: Path) -> dict:

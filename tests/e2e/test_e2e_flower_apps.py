@@ -7,13 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import wait_for
 
 from agata_cli.app_archive import zip_folder
 from agata_cli.client import ApiError
@@ -37,15 +37,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         codes = started.stop()
         assert all(code == 0 for code in codes.values()), codes
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def ended(api: Api, task_id: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from support import wait_for
 
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Api, Stack
@@ -39,15 +40,6 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         codes = started.stop()
         assert all(code == 0 for code in codes.values()), codes
 
-
-def wait_for(predicate, timeout: float, what: str):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def create(stack: Stack, task_id: str, source: Path, **fields: object) -> int:

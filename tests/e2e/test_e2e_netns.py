@@ -8,13 +8,13 @@ of their reach.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from support import wait_for
 
 from experiments.netns import HostsStack, netns_stack, netns_unavailable, rabbitmq_unavailable
 from experiments.processes import free_port
@@ -36,15 +36,6 @@ def hosts(tmp_path: Path) -> Iterator[HostsStack]:
         codes = started.stack.stop()
         assert all(code == 0 for code in codes.values()), codes
 
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def final_reports(api: Api, task_id: str, count: int) -> list[dict[str, Any]]:
