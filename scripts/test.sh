@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+# The container tests need a Docker engine and the task image; without them they are skipped.
+if ! scripts/docker_engine.sh; then
+  echo "[test] no Docker engine (see above): the container tests will be skipped" >&2
+fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 set +e

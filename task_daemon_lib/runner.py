@@ -21,15 +21,21 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from task_daemon_lib import spawner
+from task_daemon_lib.lines import (
+    MAX_LINE_BYTES,
+    STDERR_TAIL_LINES,
+    TRUNCATION_MARK,
+    ChildOutcome,
+    ChildStatus,
+    split_stdout_report,
+)
+from task_daemon_lib.lines import LineSplitter as _LineSplitter
 from task_daemon_lib.messages import (
     INFO_FINISHED,
     REPORT_FD_ENV,
-    STDOUT_PREFIX,
     ErrorMessage,
     InfoMessage,
     ReportMessage,
@@ -49,22 +55,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAX_LINE_BYTES = 64 * 1024
-"""Longest line kept from any pipe; the rest of a longer line is dropped."""
-
-TRUNCATION_MARK = "…[truncated]"
-"""Appended to lines cut at :data:`MAX_LINE_BYTES`."""
-
-STDERR_TAIL_LINES = 20
-"""Number of last stderr lines kept for the outcome."""
-
 _READ_CHUNK = 64 * 1024
 _POLL_INTERVAL_S = 0.1
 _DRAIN_TIMEOUT_S = 5.0
-_REASON_TAIL_CHARS = 4000
-
-ChildStatus = Literal["finished", "failed", "stopped"]
-
 
 TASK_ENV_PASSTHROUGH = frozenset({
     "PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER", "LOGNAME", "VIRTUAL_ENV",
@@ -96,113 +89,6 @@ def script_arguments(host: str, port: int,
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         argv += [f"--{name}", text]
     return argv
-
-
-def _signal_name(signum: int) -> str:
-    """Return ``SIGKILL``-style name of a signal number."""
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
-
-
-@dataclass(frozen=True)
-class ChildOutcome:
-    """How a child process ended.
-
-    ``error`` is the error the task reported (if any); ``reason`` is the text to show
-    for a failed task (the reported error, or a description of the exit).
-    """
-
-    returncode: int
-    finished: bool
-    error: str | None
-    stopped: bool
-    stderr_tail: list[str] = field(default_factory=list)
-    require_finished: bool = True
-
-    @property
-    def status(self) -> ChildStatus:
-        """``"stopped"`` if we stopped it, else ``"failed"`` or ``"finished"``."""
-        if self.stopped:
-            return "stopped"
-        return "failed" if self._failure() is not None else "finished"
-
-    @property
-    def reason(self) -> str | None:
-        """Why the child failed; None unless :attr:`status` is ``"failed"``."""
-        return None if self.stopped else self._failure()
-
-    def _failure(self) -> str | None:
-        """Failure description ignoring :attr:`stopped`, or None on success."""
-        if self.error is not None:
-            return self.error
-        if self.returncode < 0:
-            return self._with_tail(f"killed by signal {_signal_name(-self.returncode)}")
-        if self.returncode > 0:
-            return self._with_tail(f"exited with code {self.returncode}")
-        if self.require_finished and not self.finished:
-            return f"exited with code 0 without reporting {INFO_FINISHED}"
-        return None
-
-    def _with_tail(self, text: str) -> str:
-        """Append the last stderr lines (capped) to ``text``."""
-        tail = "\n".join(self.stderr_tail).strip()
-        if not tail:
-            return text
-        if len(tail) > _REASON_TAIL_CHARS:
-            tail = "…" + tail[-_REASON_TAIL_CHARS:]
-        return f"{text}: {tail}"
-
-
-class _LineSplitter:
-    """Splits a byte stream into decoded lines of at most ``limit`` bytes."""
-
-    def __init__(self, limit: int = MAX_LINE_BYTES) -> None:
-        self._limit = limit
-        self._buf = bytearray()
-        self._skipping = False  # inside the dropped rest of a truncated line
-
-    def feed(self, data: bytes) -> list[str]:
-        """Consume a chunk; return the lines it completed."""
-        out: list[str] = []
-        *complete, rest = data.split(b"\n")
-        for piece in complete:
-            if self._skipping:
-                self._skipping = False  # the newline ends the truncated line
-                continue
-            self._add(piece, out)
-            if self._skipping:
-                self._skipping = False
-                continue
-            out.append(self._decode(self._buf))
-            self._buf.clear()
-        if not self._skipping:
-            self._add(rest, out)
-        return out
-
-    def flush(self) -> list[str]:
-        """Return the unterminated last line (at EOF), if any."""
-        out = [self._decode(self._buf)] if self._buf else []
-        self._buf.clear()
-        self._skipping = False
-        return out
-
-    def _add(self, piece: bytes, out: list[str]) -> None:
-        """Append to the current line, emitting it truncated when it grows too long."""
-        room = self._limit - len(self._buf)
-        if len(piece) <= room:
-            self._buf += piece
-            return
-        self._buf += piece[:room]
-        out.append(self._decode(self._buf) + TRUNCATION_MARK)
-        self._buf.clear()
-        self._skipping = True
-
-    @staticmethod
-    def _decode(raw: bytes | bytearray) -> str:
-        """Decode a line as UTF-8 (lenient), dropping a trailing CR."""
-        return raw.decode("utf-8", errors="replace").removesuffix("\r")
 
 
 class ChildProcess:
@@ -532,14 +418,13 @@ class ChildProcess:
             self._handle_message(msg)
             return
         if stream == "stdout":
-            idx = line.find(STDOUT_PREFIX)
-            if idx >= 0:
-                msg = parse_report_line(line[idx + len(STDOUT_PREFIX) :])
-                if msg is not None:
-                    if idx > 0:
-                        self._emit_output(stream, line[:idx])
-                    self._handle_message(msg)
-                    return
+            report = split_stdout_report(line)
+            if report is not None:
+                before, msg = report
+                if before:
+                    self._emit_output(stream, before)
+                self._handle_message(msg)
+                return
         else:
             self._stderr_tail.append(line)
         self._emit_output(stream, line)

@@ -1,0 +1,691 @@
+"""Runs one task process inside a Docker container, with the interface of
+:class:`task_daemon_lib.runner.ChildProcess`.
+
+The container sees only what its :class:`ContainerSpec` mounts: the task folder read-only, the
+results folder read-write, and read-only extras (the Python install and the virtualenv, mounted
+at their own paths so ``sys.executable`` works inside); its root file system is read-only with
+a small ``/tmp``. It runs as the uid:gid of this process without any capability, under
+Docker's init (which forwards signals and reaps zombies), with the CPU, memory and process
+limits of the spec. Its environment is exactly the ``env`` given (plus ``PYTHONUNBUFFERED``).
+
+No report pipe crosses into a container: the task's :class:`~task_daemon_lib.TaskReporter`
+falls back to stdout, and lines carrying :data:`~task_daemon_lib.messages.STDOUT_PREFIX` are
+parsed into report messages. Standard input, output and error travel over one attach socket,
+opened before the container starts so no output is lost.
+
+Containers never outlive their owner: each is labelled ``agata.owner=<pid>`` (with the owner's
+start time in ``agata.owner_start``) and removed when it ends; a small guard process, started
+with the first container, removes the owner's containers when the owner dies however it dies
+(it waits for end-of-file on a pipe only the owner holds); :func:`remove_orphans` removes those
+of any dead owner.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import selectors
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import Mount
+
+from task_daemon_lib.lines import (
+    STDERR_TAIL_LINES,
+    ChildOutcome,
+    LineSplitter,
+    split_stdout_report,
+)
+from task_daemon_lib.messages import (
+    INFO_FINISHED,
+    REPORT_FD_ENV,
+    ErrorMessage,
+    InfoMessage,
+    ReportMessage,
+)
+
+__all__ = [
+    "DEFAULT_IMAGE",
+    "OWNER_LABEL",
+    "ContainerLimits",
+    "ContainerProcess",
+    "ContainerSpec",
+    "engine_available",
+    "python_mounts",
+    "remove_orphans",
+    "running_containers",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_IMAGE = "agata-task:local"
+"""The task image ``scripts/docker_engine.sh`` builds."""
+
+OWNER_LABEL = "agata.owner"
+"""Label holding the pid of the process that started a container."""
+
+OWNER_START_LABEL = "agata.owner_start"
+"""Label holding the owner's start time (clock ticks since boot), against pid reuse."""
+
+_API_TIMEOUT_S = 30.0
+_READ_CHUNK = 64 * 1024
+_POLL_INTERVAL_S = 0.1
+_STOP_MARGIN_S = 60.0
+_FRAME_HEADER = 8
+_STREAMS = {1: "stdout", 2: "stderr"}
+_CONTAINER_TMP = "/tmp"  # noqa: S108  (a private tmpfs inside the container)
+
+NetworkMode = Literal["none", "host"]
+
+
+@dataclass(frozen=True)
+class ContainerLimits:
+    """Resources a task container may use."""
+
+    cpus: float = 1.0
+    memory_mb: int = 1024
+    pids: int = 1024
+    tmp_mb: int = 256
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Where and how a task container runs.
+
+    ``task_dir`` is mounted read-only and ``results_dir`` read-write, each at its own path;
+    ``read_only_mounts`` are further host paths mounted read-only at their own paths.
+    ``working_dir`` defaults to ``task_dir``; ``user`` (``"uid:gid"``) to this process's.
+    """
+
+    task_dir: Path
+    results_dir: Path
+    image: str = DEFAULT_IMAGE
+    read_only_mounts: tuple[Path, ...] = ()
+    network_mode: NetworkMode = "none"
+    limits: ContainerLimits = field(default_factory=ContainerLimits)
+    working_dir: Path | None = None
+    user: str | None = None
+
+    def mounts(self) -> list[Mount]:
+        """The container's bind mounts, one per target path (read-write wins)."""
+        modes: dict[str, bool] = {}
+        for path in self.read_only_mounts:
+            modes[str(Path(path).absolute())] = True
+        modes[str(Path(self.task_dir).absolute())] = True
+        modes[str(Path(self.results_dir).absolute())] = False
+        return [Mount(target=target, source=str(Path(target).resolve()), type="bind",
+                      read_only=read_only) for target, read_only in sorted(modes.items())]
+
+    def container_user(self) -> str:
+        """``user``, or the uid:gid of this process (root stays root, without capabilities)."""
+        return self.user if self.user is not None else f"{os.getuid()}:{os.getgid()}"
+
+
+def python_mounts() -> tuple[Path, ...]:
+    """The host paths a container needs to run this interpreter at the same path: the Python
+    install and the virtualenv (``sys.base_prefix`` and ``sys.prefix``)."""
+    return tuple(dict.fromkeys(Path(p) for p in (sys.base_prefix, sys.prefix)))
+
+
+def _client(timeout: float = _API_TIMEOUT_S) -> Any:
+    """A Docker client from the environment (``DOCKER_HOST`` or the local socket)."""
+    return docker.from_env(timeout=timeout)
+
+
+def engine_available(image: str = DEFAULT_IMAGE) -> str | None:
+    """None when a Docker engine answers and has ``image``; otherwise why not."""
+    try:
+        client = _client(timeout=5.0)
+    except DockerException as exc:
+        return f"no Docker engine answers ({exc}); run scripts/docker_engine.sh"
+    try:
+        client.ping()
+        client.images.get(image)
+    except ImageNotFound:
+        return f"Docker image {image} is missing; run scripts/docker_engine.sh"
+    except DockerException as exc:
+        return f"the Docker engine does not answer ({exc}); run scripts/docker_engine.sh"
+    finally:
+        client.close()
+    return None
+
+
+def _start_time(pid: int) -> str | None:
+    """Start time of process ``pid`` (clock ticks since boot), None when it does not exist."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _owner_alive(owner: str | None, owner_start: str | None) -> bool:
+    """True while the process named by a container's owner labels (pid, and start time when
+    recorded) still runs."""
+    try:
+        pid = int(owner or "")
+    except ValueError:
+        return False
+    started = _start_time(pid)
+    return started is not None and (not owner_start or owner_start == started)
+
+
+def remove_orphans(owner_label: str = OWNER_LABEL, *, owner: int | None = None,
+                   client: Any = None) -> list[str]:
+    """Remove containers carrying ``owner_label`` whose owner process is gone (or, with
+    ``owner``, every container of that owner pid); return their names."""
+    own = client is None
+    client = _client() if own else client
+    removed: list[str] = []
+    try:
+        for container in client.containers.list(all=True, filters={"label": owner_label}):
+            labels = cast(dict[str, str], container.labels)
+            if owner is not None:
+                if labels.get(owner_label) != str(owner):
+                    continue
+            elif _owner_alive(labels.get(owner_label), labels.get(OWNER_START_LABEL)):
+                continue
+            try:
+                container.remove(force=True)
+            except NotFound:
+                continue
+            removed.append(str(container.name))
+            logger.info("removed container %s of owner %s", container.name,
+                        labels.get(owner_label))
+    finally:
+        if own:
+            client.close()
+    return removed
+
+
+class _OwnerGuard:
+    """A process that removes this process's containers once this process is gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._owner = 0
+
+    def ensure(self) -> None:
+        """Start the guard unless one for this process runs."""
+        with self._lock:
+            if self._proc is not None and self._owner == os.getpid() and self._proc.poll() is None:
+                return
+            root = str(Path(__file__).resolve().parents[1])
+            env = {name: value for name, value in os.environ.items()
+                   if name in ("PATH", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")}
+            env["PYTHONPATH"] = root
+            code = ("import sys; from task_daemon_lib.containers import _guard_main; "
+                    "sys.exit(_guard_main(int(sys.argv[1])))")
+            # Not through the spawner: the guard must outlive us. Only we hold its stdin.
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL, env=env, cwd=root, start_new_session=True,
+            )
+            self._owner = os.getpid()
+
+
+_GUARD = _OwnerGuard()
+
+
+def _guard_main(owner: int) -> int:
+    """Body of the guard process: wait for end-of-file on stdin, then remove the containers
+    labelled with ``owner``."""
+    while sys.stdin.buffer.read(4096):
+        pass
+    try:
+        remove_orphans(owner=owner)
+    except DockerException as exc:
+        logging.basicConfig()
+        logger.error("cannot remove the containers of %d: %s", owner, exc)
+        return 1
+    return 0
+
+
+def _container_name(name: str) -> str:
+    """A unique container name derived from a task's name."""
+    safe = re.sub(r"[^a-zA-Z0-9_.-]+", "-", name).strip("-.")[:40] or "task"
+    return f"agata-{safe}-{secrets.token_hex(4)}"
+
+
+class ContainerProcess:
+    """Runs ``argv`` in a container and listens to its output; see the module docstring.
+
+    Same interface and callback rules as :class:`~task_daemon_lib.runner.ChildProcess`:
+    callbacks run on the background reader thread, ``on_exit`` exactly once after the
+    container ended, its output was read and the container was removed. Exit codes above 128
+    (death by a signal, as Docker reports them) become negative signal numbers.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        *,
+        spec: ContainerSpec,
+        env: Mapping[str, str],
+        on_message: Callable[[ReportMessage], None] | None = None,
+        on_output: Callable[[str, str], None] | None = None,
+        on_exit: Callable[[ChildOutcome], None] | None = None,
+        name: str = "task",
+        require_finished: bool = True,
+        stdin_pipe: bool = False,
+    ) -> None:
+        """Prepare (but do not start) the container; see the class docstring."""
+        if isinstance(argv, str) or not argv:
+            raise ValueError("argv must be a non-empty sequence of arguments")
+        self._argv = [str(arg) for arg in argv]
+        self._spec = spec
+        self._env = dict(env)
+        self._on_message = on_message
+        self._on_output = on_output
+        self._on_exit = on_exit
+        self._name = name
+        self._require_finished = require_finished
+        self._stdin_pipe = stdin_pipe
+
+        self._lock = threading.Lock()
+        self._client: Any = None
+        self._container_id: str | None = None
+        self._pid: int | None = None
+        self._sock: socket.socket | None = None
+        self._attach: Any = None
+        self._input_closed = False
+        self._thread: threading.Thread | None = None
+        self._exited = threading.Event()
+        self._done = threading.Event()
+        self._stop_requested = False
+        self._stopped = False
+        self._kill_deadline: float | None = None
+        self._kill_sent = False
+        self._finished = False
+        self._error: str | None = None
+        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self._outcome: ChildOutcome | None = None
+
+    def __repr__(self) -> str:
+        """Short description for logs."""
+        return f"<ContainerProcess {self._name!r} pid={self.pid} running={self.running}>"
+
+    @property
+    def name(self) -> str:
+        """Name used in logs."""
+        return self._name
+
+    @property
+    def pid(self) -> int | None:
+        """Host pid of the container's main process (Docker's init, the task's parent), None
+        before :meth:`start`."""
+        return self._pid
+
+    @property
+    def container_id(self) -> str | None:
+        """Id of the container, None before :meth:`start`."""
+        return self._container_id
+
+    @property
+    def running(self) -> bool:
+        """True between :meth:`start` and the container's exit."""
+        return self._container_id is not None and not self._exited.is_set()
+
+    @property
+    def outcome(self) -> ChildOutcome | None:
+        """How the task ended, None while it runs."""
+        return self._outcome
+
+    def start(self) -> None:
+        """Create and start the container and the reader thread (raises OSError when the
+        engine refuses, FileNotFoundError when the task folder is missing)."""
+        with self._lock:
+            if self._container_id is not None:
+                raise RuntimeError(f"{self._name}: already started")
+            if not Path(self._spec.task_dir).is_dir():
+                raise FileNotFoundError(f"task folder {self._spec.task_dir} does not exist")
+            Path(self._spec.results_dir).mkdir(parents=True, exist_ok=True)
+            try:
+                self._create_and_start()
+            except DockerException as exc:
+                self._discard()
+                raise OSError(f"{self._name}: cannot start container: {exc}") from exc
+            except BaseException:
+                self._discard()
+                raise
+            self._thread = threading.Thread(target=self._run, name=f"{self._name}-reader",
+                                            daemon=True)
+            self._thread.start()
+        logger.info("started %s in container %s (pid %s): %s", self._name,
+                    (self._container_id or "")[:12], self._pid, shlex.join(self._argv))
+
+    def send_input(self, line: str) -> None:
+        """Write one line to the task's standard input (``stdin_pipe=True``); OSError when
+        the container is gone."""
+        self._require_started()
+        if not self._stdin_pipe or self._sock is None:
+            raise RuntimeError(f"{self._name}: started without a stdin pipe")
+        if self._input_closed:
+            raise BrokenPipeError(f"{self._name}: standard input is closed")
+        self._sock.sendall(line.rstrip("\n").encode() + b"\n")
+
+    def close_input(self) -> None:
+        """Close the task's standard input (it reads end-of-file)."""
+        self._require_started()
+        with self._lock:
+            if not self._stdin_pipe or self._input_closed or self._sock is None:
+                return
+            self._input_closed = True
+            try:
+                self._sock.shutdown(socket.SHUT_WR)
+            except OSError as exc:
+                logger.debug("%s: closing stdin: %s", self._name, exc)
+
+    def request_stop(self, grace_s: float = 5.0) -> None:
+        """Send SIGTERM to the task; SIGKILL it after ``grace_s``. Non-blocking (one short
+        engine request); does nothing once it exited."""
+        self._require_started()
+        with self._lock:
+            if self._stop_requested or self._exited.is_set():
+                return
+            self._stop_requested = True
+            self._kill_deadline = time.monotonic() + max(0.0, grace_s)
+        logger.info("stopping %s (container %s)", self._name, (self._container_id or "")[:12])
+        self._signal("SIGTERM")
+
+    def stop(self, grace_s: float = 5.0) -> ChildOutcome:
+        """Stop the task (SIGTERM, SIGKILL after ``grace_s``) and return its outcome.
+
+        Waits at most ``grace_s`` plus a minute (TimeoutError beyond). From a callback, use
+        :meth:`request_stop` (except in ``on_exit``, where this returns the outcome).
+        """
+        self.request_stop(grace_s)
+        if threading.current_thread() is self._thread:
+            if self._outcome is None:
+                raise RuntimeError("stop() would deadlock in a callback; use request_stop()")
+            return self._outcome
+        if not self._done.wait(max(0.0, grace_s) + _STOP_MARGIN_S):
+            raise TimeoutError(f"{self._name}: container did not end after being killed")
+        return self._checked_outcome()
+
+    def wait(self, timeout: float | None = None) -> ChildOutcome | None:
+        """Wait until the task ended and ``on_exit`` ran; None on timeout."""
+        self._require_started()
+        if threading.current_thread() is self._thread:
+            return self._outcome
+        if not self._done.wait(timeout):
+            return None
+        return self._checked_outcome()
+
+    # --- internals -------------------------------------------------------------------
+
+    def _create_and_start(self) -> None:
+        """Create the container, attach to its streams, start it; caller holds the lock."""
+        _GUARD.ensure()
+        spec = self._spec
+        limits = spec.limits
+        self._client = _client()
+        api = self._client.api
+        env = dict(self._env)
+        env.pop(REPORT_FD_ENV, None)
+        env["PYTHONUNBUFFERED"] = "1"
+        host_config = api.create_host_config(
+            mounts=spec.mounts(),
+            network_mode=spec.network_mode,
+            nano_cpus=int(limits.cpus * 1e9),
+            mem_limit=f"{limits.memory_mb}m",
+            memswap_limit=f"{limits.memory_mb}m",
+            pids_limit=limits.pids,
+            read_only=True,
+            tmpfs={_CONTAINER_TMP: f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            init=True,
+            auto_remove=False,
+        )
+        created = api.create_container(
+            spec.image,
+            command=self._argv,
+            name=_container_name(self._name),
+            user=spec.container_user(),
+            environment=env,
+            working_dir=str(spec.working_dir or spec.task_dir),
+            labels={OWNER_LABEL: str(os.getpid()),
+                    OWNER_START_LABEL: _start_time(os.getpid()) or ""},
+            host_config=host_config,
+            stdin_open=self._stdin_pipe,
+            detach=False,
+        )
+        self._container_id = cast(str, created["Id"])
+        self._attach = api.attach_socket(
+            self._container_id,
+            params={"stdin": int(self._stdin_pipe), "stdout": 1, "stderr": 1, "stream": 1},
+        )
+        raw = self._attach
+        if isinstance(raw, socket.SocketIO):
+            raw = raw._sock  # type: ignore[attr-defined]
+        self._sock = cast(socket.socket, raw)
+        # Blocking with a bound: reads follow the selector, writes of stdin may wait a while.
+        self._sock.settimeout(_API_TIMEOUT_S)
+        api.start(self._container_id)
+        state = api.inspect_container(self._container_id)["State"]
+        self._pid = int(state.get("Pid") or 0) or None
+
+    def _discard(self) -> None:
+        """Remove a container that failed to start; caller holds the lock."""
+        if self._client is None:
+            return
+        if self._container_id is not None:
+            try:
+                self._client.api.remove_container(self._container_id, force=True)
+            except DockerException as exc:
+                logger.warning("cannot remove container of %s: %s", self._name, exc)
+        self._close_connection()
+        self._container_id = None
+
+    def _close_connection(self) -> None:
+        """Close the attach socket and the client."""
+        for closable in (self._attach, self._sock):
+            if closable is not None:
+                try:
+                    closable.close()
+                except OSError:
+                    pass
+        if self._client is not None:
+            self._client.close()
+
+    def _require_started(self) -> str:
+        """The container id, or raise if :meth:`start` was not called."""
+        if self._container_id is None:
+            raise RuntimeError(f"{self._name}: not started")
+        return self._container_id
+
+    def _checked_outcome(self) -> ChildOutcome:
+        """Return the outcome, which must exist once ``_done`` is set."""
+        if self._outcome is None:
+            raise RuntimeError(f"{self._name}: no outcome")
+        return self._outcome
+
+    def _signal(self, name: str) -> None:
+        """Send a signal to the container's main process (through its init)."""
+        try:
+            self._client.api.kill(self._require_started(), signal=name)
+        except DockerException as exc:
+            logger.debug("signalling %s with %s: %s", self._name, name, exc)
+
+    def _run(self) -> None:
+        """Reader thread body: read the streams, wait for the exit, remove, publish."""
+        returncode = -1
+        try:
+            self._listen()
+            returncode = self._wait_exit()
+        except Exception as exc:
+            logger.exception("reader of %s failed", self._name)
+            if self._error is None:
+                self._error = f"task runner error: {exc!r}"
+            self._signal("SIGKILL")
+        with self._lock:
+            self._stopped = self._stop_requested
+            self._exited.set()
+        self._remove()
+        self._finish(returncode)
+
+    def _listen(self) -> None:
+        """Demultiplex the attach stream into lines until the engine closes it."""
+        sock = self._sock
+        assert sock is not None
+        splitters = {stream: LineSplitter() for stream in _STREAMS.values()}
+        buf = bytearray()
+        with selectors.DefaultSelector() as sel:
+            sel.register(sock, selectors.EVENT_READ)
+            while True:
+                self._maybe_escalate()
+                if not sel.select(_POLL_INTERVAL_S):
+                    continue
+                try:
+                    chunk = sock.recv(_READ_CHUNK)
+                except (BlockingIOError, InterruptedError, TimeoutError):
+                    continue
+                except OSError as exc:
+                    logger.warning("reading the output of %s failed: %s", self._name, exc)
+                    chunk = b""
+                if not chunk:
+                    break
+                buf += chunk
+                self._frames(buf, splitters)
+        for stream, splitter in splitters.items():
+            for line in splitter.flush():
+                self._dispatch(stream, line)
+
+    def _frames(self, buf: bytearray, splitters: Mapping[str, LineSplitter]) -> None:
+        """Consume the complete frames (8-byte header: stream, 0, 0, 0, size) in ``buf``."""
+        while len(buf) >= _FRAME_HEADER:
+            size = int.from_bytes(buf[4:_FRAME_HEADER], "big")
+            if len(buf) < _FRAME_HEADER + size:
+                return
+            stream = _STREAMS.get(buf[0], "stdout")
+            payload = bytes(buf[_FRAME_HEADER:_FRAME_HEADER + size])
+            del buf[:_FRAME_HEADER + size]
+            for line in splitters[stream].feed(payload):
+                self._dispatch(stream, line)
+
+    def _wait_exit(self) -> int:
+        """Poll the container until it is no longer running; return its exit code."""
+        api = self._client.api
+        while True:
+            state = api.inspect_container(self._require_started())["State"]
+            if not state.get("Running") and not state.get("Restarting"):
+                break
+            self._maybe_escalate()
+            time.sleep(_POLL_INTERVAL_S)
+        code = int(state.get("ExitCode", -1))
+        if state.get("OOMKilled"):
+            self._stderr_tail.append(
+                f"[container] out of memory (limit {self._spec.limits.memory_mb} MB)")
+        if 128 < code < 128 + signal.NSIG:
+            code = -(code - 128)
+        logger.info("%s (container %s) exited with code %s", self._name,
+                    self._require_started()[:12], code)
+        return code
+
+    def _maybe_escalate(self) -> None:
+        """SIGKILL the container once the stop grace period has passed."""
+        with self._lock:
+            if self._kill_deadline is None or self._kill_sent:
+                return
+            if time.monotonic() < self._kill_deadline:
+                return
+            self._kill_sent = True
+        logger.warning("%s ignored SIGTERM; killing its container", self._name)
+        self._signal("SIGKILL")
+
+    def _remove(self) -> None:
+        """Remove the container and close the connection."""
+        try:
+            self._client.api.remove_container(self._require_started(), force=True)
+        except NotFound:
+            pass
+        except DockerException as exc:
+            logger.warning("cannot remove container of %s: %s", self._name, exc)
+        self._close_connection()
+
+    def _dispatch(self, stream: str, line: str) -> None:
+        """Route one output line: a prefixed stdout report, or plain output."""
+        if stream == "stdout":
+            report = split_stdout_report(line)
+            if report is not None:
+                before, msg = report
+                if before:
+                    self._emit_output(stream, before)
+                self._handle_message(msg)
+                return
+        else:
+            self._stderr_tail.append(line)
+        self._emit_output(stream, line)
+
+    def _handle_message(self, msg: ReportMessage) -> None:
+        """Record what the outcome needs, then pass the message on."""
+        if isinstance(msg, InfoMessage) and msg.info == INFO_FINISHED:
+            self._finished = True
+        elif isinstance(msg, ErrorMessage) and self._error is None:
+            self._error = msg.exception
+        if self._on_message is not None:
+            self._call(self._on_message, msg)
+        else:
+            logger.debug("%s reported %r", self._name, msg)
+
+    def _emit_output(self, stream: str, line: str) -> None:
+        """Pass an output line to ``on_output`` or the logger."""
+        if self._on_output is not None:
+            self._call(self._on_output, stream, line)
+        elif stream == "stderr":
+            logger.info("[%s stderr] %s", self._name, line)
+        else:
+            logger.debug("[%s stdout] %s", self._name, line)
+
+    def _call(self, callback: Callable[..., object], *args: object) -> None:
+        """Run a user callback, logging (never propagating) its exceptions."""
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("callback %r of %s raised", callback, self._name)
+
+    def _finish(self, returncode: int) -> None:
+        """Compute the outcome, call ``on_exit`` once and wake waiters."""
+        outcome = ChildOutcome(
+            returncode=returncode,
+            finished=self._finished,
+            error=self._error,
+            stopped=self._stopped,
+            stderr_tail=list(self._stderr_tail),
+            require_finished=self._require_finished,
+        )
+        self._outcome = outcome
+        logger.info("%s ended: %s (%s)", self._name, outcome.status, outcome.reason or "ok")
+        try:
+            if self._on_exit is not None:
+                self._call(self._on_exit, outcome)
+        finally:
+            self._done.set()
+
+
+def running_containers(owner: int | None = None, client: Any = None) -> list[str]:
+    """Names of the containers labelled with ``owner`` (default: this process)."""
+    own = client is None
+    client = _client() if own else client
+    try:
+        label = f"{OWNER_LABEL}={owner if owner is not None else os.getpid()}"
+        return [str(c.name) for c in client.containers.list(all=True, filters={"label": label})]
+    finally:
+        if own:
+            client.close()
