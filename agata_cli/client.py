@@ -108,6 +108,18 @@ class Gateway:
                  data: bytes | None = None, content_type: str | None = None,
                  auth: bool = True, timeout_s: float | None = None) -> Any:
         """Send one request; return the parsed JSON body or raise ``CliError``."""
+        raw = self._send(method, path, query=query, data=data, content_type=content_type,
+                         auth=auth, timeout_s=timeout_s)
+        parsed, body = _parse(raw)
+        if not parsed:
+            raise CliError(f"the answer from {self.url}{path} is not JSON; is it the AGATA "
+                           "cloud gateway?", EXIT_SERVER_ERROR)
+        return body
+
+    def _send(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
+              data: bytes | None = None, content_type: str | None = None,
+              auth: bool = True, timeout_s: float | None = None) -> bytes:
+        """Send one request; return the body's bytes or raise ``CliError``."""
         url = self.url.rstrip("/") + path
         if query:
             pairs = {k: v for k, v in query.items() if v is not None}
@@ -125,7 +137,7 @@ class Gateway:
         try:
             with urllib.request.urlopen(  # noqa: S310 (http(s) only, see check_url)
                     request, timeout=timeout_s or self.timeout_s) as response:
-                raw = response.read()
+                raw: bytes = response.read()
         except urllib.error.HTTPError as error:
             with error:
                 raw = error.read()
@@ -146,11 +158,11 @@ class Gateway:
         except (OSError, HTTPException) as error:
             raise CliError(f"connection to the gateway at {self.url} failed: "
                            f"{error or type(error).__name__}", EXIT_UNAVAILABLE) from None
-        parsed, body = _parse(raw)
-        if not parsed:
-            raise CliError(f"the answer from {url} is not JSON; is it the AGATA cloud gateway?",
-                           EXIT_SERVER_ERROR)
-        return body
+        return raw
+
+    def download(self, path: str) -> bytes:
+        """GET a file's bytes (errors still come as JSON and raise ``CliError``)."""
+        return self._send("GET", path, timeout_s=max(self.timeout_s, 120.0))
 
     def get(self, path: str, query: Mapping[str, Any] | None = None, *,
             auth: bool = True) -> Any:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agata_cli import commands
+from agata_cli import commands, results
 from agata_cli import up as local
 from agata_cli.arguments import assignment
 from agata_cli.client import (
@@ -187,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
                   "(exit 0 finished, 1 failed/stopped, 6 timeout)")
     sub.add_argument("task_id", metavar="ID")
     _follow_options(sub)
+
+    sub = command(task_commands, "results", results.tasks_results,
+                  "list a run's result files (the server's and each device's); with -o DIR "
+                  "save them all under DIR/task-<id>-run-<n>/")
+    sub.add_argument("task_id", metavar="ID")
+    sub.add_argument("--run", type=_count(1), metavar="N", help="which run (default: the latest)")
+    sub.add_argument("-o", "--output", type=Path, metavar="DIR",
+                     help="save every result file of the run into this folder")
 
     clients = top.add_parser("clients", help="list and show clients", allow_abbrev=False)
     client_commands = clients.add_subparsers(dest="action", metavar="<action>", required=True)

@@ -334,6 +334,7 @@ class ClientTaskStatus(StrEnum):
     FINISHED = "finished"
     FAILED = "failed"
     STOPPED = "stopped"
+    SETUP_FAILED = "setup_failed"
 
 
 class ReportClientTaskRequest(BaseModel):

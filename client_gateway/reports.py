@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from agata_contracts.results import UPLOAD_RESULT
 from agata_contracts.tasks import REPORT_CLIENT_TASK
 from agata_contracts.users import UPDATE_USER_INFO
 from client_gateway.http import CloudGatewayHttp
@@ -12,7 +13,8 @@ from microservice_interconnect.outbox import DeliveryResult
 
 logger = logging.getLogger(__name__)
 
-FORWARDED_REPORTS = frozenset({UPDATE_USER_INFO.name, REPORT_CLIENT_TASK.name})
+FORWARDED_REPORTS = frozenset({UPDATE_USER_INFO.name, REPORT_CLIENT_TASK.name,
+                               UPLOAD_RESULT.name})
 """The RPCs the outbox may carry to the cloud."""
 
 RETRIED_STATUSES = frozenset({408, 425, 429})

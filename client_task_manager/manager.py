@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from agata_contracts.lifecycle import RESULTS_DIR_ENV
+from agata_contracts.results import UPLOAD_RESULT
 from agata_contracts.tasks import (
     CLIENT_SCRIPT,
     REPORT_CLIENT_TASK,
@@ -30,6 +32,12 @@ from agata_contracts.tasks import (
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
+from client_task_manager.lifecycle import (
+    RunResults,
+    SetupFailed,
+    check_setup,
+    read_task_lifecycle,
+)
 from client_task_manager.scheduler import TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, warm_argv
 from flower_runtime.jobs import WorkerJob
@@ -71,6 +79,7 @@ SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
 class _Running:
     offer: TaskOffer
     child: ChildProcess
+    results: RunResults
     handled: bool = False
 
 
@@ -267,19 +276,28 @@ class ClientTaskManager:
         self._record("download_files", f"download finished {offer.task_id}")
         task_id, run = offer.task_id, offer.run
         try:
+            lifecycle = read_task_lifecycle(folder)
+            check_setup(lifecycle)
+        except SetupFailed as exc:
+            self._cannot_set_up(offer, str(exc))
+            return
+        results = RunResults.prepare(self.work_dir, offer, self.client_id, lifecycle)
+        try:
             if offer.kind is TaskKind.FLOWER_APP:
-                child = self._start_app_worker(offer, folder)
+                child = self._start_app_worker(offer, folder, results)
             else:
-                child = self._start_client_script(offer, folder)
+                child = self._start_client_script(offer, folder, results)
         except (OSError, ValueError) as exc:
+            results.discard()
             self._failed(task_id, run, f"client could not start: {exc}")
             return
-        self._children[task_id] = _Running(offer, child)
+        self._children[task_id] = _Running(offer, child, results)
         self.book.started(offer)
         self._record("start_client", f"client started {task_id}")
         self._report(task_id, ClientTaskStatus.STARTED, None)
 
-    def _start_client_script(self, offer: TaskOffer, folder: Path) -> ChildProcess:
+    def _start_client_script(self, offer: TaskOffer, folder: Path,
+                             results: RunResults) -> ChildProcess:
         if not (folder / CLIENT_SCRIPT).is_file():
             raise ValueError(f"the task has no {CLIENT_SCRIPT}")
         arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
@@ -288,24 +306,27 @@ class ClientTaskManager:
         child = ChildProcess(
             python_argv(folder / CLIENT_SCRIPT, *arguments),
             cwd=folder,
-            env=task_environ(),
+            env=task_environ({RESULTS_DIR_ENV: str(results.folder.resolve())}),
             on_message=lambda message: self._on_child_message(task_id, run, message),
+            on_output=results.log,
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
             name=f"task {task_id} client",
         )
         child.start()
         return child
 
-    def _start_app_worker(self, offer: TaskOffer, folder: Path) -> ChildProcess:
+    def _start_app_worker(self, offer: TaskOffer, folder: Path,
+                          results: RunResults) -> ChildProcess:
         task_id, run = offer.task_id, offer.run
         child = self.warm.take(
             f"task {task_id} ClientApp",
             on_message=lambda message: self._on_child_message(task_id, run, message),
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
+            on_output=results.log,
         )
         job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
                         client_id=self.client_id, credential=offer.download_credential,
-                        node_config=self.node_config)
+                        node_config=self.node_config, results_dir=results.folder)
         try:
             child.send_input(job.model_dump_json())
         except OSError:
@@ -351,6 +372,7 @@ class ClientTaskManager:
                 continue
             del self._children[item.task_id]
             self.warm.prepare()
+            self._send_results(entry)
             if entry.handled:
                 continue
             outcome = item.outcome
@@ -364,6 +386,24 @@ class ClientTaskManager:
                 self._report(item.task_id, ClientTaskStatus.STOPPED, "client shut down")
             else:
                 self._failed(item.task_id, item.run, outcome.reason or "failed")
+
+    def _send_results(self, entry: _Running) -> None:
+        """Hand the run's result files to the outbox, before the run's last report."""
+        uploads = entry.results.uploads()
+        for upload in uploads:
+            self._pending_reports.append((UPLOAD_RESULT, upload))
+        if uploads:
+            logger.info("task %s run %d: sending %d result file(s) (%d bytes)",
+                        entry.offer.task_id, entry.offer.run, len(uploads),
+                        sum(len(upload.content) for upload in uploads))
+        self._flush_reports()
+
+    def _cannot_set_up(self, offer: TaskOffer, reason: str) -> None:
+        self.book.cannot_set_up(offer)
+        self._record("task_client", f"setup failed {offer.task_id}")
+        logger.warning("task %s cannot be set up here: %s; not taken again until its files "
+                       "change", offer.task_id, reason)
+        self._report(offer.task_id, ClientTaskStatus.SETUP_FAILED, reason)
 
     def _failed(self, task_id: str, run: int, reason: str) -> None:
         held = self.book.failed(task_id, reason, time.time())

@@ -13,6 +13,11 @@ from enum import StrEnum
 from agata_contracts.tasks import TaskOffer
 
 
+def files_signature(offer: TaskOffer) -> tuple[tuple[str, str], ...]:
+    """What identifies a task's files: their names and digests."""
+    return tuple(sorted((item.name, item.sha256) for item in offer.files))
+
+
 class Policy(StrEnum):
     """``one``: the first compatible healthy task; ``all``: up to ``max_parallel`` at once."""
 
@@ -42,6 +47,7 @@ class TaskBook:
         self.running: dict[str, int] = {}
         self.done: set[tuple[str, int]] = set()
         self.quarantine: dict[str, Quarantined] = {}
+        self.unfit: dict[str, tuple[tuple[str, str], ...]] = {}
 
     def update_offers(self, offers: list[TaskOffer]) -> None:
         """The cloud's latest list of running tasks that fit this client."""
@@ -50,6 +56,8 @@ class TaskBook:
     def is_available(self, offer: TaskOffer, now: float) -> bool:
         """Whether an offer could start now (ignoring the policy's limit)."""
         if offer.task_id in self.running or (offer.task_id, offer.run) in self.done:
+            return False
+        if self.unfit.get(offer.task_id) == files_signature(offer):
             return False
         held = self.quarantine.get(offer.task_id)
         return held is None or held.until <= now
@@ -89,6 +97,11 @@ class TaskBook:
         held = Quarantined(until=now + delay, failures=failures, reason=reason)
         self.quarantine[task_id] = held
         return held
+
+    def cannot_set_up(self, offer: TaskOffer) -> None:
+        """The device cannot set the task up: not taken again while its files stay the same."""
+        self.running.pop(offer.task_id, None)
+        self.unfit[offer.task_id] = files_signature(offer)
 
     def next_release(self, now: float) -> float | None:
         """When the earliest quarantine of an offered task ends, if one does later."""

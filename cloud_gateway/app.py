@@ -133,6 +133,17 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     return value
 
 
+async def call_rpc(request: web.Request, spec: RpcSpec[Any, Any], payload: dict[str, Any],
+                   timeout: float = 60) -> Any:
+    """Call ``spec`` with ``payload`` for a route the gateway answers itself; its ``return``,
+    or the RPC's error raised (the middleware answers it)."""
+    reply = await request.app[RPC_CLIENT].acall_raw(spec.name, wire.dumps(payload),
+                                                    timeout=timeout)
+    status, result, envelope = wire.split_reply(reply)
+    wire.raise_for_envelope(status, envelope)
+    return result
+
+
 async def rpc_route(request: web.Request) -> web.Response:
     """``POST /<rpc_name>``: AGATA's gateway route."""
     name = request.match_info["rpc_name"]
@@ -230,15 +241,12 @@ async def _upload(request: web.Request, task_id: str | None) -> web.Response:
     task_id, files = await _read_form(request, task_id)
     stored: list[Any] = []
     skipped: list[str] = []
-    client = request.app[RPC_CLIENT]
     for item in files:
         archive = item.field == "archive"
         payload = {"task_id": task_id, "filename": item.name,
                    "content": base64.b64encode(item.content).decode()}
         spec = UPLOAD_TASK_ARCHIVE if archive else UPLOAD_TASK_FILE
-        reply = await client.acall_raw(spec.name, wire.dumps(payload), timeout=60)
-        status, result, envelope = wire.split_reply(reply)
-        wire.raise_for_envelope(status, envelope)
+        result = await call_rpc(request, spec, payload)
         if archive:
             stored.extend(result["files"])
             skipped.extend(result["skipped"])
@@ -288,9 +296,7 @@ async def download(request: web.Request) -> web.Response:
     if audience is Audience.CLIENT:
         payload["credential"] = credential
         spec = DOWNLOAD_TASK_FILE
-    reply = await request.app[RPC_CLIENT].acall_raw(spec.name, wire.dumps(payload), timeout=60)
-    status, result, envelope = wire.split_reply(reply)
-    wire.raise_for_envelope(status, envelope)
+    result = await call_rpc(request, spec, payload)
     content = base64.b64decode(result["content"])
     return web.Response(
         body=content,

@@ -120,6 +120,24 @@ def build_openapi() -> dict[str, Any]:
         ],
         "responses": {"200": {"description": "The file's bytes (X-Content-SHA256 header)",
                               "content": {"application/octet-stream": {}}}}}}
+    run_parameters = [
+        {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
+        {"name": "run", "in": "path", "required": True,
+         "schema": {"type": "integer", "minimum": 0}, "description": "0: the latest run"},
+    ]
+    paths["/api/tasks/{task_id}/runs/{run}/results.zip"] = {"get": {
+        "summary": "Every result file of a run as one zip archive",
+        "security": [{"operatorToken": []}], "parameters": run_parameters,
+        "responses": {"200": {"description": "task-<id>-run-<n>/server/..., "
+                                             "task-<id>-run-<n>/devices/<device>/...",
+                              "content": {"application/zip": {}}}}}}
+    paths["/api/tasks/{task_id}/runs/{run}/results/{path}"] = {"get": {
+        "summary": "One result file of a run (server/<name> or devices/<device>/<name>)",
+        "security": [{"operatorToken": []}],
+        "parameters": [*run_parameters, {"name": "path", "in": "path", "required": True,
+                                         "schema": {"type": "string"}}],
+        "responses": {"200": {"description": "The file, as an attachment (X-Content-SHA256)",
+                              "content": {"application/octet-stream": {}}}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "AGATA cloud gateway", "version": "0.1.0",

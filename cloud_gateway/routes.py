@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agata_contracts import tasks, users
+from agata_contracts import results, tasks, users
 from microservice_interconnect import Audience, RpcSpec
 
-ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + tasks.RPCS
+ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + tasks.RPCS + results.RPCS
 RPCS_BY_NAME: dict[str, RpcSpec[Any, Any]] = {spec.name: spec for spec in ALL_RPCS}
 EXPOSED_RPCS: dict[str, RpcSpec[Any, Any]] = {
     name: spec for name, spec in RPCS_BY_NAME.items()
@@ -48,6 +48,11 @@ REST_ROUTES: tuple[RestRoute, ...] = (
               "Per-round metrics of a task", query=("run",), path_fields={"task_id": "task_id"}),
     RestRoute("GET", "/api/tasks/{task_id}/reports", tasks.GET_CLIENT_TASK_REPORTS,
               "What clients reported about a task", path_fields={"task_id": "task_id"}),
+    RestRoute("GET", "/api/tasks/{task_id}/results", results.LIST_RESULTS,
+              "The result files of a task's latest run", path_fields={"task_id": "task_id"}),
+    RestRoute("GET", "/api/tasks/{task_id}/runs/{run}/results", results.LIST_RESULTS,
+              "The result files of a run (0: the latest)",
+              path_fields={"task_id": "task_id", "run": "run"}),
     RestRoute("GET", "/api/clients", users.LIST_USERS, "List clients",
               query=("limit", "offset")),
     RestRoute("GET", "/api/clients/{client_id}", users.GET_USER_INFO, "Show a client",

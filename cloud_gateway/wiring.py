@@ -37,6 +37,7 @@ from cloud_gateway.app import (
 )
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.openapi import build_openapi, request_schemas
+from cloud_gateway.result_files import result_file, results_archive
 from cloud_gateway.routes import REST_ROUTES
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
@@ -98,6 +99,8 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     router.add_get("/download/{task_id}/{filename:.+}", download)
     router.add_get("/api/client/task_events", task_events)
     router.add_post("/api/tasks/{task_id}/files", upload_task_files)
+    router.add_get("/api/tasks/{task_id}/runs/{run}/results.zip", results_archive)
+    router.add_get("/api/tasks/{task_id}/runs/{run}/results/{path:.+}", result_file)
     for route in REST_ROUTES:
         router.add_route(route.method, route.path, rest_handler(route))
     router.add_post("/{rpc_name}", rpc_route)

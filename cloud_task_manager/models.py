@@ -87,3 +87,19 @@ class ClientReportRecord(Base):
     status: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     reported_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class ResultRecord(Base):
+    """A result file of one run: left by the task's server or uploaded by a device."""
+
+    __tablename__ = "run_results"
+    __table_args__ = (UniqueConstraint("task_id", "run", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    run: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(700))
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    stored_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

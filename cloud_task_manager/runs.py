@@ -31,6 +31,7 @@ from agata_contracts.tasks import (
 )
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task
+from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import (
     ServerLaunch,
@@ -70,6 +71,7 @@ class RunController:
         self,
         records: TaskRecords,
         storage: TaskStorage,
+        results: RunResultsStore,
         *,
         stop_grace_s: float = 5.0,
         device_join_s: float = 300.0,
@@ -81,6 +83,7 @@ class RunController:
     ) -> None:
         self.records = records
         self.storage = storage
+        self.results = results
         self.announce = announce
         self.device_join_s = device_join_s
         self.device_rejoin_s = device_rejoin_s
@@ -118,7 +121,8 @@ class RunController:
                 deadline_s = float(record.deadline_s or self.default_deadline_s)
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
                                       arguments, kind, record.devices, record.credential_hash,
-                                      self.device_join_s, self.device_rejoin_s)
+                                      self.device_join_s, self.device_rejoin_s,
+                                      self.results.scratch(record.id, record.runs))
                 record.status = TaskStatus.RUNNING.value
                 record.status_reason = None
                 record.started_at = record.modified = utcnow()
@@ -299,6 +303,12 @@ class RunController:
             status, reason = TaskStatus.FAILED, forced
         elif status is TaskStatus.STOPPED:
             reason = SHUTDOWN_REASON if self._shutting_down else STOPPED_REASON
+        if launch.results_dir is not None:
+            try:
+                self.results.collect_server(launch.task_id, launch.run, launch.results_dir)
+            except Exception:
+                logger.exception("task %s run %d: server results not collected", launch.task_id,
+                                 launch.run)
         self._finish_run(launch, status, reason)
         self.servers.prepare_spare()
         self.events.register_event(SERVICE, "task_server", f"{status.value} {launch.task_id}")

@@ -5,6 +5,19 @@ from __future__ import annotations
 import base64
 import logging
 
+from agata_contracts.results import (
+    LIST_RESULTS,
+    READ_RESULT,
+    RESULTS_ARCHIVE,
+    UPLOAD_RESULT,
+    ReadResultRequest,
+    ResultContent,
+    ResultFile,
+    ResultsArchive,
+    RunResults,
+    RunResultsRequest,
+    UploadResultRequest,
+)
 from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     CREATE_TASK,
@@ -45,6 +58,7 @@ from agata_contracts.tasks import (
 )
 from cloud_task_manager.archives import ArchiveError, unpack_archive
 from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.storage import TaskStorage
@@ -58,13 +72,15 @@ class CloudTaskManager:
     """Tasks, their files and their runs, as RPCs."""
 
     def __init__(self, records: TaskRecords, storage: TaskStorage, runs: RunController,
-                 selector: TaskSelector, *, max_files_per_task: int = 64,
+                 selector: TaskSelector, results: RunResultsStore, *,
+                 max_files_per_task: int = 64,
                  max_task_bytes: int = 64 * 1024 * 1024) -> None:
         self.records = records
         self.max_task_bytes = max_task_bytes
         self.storage = storage
         self.runs = runs
         self.selector = selector
+        self.results = results
         self.max_files_per_task = max_files_per_task
 
     # -- operator RPCs -------------------------------------------------------------------
@@ -143,6 +159,21 @@ class CloudTaskManager:
         """What clients reported about a task, newest first."""
         return ClientTaskReports(reports=self.records.client_reports(request.task_id))
 
+    @rpc(LIST_RESULTS)
+    def list_results(self, request: RunResultsRequest) -> RunResults:
+        """The result files of a run (0: the latest)."""
+        return self.results.list(request.task_id, request.run)
+
+    @rpc(READ_RESULT)
+    def read_result(self, request: ReadResultRequest) -> ResultContent:
+        """One result file of a run."""
+        return self.results.read(request.task_id, request.run, request.path)
+
+    @rpc(RESULTS_ARCHIVE)
+    def results_archive(self, request: RunResultsRequest) -> ResultsArchive:
+        """Every result file of a run as one zip archive."""
+        return self.results.archive(request.task_id, request.run)
+
     # -- client RPCs ---------------------------------------------------------------------
 
     @rpc(CLIENT_REQUESTING_TASK)
@@ -166,6 +197,11 @@ class CloudTaskManager:
         content = self.storage.read(task_id, filename)
         return TaskFileContent(name=row.name, size=len(content), sha256=row.sha256,
                                content=base64.b64encode(content))
+
+    @rpc(UPLOAD_RESULT)
+    def upload_result(self, request: UploadResultRequest) -> ResultFile:
+        """A device's result file of a run it took part in."""
+        return self.results.upload(request)
 
     @rpc(REPORT_CLIENT_TASK)
     def report_client_task(self, request: ReportClientTaskRequest) -> ClientTaskReport:

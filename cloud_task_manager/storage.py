@@ -25,6 +25,25 @@ class StoredFile:
     sha256: str
 
 
+def write_inside(folder: Path, name: str, content: bytes) -> StoredFile:
+    """Write ``content`` at the relative path ``name`` under ``folder``, atomically (a reader
+    never sees half of it); 400 when the path is not a task path or leaves the folder."""
+    try:
+        path = resolve_inside(folder, name)
+        prepare_parent(folder, path)
+    except ValueError as exc:
+        raise BadRequest(f"cannot store {name!r}: {exc}") from None
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
+    try:
+        with os.fdopen(handle, "wb") as output:
+            output.write(content)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return StoredFile(name, len(content), hashlib.sha256(content).hexdigest())
+
+
 class TaskStorage:
     """Owns ``<data_dir>/tasks``: every path it hands out is inside that folder."""
 
@@ -55,20 +74,7 @@ class TaskStorage:
             raise BadRequest(
                 f"file {name!r} is {len(content)} bytes; the limit is {self.max_file_bytes}"
             )
-        path = self.file_path(task_id, name)
-        try:
-            prepare_parent(self.task_dir(task_id), path)
-        except ValueError as exc:
-            raise BadRequest(f"cannot store {name!r}: {exc}") from None
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".upload-")
-        try:
-            with os.fdopen(handle, "wb") as output:
-                output.write(content)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
-        return StoredFile(name, len(content), hashlib.sha256(content).hexdigest())
+        return write_inside(self.task_dir(task_id), name, content)
 
     def read(self, task_id: str, name: str) -> bytes:
         """A task file's bytes, or 404."""

@@ -13,6 +13,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from agata_common.run_results import OutputLog
+from agata_contracts.lifecycle import RESULTS_DIR_ENV, output_log_name
+from agata_contracts.results import MAX_OUTPUT_LOG_BYTES
 from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
 from flower_runtime import SERVER_HOST_MODULE
 from flower_runtime.jobs import HostJob
@@ -44,6 +47,7 @@ class ServerLaunch:
     credential_sha256: str = ""
     join_timeout_s: float = 300.0
     rejoin_timeout_s: float = 30.0
+    results_dir: Path | None = None
 
     def host_arguments(self) -> list[str]:
         """The ServerApp host's arguments (a Flower App's run)."""
@@ -51,7 +55,8 @@ class ServerLaunch:
                 "--run-id", str(self.run), "--devices", str(self.devices),
                 "--join-timeout-s", str(self.join_timeout_s),
                 "--rejoin-timeout-s", str(self.rejoin_timeout_s),
-                "--run-config", json.dumps(dict(self.arguments))]
+                "--run-config", json.dumps(dict(self.arguments)),
+                *(["--results-dir", str(self.results_dir)] if self.results_dir else [])]
 
     def argv(self) -> list[str]:
         """The server process's command line, when it is started for this run alone."""
@@ -88,9 +93,15 @@ class ServerProcesses:
             AGATA_TASK_PORT=str(launch.port),
             AGATA_TASK_RUN=str(launch.run),
             AGATA_RUN_CREDENTIAL_SHA256=launch.credential_sha256,
+            **({RESULTS_DIR_ENV: str(launch.results_dir)} if launch.results_dir else {}),
         ))
+        name = f"task {launch.task_id} server"
+        output = OutputLog(launch.results_dir / output_log_name("server"),
+                           MAX_OUTPUT_LOG_BYTES, name) if launch.results_dir else None
 
         def exited(outcome: ChildOutcome) -> None:
+            if output is not None:
+                output.close()
             with self._lock:
                 if self._children.get(launch.task_id) is child:
                     del self._children[launch.task_id]
@@ -99,12 +110,11 @@ class ServerProcesses:
         def report(message: ReportMessage) -> None:
             self._on_report(launch, message)
 
-        name = f"task {launch.task_id} server"
         with self._lock:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
         if launch.kind is TaskKind.FLOWER_APP and self.warm is not None:
-            child = self.warm.take(name, report, exited)
+            child = self.warm.take(name, report, exited, output)
             with self._lock:
                 self._children[launch.task_id] = child
             job = HostJob(arguments=launch.host_arguments(),
@@ -116,7 +126,7 @@ class ServerProcesses:
                 raise
         else:
             child = ChildProcess(launch.argv(), cwd=launch.folder, env=env, on_message=report,
-                                 on_exit=exited, name=name)
+                                 on_output=output, on_exit=exited, name=name)
             with self._lock:
                 self._children[launch.task_id] = child
             try:

@@ -18,6 +18,7 @@ from agata_contracts.tasks import TaskEvent
 from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_task_manager.clients import ClientCache
 from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
@@ -52,7 +53,8 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
         runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
     records = TaskRecords(engine, Credentials.from_config(section.download_secret, data_dir))
-    runs = RunController(records, storage, stop_grace_s=section.stop_grace_s,
+    results = RunResultsStore(records, storage, data_dir)
+    runs = RunController(records, storage, results, stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
                          default_deadline_s=section.default_deadline_s,
@@ -61,6 +63,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
                                        name="ServerApp host",
                                        spares=section.warm_hosts if flower_installed() else 0))
     return CloudTaskManager(records, storage, runs, TaskSelector(records, clients.lookup),
+                            results,
                             max_files_per_task=section.max_files_per_task,
                             max_task_bytes=int(section.max_task_mb * 1024 * 1024))
 

@@ -25,6 +25,7 @@ class WorkerJob(BaseModel):
     client_id: ClientId
     credential: str = Field(min_length=1, max_length=256)
     node_config: dict[str, bool | int | float | str] = Field(default_factory=dict)
+    results_dir: Path | None = Field(None, description="Where the ClientApp leaves its results.")
 
 
 class HostJob(BaseModel):

@@ -30,6 +30,7 @@ from flwr.supercore.object_ref import load_app
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from agata_contracts.lifecycle import RESULTS_DIR_ENV
 from flower_runtime import DEFAULT_PRELOAD, preload, wire
 from flower_runtime.grid import Node, RunGrid
 from flower_runtime.jobs import HostJob, read_job
@@ -227,6 +228,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="how long the run waits for its devices to join")
     parser.add_argument("--rejoin-timeout-s", type=float, default=30.0,
                         help="how long the run waits for a lost device to be replaced")
+    parser.add_argument("--results-dir", type=Path, default=None,
+                        help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV})")
     return parser.parse_args(argv)
 
 
@@ -235,6 +238,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, credential_sha25
     quiet_flower()
     app_dir = args.app.resolve()
     os.chdir(app_dir)
+    if args.results_dir is not None:
+        os.environ[RESULTS_DIR_ENV] = str(args.results_dir.resolve())
     manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
     run_config = _json_object(args.run_config)
     server_app = load_app(manifest.serverapp, ValueError, project_dir=app_dir)

@@ -3,6 +3,7 @@
 from microservice_interconnect.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
     NotFound,
     PayloadTooLarge,
     RpcError,
@@ -24,4 +25,5 @@ __all__ = [
     "RpcTimeout",
     "ServiceUnavailable",
     "Unauthorized",
+    "Forbidden",
 ]

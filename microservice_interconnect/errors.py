@@ -35,6 +35,12 @@ class Unauthorized(RpcError):
     status_code = 401
 
 
+class Forbidden(RpcError):
+    """The caller is known but may not do this (403)."""
+
+    status_code = 403
+
+
 class NotFound(RpcError):
     """The named thing does not exist (404)."""
 
@@ -67,7 +73,7 @@ class RpcTimeout(RpcError):
 
 _BY_STATUS: dict[int, type[RpcError]] = {
     cls.status_code: cls
-    for cls in (BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge,
+    for cls in (BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge,
                 ServiceUnavailable, RpcTimeout)
 }
 

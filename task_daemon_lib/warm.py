@@ -20,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 OnMessage = Callable[[ReportMessage], None]
 OnExit = Callable[[ChildOutcome], None]
+OnOutput = Callable[[str, str], None]
 
 
 class _Binding:
@@ -29,6 +30,7 @@ class _Binding:
         self.name = name
         self.on_message: OnMessage | None = None
         self.on_exit: OnExit | None = None
+        self.on_output: OnOutput | None = None
         self.lock = threading.Lock()
 
     def message(self, message: ReportMessage) -> None:
@@ -36,6 +38,16 @@ class _Binding:
             target = self.on_message
         if target is not None:
             target(message)
+
+    def output(self, stream: str, line: str) -> None:
+        with self.lock:
+            target = self.on_output
+        if target is not None:
+            target(stream, line)
+        elif stream == "stderr":
+            logger.info("[%s stderr] %s", self.name, line)
+        else:
+            logger.debug("[%s stdout] %s", self.name, line)
 
     def exited(self, outcome: ChildOutcome) -> None:
         with self.lock:
@@ -68,7 +80,8 @@ class WarmPool:
         binding = _Binding(self.name)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         child = ChildProcess(self.argv, cwd=self.work_dir, env=self.env,
-                             on_message=binding.message, on_exit=binding.exited,
+                             on_message=binding.message, on_output=binding.output,
+                             on_exit=binding.exited,
                              name=self.name, stdin_pipe=True)
         child.start()
         return child, binding
@@ -84,9 +97,11 @@ class WarmPool:
                     logger.warning("cannot start a spare %s: %s", self.name, exc)
                     return
 
-    def take(self, name: str, on_message: OnMessage, on_exit: OnExit) -> ChildProcess:
-        """A started child bound to a run's callbacks: the oldest live spare, or a new one when
-        there is none (raises OSError when it cannot start). Call ``prepare`` for the next."""
+    def take(self, name: str, on_message: OnMessage, on_exit: OnExit,
+             on_output: OnOutput | None = None) -> ChildProcess:
+        """A started child bound to a run's callbacks (its output to ``on_output`` when given):
+        the oldest live spare, or a new one when there is none (raises OSError when it cannot
+        start). Call ``prepare`` for the next."""
         spare = None
         with self._lock:
             while self._ready and spare is None:
@@ -98,6 +113,7 @@ class WarmPool:
         child, binding = spare
         with binding.lock:
             binding.on_message, binding.on_exit = on_message, on_exit
+            binding.on_output = on_output
         logger.info("%s runs in %s pid %s", name, self.name, child.pid)
         return child
 

@@ -205,12 +205,7 @@ async function readBody(response) {
   }
 }
 
-/**
- * Call the gateway's API with the operator's token.
- * options: method, json (a body to send as JSON), form (a FormData to send as multipart).
- * Resolves with the parsed JSON; rejects with ApiError (status 0 = no answer).
- */
-export async function api(path, { method = "GET", json, form } = {}) {
+async function send(path, { method = "GET", json, form } = {}) {
   const token = getToken();
   const headers = { Accept: "application/json" };
   if (token) headers.Authorization = `Bearer ${token}`;
@@ -227,13 +222,27 @@ export async function api(path, { method = "GET", json, form } = {}) {
   } catch {
     throw new ApiError(0, { exception: "The gateway did not answer; check that it is running." });
   }
-  const data = await readBody(response);
   if (response.status === 401) {
+    const data = await readBody(response);
     signedOut("The gateway refused the token (it may have changed). Sign in again.");
     throw new ApiError(401, data);
   }
-  if (!response.ok) throw new ApiError(response.status, data);
-  return data;
+  if (!response.ok) throw new ApiError(response.status, await readBody(response));
+  return response;
+}
+
+/**
+ * Call the gateway's API with the operator's token.
+ * options: method, json (a body to send as JSON), form (a FormData to send as multipart).
+ * Resolves with the parsed JSON; rejects with ApiError (status 0 = no answer).
+ */
+export async function api(path, options = {}) {
+  return readBody(await send(path, options));
+}
+
+/** GET a file with the operator's token; resolves with its Blob (rejects like api). */
+export async function apiBlob(path) {
+  return (await send(path)).blob();
 }
 
 let schemasPromise = null;

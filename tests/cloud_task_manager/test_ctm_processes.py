@@ -310,7 +310,8 @@ def test_a_restarted_manager_kills_the_orphaned_server(cloud: Cloud) -> None:
     try:
         set_running(cloud, "orphan", orphan.pid)
         manager = cloud.task_manager
-        restarted = RunController(manager.records, manager.storage, stop_grace_s=2)
+        restarted = RunController(manager.records, manager.storage, manager.results,
+                                   stop_grace_s=2)
         try:
             restarted.reconcile()
             assert orphan.wait(10) < 0, "the orphan was not killed"

@@ -138,3 +138,55 @@ def test_client_reports_and_client_detail(ui):
     ui.wait(lambda: "not registered" in ui.text("#client-details"), "the unknown client")
     ui.open("task.html?id=nosuch-task")
     ui.wait(lambda: "There is no task nosuch-task" in ui.text("#content"), "the unknown task")
+
+
+RESULT_SERVER_PY = """\
+import os
+import struct
+import zlib
+from pathlib import Path
+
+from task_daemon_lib import TaskReporter
+
+
+def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+
+reporter = TaskReporter()
+pixels = b"".join(b"\\x00" + bytes(c for x in range(8) for c in (x * 32, y * 32, 128))
+                  for y in range(8))
+png = (b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
+       + chunk(b"IDAT", zlib.compress(pixels)) + chunk(b"IEND", b""))
+results = Path(os.environ["AGATA_RESULTS_DIR"])
+(results / "samples").mkdir()
+(results / "samples" / "grid.png").write_bytes(png)
+(results / "summary.txt").write_text("done\\n")
+print("server wrote its results")
+reporter.send_stats(1, loss=0.5)
+reporter.send_info("Finished")
+"""
+
+
+def test_the_task_page_lists_a_runs_results_and_shows_its_images(ui, tmp_path):
+    stack = ui.stack
+    task_id = unique("results")
+    stack.api.post("/api/tasks", {"task_id": task_id, "port": free_port()})
+    (tmp_path / "server.py").write_text(RESULT_SERVER_PY)
+    (tmp_path / "client.py").write_text("print('client')\n")
+    stack.api.upload_files(task_id, [tmp_path / "server.py", tmp_path / "client.py"])
+    stack.api.post(f"/api/tasks/{task_id}/start", {})
+
+    ui.signed_in(f"task.html?id={task_id}")
+    ui.wait(lambda: "server/samples/grid.png" in ui.text("#results"), "the run's results",
+            timeout=20)
+    table = ui.text("#results-table")
+    assert "server/summary.txt" in table and "server/output-server.txt" in table
+    assert "Download all" in ui.text("#results-zip")
+    ui.wait(lambda: ui.js("const i = document.querySelector('#result-images img');"
+                          "return i !== null && i.complete && i.naturalWidth === 8;"),
+            "the PNG result shown on the page")
+    assert not [line for line in ui.console() if "SEVERE" in line], ui.console()
+    log = stack.api.download(f"/api/tasks/{task_id}/runs/1/results/server/output-server.txt")
+    assert b"server wrote its results" in log

@@ -5,6 +5,7 @@ import {
   ApiError,
   announce,
   api,
+  apiBlob,
   byId,
   chips,
   clientUrl,
@@ -100,6 +101,83 @@ function reportsTable(reports) {
   );
 }
 
+const IMAGE = /\.(png|jpe?g)$/i;
+
+function saveBlob(blob, name) {
+  const url = URL.createObjectURL(blob);
+  const link = el("a", { href: url, download: name });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function download(path, name, button) {
+  button.disabled = true;
+  try {
+    saveBlob(await apiBlob(path), name);
+  } catch (error) {
+    if (!(error instanceof ApiError && error.status === 401)) {
+      announce(`Could not download ${name}: ${error.message}`, "error");
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function showImage(figure, path) {
+  apiBlob(path)
+    .then((blob) => {
+      const img = el("img", { src: URL.createObjectURL(blob), alt: figure.dataset.path });
+      figure.prepend(img);
+    })
+    .catch(() => figure.append(el("span", { class: "muted" }, " (could not be shown)")));
+}
+
+function resultsView(base, listing) {
+  if (!listing) return el("p", { class: "muted" }, "No run yet.");
+  const files = listing.files;
+  if (!files.length) {
+    return el("p", { class: "muted" }, `Run ${listing.run} has no results yet.`);
+  }
+  const fileUrl = (path) => `${base}/runs/${listing.run}/results/${path.split("/").map(encodeURIComponent).join("/")}`;
+  const zipName = `task-${listing.task_id}-run-${listing.run}.zip`;
+  const all = el("button", { type: "button", id: "results-zip" }, `Download all (${formatBytes(listing.total_bytes)}, .zip)`);
+  all.addEventListener("click", () => download(`${base}/runs/${listing.run}/results.zip`, zipName, all));
+  const rows = files.map((f) => {
+    const button = el("button", { type: "button", class: "link-button" }, "Download");
+    const name = f.path.split("/").pop();
+    button.addEventListener("click", () => download(fileUrl(f.path), name, button));
+    return el(
+      "tr",
+      { dataset: { path: f.path } },
+      el("th", { scope: "row", "data-label": "File" }, el("code", {}, f.path)),
+      el("td", { "data-label": "From" }, f.client_id ? el("a", { href: clientUrl(f.client_id) }, f.client_id) : "server"),
+      el("td", { "data-label": "Size" }, formatBytes(f.size)),
+      el("td", { "data-label": "Stored" }, timeElement(f.stored_at)),
+      el("td", { "data-label": "" }, button),
+    );
+  });
+  const images = files.filter((f) => IMAGE.test(f.path)).map((f) => {
+    const figure = el("figure", { class: "result-image", dataset: { path: f.path } }, el("figcaption", {}, f.path));
+    showImage(figure, fileUrl(f.path));
+    return figure;
+  });
+  return el(
+    "div",
+    {},
+    el("p", {}, `Run ${listing.run}: ${files.length} file${files.length === 1 ? "" : "s"}. `, all),
+    el(
+      "table",
+      { class: "responsive", id: "results-table" },
+      el("caption", { class: "visually-hidden" }, "Result files of the run"),
+      el("thead", {}, el("tr", {}, ["File", "From", "Size", "Stored", ""].map((h) => el("th", { scope: "col" }, h)))),
+      el("tbody", {}, rows),
+    ),
+    images.length ? el("div", { class: "result-images", id: "result-images" }, images) : "",
+  );
+}
+
 function statusNote(task) {
   if (task.status === "running") return ["running since ", timeElement(task.started_at)];
   if (task.ended_at) return ["since ", timeElement(task.ended_at)];
@@ -189,9 +267,11 @@ initPage(async () => {
       throw error;
     }
     const run = runSelect.value && runSelect.value !== "0" ? `?run=${runSelect.value}` : "";
-    const [metrics, reports] = await Promise.all([
+    const runNumber = runSelect.value || "0";
+    const [metrics, reports, results] = await Promise.all([
       api(`${path}/metrics${run}`),
       api(`${path}/reports`),
+      next.runs ? api(`${path}/runs/${runNumber}/results`) : Promise.resolve(null),
     ]);
     showTask(next);
     if (changed("metrics", metrics)) {
@@ -201,6 +281,7 @@ initPage(async () => {
       `Run ${metrics.run || "—"}: ${metrics.rounds.length} round${metrics.rounds.length === 1 ? "" : "s"}` +
       (next.status === "running" ? "; updating every 2 s while the task runs." : ".");
     if (changed("reports", reports)) byId("reports").replaceChildren(reportsTable(reports.reports));
+    if (changed("results", results)) byId("results").replaceChildren(resultsView(path, results));
     poller?.setInterval(next.status === "running" ? RUNNING_MS : IDLE_MS);
   };
 
@@ -234,6 +315,7 @@ initPage(async () => {
   stopButton.addEventListener("click", () => act(stopButton, "stop"));
   runSelect.addEventListener("change", () => {
     keys.metrics = null;
+    keys.results = null;
     refresh().catch((error) => announce(error.message, "error"));
   });
 

@@ -1,6 +1,8 @@
 """The ServerApp: FedAvg over every device for ``num-server-rounds`` rounds."""
 
 import logging
+import os
+from pathlib import Path
 
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -28,3 +30,6 @@ def main(grid: Grid, context: Context) -> None:
     )
     final = result.arrays.to_numpy_ndarrays()[0]
     logging.getLogger(__name__).warning("final vector mean %.4f", float(final.mean()))
+    results = Path(os.environ.get("AGATA_RESULTS_DIR", "agata-results"))
+    results.mkdir(parents=True, exist_ok=True)
+    np.save(results / "final.npy", final)

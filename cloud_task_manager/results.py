@@ -1,0 +1,227 @@
+"""Results of runs on the cloud: stored per task, run and device under
+``<data_dir>/results/task_<id>/run_<n>/``, indexed in the database, listed, read one by one or
+as one zip archive.
+
+The task's server leaves its files in a scratch folder of its run (``AGATA_RESULTS_DIR``),
+gathered when it exits; a device uploads its own with the run's download credential. Both pass
+the same checks: task paths only, the count and size limits per process, and nothing lands
+outside the folder of the one who sent it.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+import shutil
+import zipfile
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from agata_common.database import utcnow
+from agata_common.run_results import gather_results
+from agata_contracts.lifecycle import (
+    NO_LIFECYCLE,
+    Lifecycle,
+    LifecycleError,
+    manifest_of,
+    read_lifecycle,
+)
+from agata_contracts.results import (
+    DEVICES_FOLDER,
+    MAX_RESULT_BYTES,
+    MAX_RESULT_FILE_BYTES,
+    MAX_RESULT_FILES,
+    SERVER_FOLDER,
+    ResultContent,
+    ResultFile,
+    ResultsArchive,
+    RunResults,
+    UploadResultRequest,
+    device_folder,
+)
+from cloud_task_manager.models import ResultRecord
+from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.storage import Credentials, TaskStorage, write_inside
+from microservice_interconnect import BadRequest, Forbidden, NotFound
+
+logger = logging.getLogger(__name__)
+
+MAX_ARCHIVE_BYTES = 128 * 1024 * 1024
+"""The most result bytes one archive holds (it is built in memory)."""
+
+
+def to_result_file(row: ResultRecord) -> ResultFile:
+    """The contract view of a stored result."""
+    return ResultFile(path=row.path, client_id=row.client_id, size=row.size, sha256=row.sha256,
+                      stored_at=row.stored_at)
+
+
+class RunResultsStore:
+    """Owns ``<data_dir>/results`` (stored results) and ``<data_dir>/results-work`` (the
+    servers' scratch folders)."""
+
+    def __init__(self, records: TaskRecords, storage: TaskStorage, data_dir: Path) -> None:
+        self.records = records
+        self.storage = storage
+        self.root = (data_dir / "results").resolve()
+        self.work = (data_dir / "results-work").resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def _run_dir(self, task_id: str, run: int) -> Path:
+        self.storage.task_dir(task_id)  # checks the id
+        return self.root / f"task_{task_id}" / f"run_{run}"
+
+    def scratch(self, task_id: str, run: int) -> Path:
+        """A fresh, empty folder for the server process of a run to leave its results in."""
+        self.storage.task_dir(task_id)
+        folder = self.work / f"task_{task_id}" / f"run_{run}"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        return folder
+
+    def lifecycle(self, task_id: str) -> Lifecycle:
+        """The task's ``[tool.agata]`` table (none when its manifest has none or is broken)."""
+        manifest = manifest_of(self.records.file_names(task_id))
+        if manifest is None:
+            return NO_LIFECYCLE
+        try:
+            return read_lifecycle(self.storage.read(task_id, manifest), manifest)
+        except (LifecycleError, NotFound) as exc:
+            logger.warning("task %s: %s; every result file is kept", task_id, exc)
+            return NO_LIFECYCLE
+
+    # -- storing ---------------------------------------------------------------------------
+
+    def _store(self, task_id: str, run: int, client_id: str | None, name: str,
+               content: bytes) -> ResultFile:
+        """Write one result of the server (``client_id`` None) or a device, within limits."""
+        if len(content) > MAX_RESULT_FILE_BYTES:
+            raise BadRequest(f"result {name!r} is {len(content)} bytes; the limit is "
+                             f"{MAX_RESULT_FILE_BYTES}")
+        owner = SERVER_FOLDER if client_id is None else \
+            f"{DEVICES_FOLDER}/{device_folder(client_id)}"
+        path = f"{owner}/{name}"
+        with self.records.transaction() as session:
+            self.records.get(session, task_id)
+            mine = [row for row in session.scalars(
+                select(ResultRecord).where(ResultRecord.task_id == task_id,
+                                           ResultRecord.run == run,
+                                           ResultRecord.path.startswith(f"{owner}/"))
+            ) if row.path != path]
+            if len(mine) >= MAX_RESULT_FILES:
+                raise BadRequest(f"{owner} already has {MAX_RESULT_FILES} result files for run "
+                                 f"{run} (the limit)")
+            if sum(row.size for row in mine) + len(content) > MAX_RESULT_BYTES:
+                raise BadRequest(f"{owner}'s results of run {run} would pass "
+                                 f"{MAX_RESULT_BYTES} bytes (the limit)")
+            stored = write_inside(self._run_dir(task_id, run) / owner, name, content)
+            row = session.scalars(select(ResultRecord).where(
+                ResultRecord.task_id == task_id, ResultRecord.run == run,
+                ResultRecord.path == path)).first()
+            if row is None:
+                row = ResultRecord(task_id=task_id, run=run, path=path, client_id=client_id,
+                                   size=stored.size, sha256=stored.sha256)
+                session.add(row)
+            row.size, row.sha256, row.stored_at = stored.size, stored.sha256, utcnow()
+            session.flush()
+            return to_result_file(row)
+
+    def upload(self, request: UploadResultRequest) -> ResultFile:
+        """A device's result of a run, accepted with that run's download credential (the
+        latest run's, while no later run started: also after the run ended)."""
+        with Session(self.records.engine) as session:
+            record = self.records.get(session, request.task_id)
+            if request.run != record.runs or not Credentials.matches(
+                    request.credential, record.credential_hash):
+                raise Forbidden(f"results of run {request.run} of task {request.task_id!r} "
+                                   "need that run's download credential (it ends when the "
+                                   "next run starts)")
+        stored = self._store(request.task_id, request.run, request.client_id, request.name,
+                             request.content)
+        logger.info("task %s run %d: stored %s (%d bytes)", request.task_id, request.run,
+                    stored.path, stored.size)
+        return stored
+
+    def collect_server(self, task_id: str, run: int, folder: Path) -> int:
+        """Store what the server of a run left in its scratch folder, then remove the folder;
+        return how many files were kept."""
+        gathered = gather_results(folder, self.lifecycle(task_id))
+        kept = 0
+        for item in gathered.files:
+            try:
+                self._store(task_id, run, None, item.path, item.content)
+                kept += 1
+            except BadRequest as exc:
+                gathered.skipped.append(f"{item.path}: {exc.message}")
+        for reason in gathered.skipped:
+            logger.warning("task %s run %d: server result left out: %s", task_id, run, reason)
+        shutil.rmtree(folder, ignore_errors=True)
+        if kept:
+            logger.info("task %s run %d: kept %d server result file(s)", task_id, run, kept)
+        return kept
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _resolve_run(self, session: Session, task_id: str, run: int) -> int:
+        record = self.records.get(session, task_id)
+        if run == 0:
+            if record.runs == 0:
+                raise NotFound(f"task {task_id!r} has not run yet")
+            return record.runs
+        if run > record.runs:
+            raise NotFound(f"task {task_id!r} has no run {run} (it ran {record.runs} time(s))")
+        return run
+
+    def list(self, task_id: str, run: int) -> RunResults:
+        """The result files of a run (0: the latest), by path."""
+        with Session(self.records.engine) as session:
+            number = self._resolve_run(session, task_id, run)
+            rows = session.scalars(select(ResultRecord).where(
+                ResultRecord.task_id == task_id, ResultRecord.run == number
+            ).order_by(ResultRecord.path)).all()
+            total = session.scalar(select(func.coalesce(func.sum(ResultRecord.size), 0)).where(
+                ResultRecord.task_id == task_id, ResultRecord.run == number))
+            return RunResults(task_id=task_id, run=number,
+                              files=[to_result_file(row) for row in rows],
+                              total_bytes=int(total or 0))
+
+    def read(self, task_id: str, run: int, path: str) -> ResultContent:
+        """One result file of a run, or 404."""
+        with Session(self.records.engine) as session:
+            number = self._resolve_run(session, task_id, run)
+            row = session.scalars(select(ResultRecord).where(
+                ResultRecord.task_id == task_id, ResultRecord.run == number,
+                ResultRecord.path == path)).first()
+            if row is None:
+                raise NotFound(f"run {number} of task {task_id!r} has no result {path!r}")
+        content = self._file(task_id, number, path)
+        return ResultContent(path=path, size=len(content), sha256=row.sha256,
+                             content=base64.b64encode(content))
+
+    def _file(self, task_id: str, run: int, path: str) -> bytes:
+        try:
+            return (self._run_dir(task_id, run) / path).read_bytes()
+        except OSError:
+            raise NotFound(f"result {path!r} of run {run} is missing from storage") from None
+
+    def archive(self, task_id: str, run: int) -> ResultsArchive:
+        """Every result file of a run in one zip archive (``task-<id>-run-<n>/<path>``)."""
+        listing = self.list(task_id, run)
+        if not listing.files:
+            raise NotFound(f"run {listing.run} of task {task_id!r} has no results (yet)")
+        if listing.total_bytes > MAX_ARCHIVE_BYTES:
+            raise BadRequest(f"run {listing.run}'s results are {listing.total_bytes} bytes, over "
+                             f"the {MAX_ARCHIVE_BYTES} bytes of one archive; download them one "
+                             "by one")
+        top = f"task-{task_id}-run-{listing.run}"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for item in listing.files:
+                archive.writestr(f"{top}/{item.path}",
+                                 self._file(task_id, listing.run, item.path))
+        return ResultsArchive(name=f"{top}.zip", files=len(listing.files),
+                              content=base64.b64encode(buffer.getvalue()))

@@ -1,0 +1,69 @@
+"""Gathering a run's results folder: declared files only, regular files only, within limits."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from agata_common import run_results
+from agata_common.run_results import OutputLog, gather_results
+from agata_contracts.lifecycle import NO_LIFECYCLE, read_lifecycle
+
+
+def test_declared_files_are_gathered_in_path_order(tmp_path: Path) -> None:
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / "round-2.png").write_bytes(b"2")
+    (tmp_path / "samples" / "round-1.png").write_bytes(b"1")
+    (tmp_path / "scratch.tmp").write_bytes(b"x")
+    (tmp_path / "output-dev.txt").write_text("log\n")
+    lifecycle = read_lifecycle(b'[tool.agata]\nresults = ["samples/*.png"]\n')
+    gathered = gather_results(tmp_path, lifecycle)
+    assert [item.path for item in gathered.files] == [
+        "output-dev.txt", "samples/round-1.png", "samples/round-2.png"]
+    assert gathered.size == len("log\n") + 2
+    assert gathered.skipped == []
+
+
+def test_links_and_bad_names_are_left_out_and_said(tmp_path: Path) -> None:
+    secret = tmp_path.parent / f"{tmp_path.name}-secret"
+    secret.write_text("token")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "leak.txt").symlink_to(secret)
+    (results / "linked").symlink_to(tmp_path.parent, target_is_directory=True)
+    (results / ".hidden").write_text("h")
+    os.mkfifo(results / "pipe")
+    gathered = gather_results(results, NO_LIFECYCLE)
+    assert gathered.files == []
+    said = "\n".join(gathered.skipped)
+    assert "leak.txt: a link" in said and "linked: a link" in said
+    assert ".hidden" in said and "pipe: not a regular file" in said
+    assert "token" not in said
+
+
+def test_limits_count_and_size(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(run_results, "MAX_RESULT_FILES", 2)
+    monkeypatch.setattr(run_results, "MAX_RESULT_FILE_BYTES", 10)
+    monkeypatch.setattr(run_results, "MAX_RESULT_BYTES", 15)
+    for name, size in (("a", 8), ("b", 11), ("c", 8), ("d", 1), ("e", 1)):
+        (tmp_path / name).write_bytes(b"x" * size)
+    gathered = gather_results(tmp_path, NO_LIFECYCLE)
+    assert [item.path for item in gathered.files] == ["a", "d"]
+    said = "\n".join(gathered.skipped)
+    assert "b: 11 bytes" in said and "c: over 15 bytes" in said and "e: over 2" in said
+
+
+def test_a_missing_folder_gathers_nothing(tmp_path: Path) -> None:
+    assert gather_results(tmp_path / "none", NO_LIFECYCLE).files == []
+
+
+def test_the_output_log_stops_at_its_limit_and_says_so(tmp_path: Path) -> None:
+    log = OutputLog(tmp_path / "output-x.txt", limit=20)
+    log("stdout", "0123456789")
+    log("stderr", "abcdefghij")
+    log("stdout", "never")
+    log.close()
+    log("stdout", "after close")
+    text = (tmp_path / "output-x.txt").read_text()
+    assert text.startswith("0123456789\n")
+    assert "truncated" in text and "abcdefghij" not in text and "never" not in text
