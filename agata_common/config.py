@@ -20,7 +20,7 @@ import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -87,7 +87,17 @@ class GatewaySettings(SettingsSection):
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
 
 
-class ClientParams(SettingsSection):
+class ExecutorSettings(SettingsSection):
+    """Where a manager runs task processes: ``subprocess`` (child processes, the default) or
+    ``docker`` (one container each, from ``container_image`` unless the task names one)."""
+
+    executor: Literal["subprocess", "docker"] = "subprocess"
+    container_image: str = Field("agata-task:local", min_length=1, max_length=255)
+    container_cpus: float = Field(1.0, gt=0, le=256)
+    container_memory_mb: int = Field(2048, ge=64, le=1024 * 1024)
+
+
+class ClientParams(ExecutorSettings):
     """Client-side parameters (AGATA's ``client.params``)."""
 
     request_interval: float = Field(10.0, gt=0)
@@ -156,7 +166,7 @@ class UserManagerSettings(SettingsSection):
     lost_after_s: float = Field(30.0, gt=0)
 
 
-class CloudTaskManagerSettings(SettingsSection):
+class CloudTaskManagerSettings(ExecutorSettings):
     """The cloud task manager's database, file limits and task-process policy."""
 
     database_url: str = ""

@@ -26,6 +26,7 @@ from agata_contracts.lifecycle import (
 )
 from agata_contracts.results import MAX_OUTPUT_LOG_BYTES, UploadResultRequest
 from agata_contracts.tasks import APP_MANIFEST, TaskOffer
+from task_daemon_lib.executors import Executor
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,12 @@ def read_task_lifecycle(folder: Path) -> Lifecycle:
     return NO_LIFECYCLE
 
 
-def check_setup(lifecycle: Lifecycle) -> None:
-    """``SetupFailed`` naming every required module this device cannot import."""
+def check_setup(lifecycle: Lifecycle, executor: Executor) -> None:
+    """``SetupFailed`` naming every required module this device cannot import, or why the
+    executor cannot run the task (a container image that is not here)."""
+    unavailable = executor.unavailable(lifecycle.image)
+    if unavailable is not None:
+        raise SetupFailed(f"setup: {unavailable}")
     missing = []
     for module in lifecycle.requires:
         try:

@@ -44,6 +44,7 @@ from flower_runtime.jobs import WorkerJob
 from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.spec import RpcSpec
+from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
 from task_daemon_lib.messages import (
     INFO_FIRST_TRAIN,
     ErrorMessage,
@@ -54,7 +55,6 @@ from task_daemon_lib.messages import (
 )
 from task_daemon_lib.runner import (
     ChildOutcome,
-    ChildProcess,
     python_argv,
     script_arguments,
     task_environ,
@@ -78,7 +78,7 @@ SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
 @dataclass
 class _Running:
     offer: TaskOffer
-    child: ChildProcess
+    child: TaskProcess
     results: RunResults
     handled: bool = False
 
@@ -116,10 +116,12 @@ class ClientTaskManager:
         node_config: dict[str, bool | int | float | str] | None = None,
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.identity = identity
         self.node_config = dict(node_config or {})
         self.events = events
+        self.executor: Executor = executor or SubprocessExecutor()
         self.warm = warm or WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                                      name="Flower worker", spares=0)
         self.book = book
@@ -277,7 +279,7 @@ class ClientTaskManager:
         task_id, run = offer.task_id, offer.run
         try:
             lifecycle = read_task_lifecycle(folder)
-            check_setup(lifecycle)
+            check_setup(lifecycle, self.executor)
         except SetupFailed as exc:
             self._cannot_set_up(offer, str(exc))
             return
@@ -297,13 +299,13 @@ class ClientTaskManager:
         self._report(task_id, ClientTaskStatus.STARTED, None)
 
     def _start_client_script(self, offer: TaskOffer, folder: Path,
-                             results: RunResults) -> ChildProcess:
+                             results: RunResults) -> TaskProcess:
         if not (folder / CLIENT_SCRIPT).is_file():
             raise ValueError(f"the task has no {CLIENT_SCRIPT}")
         arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
                      "--client-id", self.client_id]
         task_id, run = offer.task_id, offer.run
-        child = ChildProcess(
+        child = self.executor.process(
             python_argv(folder / CLIENT_SCRIPT, *arguments),
             cwd=folder,
             env=task_environ({RESULTS_DIR_ENV: str(results.folder.resolve())}),
@@ -316,13 +318,14 @@ class ClientTaskManager:
         return child
 
     def _start_app_worker(self, offer: TaskOffer, folder: Path,
-                          results: RunResults) -> ChildProcess:
+                          results: RunResults) -> TaskProcess:
         task_id, run = offer.task_id, offer.run
         child = self.warm.take(
             f"task {task_id} ClientApp",
             on_message=lambda message: self._on_child_message(task_id, run, message),
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
             on_output=results.log,
+            image=results.lifecycle.image,
         )
         job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
                         client_id=self.client_id, credential=offer.download_credential,

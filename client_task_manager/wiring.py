@@ -28,6 +28,7 @@ from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.outbox import Outbox
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.spec import RpcSpec
+from task_daemon_lib.executors import make_executor
 from task_daemon_lib.warm import WarmPool
 
 NAME = "client_task_manager"
@@ -82,6 +83,10 @@ def start(config: Settings) -> RunningClientTaskManager:
         runtime.client.call(UPDATE_USER_INFO, UpdateUserInfoRequest(user_id=client_id),
                             timeout=params.heartbeat_s)
 
+    work_dir = data_dir / "client_tasks"
+    executor = make_executor(params.executor, readable=(work_dir,),
+                             writable=work_dir / "results", image=params.container_image,
+                             cpus=params.container_cpus, memory_mb=params.container_memory_mb)
     manager = ClientTaskManager(
         identity,
         TaskBook(policy, params.max_parallel_tasks, params.task_retry_s,
@@ -89,14 +94,15 @@ def start(config: Settings) -> RunningClientTaskManager:
         query_offers=query_offers,
         fetch_file=fetch_file,
         send_report=send_report,
-        work_dir=data_dir / "client_tasks",
+        work_dir=work_dir,
         request_interval_s=params.request_interval,
         heartbeat=heartbeat,
         heartbeat_s=params.heartbeat_s,
         node_config=params.node_config_values(),
         events=runtime.events,
-        warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), data_dir / "client_tasks" / "workers",
-                      name="Flower worker",
+        executor=executor,
+        warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
+                      name="Flower worker", executor=executor,
                       spares=params.flower_workers if flower_installed() else 0),
     )
     Subscriber(runtime.link, task_events_exchange(prefix), TaskEvent, manager.on_task_event)

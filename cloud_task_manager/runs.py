@@ -41,6 +41,7 @@ from cloud_task_manager.task_server import (
 from flower_runtime.manifest import ManifestError, fuse_run_config, read_manifest
 from microservice_interconnect import BadRequest, Conflict
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
+from task_daemon_lib.executors import Executor
 from task_daemon_lib.messages import (
     INFO_FINISHED,
     ErrorMessage,
@@ -80,6 +81,7 @@ class RunController:
         announce: Announce | None = None,
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
@@ -91,7 +93,7 @@ class RunController:
         self.events = events
         self.servers = ServerProcesses(
             stop_grace_s=stop_grace_s, on_report=self._on_report, on_exit=self._on_exit,
-            warm=warm,
+            warm=warm, executor=executor,
         )
         self._transition = threading.Lock()
         self._shutting_down = False
@@ -102,6 +104,7 @@ class RunController:
 
     def start(self, task_id: str, overrides: Mapping[str, ArgumentValue] | None) -> Task:
         """Start a run of the task's server; 409 when it runs already or has no server."""
+        image = self.results.lifecycle(task_id).image
         with self._transition:
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
@@ -122,7 +125,7 @@ class RunController:
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
                                       arguments, kind, record.devices, record.credential_hash,
                                       self.device_join_s, self.device_rejoin_s,
-                                      self.results.scratch(record.id, record.runs))
+                                      self.results.scratch(record.id, record.runs), image)
                 record.status = TaskStatus.RUNNING.value
                 record.status_reason = None
                 record.started_at = record.modified = utcnow()

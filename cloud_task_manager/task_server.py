@@ -19,10 +19,10 @@ from agata_contracts.results import MAX_OUTPUT_LOG_BYTES
 from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
 from flower_runtime import SERVER_HOST_MODULE
 from flower_runtime.jobs import HostJob
+from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import (
     ChildOutcome,
-    ChildProcess,
     python_argv,
     script_arguments,
     task_environ,
@@ -48,6 +48,7 @@ class ServerLaunch:
     join_timeout_s: float = 300.0
     rejoin_timeout_s: float = 30.0
     results_dir: Path | None = None
+    image: str | None = None
 
     def host_arguments(self) -> list[str]:
         """The ServerApp host's arguments (a Flower App's run)."""
@@ -77,12 +78,14 @@ class ServerProcesses:
         on_report: Callable[[ServerLaunch, ReportMessage], None],
         on_exit: Callable[[ServerLaunch, ChildOutcome], None],
         warm: WarmPool | None = None,
+        executor: Executor | None = None,
     ) -> None:
         self.stop_grace_s = stop_grace_s
         self.warm = warm
+        self.executor: Executor = executor or SubprocessExecutor()
         self._on_report = on_report
         self._on_exit = on_exit
-        self._children: dict[str, ChildProcess] = {}
+        self._children: dict[str, TaskProcess] = {}
         self._lock = threading.Lock()
 
     def start(self, launch: ServerLaunch) -> int:
@@ -114,7 +117,7 @@ class ServerProcesses:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
         if launch.kind is TaskKind.FLOWER_APP and self.warm is not None:
-            child = self.warm.take(name, report, exited, output)
+            child = self.warm.take(name, report, exited, output, image=launch.image)
             with self._lock:
                 self._children[launch.task_id] = child
             job = HostJob(arguments=launch.host_arguments(),
@@ -125,8 +128,9 @@ class ServerProcesses:
                 child.request_stop(self.stop_grace_s)
                 raise
         else:
-            child = ChildProcess(launch.argv(), cwd=launch.folder, env=env, on_message=report,
-                                 on_output=output, on_exit=exited, name=name)
+            child = self.executor.process(launch.argv(), cwd=launch.folder, env=env,
+                                          on_message=report, on_output=output, on_exit=exited,
+                                          name=name, image=launch.image)
             with self._lock:
                 self._children[launch.task_id] = child
             try:
@@ -185,7 +189,7 @@ class ServerProcesses:
             else:
                 logger.info("task %s trigger %s %s", task_id, script.name, outcome.status)
 
-        trigger = ChildProcess(
+        trigger = self.executor.process(
             python_argv(script, *([arguments] if arguments else [])),
             cwd=script.parent,
             env=task_environ(),

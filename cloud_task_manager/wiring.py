@@ -27,6 +27,7 @@ from flower_runtime import SERVER_HOST_MODULE, flower_installed, warm_argv
 from microservice_interconnect.broadcast import Broadcaster, Subscriber
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
+from task_daemon_lib.executors import make_executor
 from task_daemon_lib.warm import WarmPool
 
 NAME = "cloud_task_manager"
@@ -54,13 +55,18 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
     records = TaskRecords(engine, Credentials.from_config(section.download_secret, data_dir))
     results = RunResultsStore(records, storage, data_dir)
+    executor = make_executor(section.executor, readable=(storage.root, data_dir / "hosts"),
+                             writable=results.work, image=section.container_image,
+                             cpus=section.container_cpus,
+                             memory_mb=section.container_memory_mb)
     runs = RunController(records, storage, results, stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
                          default_deadline_s=section.default_deadline_s,
                          announce=announcer.publish, events=runtime.events,
+                         executor=executor,
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
-                                       name="ServerApp host",
+                                       name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
     return CloudTaskManager(records, storage, runs, TaskSelector(records, clients.lookup),
                             results,

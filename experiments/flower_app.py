@@ -9,7 +9,8 @@ to the run's end as ``flwr ls`` reports it. Both get ``num-server-rounds=R`` and
 ``min-nodes=N``. Prints a summary, and with ``--json`` one JSON line: ``status``, ``rounds``
 (the aggregated train and evaluate metrics of each round), ``wall_s``,
 ``start_to_first_train_s`` (the start call to the first ClientApp train call on a device),
-``flower_deployment_wall_s``, ``flower_status`` and ``ratio``.
+``flower_deployment_wall_s``, ``flower_status``, ``ratio``, and ``results``: the files
+collected from the server and each device, with their sizes.
 """
 
 from __future__ import annotations
@@ -72,6 +73,31 @@ def run_app(stack: Stack, task_id: str, app: Path, clients: int, rounds: int,
     return task, stack.api.get(f"/api/tasks/{task_id}/metrics")["rounds"]
 
 
+RESULTS_WAIT_S = 30.0
+
+
+def collected_results(stack: Stack, task_id: str, clients: int,
+                      timeout: float = RESULTS_WAIT_S) -> dict[str, Any]:
+    """The latest run's result files with their sizes, ``{"server": {name: bytes}, "devices":
+    {client: {name: bytes}}}``, once every device's log arrived (or ``timeout`` passed)."""
+    assert stack.api is not None
+    deadline = time.monotonic() + timeout
+    while True:
+        files = stack.api.get(f"/api/tasks/{task_id}/results")["files"]
+        devices = {f["client_id"] for f in files if f["client_id"]}
+        if len(devices) >= clients or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    found: dict[str, Any] = {"server": {}, "devices": {}}
+    for item in files:
+        if item["client_id"] is None:
+            found["server"][item["path"].split("/", 1)[1]] = item["size"]
+        else:
+            name = item["path"].split("/", 2)[2]
+            found["devices"].setdefault(item["client_id"], {})[name] = item["size"]
+    return found
+
+
 def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, Any]:
     """The app on this system; figures from the services' events."""
     stack = Stack(out_dir / "ours", client_count=clients,
@@ -81,6 +107,7 @@ def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, A
         stack.start_clients()
         wait_warm(stack, clients)
         task, metrics = run_app(stack, TASK_ID, app, clients, rounds)
+        results = collected_results(stack, TASK_ID, clients)
     finally:
         stack.stop()
     events = read_events(stack.events_path)
@@ -94,6 +121,7 @@ def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, A
         "wall_s": None if started is None or ended is None else round(ended - started, 4),
         "start_to_first_train_s": (None if started is None or first_train is None
                                    else round(first_train - started, 4)),
+        "results": results,
     }
 
 

@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
 from task_daemon_lib.messages import ReportMessage
-from task_daemon_lib.runner import ChildOutcome, ChildProcess, task_environ
+from task_daemon_lib.runner import ChildOutcome, task_environ
 
 logger = logging.getLogger(__name__)
 
@@ -66,23 +67,25 @@ class WarmPool:
     """
 
     def __init__(self, argv: Sequence[str], work_dir: Path, *, name: str, spares: int = 1,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None,
+                 executor: Executor | None = None) -> None:
         self.argv = list(argv)
+        self.executor: Executor = executor or SubprocessExecutor()
         self.work_dir = work_dir
         self.name = name
         self.spares = max(0, spares)
         self.env = task_environ(env)
-        self._ready: list[tuple[ChildProcess, _Binding]] = []
+        self._ready: list[tuple[TaskProcess, _Binding]] = []
         self._lock = threading.Lock()
         self._closed = False
 
-    def _spawn(self) -> tuple[ChildProcess, _Binding]:
+    def _spawn(self, image: str | None = None) -> tuple[TaskProcess, _Binding]:
         binding = _Binding(self.name)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        child = ChildProcess(self.argv, cwd=self.work_dir, env=self.env,
-                             on_message=binding.message, on_output=binding.output,
-                             on_exit=binding.exited,
-                             name=self.name, stdin_pipe=True)
+        child = self.executor.process(self.argv, cwd=self.work_dir, env=self.env,
+                                      on_message=binding.message, on_output=binding.output,
+                                      on_exit=binding.exited, name=self.name, stdin_pipe=True,
+                                      image=image)
         child.start()
         return child, binding
 
@@ -98,18 +101,19 @@ class WarmPool:
                     return
 
     def take(self, name: str, on_message: OnMessage, on_exit: OnExit,
-             on_output: OnOutput | None = None) -> ChildProcess:
+             on_output: OnOutput | None = None, *, image: str | None = None) -> TaskProcess:
         """A started child bound to a run's callbacks (its output to ``on_output`` when given):
-        the oldest live spare, or a new one when there is none (raises OSError when it cannot
-        start). Call ``prepare`` for the next."""
+        the oldest live spare, or a new one when there is none or the run asks for its own
+        container ``image`` (raises OSError when it cannot start). Call ``prepare`` for the
+        next."""
         spare = None
         with self._lock:
-            while self._ready and spare is None:
+            while image is None and self._ready and spare is None:
                 candidate = self._ready.pop(0)
                 if candidate[0].running:
                     spare = candidate
         if spare is None:
-            spare = self._spawn()
+            spare = self._spawn(image)
         child, binding = spare
         with binding.lock:
             binding.on_message, binding.on_exit = on_message, on_exit

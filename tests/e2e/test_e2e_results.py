@@ -137,3 +137,28 @@ def test_a_device_that_cannot_set_a_task_up_says_why_and_does_not_take_it_again(
     assert again == [], again
     assert len(setup_failures() or []) == 2
     api.post("/rpc_exec_stop_server_task", {"task_id": "needs"})
+
+
+def test_the_dcgan_app_trains_two_rounds_and_leaves_sample_images(stack: Stack) -> None:
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("gan", TASKS_DIR / "app_dcgan", free_port(), devices=2,
+                      server_arguments={"num-server-rounds": 2})
+    api.post("/rpc_exec_start_server_task", {"task_id": "gan"})
+    task = api.wait_until_ended("gan", 120)
+    assert task["status"] == "finished", task
+    rounds = api.get("/api/tasks/gan/metrics")["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    assert all({"train.d_loss", "train.g_loss"} <= set(r["metrics"]) for r in rounds), rounds
+
+    listing = results_of(api, "gan", 6)
+    paths = {item["path"] for item in listing["files"]}
+    samples = sorted(p for p in paths if p.startswith("server/samples/"))
+    assert samples[-1] == "server/samples/round-2.png", samples
+    assert "server/generator.npz" in paths
+    image = api.download("/api/tasks/gan/runs/1/results/server/samples/round-2.png")
+    assert image.startswith(b"\x89PNG\r\n\x1a\n") and len(image) > 1000
+    for device in devices:
+        log = api.download(f"/api/tasks/gan/runs/1/results/devices/{device_folder(device)}/"
+                           f"output-{device_folder(device)}.txt").decode()
+        assert "round 2 epoch 1: d_loss" in log, log[-2000:]

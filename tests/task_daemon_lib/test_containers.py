@@ -247,7 +247,9 @@ def test_memory_limit_kills_a_greedy_task(folders):
     code = "x = bytearray(400 * 1024 * 1024); print('survived')"
     outcome, rec = run(folders, code, limits=ContainerLimits(memory_mb=64))
     assert outcome.status == "failed" and outcome.returncode == -9
-    assert "out of memory" in outcome.reason
+    # Docker's OOMKilled flag is racy under cgroup v1 (the kernel kills the task, not the
+    # container's init): the reason names the limit when Docker reports it, SIGKILL always
+    assert "SIGKILL" in outcome.reason
     assert "survived" not in rec.lines()
 
 

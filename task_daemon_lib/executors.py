@@ -1,0 +1,165 @@
+"""Where task processes run: as child processes of their manager (``subprocess``, the default),
+or each in its own Docker container (``docker``).
+
+Both managers and their warm pools start every task process through an :class:`Executor`, so
+the choice is one configuration value. Either way the process gets only the environment it is
+given (:func:`task_daemon_lib.runner.task_environ`); a container also sees only the folders its
+executor mounts: read-only the task folders, the Python install, the virtualenv and the
+project's own packages, and writable only the results folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from task_daemon_lib.lines import ChildOutcome
+from task_daemon_lib.messages import ReportMessage
+from task_daemon_lib.runner import ChildProcess
+
+if TYPE_CHECKING:
+    from task_daemon_lib.containers import ContainerLimits
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The folder holding this project's packages (mounted into containers: task processes run the
+project's runtime, e.g. the ClientApp worker)."""
+
+
+class ExecutorKind(StrEnum):
+    """The executors a manager can be configured with."""
+
+    SUBPROCESS = "subprocess"
+    DOCKER = "docker"
+
+
+class TaskProcess(Protocol):
+    """What a manager needs of a running task process (a child process or a container)."""
+
+    @property
+    def name(self) -> str:
+        """Name used in logs."""
+
+    @property
+    def pid(self) -> int | None:
+        """The process id on this host, None before start."""
+
+    @property
+    def running(self) -> bool:
+        """True between start and exit."""
+
+    @property
+    def outcome(self) -> ChildOutcome | None:
+        """How it ended, None while it runs."""
+
+    def start(self) -> None:
+        """Start it (OSError when it cannot start)."""
+
+    def send_input(self, line: str) -> None:
+        """Write one line to its standard input."""
+
+    def close_input(self) -> None:
+        """Close its standard input."""
+
+    def request_stop(self, grace_s: float = 5.0) -> None:
+        """Terminate it; kill it after ``grace_s``. Non-blocking."""
+
+    def stop(self, grace_s: float = 5.0) -> ChildOutcome:
+        """Stop it and return how it ended."""
+
+    def wait(self, timeout: float | None = None) -> ChildOutcome | None:
+        """Wait for its end (None on timeout)."""
+
+
+OnMessage = Callable[[ReportMessage], None]
+OnOutput = Callable[[str, str], None]
+OnExit = Callable[[ChildOutcome], None]
+
+
+class Executor(Protocol):
+    """Makes (unstarted) task processes."""
+
+    def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                on_message: OnMessage | None = None, on_output: OnOutput | None = None,
+                on_exit: OnExit | None = None, name: str = "task",
+                require_finished: bool = True, stdin_pipe: bool = False,
+                image: str | None = None) -> TaskProcess:
+        """A task process running ``argv`` in ``cwd`` with exactly ``env`` (``image``: the
+        container image a task asks for, where containers are used)."""
+
+    def unavailable(self, image: str | None = None) -> str | None:
+        """Why a task (asking for ``image``) cannot run here; None when it can."""
+
+
+class SubprocessExecutor:
+    """Task processes as child processes of this one (in their own session, killed with it)."""
+
+    def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                on_message: OnMessage | None = None, on_output: OnOutput | None = None,
+                on_exit: OnExit | None = None, name: str = "task",
+                require_finished: bool = True, stdin_pipe: bool = False,
+                image: str | None = None) -> TaskProcess:
+        """A :class:`ChildProcess`; ``image`` is ignored."""
+        return ChildProcess(argv, cwd=cwd, env=env, on_message=on_message, on_output=on_output,
+                            on_exit=on_exit, name=name, require_finished=require_finished,
+                            stdin_pipe=stdin_pipe)
+
+    def unavailable(self, image: str | None = None) -> str | None:
+        """Always None: a child process needs nothing more."""
+        return None
+
+
+@dataclass(frozen=True)
+class DockerExecutor:
+    """Task processes each in a container: ``readable`` folders mounted read-only (with the
+    Python install, the virtualenv and the project), ``writable`` read-write, the host's
+    network (a Flower process must reach its peer), the given limits."""
+
+    readable: tuple[Path, ...]
+    writable: Path
+    image: str
+    limits: ContainerLimits | None = None
+
+    def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
+                on_message: OnMessage | None = None, on_output: OnOutput | None = None,
+                on_exit: OnExit | None = None, name: str = "task",
+                require_finished: bool = True, stdin_pipe: bool = False,
+                image: str | None = None) -> TaskProcess:
+        """A :class:`~task_daemon_lib.containers.ContainerProcess` working in ``cwd``."""
+        from task_daemon_lib.containers import (
+            ContainerLimits,
+            ContainerProcess,
+            ContainerSpec,
+            python_mounts,
+        )
+
+        self.writable.mkdir(parents=True, exist_ok=True)
+        for folder in self.readable:
+            folder.mkdir(parents=True, exist_ok=True)
+        spec = ContainerSpec(
+            task_dir=self.readable[0], results_dir=self.writable, image=image or self.image,
+            read_only_mounts=(*python_mounts(), PROJECT_ROOT, *self.readable[1:]),
+            network_mode="host", limits=self.limits or ContainerLimits(), working_dir=cwd)
+        return ContainerProcess(argv, spec=spec, env=env, on_message=on_message,
+                                on_output=on_output, on_exit=on_exit, name=name,
+                                require_finished=require_finished, stdin_pipe=stdin_pipe)
+
+    def unavailable(self, image: str | None = None) -> str | None:
+        """Why a container of ``image`` (default: this executor's) cannot start here: no
+        engine answers, or the image is not built."""
+        from task_daemon_lib.containers import engine_available
+
+        return engine_available(image or self.image)
+
+
+def make_executor(kind: str, *, readable: tuple[Path, ...], writable: Path, image: str,
+                  cpus: float, memory_mb: int) -> Executor:
+    """The executor a manager's configuration names (``subprocess`` or ``docker``)."""
+    if ExecutorKind(kind) is ExecutorKind.SUBPROCESS:
+        return SubprocessExecutor()
+    from task_daemon_lib.containers import ContainerLimits
+
+    return DockerExecutor(readable=readable, writable=writable, image=image,
+                          limits=ContainerLimits(cpus=cpus, memory_mb=memory_mb))

@@ -1,0 +1,105 @@
+"""The docker executor end to end: the NumPy app with every task process in a container (the
+ServerApp host on the cloud, each device's ClientApp worker), on a real Docker engine.
+
+Skipped, with the reason printed, only where no engine answers (``scripts/docker_engine.sh``
+starts one and builds the image; ``scripts/test.sh`` runs it first).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import wait_for
+
+from experiments.processes import free_port
+from experiments.stack import TASKS_DIR, Stack
+from task_daemon_lib.containers import DEFAULT_IMAGE, engine_available, running_containers
+
+REASON = engine_available(DEFAULT_IMAGE)
+pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")
+
+PROBE = '''
+
+def _leave_probe(context: Context) -> None:
+    import os
+    from pathlib import Path
+
+    results = Path(os.environ["AGATA_RESULTS_DIR"])
+    lines = [f"{key}={value}" for key, value in sorted(os.environ.items())]
+    lines.append(f"in-container={Path('/.dockerenv').exists()}")
+    try:
+        Path(__file__).with_name("written.txt").write_text("x")
+        lines.append("app-folder=writable")
+    except OSError:
+        lines.append("app-folder=read-only")
+    (results / "probe.txt").write_text("\\n".join(lines) + "\\n")
+'''
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    started = Stack(tmp_path / "stack", client_count=2,
+                    client_params={"request_interval": "1", "executor": "docker",
+                                   "container_memory_mb": "1024"},
+                    cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_EXECUTOR": "docker"})
+    try:
+        yield started
+    finally:
+        codes = started.stop()
+        assert all(code == 0 for code in codes.values()), codes
+
+
+def probe_app(folder: Path) -> Path:
+    """The NumPy app whose ClientApp also writes what it sees into its results."""
+    app = folder / "probe_app"
+    shutil.copytree(TASKS_DIR / "app_numpy", app, ignore=shutil.ignore_patterns("__pycache__"))
+    client = app / "numpyapp" / "client_app.py"
+    source = client.read_text().replace(
+        '    server_round = int(msg.content["config"]["server-round"])',
+        '    _leave_probe(context)\n    server_round = int(msg.content["config"]["server-round"])')
+    client.write_text(source + PROBE)
+    manifest = app / "pyproject.toml"
+    manifest.write_text(manifest.read_text().replace('results = ["final.npy"]',
+                                                     'results = ["final.npy", "probe.txt"]'))
+    return app
+
+
+def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
+        stack: Stack, tmp_path: Path) -> None:
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("boxed", probe_app(tmp_path), free_port(), devices=2,
+                      server_arguments={"num-server-rounds": 2})
+    api.post("/rpc_exec_start_server_task", {"task_id": "boxed"})
+    task = api.wait_until_ended("boxed", 120)
+    assert task["status"] == "finished", task
+
+    def probes() -> list[str] | None:
+        files = api.get("/api/tasks/boxed/results")["files"]
+        found = [f["path"] for f in files if f["path"].endswith("/probe.txt")]
+        return found if len(found) == 2 else None
+
+    paths = wait_for(probes, 30, "both devices' probes")
+    secrets = {stack.cloud_env["AGATA_SERVER_GATEWAY_API_TOKEN"],
+               stack.cloud_env["AGATA_SERVER_GATEWAY_CLIENT_TOKEN"]}
+    for path in paths:
+        probe = api.download(f"/api/tasks/boxed/runs/1/results/{path}").decode()
+        assert "in-container=True" in probe, probe
+        assert "app-folder=read-only" in probe, probe
+        assert "AGATA_RESULTS_DIR=" in probe
+        assert not any(secret in probe for secret in secrets), probe
+        assert "TOKEN" not in probe and "DATABASE" not in probe, probe
+    assert sorted(r["client_id"] for r in api.get("/api/tasks/boxed/reports")["reports"]
+                  if r["status"] == "finished") == sorted(devices)
+    # the warm spares are containers of their managers; none outlives its manager
+    assert stack.processes is not None
+    owners = {p.pid for name, p in stack.processes.processes.items()
+              if name.endswith("task_manager")}
+    assert any(running_containers(owner) for owner in owners)
+    codes = stack.stop()
+    assert all(code == 0 for code in codes.values()), codes
+    assert wait_for(lambda: not any(running_containers(owner) for owner in owners), 15,
+                    "the managers' containers to be removed")
