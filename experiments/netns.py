@@ -197,6 +197,19 @@ class Host:
         return done.returncode == 0
 
 
+def _allow_forwarding(bridge: str, action: str) -> bool:
+    """Insert (``-I``) or delete (``-D``) a firewall rule letting hosts on ``bridge`` talk to
+    each other, for machines whose FORWARD policy drops bridged traffic (as Docker's rules set
+    it); False when there is no ``iptables`` or it refuses."""
+    iptables = shutil.which("iptables") or shutil.which("iptables", path="/usr/sbin:/sbin")
+    if iptables is None:
+        return False
+    done = subprocess.run([iptables, action, "FORWARD", "-i", bridge, "-o", bridge,
+                           "-j", "ACCEPT"], capture_output=True, text=True, timeout=10,
+                          check=False)
+    return done.returncode == 0
+
+
 class Network:
     """Hosts (network namespaces) on one bridge; the root namespace takes the first address.
 
@@ -211,6 +224,7 @@ class Network:
         self.hosts: list[Host] = []
         self._namespaces: list[str] = []
         self._links: list[str] = []
+        self._forwarding = False
 
     @property
     def root_address(self) -> str:
@@ -223,6 +237,7 @@ class Network:
         self._links.append(self.bridge)
         run_ip("addr", "add", f"{self.root_address}/{self.subnet.prefixlen}", "dev", self.bridge)
         run_ip("link", "set", self.bridge, "up")
+        self._forwarding = _allow_forwarding(self.bridge, "-I")
         return self
 
     def add_host(self, name: str) -> Host:
@@ -254,6 +269,9 @@ class Network:
         for link in self._links:
             with contextlib.suppress(NetnsError):
                 run_ip("link", "delete", link)
+        if self._forwarding:
+            _allow_forwarding(self.bridge, "-D")
+            self._forwarding = False
         self._namespaces.clear()
         self._links.clear()
         self.hosts.clear()

@@ -36,22 +36,14 @@ if ! engine_answers; then
     log "starting dockerd (log: $LOG_FILE)"
     log_start=$(wc -c <"$LOG_FILE" 2>/dev/null || echo 0)
     new_log() { tail -c +"$((log_start + 1))" "$LOG_FILE" 2>/dev/null; }
-    as_root env PATH="$PATH:/usr/sbin:/sbin" setsid nohup dockerd >>"$LOG_FILE" 2>&1 </dev/null &
+    # Task containers use the host's network or none: dockerd gets no bridge and leaves the
+    # firewall alone (its iptables rules set FORWARD to DROP, which cuts bridged namespaces).
+    as_root env PATH="$PATH:/usr/sbin:/sbin" setsid nohup dockerd --iptables=false \
+      --bridge=none >>"$LOG_FILE" 2>&1 </dev/null &
     started=$!
     for _ in $(seq 1 "$WAIT_S"); do
       engine_answers && break
-      if ! kill -0 "$started" 2>/dev/null; then
-        # A sandbox without iptables: retry without letting dockerd touch it.
-        if new_log | grep -qi iptables && [ -z "${retried:-}" ]; then
-          retried=1
-          log "dockerd failed on iptables; retrying with --iptables=false --bridge=none"
-          as_root env PATH="$PATH:/usr/sbin:/sbin" setsid nohup dockerd --iptables=false --bridge=none \
-            >>"$LOG_FILE" 2>&1 </dev/null &
-          started=$!
-        else
-          break
-        fi
-      fi
+      kill -0 "$started" 2>/dev/null || break
       sleep 1
     done
     if ! engine_answers; then
