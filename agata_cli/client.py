@@ -174,6 +174,13 @@ class Gateway:
         data = json.dumps(body).encode() if body is not None else b""
         return self._request("POST", path, data=data, content_type="application/json")
 
+    def enroll(self, client_id: str | None = None, ttl_s: int = 3600) -> Any:
+        """A one-time join token for a device (``{client_id, join_token, expires_at}``)."""
+        body: dict[str, Any] = {"ttl_s": ttl_s}
+        if client_id:
+            body["client_id"] = client_id
+        return self.post("/api/clients/enroll", body)
+
     def upload(self, task_id: str, path: Path, name: str | None = None) -> Any:
         """Upload one file of a task, stored as ``name`` (a path in the task; default: the
         file's own name)."""

@@ -281,9 +281,10 @@ def clients_list(gateway: Gateway, args: argparse.Namespace) -> int:
         return EXIT_OK
     _lines(table(
         ["ID", "STATE", "DATA_QNT", "AVG_ACC_CONTRIB", "AVG_DISCONN/ROUND", "SENSORS",
-         "LAST_SEEN"],
+         "LAST_SEEN", "ENROLLED"],
         ([u["id"], _state(u), u["data_qnt"], u.get("avg_acc_contrib"),
-          u.get("avg_disconnection_per_round"), u["sensors"], when(u["last_seen"])]
+          u.get("avg_disconnection_per_round"), u["sensors"], when(u["last_seen"]),
+          "yes" if u.get("enrolled") else "no"]
          for u in users),
     ))
     _paging_note(len(users), int(body.get("total") or 0), args.offset, "clients")
@@ -291,8 +292,36 @@ def clients_list(gateway: Gateway, args: argparse.Namespace) -> int:
 
 
 def _state(user: dict[str, Any]) -> str:
-    """``online``, or ``lost`` for a client the cloud has not heard from lately."""
+    """``revoked``; else ``online``, or ``lost`` for a client the cloud has not heard from
+    lately."""
+    if user.get("revoked"):
+        return "revoked"
     return "online" if user.get("online") else "lost"
+
+
+def clients_enroll(gateway: Gateway, args: argparse.Namespace) -> int:
+    """``clients enroll``: a one-time join token for a device (shown once)."""
+    enrollment = gateway.enroll(args.client_id, args.ttl)
+    if args.json:
+        out_json(enrollment)
+        return EXIT_OK
+    who = f"device {enrollment['client_id']}" if enrollment.get("client_id") else "one device"
+    out(f"join token for {who}, valid once until {when(enrollment['expires_at'])}:")
+    out(enrollment["join_token"])
+    out("on the device: set [client.params] join_token (or AGATA_CLIENT_PARAMS_JOIN_TOKEN) "
+        "to it before its first start; it is shown only now")
+    return EXIT_OK
+
+
+def clients_revoke(gateway: Gateway, args: argparse.Namespace) -> int:
+    """``clients revoke``: the device's credential stops working at once."""
+    revoked = gateway.post(f"/api/clients/{quote(args.client_id)}/revoke")
+    if args.json:
+        out_json(revoked)
+    else:
+        out(f"device {revoked['client_id']} revoked ({when(revoked['revoked_at'])}); enroll "
+            "it again to bring it back")
+    return EXIT_OK
 
 
 def clients_show(gateway: Gateway, args: argparse.Namespace) -> int:
@@ -304,6 +333,7 @@ def clients_show(gateway: Gateway, args: argparse.Namespace) -> int:
     _lines(key_values([
         ("id", user["id"]),
         ("state", _state(user)),
+        ("enrolled", "yes (its own secret)" if user.get("enrolled") else "no"),
         ("data_qnt", user["data_qnt"]),
         ("avg_acc_contrib", user.get("avg_acc_contrib")),
         ("avg_disconnection_per_round", user.get("avg_disconnection_per_round")),

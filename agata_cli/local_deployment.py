@@ -32,7 +32,6 @@ class LocalDeployment:
     data_dir: Path
     port: int
     api_token: str
-    client_token: str
     devices: int = 0
     prefix: str = "agata."
     overrides: Mapping[str, str] = field(default_factory=dict)
@@ -50,10 +49,8 @@ class LocalDeployment:
             "AGATA_SERVER_GATEWAY_HOST": self.host,
             "AGATA_SERVER_GATEWAY_PORT": str(self.port),
             "AGATA_SERVER_GATEWAY_API_TOKEN": self.api_token,
-            "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": self.client_token,
             "AGATA_SERVER_BROKER_QUEUE_PREFIX": f"{self.prefix}cloud.",
             "AGATA_CLIENT_PARAMS_CLOUD_URL": self.url,
-            "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": self.client_token,
             **self.overrides,
         }
 
@@ -69,17 +66,24 @@ class LocalDeployment:
         """Overrides for local device ``index``'s services."""
         return {
             **self._common(),
-            "AGATA_STORAGE_DATA_DIR": str(self.data_dir / self.device_id(index)),
+            "AGATA_STORAGE_DATA_DIR": str(self.device_data_dir(index)),
             "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"{self.prefix}{self.device_id(index)}.",
             "AGATA_CLIENT_PARAMS_CLIENT_ID": self.device_id(index),
             **self.device_overrides,
         }
 
-    def services(self) -> list[Service]:
-        """Every process, in start order (cloud first, then each device)."""
-        found = [Service(module, module, self.cloud_environ()) for module in CLOUD_SERVICES]
-        for index in range(self.devices):
-            environ = self.device_environ(index)
-            found += [Service(f"{self.device_id(index)}.{module}", module, environ, index)
-                      for module in DEVICE_SERVICES]
-        return found
+    def device_data_dir(self, index: int) -> Path:
+        """Local device ``index``'s data directory (its credential is kept there)."""
+        return self.data_dir / self.device_id(index)
+
+    def cloud_services(self) -> list[Service]:
+        """The cloud's processes, in start order."""
+        return [Service(module, module, self.cloud_environ()) for module in CLOUD_SERVICES]
+
+    def device_services(self, index: int, join_token: str | None = None) -> list[Service]:
+        """Local device ``index``'s processes (with the join token of its first start)."""
+        environ = self.device_environ(index)
+        if join_token:
+            environ["AGATA_CLIENT_PARAMS_JOIN_TOKEN"] = join_token
+        return [Service(f"{self.device_id(index)}.{module}", module, environ, index)
+                for module in DEVICE_SERVICES]

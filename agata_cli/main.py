@@ -196,12 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", type=Path, metavar="DIR",
                      help="save every result file of the run into this folder")
 
-    clients = top.add_parser("clients", help="list and show clients", allow_abbrev=False)
+    clients = top.add_parser("clients", help="list, show, enroll and revoke clients",
+                             allow_abbrev=False)
     client_commands = clients.add_subparsers(dest="action", metavar="<action>", required=True)
     sub = command(client_commands, "list", commands.clients_list,
                   "list clients, most recently seen first")
     _paging_options(sub)
     sub = command(client_commands, "show", commands.clients_show, "show a client's stats")
+    sub.add_argument("client_id", metavar="ID")
+    sub = command(client_commands, "enroll", commands.clients_enroll,
+                  "create a one-time join token for a device (it exchanges it for its own "
+                  "secret at its first start)")
+    sub.add_argument("client_id", metavar="ID", nargs="?",
+                     help="the device the token is for (default: whichever device uses it)")
+    sub.add_argument("--ttl", type=_count(60), default=3600, metavar="SECONDS",
+                     help="how long the token can be used (default 3600)")
+    sub = command(client_commands, "revoke", commands.clients_revoke,
+                  "revoke a device's credential: refused from now on")
     sub.add_argument("client_id", metavar="ID")
 
     command(top, "health", commands.health,

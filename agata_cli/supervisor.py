@@ -115,6 +115,14 @@ class Supervisor:
             self._spawn(item)
         self.save()
 
+    def add(self, services: Sequence[Service]) -> None:
+        """Start more services (e.g. devices, once the cloud they join is up) and watch them."""
+        for service in services:
+            item = Watched(service)
+            self.watched.append(item)
+            self._spawn(item)
+        self.save()
+
     def save(self) -> None:
         """Write the state file."""
         write_state(self.state_file, {

@@ -34,9 +34,10 @@ from agata_cli.client import (
     CliError,
     Gateway,
 )
-from agata_cli.local_deployment import LocalDeployment
+from agata_cli.local_deployment import DEVICE_SERVICES, LocalDeployment
 from agata_cli.output import out, table
 from agata_cli.supervisor import Supervisor, pid_alive
+from agata_common.device_identity import load_secret
 
 logger = logging.getLogger("agata.up")
 
@@ -123,10 +124,12 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _wait_ready(supervisor: Supervisor, deployment: LocalDeployment, api: Gateway) -> None:
-    """Until the gateway answers and every local device is registered (crashes restarted)."""
+def _wait_ready(supervisor: Supervisor, deployment: LocalDeployment, api: Gateway, *,
+                devices: bool = True) -> None:
+    """Until the gateway answers and (``devices``) every local device is registered (crashes
+    restarted)."""
     deadline = time.monotonic() + READY_TIMEOUT_S
-    pending = [deployment.device_id(i) for i in range(deployment.devices)]
+    pending = [deployment.device_id(i) for i in range(deployment.devices if devices else 0)]
     while not supervisor.stopping.is_set():
         supervisor.check()
         if _healthy(deployment.url):
@@ -137,12 +140,29 @@ def _wait_ready(supervisor: Supervisor, deployment: LocalDeployment, api: Gatewa
                 except (ApiError, CliError):
                     still.append(device)
             pending = still
-            if not pending:
+            if not pending and (devices or _answers_api(api)):
                 return
         if time.monotonic() > deadline:
             raise CliError(f"the system did not come up within {READY_TIMEOUT_S:.0f} s; see "
                            f"the logs in {supervisor.log_dir}", EXIT_UNAVAILABLE)
         time.sleep(0.2)
+
+
+def _answers_api(api: Gateway) -> bool:
+    """Whether the services behind the gateway answer an operator call."""
+    try:
+        api.get("/api/clients", {"limit": 1})
+    except (ApiError, CliError):
+        return False
+    return True
+
+
+def join_token(api: Gateway, deployment: LocalDeployment, index: int) -> str | None:
+    """A join token for local device ``index``, None when it kept a credential already."""
+    client_id = deployment.device_id(index)
+    if load_secret(deployment.device_data_dir(index), client_id) is not None:
+        return None
+    return str(api.enroll(client_id)["join_token"])
 
 
 def start_demo_task(api: Gateway, devices: int, port: int) -> None:
@@ -186,13 +206,13 @@ def up(args: argparse.Namespace) -> int:
     deployment = LocalDeployment(
         data_dir=data_dir, port=args.port or config.server_gateway.port,
         api_token=ensure_token(api_token_file),
-        client_token=ensure_token(secrets_dir / "client_token"),
         devices=args.devices, prefix=args.queue_prefix,
         device_overrides={"AGATA_CLIENT_PARAMS_REQUEST_INTERVAL": "5"})
     if _answers("127.0.0.1", deployment.port):
         raise CliError(f"port {deployment.port} is taken; choose another with --port",
                        EXIT_USAGE)
-    supervisor = Supervisor(deployment.services(), data_dir / "logs", data_dir / STATE_FILE,
+    supervisor = Supervisor(deployment.cloud_services(), data_dir / "logs",
+                            data_dir / STATE_FILE,
                             extra_state={"url": deployment.url, "data_dir": str(data_dir)})
 
     def stop_on(signum: int, _frame: FrameType | None) -> None:
@@ -204,6 +224,11 @@ def up(args: argparse.Namespace) -> int:
     supervisor.start()
     try:
         api = Gateway(deployment.url, deployment.api_token, f"token file {api_token_file}")
+        _wait_ready(supervisor, deployment, api, devices=False)
+        if not supervisor.stopping.is_set():
+            supervisor.add([service for index in range(deployment.devices)
+                            for service in deployment.device_services(
+                                index, join_token(api, deployment, index))])
         _wait_ready(supervisor, deployment, api)
         if args.demo_task and not supervisor.stopping.is_set():
             start_demo_task(api, max(1, args.devices), _free_port())
@@ -223,7 +248,8 @@ def _free_port() -> int:
 
 
 def _welcome(deployment: LocalDeployment, token_file: Path, data_dir: Path, demo: bool) -> None:
-    out(f"AGATA is up: {len(deployment.services())} processes "
+    processes = len(deployment.cloud_services()) + len(DEVICE_SERVICES) * deployment.devices
+    out(f"AGATA is up: {processes} processes "
         f"({deployment.devices} local device(s)); logs in {data_dir / 'logs'}")
     out(f"  web interface  {deployment.url}/ui/"
         + (f"   (task {DEMO_TASK} is training: {deployment.url}/ui/task.html?id={DEMO_TASK})"

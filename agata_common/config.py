@@ -66,6 +66,8 @@ class GatewaySettings(SettingsSection):
     port: int = Field(9001, ge=1, le=65535)
     api_token: str = ""
     client_token: str = ""
+    shared_client_token: bool = False
+    join_rate_per_minute: int = Field(30, ge=1, le=100_000)
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
     access_log: bool = False
@@ -105,6 +107,7 @@ class ClientParams(ExecutorSettings):
     policy: str = "one"
     max_parallel_tasks: int = Field(2, ge=1)
     cloud_url: str = "http://127.0.0.1:9001"
+    join_token: str = Field("", max_length=128)
     client_token: str = ""
     cloud_timeout_s: float = Field(8.0, gt=0)
     data_qnt: int = Field(0, ge=0)

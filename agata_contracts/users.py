@@ -54,6 +54,9 @@ class UserInfo(BaseModel):
     last_seen: datetime
     online: bool = Field(description="Heard from within the user manager's lost_after_s; a "
                          "device sends update_user_info with its id alone as its heartbeat.")
+    enrolled: bool = Field(False, description="The device joined with a join token and "
+                           "proves itself with its own secret.")
+    revoked: bool = Field(False, description="Its credential was revoked: it is refused.")
 
     def criteria_attributes(self) -> dict[str, Any]:
         """What selection criteria may read of this client: its id and its stats."""

@@ -42,7 +42,7 @@ _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError,
 
 
 class CloudGatewayHttp:
-    """Blocking calls to the cloud gateway with the client token, safe from any thread."""
+    """Blocking calls to the cloud gateway with the device's token, safe from any thread."""
 
     def __init__(self, base_url: str, client_token: str, timeout_s: float = 10.0, *,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
@@ -100,6 +100,19 @@ class CloudGatewayHttp:
         except (ValueError, KeyError, TypeError) as exc:
             raise RpcError(f"task events: malformed answer from {self.base_url}: {exc}") from None
         return dict(result)
+
+    def join(self, join_token: str, client_id: str) -> str:
+        """Spend a one-time join token for this device's own secret (``POST /api/client/join``)."""
+        body = json.dumps({"join_token": join_token, "client_id": client_id}).encode()
+        _status, _headers, data = self._call("POST", "/api/client/join", body=body,
+                                             read_timeout=self.timeout_s, what="join")
+        try:
+            secret = json.loads(data)["secret"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise RpcError(f"join: malformed answer from {self.base_url}: {exc}") from None
+        if not isinstance(secret, str) or not secret:
+            raise RpcError(f"join: no secret in the answer from {self.base_url}")
+        return secret
 
     def healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> bool:
         """Whether the cloud gateway answers ``GET /health`` with 200 (its broker connected)

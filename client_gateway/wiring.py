@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from agata_common.config import ConfigError, Settings
+from agata_common.device_identity import device_id, load_secret, save_secret
 from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue, task_events_exchange
 from agata_contracts.tasks import TaskEvent
@@ -13,6 +15,7 @@ from client_gateway.http import CloudGatewayHttp
 from client_gateway.reports import ReportForwarder
 from client_gateway.service import ClientGateway
 from client_gateway.task_events import POLL_TIMEOUT_S, TaskEventRelay
+from microservice_interconnect import RpcError, RpcTimeout, ServiceUnavailable
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.outbox import OutboxWorker
 from microservice_interconnect.runtime import ServiceRuntime
@@ -23,19 +26,68 @@ logger = logging.getLogger(__name__)
 NAME = "client_gateway"
 
 
-def cloud_client(settings: Settings) -> CloudGatewayHttp:
-    """An HTTP client for the configured cloud gateway; ``ConfigError`` when unusable."""
+JOIN_WAIT_S = 60.0
+"""How long a first start keeps trying to reach the cloud to join, before giving up."""
+
+
+def _http(settings: Settings, token: str) -> CloudGatewayHttp:
     params = settings.client_params
-    if not params.client_token.strip():
-        raise ConfigError(
-            "[client.params] client_token is empty: set it (or AGATA_CLIENT_PARAMS_CLIENT_TOKEN) "
-            "to the cloud gateway's client token")
     try:
-        return CloudGatewayHttp(params.cloud_url, params.client_token.strip(),
-                                params.cloud_timeout_s)
+        return CloudGatewayHttp(params.cloud_url, token, params.cloud_timeout_s)
     except ValueError as exc:
         raise ConfigError(f"[client.params] cloud_url (env AGATA_CLIENT_PARAMS_CLOUD_URL): "
                           f"{exc}") from None
+
+
+def _join(settings: Settings, client_id: str) -> str:
+    """Spend the configured join token for this device's secret, and keep the secret."""
+    params = settings.client_params
+    http = _http(settings, "")
+    deadline = time.monotonic() + JOIN_WAIT_S
+    try:
+        while True:
+            try:
+                secret = http.join(params.join_token.strip(), client_id)
+                break
+            except (ServiceUnavailable, RpcTimeout) as exc:
+                if time.monotonic() > deadline:
+                    raise ConfigError(f"cannot join: {exc.message}") from None
+                logger.warning("cannot join yet (%s); trying again", exc.message)
+                time.sleep(1.0)
+            except RpcError as exc:
+                raise ConfigError(f"the cloud refused this device's join token "
+                                  f"([client.params] join_token): {exc.message}") from None
+    finally:
+        http.close()
+    path = save_secret(settings.storage.resolved_data_dir(), client_id, secret)
+    logger.info("joined as device %s; its credential is kept in %s", client_id, path)
+    return secret
+
+
+def device_token(settings: Settings) -> str:
+    """This device's token for the cloud gateway: ``<client_id>:<secret>`` from its kept
+    credential, joining first when it has none but a join token; the shared client token of
+    earlier versions when it has neither. ``ConfigError`` when there is nothing to send."""
+    params = settings.client_params
+    data_dir = settings.storage.resolved_data_dir()
+    client_id = device_id(params.client_id, data_dir)
+    secret = load_secret(data_dir, client_id)
+    if secret is None and params.join_token.strip():
+        secret = _join(settings, client_id)
+    if secret is not None:
+        return f"{client_id}:{secret}"
+    if params.client_token.strip():
+        logger.warning("device %s has no credential of its own: using the shared client token "
+                       "(enroll it: agata clients enroll %s)", client_id, client_id)
+        return params.client_token.strip()
+    raise ConfigError(
+        f"device {client_id} has no credential: set [client.params] join_token (or "
+        "AGATA_CLIENT_PARAMS_JOIN_TOKEN) to a join token from `agata clients enroll`")
+
+
+def cloud_client(settings: Settings, token: str | None = None) -> CloudGatewayHttp:
+    """An HTTP client for the configured cloud gateway with this device's token."""
+    return _http(settings, token if token is not None else device_token(settings))
 
 
 @dataclass
@@ -62,14 +114,15 @@ def start(settings: Settings, *,
 
     ``poll_timeout_s`` is how long one task-event long poll may wait at the cloud gateway.
     """
-    http = cloud_client(settings)
+    token = device_token(settings)
+    http = cloud_client(settings, token)
     runtime = device_runtime(NAME, settings)
     host = runtime.serve(ClientGateway(http))
     prefix = settings.client_broker.queue_prefix
     worker = OutboxWorker(runtime.link, outbox_queue(prefix), ReportForwarder(http),
                           probe=http.healthy)
     broadcaster: Broadcaster[TaskEvent] = Broadcaster(runtime.link, task_events_exchange(prefix))
-    relay = TaskEventRelay(cloud_client(settings), broadcaster.publish,
+    relay = TaskEventRelay(cloud_client(settings, token), broadcaster.publish,
                            poll_timeout_s=poll_timeout_s)
     runtime.start()
     relay.start()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from agata_common.config import ClientParams
+from agata_common.device_identity import device_id
 from agata_contracts.users import UpdateUserInfoRequest
 
 logger = logging.getLogger(__name__)
@@ -28,21 +28,10 @@ class ClientIdentity:
         self.params = params
         self.folder = client_info_dir
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.client_id = params.client_id or self._stored_id()
+        self.client_id = device_id(params.client_id, client_info_dir.parent)
         self.stats_file = self.folder / "stats.json"
         self._last_signature: tuple[float, int] | None = None
         self._last_stats: UpdateUserInfoRequest | None = None
-
-    def _stored_id(self) -> str:
-        id_file = self.folder / "client_id"
-        if id_file.exists():
-            stored = id_file.read_text().strip()
-            if stored:
-                return stored
-        client_id = f"client-{secrets.token_hex(4)}"
-        id_file.write_text(client_id + "\n")
-        logger.info("generated client id %s (kept in %s)", client_id, id_file)
-        return client_id
 
     def _configured(self) -> UpdateUserInfoRequest:
         sensors = [s.strip() for s in self.params.sensors.split(",") if s.strip()]

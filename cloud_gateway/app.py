@@ -26,6 +26,7 @@ from aiohttp.streams import EofStream
 
 from agata_common.config import Settings
 from agata_contracts.common import check_task_path
+from agata_contracts.devices import JOIN
 from agata_contracts.tasks import (
     DOWNLOAD_TASK_FILE,
     READ_TASK_FILE,
@@ -33,9 +34,10 @@ from agata_contracts.tasks import (
     UPLOAD_TASK_FILE,
 )
 from cloud_gateway.auth import Authenticator
+from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
 from cloud_gateway.task_feed import TaskEventFeed
-from microservice_interconnect import Audience, BadRequest, RpcError, RpcSpec, wire
+from microservice_interconnect import Audience, BadRequest, Forbidden, RpcError, RpcSpec, wire
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
 
@@ -57,6 +59,7 @@ OPENAPI = web.AppKey("openapi", bytes)
 SCHEMAS = web.AppKey("schemas", bytes)
 TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 WEB_PAGES = web.AppKey("web_pages", Path)
+JOIN_LIMITER = web.AppKey("join_limiter", RateLimiter)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -150,10 +153,31 @@ async def rpc_route(request: web.Request) -> web.Response:
     spec = EXPOSED_RPCS.get(name)
     if spec is None:
         return _json_error(404, f"unknown RPC {name!r}")
-    request.app[AUTH].require(request, spec.audiences)
+    caller = await request.app[AUTH].authenticate(request, spec.audiences)
     body = await request.read()
+    if caller.client_id is not None:
+        _bind_to_device(body, caller.client_id)
     reply = await request.app[RPC_CLIENT].acall_raw(name, body or b"{}")
     return envelope_to_response(reply)
+
+
+DEVICE_FIELDS = ("client_id", "user_id")
+"""The fields of a client RPC's body that name the device it is about."""
+
+
+def _bind_to_device(body: bytes, client_id: str) -> None:
+    """A device may only speak for itself: 403 when the body names another device."""
+    try:
+        value = wire.loads(body) if body.strip() else {}
+    except ValueError:
+        return  # the service answers the malformed body with its own 400
+    if not isinstance(value, dict):
+        return
+    for field in DEVICE_FIELDS:
+        named = value.get(field)
+        if named is not None and named != client_id:
+            raise Forbidden(f"you are device {client_id!r}; {field} {named!r} is another "
+                            "device")
 
 
 def rest_handler(route: RestRoute) -> Handler:
@@ -161,7 +185,7 @@ def rest_handler(route: RestRoute) -> Handler:
     audiences = route.spec.audiences & _OPERATOR or _OPERATOR
 
     async def handle(request: web.Request) -> web.Response:
-        request.app[AUTH].require(request, audiences)
+        await request.app[AUTH].authenticate(request, audiences)
         payload: dict[str, Any] = await _json_body(request) if route.body else {}
         for name in route.query:
             if name in request.query:
@@ -235,7 +259,7 @@ async def _upload(request: web.Request, task_id: str | None) -> web.Response:
     by its path in the task) and/or one ``archive`` (a zip or .fab replacing the task's files).
     Nothing is stored until the whole form has been read and checked.
     """
-    request.app[AUTH].require(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, _OPERATOR)
     if not request.content_type.startswith("multipart/"):
         raise BadRequest("send multipart/form-data with task_id and files")
     task_id, files = await _read_form(request, task_id)
@@ -281,7 +305,7 @@ async def upload_task_files(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.Response:
     """``GET /download/<task_id>/<filename>``: operators, or clients with the task credential."""
-    audience = request.app[AUTH].require(request, _FILE_ROUTE_AUDIENCES)
+    audience = (await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)).audience
     credential = request.headers.get("X-Download-Credential")
     if audience is Audience.CLIENT and not credential:
         raise web.HTTPUnauthorized(
@@ -311,7 +335,7 @@ async def download(request: web.Request) -> web.Response:
 async def task_events(request: web.Request) -> web.Response:
     """``GET /api/client/task_events?after=N&epoch=E&timeout=S``: long poll for task
     starts/ends."""
-    request.app[AUTH].require(request, _FILE_ROUTE_AUDIENCES)
+    await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)
     try:
         after = int(request.query.get("after", "0"))
         timeout = float(request.query.get("timeout", "25"))
@@ -326,6 +350,17 @@ async def task_events(request: web.Request) -> web.Response:
     body = {"epoch": feed.epoch, "cursor": cursor, "reset": reset,
             "events": [event.model_dump(mode="json") for event in events]}
     return web.Response(body=wire.dumps(body), content_type=JSON)
+
+
+async def join(request: web.Request) -> web.Response:
+    """``POST /api/client/join``: a device spends its one-time join token for its own secret
+    (no other authentication; attempts are rate-limited per address)."""
+    if not request.app[JOIN_LIMITER].allow(request.remote or "?"):
+        raise web.HTTPTooManyRequests(
+            text='{"exception":"too many join attempts from this address; wait a minute"}',
+            content_type=JSON, headers={"Retry-After": "60"})
+    result = await call_rpc(request, JOIN, await _json_body(request))
+    return web.Response(body=wire.dumps(result), content_type=JSON)
 
 
 async def health(request: web.Request) -> web.Response:

@@ -1,13 +1,44 @@
-"""Who is calling: operators carry the API token, clients the client token (Bearer)."""
+"""Who is calling, decided once, at the edge.
+
+* Operators: ``Authorization: Bearer <api_token>``.
+* Devices: ``Authorization: Bearer <client_id>:<secret>``, the secret a device got when it
+  joined (checked by the user manager, then remembered for ``cache_s`` seconds, or until the
+  device changes: a revoked device is refused at once).
+* The shared ``client_token`` of earlier versions, only while ``shared_client_token`` allows
+  it: it proves no device in particular.
+
+Tokens are compared in constant time; an unset token admits nobody (fail closed).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from agata_common.config import GatewaySettings
+from agata_contracts.common import CLIENT_ID_PATTERN
 from microservice_interconnect import Audience
+
+_CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
+_SECRET = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
+MAX_CACHED_DEVICES = 100_000
+
+VerifyDevice = Callable[[str, str], Awaitable[bool]]
+"""Whether a device's presented secret is its own (and the device not revoked)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An authenticated caller: its audience and, for a device, which one."""
+
+    audience: Audience
+    client_id: str | None = None
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -19,37 +50,75 @@ def bearer_token(request: web.Request) -> str | None:
     return token.strip()
 
 
+def device_token(token: str) -> tuple[str, str] | None:
+    """``(client_id, secret)`` of a device token, None when it is not one."""
+    client_id, separator, secret = token.rpartition(":")
+    if not separator or not _CLIENT_ID.match(client_id) or not _SECRET.match(secret):
+        return None
+    return client_id, secret
+
+
 def _same(presented: str, expected: str) -> bool:
     return bool(expected) and hmac.compare_digest(presented.encode(), expected.encode())
 
 
+def unauthorized(allowed: frozenset[Audience]) -> web.HTTPUnauthorized:
+    """The 401 naming what the route takes."""
+    who = " or ".join(sorted(a.value for a in allowed if a is not Audience.INTERNAL))
+    return web.HTTPUnauthorized(
+        text=f'{{"exception":"authentication required: send Authorization: Bearer '
+        f'<{who} token>"}}',
+        content_type="application/json",
+        headers={"WWW-Authenticate": 'Bearer realm="agata"'},
+    )
+
+
 class Authenticator:
-    """Checks tokens in constant time; an unset token admits nobody (fail closed)."""
+    """Authenticates requests; ``verify`` (set once the gateway's RPC client exists) checks a
+    device secret it has not seen lately."""
 
-    def __init__(self, gateway: GatewaySettings) -> None:
+    def __init__(self, gateway: GatewaySettings, verify: VerifyDevice | None = None,
+                 cache_s: float = 60.0) -> None:
         self._api_token = gateway.api_token
-        self._client_token = gateway.client_token
+        self._client_token = gateway.client_token if gateway.shared_client_token else ""
+        self.verify = verify
+        self.cache_s = cache_s
+        self._verified: dict[tuple[str, str], float] = {}
 
-    def audience_of(self, request: web.Request) -> Audience | None:
-        """The audience the request's token proves, or None."""
+    def forget(self, client_id: str) -> None:
+        """Check the device's secret again at its next request (it changed or was revoked)."""
+        for key in [key for key in self._verified if key[0] == client_id]:
+            del self._verified[key]
+
+    async def _device(self, client_id: str, secret: str) -> bool:
+        key = (client_id, hashlib.sha256(secret.encode()).hexdigest())
+        if self._verified.get(key, 0.0) > time.monotonic():
+            return True
+        if self.verify is None or not await self.verify(client_id, secret):
+            return False
+        if len(self._verified) >= MAX_CACHED_DEVICES:
+            self._verified.clear()
+        self._verified[key] = time.monotonic() + self.cache_s
+        return True
+
+    async def caller(self, request: web.Request) -> Caller | None:
+        """Who the request's token proves, or None."""
         token = bearer_token(request)
         if token is None:
             return None
         if _same(token, self._api_token):
-            return Audience.OPERATOR
+            return Caller(Audience.OPERATOR)
+        device = device_token(token)
+        if device is not None and await self._device(*device):
+            return Caller(Audience.CLIENT, device[0])
         if _same(token, self._client_token):
-            return Audience.CLIENT
+            return Caller(Audience.CLIENT)
         return None
 
-    def require(self, request: web.Request, allowed: frozenset[Audience]) -> Audience:
-        """The caller's audience if it is allowed; otherwise raise a 401."""
-        audience = self.audience_of(request)
-        if audience is None or audience not in allowed:
-            who = " or ".join(sorted(a.value for a in allowed if a is not Audience.INTERNAL))
-            raise web.HTTPUnauthorized(
-                text=f'{{"exception":"authentication required: send Authorization: Bearer '
-                f'<{who} token>"}}',
-                content_type="application/json",
-                headers={"WWW-Authenticate": 'Bearer realm="agata"'},
-            )
-        return audience
+    async def authenticate(self, request: web.Request,
+                           allowed: frozenset[Audience]) -> Caller:
+        """The caller if its audience is allowed; otherwise a 401."""
+        caller = await self.caller(request)
+        if caller is None or caller.audience not in allowed:
+            raise unauthorized(allowed)
+        return caller

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from agata_contracts.devices import DeviceCredential, JoinRequest
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES
 from microservice_interconnect import Audience
 
@@ -24,7 +25,7 @@ class ErrorBody(BaseModel):
 
 
 def _components() -> tuple[dict[Any, Any], dict[str, Any]]:
-    models: list[type[BaseModel]] = [ErrorBody]
+    models: list[type[BaseModel]] = [ErrorBody, JoinRequest, DeviceCredential]
     for spec in EXPOSED_RPCS.values():
         models += [spec.request, spec.response]
     unique = list(dict.fromkeys(models))
@@ -120,6 +121,17 @@ def build_openapi() -> dict[str, Any]:
         ],
         "responses": {"200": {"description": "The file's bytes (X-Content-SHA256 header)",
                               "content": {"application/octet-stream": {}}}}}}
+    paths["/api/client/join"] = {"post": {
+        "summary": "A device spends its one-time join token for its own secret "
+                   "(rate-limited per address; the secret is returned once)",
+        "security": [],
+        "requestBody": {"content": {"application/json": {
+            "schema": refs[(JoinRequest, "validation")]}}},
+        "responses": {"200": {"description": "The device's credential", "content": {
+                          "application/json": {
+                              "schema": refs[(DeviceCredential, "serialization")]}}},
+                      "401": {"description": "Unknown, used or expired token"},
+                      "429": {"description": "Too many join attempts from this address"}}}}
     run_parameters = [
         {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},
         {"name": "run", "in": "path", "required": True,
@@ -150,7 +162,7 @@ def build_openapi() -> dict[str, Any]:
                 "operatorToken": {"type": "http", "scheme": "bearer",
                                   "description": "[server.gateway] api_token"},
                 "clientToken": {"type": "http", "scheme": "bearer",
-                                "description": "[server.gateway] client_token"},
+                                "description": "A device's own <client_id>:<secret>"},
             },
         },
     }

@@ -43,7 +43,7 @@ def _attachment(body: bytes, name: str, content_type: str,
 
 async def result_file(request: web.Request) -> web.Response:
     """``GET /api/tasks/{task_id}/runs/{run}/results/{path}``: one result file."""
-    request.app[AUTH].require(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, _OPERATOR)
     payload: dict[str, Any] = {"task_id": request.match_info["task_id"], "run": _run(request),
                                "path": request.match_info["path"]}
     result = await call_rpc(request, READ_RESULT, payload)
@@ -55,7 +55,7 @@ async def result_file(request: web.Request) -> web.Response:
 
 async def results_archive(request: web.Request) -> web.Response:
     """``GET /api/tasks/{task_id}/runs/{run}/results.zip``: every result file of the run."""
-    request.app[AUTH].require(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, _OPERATOR)
     payload = {"task_id": request.match_info["task_id"], "run": _run(request)}
     result = await call_rpc(request, RESULTS_ARCHIVE, payload, timeout=120)
     return _attachment(base64.b64decode(result["content"]), result["name"], "application/zip",

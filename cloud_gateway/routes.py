@@ -8,10 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agata_contracts import results, tasks, users
+from agata_contracts import devices, results, tasks, users
 from microservice_interconnect import Audience, RpcSpec
 
-ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + tasks.RPCS + results.RPCS
+ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + devices.RPCS + tasks.RPCS + results.RPCS
 RPCS_BY_NAME: dict[str, RpcSpec[Any, Any]] = {spec.name: spec for spec in ALL_RPCS}
 EXPOSED_RPCS: dict[str, RpcSpec[Any, Any]] = {
     name: spec for name, spec in RPCS_BY_NAME.items()
@@ -57,4 +57,8 @@ REST_ROUTES: tuple[RestRoute, ...] = (
               query=("limit", "offset")),
     RestRoute("GET", "/api/clients/{client_id}", users.GET_USER_INFO, "Show a client",
               path_fields={"client_id": "user_id"}),
+    RestRoute("POST", "/api/clients/enroll", devices.ENROLL_CLIENT,
+              "A one-time join token for a device", body=True),
+    RestRoute("POST", "/api/clients/{client_id}/revoke", devices.REVOKE_CLIENT,
+              "Revoke a device's credential, at once", path_fields={"client_id": "client_id"}),
 )

@@ -10,10 +10,13 @@ from pathlib import Path
 from aiohttp import web
 
 from agata_common.config import Settings
-from agata_contracts.queues import task_events_exchange
+from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
+from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.tasks import TaskEvent
+from agata_contracts.users import UserInfo
 from cloud_gateway.app import (
     AUTH,
+    JOIN_LIMITER,
     LINK,
     OPENAPI,
     RPC_CLIENT,
@@ -24,6 +27,7 @@ from cloud_gateway.app import (
     download,
     errors_and_cors,
     health,
+    join,
     openapi,
     rest_handler,
     rpc_route,
@@ -37,11 +41,13 @@ from cloud_gateway.app import (
 )
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.openapi import build_openapi, request_schemas
+from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
 from cloud_gateway.routes import REST_ROUTES
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
 from cloud_web_interface import WEB_DIR
+from microservice_interconnect import Unauthorized
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
@@ -61,6 +67,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = config
     app[AUTH] = Authenticator(gateway)
+    app[JOIN_LIMITER] = RateLimiter(gateway.join_rate_per_minute)
     app[OPENAPI] = json.dumps(build_openapi()).encode()
     app[SCHEMAS] = json.dumps(request_schemas()).encode()
     if not gateway.api_token:
@@ -78,6 +85,20 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
         feed = app[TASK_FEED] = TaskEventFeed()
         Subscriber(link, task_events_exchange(config.server_broker.queue_prefix), TaskEvent,
                    feed.add)
+        auth = app[AUTH]
+        client = app[RPC_CLIENT]
+
+        async def verify(client_id: str, secret: str) -> bool:
+            request = VerifyDeviceRequest(client_id=client_id, secret=secret)
+            try:
+                await client.acall(VERIFY_DEVICE, request)
+            except Unauthorized:
+                return False
+            return True
+
+        auth.verify = verify
+        Subscriber(link, client_changes_exchange(config.server_broker.queue_prefix), UserInfo,
+                   lambda info: auth.forget(info.id))
         link.start()
 
     async def close_link(app: web.Application) -> None:
@@ -98,6 +119,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     router.add_post("/upload_files", upload_files)
     router.add_get("/download/{task_id}/{filename:.+}", download)
     router.add_get("/api/client/task_events", task_events)
+    router.add_post("/api/client/join", join)
     router.add_post("/api/tasks/{task_id}/files", upload_task_files)
     router.add_get("/api/tasks/{task_id}/runs/{run}/results.zip", results_archive)
     router.add_get("/api/tasks/{task_id}/runs/{run}/results/{path:.+}", result_file)

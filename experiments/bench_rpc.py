@@ -214,7 +214,6 @@ def run(calls: int, seconds: float) -> dict[str, Any]:
         "AGATA_SERVER_BROKER_QUEUE_PREFIX": prefix,
         "AGATA_SERVER_GATEWAY_PORT": str(port),
         "AGATA_SERVER_GATEWAY_API_TOKEN": TOKEN,
-        "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": uuid.uuid4().hex,
         "AGATA_SERVER_GATEWAY_ACCESS_LOG": "false",
         "AGATA_EVENTS_REGISTER_EVENTS": "false",
         "AGATA_LOG_LEVEL": "WARNING",

@@ -1,7 +1,8 @@
 """Device polls under load: ``python -m experiments.load --clients N --interval S --duration S``.
 
 Brings up the cloud side (user manager, cloud task manager, gateway, each its own
-``python -m``), registers ``--clients`` simulated devices with varied stats, starts a few tasks
+``python -m``), enrolls ``--clients`` simulated devices (each joins and polls with its own
+credential) with varied stats, starts a few tasks
 whose criteria match some of them (their servers only wait), then has every device ask
 ``POST /rpc_exec_client_requesting_task`` once per ``--interval`` seconds for ``--duration``
 seconds over keep-alive HTTP on loopback. Prints the achieved ``polls_per_s``, latency
@@ -56,37 +57,54 @@ def device_id(index: int) -> str:
     return f"load-{index:05d}"
 
 
-async def register(session: aiohttp.ClientSession, url: str, token: str, count: int) -> None:
-    """Register the simulated devices with varied stats."""
-    headers = {"Authorization": f"Bearer {token}"}
+async def register(session: aiohttp.ClientSession, url: str, api_token: str,
+                   count: int) -> list[str]:
+    """Enroll the simulated devices (a join token each, spent for its own secret) and report
+    their varied stats with their own credentials; their tokens."""
+    operator = {"Authorization": f"Bearer {api_token}"}
 
-    async def one(index: int) -> None:
-        body = {"user_id": device_id(index), "data_qnt": index % 100,
+    async def one(index: int) -> str:
+        client_id = device_id(index)
+        async with session.post(f"{url}/api/clients/enroll", json={"client_id": client_id},
+                                headers=operator) as response:
+            response.raise_for_status()
+            join_token = (await response.json())["join_token"]
+        async with session.post(f"{url}/api/client/join",
+                                json={"join_token": join_token, "client_id": client_id}
+                                ) as response:
+            response.raise_for_status()
+            token = f"{client_id}:{(await response.json())['secret']}"
+        body = {"user_id": client_id, "data_qnt": index % 100,
                 "sensors": ["camera"] if index % 3 == 0 else ["gps"]}
         async with session.post(f"{url}/rpc_exec_update_user_info", json=body,
-                                headers=headers) as response:
+                                headers={"Authorization": f"Bearer {token}"}) as response:
             response.raise_for_status()
+        return token
 
+    tokens: list[str] = []
     for start in range(0, count, 100):
-        await asyncio.gather(*(one(i) for i in range(start, min(start + 100, count))))
+        tokens += await asyncio.gather(*(one(i) for i in range(start, min(start + 100, count))))
+    return tokens
 
 
-async def poll_load(url: str, token: str, clients: int, interval: float, duration: float
-                    ) -> dict[str, Any]:
-    """Every device polls once per ``interval`` for ``duration``; latencies and errors."""
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+async def poll_load(url: str, api_token: str, clients: int, interval: float,
+                    duration: float) -> dict[str, Any]:
+    """Every device polls once per ``interval`` for ``duration`` with its own credential;
+    latencies and errors."""
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
-        await register(session, url, token, clients)
+        tokens = await register(session, url, api_token, clients)
         started = time.monotonic()
         end = started + duration
 
         async def device(index: int) -> None:
             nonlocal errors
             body = json.dumps({"client_id": device_id(index)}).encode()
+            headers = {"Authorization": f"Bearer {tokens[index]}",
+                       "Content-Type": "application/json"}
             next_at = started + random.uniform(0, interval)
             while True:
                 delay = next_at - time.monotonic()
@@ -132,7 +150,8 @@ def start_tasks(stack: Stack, folder: Path) -> None:
 
 def run(clients: int, interval: float, duration: float, out: Path) -> dict[str, Any]:
     """Bring the cloud up, load it, stop it; the figures."""
-    stack = Stack(out, client_count=0)
+    stack = Stack(out, client_count=0,
+                  cloud_overrides={"AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE": "100000"})
     try:
         api = stack.start_cloud()
         start_tasks(stack, out)
@@ -143,8 +162,7 @@ def run(clients: int, interval: float, duration: float, out: Path) -> dict[str, 
         before = {name: cpu_seconds(pid) if pid else time.process_time()
                   for name, pid in pids.items()}
         began = time.monotonic()
-        token = stack.cloud_env["AGATA_SERVER_GATEWAY_CLIENT_TOKEN"]
-        figures = asyncio.run(poll_load(api.url, token, clients, interval, duration))
+        figures = asyncio.run(poll_load(api.url, api.token or "", clients, interval, duration))
         wall = time.monotonic() - began
         figures["cpu_percent"] = {
             name: round(100 * ((cpu_seconds(pid) if pid else time.process_time())

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -96,7 +97,7 @@ class Stack:
         port = free_port()
         deployment = LocalDeployment(
             data_dir=self.out_dir, port=port, api_token=secrets.token_hex(16),
-            client_token=secrets.token_hex(16), devices=self.client_count, prefix=f"exp-{run}.",
+            devices=self.client_count, prefix=f"exp-{run}.",
             overrides={"AGATA_EVENTS_REGISTER_EVENTS": "true",
                        "AGATA_EVENTS_EXCHANGE": f"exp-{run}.events",
                        "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "3"},
@@ -123,11 +124,13 @@ class Stack:
         return self.api
 
     def start_clients(self) -> list[str]:
-        """Start each device's client gateway and client task manager; return client ids."""
+        """Enroll each device, start its client gateway and client task manager (it joins
+        with its one-time token) and wait until it reported its stats; return client ids."""
         assert self.processes is not None and self.api is not None
         ids = []
         for index, env in enumerate(self.client_envs):
-            self.processes.environ = env
+            token = self.api.enroll(env["AGATA_CLIENT_PARAMS_CLIENT_ID"])["join_token"]
+            self.processes.environ = {**env, "AGATA_CLIENT_PARAMS_JOIN_TOKEN": token}
             prefix = _item(self.client_commands, index, [])
             self.processes.start(f"client{index}_gateway", "client_gateway", prefix=prefix)
             self.processes.start(f"client{index}_task_manager", "client_task_manager",
@@ -138,11 +141,15 @@ class Stack:
         for client_id in ids:
             while True:
                 try:
-                    self.api.get(f"/api/clients/{client_id}")
-                    break
+                    client = self.api.get(f"/api/clients/{client_id}")
+                    if (datetime.fromisoformat(client["last_seen"])
+                            > datetime.fromisoformat(client["created"])):
+                        break
                 except ApiError as error:
-                    if error.status != 404 or time.monotonic() > deadline:
+                    if error.status != 404:
                         raise
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"device {client_id} did not report within 60 s")
                 time.sleep(0.05)
         return ids
 

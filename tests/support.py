@@ -58,7 +58,10 @@ def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "AGATA_SERVER_BROKER_QUEUE_PREFIX": prefix,
         "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"{prefix}client.",
         "AGATA_SERVER_GATEWAY_API_TOKEN": OPERATOR_TOKEN,
+        # Service-level tests speak for many made-up devices: they use the shared client token
+        # (an opt-in mode); device identity itself is tested with enrolled devices.
         "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": CLIENT_TOKEN,
+        "AGATA_SERVER_GATEWAY_SHARED_CLIENT_TOKEN": "true",
         "AGATA_SERVER_GATEWAY_PORT": str(free_port()),
         "AGATA_EVENTS_REGISTER_EVENTS": "false",
         "AGATA_EVENTS_EXCHANGE": f"{prefix}events",

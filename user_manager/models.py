@@ -27,3 +27,26 @@ class Client(Base):
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     modified: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+
+
+class DeviceCredentialRecord(Base):
+    """A device's own credential: the hash of its secret, and whether it was revoked."""
+
+    __tablename__ = "device_credentials"
+
+    client_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret_sha256: Mapped[str] = mapped_column(String(64))
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class JoinTokenRecord(Base):
+    """A one-time join token, by the hash of its text."""
+
+    __tablename__ = "join_tokens"
+
+    token_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    client_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -24,12 +24,14 @@ from agata_contracts.users import (
 )
 from microservice_interconnect import NotFound
 from microservice_interconnect.service import rpc
-from user_manager.models import Base, Client
+from user_manager.models import Base, Client, DeviceCredentialRecord
 
 logger = logging.getLogger(__name__)
 
-def to_info(client: Client, lost_after_s: float) -> UserInfo:
-    """The contract view of a stored client (online when heard from within ``lost_after_s``)."""
+def to_info(client: Client, lost_after_s: float,
+            credential: DeviceCredentialRecord | None = None) -> UserInfo:
+    """The contract view of a stored client (online when heard from within ``lost_after_s``;
+    enrolled and revoked from its credential)."""
     return UserInfo(
         id=client.id,
         data_qnt=client.data_qnt,
@@ -40,6 +42,8 @@ def to_info(client: Client, lost_after_s: float) -> UserInfo:
         modified=client.modified,
         last_seen=client.last_seen,
         online=(utcnow() - client.last_seen).total_seconds() <= lost_after_s,
+        enrolled=credential is not None,
+        revoked=credential is not None and credential.revoked_at is not None,
     )
 
 
@@ -117,7 +121,7 @@ class UserManager:
                 client.modified = now
             client.last_seen = now
             session.flush()
-            return to_info(client, self.lost_after_s)
+            return self.describe(session, client.id)
 
     @rpc(GET_USER_INFO, inline=True)
     def get_user_info(self, request: GetUserInfoRequest) -> UserInfo:
@@ -126,20 +130,32 @@ class UserManager:
         if cached is not None:
             return cached
         with Session(self.engine) as session:
-            client = session.get(Client, request.user_id)
-            if client is None:
-                raise NotFound(f"client {request.user_id!r} is not registered")
-            info = to_info(client, self.lost_after_s)
+            info = self.describe(session, request.user_id)
         self._cache.put(info)
         return info
+
+    def describe(self, session: Session, client_id: str) -> UserInfo:
+        """A client as the contracts show it (404 when it is not registered)."""
+        client = session.get(Client, client_id)
+        if client is None:
+            raise NotFound(f"client {client_id!r} is not registered")
+        return to_info(client, self.lost_after_s, session.get(DeviceCredentialRecord, client_id))
+
+    def forget(self, info: UserInfo) -> None:
+        """Keep the read cache true after the device registry changed a client."""
+        self._cache.put(info)
 
     @rpc(LIST_USERS)
     def list_users(self, request: ListUsersRequest) -> UserList:
         """A page of clients, most recently seen first."""
         with Session(self.engine) as session:
             total = session.scalar(select(func.count()).select_from(Client)) or 0
-            rows = session.scalars(
+            rows = list(session.scalars(
                 select(Client).order_by(Client.last_seen.desc(), Client.id)
                 .limit(request.limit).offset(request.offset)
-            )
-            return UserList(users=[to_info(row, self.lost_after_s) for row in rows], total=total)
+            ))
+            credentials = {row.client_id: row for row in session.scalars(
+                select(DeviceCredentialRecord).where(
+                    DeviceCredentialRecord.client_id.in_([c.id for c in rows])))}
+            return UserList(users=[to_info(row, self.lost_after_s, credentials.get(row.id))
+                                   for row in rows], total=total)

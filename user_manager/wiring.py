@@ -14,6 +14,7 @@ from agata_contracts.users import UserInfo
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
+from user_manager.devices import DeviceRegistry
 from user_manager.service import UserManager
 
 NAME = "user_manager"
@@ -47,6 +48,12 @@ def start(config: Settings, engine: Engine | None = None, *,
                           lost_after_s=config.user_manager.lost_after_s,
                           announce=changes.publish)
     manager.create_schema()
+
+    def changed(info: UserInfo) -> None:
+        manager.forget(info)
+        changes.publish(info)
+
+    runtime.serve(DeviceRegistry(engine, manager.describe, changed))
     host = runtime.serve(manager)
     runtime.start()
     return RunningUserManager(manager, runtime, host, engine)

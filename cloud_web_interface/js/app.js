@@ -15,6 +15,7 @@ export const NAV = [
   ["stop.html", "Stop"],
   ["update.html", "Update"],
   ["upload.html", "Upload files"],
+  ["enroll.html", "Enroll device"],
 ];
 
 // -- DOM helpers ----------------------------------------------------------------------------

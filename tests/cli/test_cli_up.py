@@ -61,7 +61,11 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()
         assert len(token) >= 32
-        assert token != (data_dir / "secrets" / "client_token").read_text().strip()
+        # no shared device token any more: each local device joined and keeps its own
+        assert not (data_dir / "secrets" / "client_token").exists()
+        credential = data_dir / "device-0" / "secrets" / "device_credential.json"
+        assert credential.stat().st_mode & 0o777 == 0o600
+        assert json.loads(credential.read_text())["client_id"] == "device-0"
 
         victim = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
         started = [s["pid"] for s in state(data_dir)["services"]]

@@ -22,12 +22,12 @@ from agata_contracts.users import RPCS as USER_RPCS
 from microservice_interconnect import RpcTimeout, ServiceUnavailable
 
 
-def test_missing_client_token_is_a_configuration_error(tmp_path: Path) -> None:
+def test_a_device_without_a_credential_is_a_configuration_error(tmp_path: Path) -> None:
     environ = {**os.environ, **isolated_environ(tmp_path), "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": ""}
     result = subprocess.run([sys.executable, "-m", "client_gateway"], cwd=REPO_ROOT,
                             env=environ, capture_output=True, text=True, timeout=30)
     assert result.returncode == 2
-    assert "client_token" in result.stderr and "AGATA_CLIENT_PARAMS_CLIENT_TOKEN" in result.stderr
+    assert "join_token" in result.stderr and "AGATA_CLIENT_PARAMS_JOIN_TOKEN" in result.stderr
     assert "Traceback" not in result.stderr
 
 

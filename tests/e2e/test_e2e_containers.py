@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from support import wait_for
 
+from agata_common.device_identity import load_secret
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Stack
 from task_daemon_lib.containers import DEFAULT_IMAGE, engine_available, running_containers
@@ -84,7 +85,8 @@ def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
 
     paths = wait_for(probes, 30, "both devices' probes")
     secrets = {stack.cloud_env["AGATA_SERVER_GATEWAY_API_TOKEN"],
-               stack.cloud_env["AGATA_SERVER_GATEWAY_CLIENT_TOKEN"]}
+               *(load_secret(stack.out_dir / device, device) for device in devices)}
+    assert None not in secrets
     for path in paths:
         probe = api.download(f"/api/tasks/boxed/runs/1/results/{path}").decode()
         assert "in-container=True" in probe, probe

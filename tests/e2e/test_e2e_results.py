@@ -19,6 +19,7 @@ import pytest
 from support import wait_for
 
 from agata_cli.client import ApiError
+from agata_common.device_identity import load_secret
 from agata_contracts.results import device_folder
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Api, Stack
@@ -35,6 +36,14 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     finally:
         codes = started.stop()
         assert all(code == 0 for code in codes.values()), codes
+
+
+def device_token(stack: Stack, index: int) -> str:
+    """Local device ``index``'s own token, as its client gateway sends it."""
+    client_id = f"device-{index}"
+    secret = load_secret(stack.out_dir / client_id, client_id)
+    assert secret is not None
+    return f"{client_id}:{secret}"
 
 
 def results_of(api: Api, task_id: str, count: int) -> dict[str, Any]:
@@ -90,7 +99,7 @@ def test_results_of_the_server_and_every_device_are_collected_and_downloadable(
     with pytest.raises(ApiError) as refused:
         api.download("/api/tasks/kept/runs/1/results/server/..%2F..%2Ftasks.db")
     assert refused.value.status in (400, 404)
-    device_api = Api(api.url, stack.cloud_env["AGATA_SERVER_GATEWAY_CLIENT_TOKEN"])
+    device_api = Api(api.url, device_token(stack, 0))
     with pytest.raises(ApiError) as bad_name:
         device_api.post("/rpc_exec_upload_result", {
             "task_id": "kept", "run": 1, "client_id": devices[0], "name": "../escape.txt",

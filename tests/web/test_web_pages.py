@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
+import pytest
 from support import free_port
+
+from agata_cli.client import ApiError
+from experiments.stack import Api
 
 
 def unique(prefix: str) -> str:
@@ -190,3 +195,36 @@ def test_the_task_page_lists_a_runs_results_and_shows_its_images(ui, tmp_path):
     assert not [line for line in ui.console() if "SEVERE" in line], ui.console()
     log = stack.api.download(f"/api/tasks/{task_id}/runs/1/results/server/output-server.txt")
     assert b"server wrote its results" in log
+
+
+def test_enroll_a_device_then_revoke_it_from_its_page(ui):
+    stack = ui.stack
+    device = unique("dev")
+    ui.signed_in("enroll.html")
+    fill(ui, {"client_id": device, "ttl_s": "600"})
+    ui.find("#enroll-form button[type=submit]").click()
+    token = ui.wait(lambda: ui.text("#join-token").strip(), "the join token")
+    assert device in ui.text("#join-token-panel")
+    # the device joins with it and proves itself with its own secret from then on
+    joined = stack.api._request(
+        "POST", "/api/client/join", auth=False, content_type="application/json",
+        data=json.dumps({"join_token": token, "client_id": device}).encode())
+    own = Api(stack.url, f"{device}:{joined['secret']}")
+    assert own.post("/rpc_exec_update_user_info", {"user_id": device})["id"] == device
+
+    ui.open(f"client.html?id={device}")
+    ui.wait(lambda: "Enrolled" in ui.text("#client-credential"), "the enrolled state")
+    ui.js("window.confirm = () => true")
+    ui.find("#revoke-button").click()
+    ui.wait(lambda: "Revoked" in ui.text("#client-credential"), "the revoked state")
+    assert not ui.visible("#revoke-button")
+    with pytest.raises(ApiError) as refused:
+        own.post("/rpc_exec_update_user_info", {"user_id": device})
+    assert refused.value.status == 401
+
+    # a bad device id is refused next to its field
+    ui.open("enroll.html")
+    fill(ui, {"client_id": "no spaces/allowed"})
+    ui.find("#enroll-form button[type=submit]").click()
+    ui.wait(lambda: ui.field_error("client_id"), "the id's error")
+    ui.no_alert()
