@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -103,6 +104,8 @@ class Gateway:
     token: str | None
     token_source: str = "environment variable AGATA_API_TOKEN"  # noqa: S105 (a variable's name)
     timeout_s: float = 30.0
+    ca_file: str = ""
+    """A PEM bundle to verify an https gateway with (default: the system's CAs)."""
 
     def _request(self, method: str, path: str, *, query: Mapping[str, Any] | None = None,
                  data: bytes | None = None, content_type: str | None = None,
@@ -135,8 +138,10 @@ class Gateway:
             headers["Content-Type"] = content_type
         request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 (URL checked in check_url)
         try:
+            context = (ssl.create_default_context(cafile=self.ca_file or None)
+                       if url.startswith("https:") else None)
             with urllib.request.urlopen(  # noqa: S310 (http(s) only, see check_url)
-                    request, timeout=timeout_s or self.timeout_s) as response:
+                    request, timeout=timeout_s or self.timeout_s, context=context) as response:
                 raw: bytes = response.read()
         except urllib.error.HTTPError as error:
             with error:

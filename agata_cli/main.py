@@ -26,6 +26,7 @@ from agata_cli.output import err
 URL_ENV = "AGATA_URL"
 TOKEN_ENV = "AGATA_API_TOKEN"  # noqa: S105 (the variable's name, not a token)
 DEBUG_ENV = "AGATA_CLI_DEBUG"
+CA_FILE_ENV = "AGATA_CA_FILE"
 TASK_STATUSES = ("created", "running", "finished", "failed", "stopped")
 
 Handler = Callable[[Gateway, argparse.Namespace], int]
@@ -48,6 +49,8 @@ environment:
                        [server.gateway] of the AGATA configuration)
   {TOKEN_ENV}      the operator API token (another variable: --token-env NAME);
                        the token is never taken as a command-line value
+  {CA_FILE_ENV}        a PEM bundle to verify an https gateway with (default:
+                       the system's CAs)
   {DEBUG_ENV}=1    show a traceback on an unexpected error
 
 {EXIT_CODES_HELP}"""
@@ -291,7 +294,7 @@ def gateway_for(args: argparse.Namespace) -> Gateway:
     """The gateway session the global options describe."""
     url = check_url(args.url or os.environ.get(URL_ENV, "").strip() or _default_url())
     token, source = _token(args)
-    return Gateway(url, token, source)
+    return Gateway(url, token, source, ca_file=os.environ.get(CA_FILE_ENV, "").strip())
 
 
 def report(error: CliError) -> None:

@@ -71,11 +71,23 @@ class GatewaySettings(SettingsSection):
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
     access_log: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
 
     @field_validator("api_token", "client_token")
     @classmethod
     def _strong_token(cls, value: str) -> str:
         return check_token(value)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewaySettings:
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: set both (HTTPS) or neither")
+        for name in ("tls_cert", "tls_key"):
+            path = getattr(self, name)
+            if path and not Path(path).expanduser().is_file():
+                raise ValueError(f"{name} {path!r} is not a readable file")
+        return self
 
     @model_validator(mode="after")
     def _distinct_tokens(self) -> GatewaySettings:
@@ -107,6 +119,7 @@ class ClientParams(ExecutorSettings):
     policy: str = "one"
     max_parallel_tasks: int = Field(2, ge=1)
     cloud_url: str = "http://127.0.0.1:9001"
+    cloud_ca_file: str = ""
     join_token: str = Field("", max_length=128)
     client_token: str = ""
     cloud_timeout_s: float = Field(8.0, gt=0)
@@ -122,6 +135,14 @@ class ClientParams(ExecutorSettings):
     @classmethod
     def _strong_token(cls, value: str) -> str:
         return check_token(value)
+
+    @field_validator("cloud_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str) -> str:
+        if value and not Path(value).expanduser().is_file():
+            raise ValueError(f"{value!r} is not a readable file (a PEM bundle of CA "
+                             "certificates)")
+        return value
 
     @field_validator("node_config")
     @classmethod

@@ -18,6 +18,7 @@ import http.client
 import json
 import logging
 import socket
+import ssl
 import threading
 from email.message import Message
 from typing import Any
@@ -46,7 +47,7 @@ class CloudGatewayHttp:
 
     def __init__(self, base_url: str, client_token: str, timeout_s: float = 10.0, *,
                  connect_timeout_s: float = CONNECT_TIMEOUT_S,
-                 download_timeout_s: float | None = None) -> None:
+                 download_timeout_s: float | None = None, ca_file: str = "") -> None:
         parts = urlsplit(base_url.strip())
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"cloud URL must look like http://host:port, not {base_url!r}")
@@ -58,6 +59,8 @@ class CloudGatewayHttp:
         self.download_timeout_s = (max(timeout_s, DOWNLOAD_TIMEOUT_S)
                                    if download_timeout_s is None else download_timeout_s)
         self._https = parts.scheme == "https"
+        self._tls = (ssl.create_default_context(cafile=ca_file or None)
+                     if self._https else None)
         self._host = parts.hostname
         self._port = parts.port
         self._path = parts.path.rstrip("/")
@@ -117,8 +120,7 @@ class CloudGatewayHttp:
     def healthy(self, timeout: float = HEALTH_TIMEOUT_S) -> bool:
         """Whether the cloud gateway answers ``GET /health`` with 200 (its broker connected)
         right now; never raises. A fresh short-lived connection, so it cannot hold up a call."""
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = cls(self._host, self._port, timeout=timeout)
+        connection = self._connection(timeout)
         try:
             connection.request("GET", f"{self._path}/health",
                                headers={"User-Agent": USER_AGENT})
@@ -132,9 +134,16 @@ class CloudGatewayHttp:
 
     # -- plumbing -------------------------------------------------------------------------------
 
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        """A new connection: HTTPS verifying the cloud's certificate (system CAs, or the
+        configured bundle), or plain HTTP."""
+        if self._tls is not None:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                               context=self._tls)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
+
     def _new_connection(self) -> http.client.HTTPConnection:
-        cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-        connection = cls(self._host, self._port, timeout=self.connect_timeout_s)
+        connection = self._connection(self.connect_timeout_s)
         with self._lock:
             self._connections.add(connection)
         return connection
@@ -171,6 +180,11 @@ class CloudGatewayHttp:
                 connection = self._local.connection = self._new_connection()
                 try:
                     connection.connect()
+                except ssl.SSLCertVerificationError as exc:
+                    self._drop(connection)
+                    raise RpcError(f"{what}: the cloud gateway's certificate at {self.base_url} "
+                                   f"is not trusted ({exc.verify_message}); set [client.params] "
+                                   "cloud_ca_file to the CA that signed it") from None
                 except OSError as exc:
                     self._drop(connection)
                     raise self._unreachable(exc) from None

@@ -33,7 +33,8 @@ JOIN_WAIT_S = 60.0
 def _http(settings: Settings, token: str) -> CloudGatewayHttp:
     params = settings.client_params
     try:
-        return CloudGatewayHttp(params.cloud_url, token, params.cloud_timeout_s)
+        return CloudGatewayHttp(params.cloud_url, token, params.cloud_timeout_s,
+                                ca_file=params.cloud_ca_file)
     except ValueError as exc:
         raise ConfigError(f"[client.params] cloud_url (env AGATA_CLIENT_PARAMS_CLOUD_URL): "
                           f"{exc}") from None

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from agata_common.config import ConfigError, settings
 from agata_common.process import configure_logging
-from cloud_gateway.wiring import create_app
+from cloud_gateway.wiring import create_app, server_tls
 
 logger = logging.getLogger("cloud_gateway")
 
@@ -19,16 +19,19 @@ def main() -> int:
     configure_logging("cloud_gateway")
     try:
         config = settings()
+        tls = server_tls(config.server_gateway)
     except ConfigError as exc:
         logger.error("%s", exc)
         return 2
     gateway = config.server_gateway
     app = create_app(config)
-    logger.info("cloud gateway on http://%s:%d", gateway.host, gateway.port)
+    logger.info("cloud gateway on %s://%s:%d", "https" if tls else "http", gateway.host,
+                gateway.port)
     web.run_app(
         app,
         host=gateway.host,
         port=gateway.port,
+        ssl_context=tls,
         print=None,
         access_log=logging.getLogger("cloud_gateway.access") if gateway.access_log else None,
         shutdown_timeout=5,

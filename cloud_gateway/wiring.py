@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 from pathlib import Path
 
 from aiohttp import web
 
-from agata_common.config import Settings
+from agata_common.config import ConfigError, GatewaySettings, Settings
 from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.tasks import TaskEvent
@@ -55,6 +56,20 @@ from microservice_interconnect.rpc_client import RpcClient
 logger = logging.getLogger("cloud_gateway")
 
 NAME = "cloud_gateway"
+
+
+def server_tls(gateway: GatewaySettings) -> ssl.SSLContext | None:
+    """The HTTPS context of ``tls_cert``/``tls_key`` (TLS 1.2 at least), None without them."""
+    if not gateway.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(Path(gateway.tls_cert).expanduser(),
+                                Path(gateway.tls_key).expanduser())
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[server.gateway] tls_cert/tls_key cannot be used: {exc}") from None
+    return context
 
 
 def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
