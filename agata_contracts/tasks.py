@@ -306,6 +306,8 @@ class DownloadTaskFileRequest(BaseModel):
     task_id: TaskId
     filename: TaskPath
     credential: str | None = Field(None, max_length=256, description="Missing: a 401.")
+    client_id: ClientId | None = Field(None, description="The device the credential is for "
+                                       "(the gateway sets it from the device's own token).")
 
 
 class ReadTaskFileRequest(BaseModel):

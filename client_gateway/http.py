@@ -82,11 +82,16 @@ class CloudGatewayHttp:
             what=name)
         return data
 
-    def download(self, task_id: str, filename: str, credential: str) -> tuple[bytes, str]:
-        """A task file and its ``X-Content-SHA256`` header."""
+    def download(self, task_id: str, filename: str, credential: str,
+                 client_id: str | None = None) -> tuple[bytes, str]:
+        """A task file and its ``X-Content-SHA256`` header (``client_id``: whose credential it
+        is, for a cloud that cannot tell from the token)."""
         path = f"/download/{quote(task_id, safe='')}/{quote(filename, safe='/')}"
+        sent = {"X-Download-Credential": credential}
+        if client_id:
+            sent["X-Client-Id"] = client_id
         _status, headers, data = self._call(
-            "GET", path, headers={"X-Download-Credential": credential},
+            "GET", path, headers=sent,
             read_timeout=self.download_timeout_s, what=f"download of {task_id}/{filename}")
         return data, headers.get("X-Content-SHA256", "")
 

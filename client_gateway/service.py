@@ -76,7 +76,7 @@ class ClientGateway:
             raise Unauthorized(f"send the download credential of task {request.task_id!r} "
                                "(from its offer)")
         content, sha256 = self.http.download(request.task_id, request.filename,
-                                             request.credential)
+                                             request.credential, request.client_id)
         actual = hashlib.sha256(content).hexdigest()
         return TaskFileContent(name=request.filename, size=len(content), sha256=sha256 or actual,
                                content=base64.b64encode(content))

@@ -20,7 +20,7 @@ class CorruptDownload(Exception):
     """A downloaded file does not match the sha256 the cloud announced."""
 
 
-def download_task(offer: TaskOffer, fetch: FetchFile, work_dir: Path) -> Path:
+def download_task(offer: TaskOffer, fetch: FetchFile, work_dir: Path, client_id: str) -> Path:
     """Download every file of an offer into ``work_dir/task_<id>/run_<run>``; return it.
 
     Files are written only after their sha256 matched the offer; on any mismatch the folder is
@@ -41,7 +41,8 @@ def download_task(offer: TaskOffer, fetch: FetchFile, work_dir: Path) -> Path:
             except ValueError as exc:
                 raise CorruptDownload(str(exc)) from None
             content = fetch(DownloadTaskFileRequest(task_id=offer.task_id, filename=name,
-                                                    credential=offer.download_credential))
+                                                    credential=offer.download_credential,
+                                                    client_id=client_id))
             digest = hashlib.sha256(content.content).hexdigest()
             if digest != announced.sha256:
                 raise CorruptDownload(

@@ -268,7 +268,7 @@ class ClientTaskManager:
     def _launch(self, offer: TaskOffer) -> None:
         self._record("download_files", f"download started {offer.task_id}")
         try:
-            folder = download_task(offer, self.fetch_file, self.work_dir)
+            folder = download_task(offer, self.fetch_file, self.work_dir, self.client_id)
         except CorruptDownload as exc:
             self._failed(offer.task_id, offer.run, f"corrupted download refused: {exc}")
             return

@@ -305,7 +305,8 @@ async def upload_task_files(request: web.Request) -> web.Response:
 
 async def download(request: web.Request) -> web.Response:
     """``GET /download/<task_id>/<filename>``: operators, or clients with the task credential."""
-    audience = (await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)).audience
+    caller = await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)
+    audience = caller.audience
     credential = request.headers.get("X-Download-Credential")
     if audience is Audience.CLIENT and not credential:
         raise web.HTTPUnauthorized(
@@ -318,7 +319,10 @@ async def download(request: web.Request) -> web.Response:
     }
     spec: RpcSpec[Any, Any] = READ_TASK_FILE
     if audience is Audience.CLIENT:
+        # whose credential it is: the device the token proved (a header only names it for
+        # the shared token of earlier versions, which proves no device)
         payload["credential"] = credential
+        payload["client_id"] = caller.client_id or request.headers.get("X-Client-Id")
         spec = DOWNLOAD_TASK_FILE
     result = await call_rpc(request, spec, payload)
     content = base64.b64decode(result["content"])

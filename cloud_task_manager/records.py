@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agata_common.database import utcnow
+from agata_contracts.credentials import is_device_credential
 from agata_contracts.tasks import (
     ClientTaskReport,
     ClientTaskStatus,
@@ -277,13 +278,20 @@ class TaskRecords:
         record.credential_hash = Credentials.digest(
             self.credentials.credential(record.id, record.credential_nonce))
 
-    def check_download_credential(self, task_id: str, credential: str | None) -> None:
-        """401 unless the task is running and ``credential`` is its current run's download
-        credential (404: no such task)."""
+    def run_credential(self, record: TaskRecord) -> str:
+        """The credential of the record's current run (each device's is derived from it)."""
+        return self.credentials.credential(record.id, record.credential_nonce)
+
+    def check_download_credential(self, task_id: str, credential: str | None,
+                                  client_id: str | None) -> None:
+        """401 unless the task is running and ``credential`` is device ``client_id``'s for the
+        current run (404: no such task)."""
         with Session(self.engine) as session:
             record = self.get(session, task_id)
-            if not (credential and Credentials.matches(credential, record.credential_hash)):
-                raise Unauthorized(f"wrong or missing download credential for task {task_id!r}")
+            if not (credential and client_id and is_device_credential(
+                    credential, self.run_credential(record), client_id)):
+                raise Unauthorized(f"wrong or missing download credential for task {task_id!r} "
+                                   "(each device has its own, from its offer)")
             if record.status != TaskStatus.RUNNING.value:
                 raise Unauthorized(f"task {task_id!r} is not running: its download credential "
                                    "ended with its run")

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from agata_common.database import utcnow
 from agata_common.run_results import gather_results
+from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import (
     NO_LIFECYCLE,
     Lifecycle,
@@ -44,7 +45,7 @@ from agata_contracts.results import (
 )
 from cloud_task_manager.models import ResultRecord
 from cloud_task_manager.records import TaskRecords
-from cloud_task_manager.storage import Credentials, TaskStorage, write_inside
+from cloud_task_manager.storage import TaskStorage, write_inside
 from microservice_interconnect import BadRequest, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
@@ -135,8 +136,8 @@ class RunResultsStore:
         latest run's, while no later run started: also after the run ended)."""
         with Session(self.records.engine) as session:
             record = self.records.get(session, request.task_id)
-            if request.run != record.runs or not Credentials.matches(
-                    request.credential, record.credential_hash):
+            if request.run != record.runs or not is_device_credential(
+                    request.credential, self.records.run_credential(record), request.client_id):
                 raise Forbidden(f"results of run {request.run} of task {request.task_id!r} "
                                    "need that run's download credential (it ends when the "
                                    "next run starts)")

@@ -123,7 +123,8 @@ class RunController:
                 self.records.rotate_credential(record)
                 deadline_s = float(record.deadline_s or self.default_deadline_s)
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
-                                      arguments, kind, record.devices, record.credential_hash,
+                                      arguments, kind, record.devices,
+                                      self.records.run_credential(record),
                                       self.device_join_s, self.device_rejoin_s,
                                       self.results.scratch(record.id, record.runs), image)
                 record.status = TaskStatus.RUNNING.value

@@ -1,7 +1,8 @@
 """Which running tasks a client may join: criteria evaluated against the client's stats.
 
 A poll must be cheap: the running tasks, their compiled criteria and their finished offers
-are kept in memory as one snapshot, dropped whenever a task record changes (start, stop, exit,
+(each device's download credential is derived from the run's when it polls) are kept in memory
+as one snapshot, dropped whenever a task record changes (start, stop, exit,
 update, upload) and rebuilt by the next poll. A poll is then the client lookup and one criteria
 evaluation per running task.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from agata_contracts.credentials import device_credential
 from agata_contracts.criteria import Criteria, compile_criteria
 from agata_contracts.tasks import TaskKind, TaskOffer, kind_of
 from cloud_task_manager.clients import ClientLookup
@@ -19,10 +21,12 @@ from cloud_task_manager.records import TaskRecords, to_task_file
 
 @dataclass(frozen=True)
 class _Candidate:
-    """A running task as a poll needs it: who may join, and what they are offered."""
+    """A running task as a poll needs it: who may join, what they are offered, and the run's
+    credential each device's own is derived from."""
 
     criteria: Criteria
     offer: TaskOffer
+    run_credential: str
 
 
 class TaskSelector:
@@ -60,9 +64,9 @@ class TaskSelector:
                     tags=list(record.tags or []),
                     files=[to_task_file(f) for f in record.files],
                     kind=kind_of(f.name for f in record.files) or TaskKind.SCRIPT,
-                    download_credential=credentials.credential(record.id,
-                                                               record.credential_nonce),
+                    download_credential="",
                 ),
+                credentials.credential(record.id, record.credential_nonce),
             )
             for record in self.records.running()
         ]
@@ -74,5 +78,6 @@ class TaskSelector:
     def offers_for(self, client_id: str) -> list[TaskOffer]:
         """Running tasks whose criteria the client's stored stats match, oldest start first."""
         attributes = self.lookup_client(client_id).criteria_attributes()
-        return [candidate.offer for candidate in self._candidates()
-                if candidate.criteria.matches(attributes)]
+        return [candidate.offer.model_copy(update={"download_credential": device_credential(
+                    candidate.run_credential, client_id)})
+                for candidate in self._candidates() if candidate.criteria.matches(attributes)]

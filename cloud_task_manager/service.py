@@ -184,7 +184,8 @@ class CloudTaskManager:
     @rpc(DOWNLOAD_TASK_FILE)
     def download_task_file(self, request: DownloadTaskFileRequest) -> TaskFileContent:
         """A task file for a client holding the task's download credential."""
-        self.records.check_download_credential(request.task_id, request.credential)
+        self.records.check_download_credential(request.task_id, request.credential,
+                                               request.client_id)
         return self._file_content(request.task_id, request.filename)
 
     @rpc(READ_TASK_FILE)

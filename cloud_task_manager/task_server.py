@@ -17,7 +17,7 @@ from agata_common.run_results import OutputLog
 from agata_contracts.lifecycle import RESULTS_DIR_ENV, output_log_name
 from agata_contracts.results import MAX_OUTPUT_LOG_BYTES
 from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
-from flower_runtime import SERVER_HOST_MODULE
+from flower_runtime import RUN_CREDENTIAL_ENV, SERVER_HOST_MODULE
 from flower_runtime.jobs import HostJob
 from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
 from task_daemon_lib.messages import ReportMessage
@@ -44,7 +44,7 @@ class ServerLaunch:
     arguments: Mapping[str, str | int | float | bool]
     kind: TaskKind = TaskKind.SCRIPT
     devices: int = 1
-    credential_sha256: str = ""
+    run_credential: str = ""
     join_timeout_s: float = 300.0
     rejoin_timeout_s: float = 30.0
     results_dir: Path | None = None
@@ -95,8 +95,9 @@ class ServerProcesses:
             AGATA_TASK_HOST=launch.host,
             AGATA_TASK_PORT=str(launch.port),
             AGATA_TASK_RUN=str(launch.run),
-            AGATA_RUN_CREDENTIAL_SHA256=launch.credential_sha256,
             **({RESULTS_DIR_ENV: str(launch.results_dir)} if launch.results_dir else {}),
+            **({RUN_CREDENTIAL_ENV: launch.run_credential}
+               if launch.kind is TaskKind.FLOWER_APP else {}),
         ))
         name = f"task {launch.task_id} server"
         output = OutputLog(launch.results_dir / output_log_name("server"),
@@ -121,7 +122,7 @@ class ServerProcesses:
             with self._lock:
                 self._children[launch.task_id] = child
             job = HostJob(arguments=launch.host_arguments(),
-                          credential_sha256=launch.credential_sha256)
+                          run_credential=launch.run_credential)
             try:
                 child.send_input(job.model_dump_json())
             except OSError:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 
 CLIENT_WORKER_MODULE = "flower_runtime.client_worker"
 SERVER_HOST_MODULE = "flower_runtime.server_host"
+RUN_CREDENTIAL_ENV = "AGATA_RUN_CREDENTIAL"
+"""How a ServerApp host started for one run alone gets the run's credential."""
 DEFAULT_PRELOAD = ("numpy", "torch")
 """What a warm worker or host imports before its job comes (what apps commonly need)."""
 

@@ -29,12 +29,13 @@ class WorkerJob(BaseModel):
 
 
 class HostJob(BaseModel):
-    """One run of a ServerApp: the host's command line and the run credential's hash."""
+    """One run of a ServerApp: the host's command line and the run's credential (each device's
+    own is derived from it, and checked when the device joins)."""
 
     model_config = ConfigDict(extra="forbid")
 
     arguments: list[str] = Field(max_length=64)
-    credential_sha256: str = Field(default="", max_length=64)
+    run_credential: str = Field(default="", max_length=128)
 
 
 JobT = TypeVar("JobT", WorkerJob, HostJob)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -30,8 +28,9 @@ from flwr.supercore.object_ref import load_app
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
-from flower_runtime import DEFAULT_PRELOAD, preload, wire
+from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
 from flower_runtime.grid import Node, RunGrid
 from flower_runtime.jobs import HostJob, read_job
 from flower_runtime.manifest import ConfigValue, read_manifest
@@ -42,7 +41,6 @@ from task_daemon_lib.task_reporter import TaskReporter
 
 logger = logging.getLogger("flower_runtime.server_host")
 
-CREDENTIAL_SHA256_ENV = "AGATA_RUN_CREDENTIAL_SHA256"
 HELLO_TIMEOUT_S = 10.0
 HEARTBEAT_S = 15.0
 
@@ -68,17 +66,12 @@ class DeviceDoor:
     """The run's websocket endpoint: admission, then messages both ways."""
 
     def __init__(self, grid: RunGrid, run_id: int, run_config: dict[str, ConfigValue],
-                 credential_sha256: str) -> None:
+                 run_credential: str) -> None:
         self.grid = grid
         self.run_id = run_id
         self.run_config = run_config
-        self.credential_sha256 = credential_sha256
+        self.run_credential = run_credential
         self.channels: dict[int, _SocketChannel] = {}
-
-    def _credential_ok(self, credential: str) -> bool:
-        digest = hashlib.sha256(credential.encode()).hexdigest()
-        return bool(self.credential_sha256) and hmac.compare_digest(digest,
-                                                                    self.credential_sha256)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         """One device's connection, from hello to the end of the run."""
@@ -98,7 +91,7 @@ class DeviceDoor:
             await socket.send_str(wire.control(wire.Refusal(reason=str(exc))))
             await socket.close()
             return socket
-        if not self._credential_ok(hello.credential):
+        if not is_device_credential(hello.credential, self.run_credential, hello.client_id):
             logger.warning("refused %s: wrong run credential", hello.client_id)
             await socket.send_str(wire.control(wire.Refusal(reason="wrong run credential")))
             await socket.close()
@@ -233,7 +226,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def serve_run(args: argparse.Namespace, reporter: TaskReporter, credential_sha256: str) -> None:
+def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: str) -> None:
     """Run the app's ServerApp to its end over the devices that join."""
     quiet_flower()
     app_dir = args.app.resolve()
@@ -260,7 +253,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, credential_sha25
 
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
                    rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report)
-    door = DeviceDoor(grid, args.run_id, run_config, credential_sha256)
+    door = DeviceDoor(grid, args.run_id, run_config, run_credential)
     server = DeviceServer(door, args.host, args.port)
     server.start()
     reporter.send_print(f"waiting for {args.devices} device(s) on {args.host}:{args.port}")
@@ -291,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments[:1] == ["--warm"]:
         return run_task(lambda reporter: serve_warm(arguments[1:], reporter))
     return run_task(lambda reporter: serve_run(
-        parse_args(arguments), reporter, os.environ.get(CREDENTIAL_SHA256_ENV, "")))
+        parse_args(arguments), reporter, os.environ.get(RUN_CREDENTIAL_ENV, "")))
 
 
 def serve_warm(argv: Sequence[str], reporter: TaskReporter) -> None:
@@ -305,7 +298,7 @@ def serve_warm(argv: Sequence[str], reporter: TaskReporter) -> None:
     if job is None:
         logger.info("no job came; exiting")
         return
-    serve_run(parse_args(job.arguments), reporter, job.credential_sha256)
+    serve_run(parse_args(job.arguments), reporter, job.run_credential)
 
 
 def _json_object(text: str) -> dict[str, ConfigValue]:

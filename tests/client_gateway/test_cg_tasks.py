@@ -39,7 +39,7 @@ async def test_download_with_the_offered_credential(gateway: Gateway, cloud: Clo
 
         content = await asyncio.to_thread(client.call, DOWNLOAD_TASK_FILE, {
             "task_id": task.id, "filename": "weights.bin",
-            "credential": offer.download_credential}, 30)
+            "credential": offer.download_credential, "client_id": "dev-d"}, 30)
         assert content.content == DATA and content.size == len(DATA)
         assert content.sha256 == hashlib.sha256(DATA).hexdigest() == next(
             f.sha256 for f in offer.files if f.name == "weights.bin")
@@ -49,11 +49,12 @@ async def test_download_with_the_offered_credential(gateway: Gateway, cloud: Clo
 
         with pytest.raises(Unauthorized):
             await asyncio.to_thread(client.call, DOWNLOAD_TASK_FILE, {
-                "task_id": task.id, "filename": "weights.bin", "credential": "wrong"})
+                "task_id": task.id, "filename": "weights.bin", "credential": "wrong",
+                "client_id": "dev-d"})
         with pytest.raises(NotFound):
             await asyncio.to_thread(client.call, DOWNLOAD_TASK_FILE, {
                 "task_id": task.id, "filename": "nothing.bin",
-                "credential": offer.download_credential})
+                "credential": offer.download_credential, "client_id": "dev-d"})
     finally:
         await asyncio.to_thread(stop_task, cloud, task.id)
 

@@ -315,8 +315,8 @@ async def test_rest_flow_files_and_downloads(gateway: Gateway, cloud: Cloud) -> 
 async def _check_downloads(gateway: Gateway, credential: str, model: bytes) -> None:
     url = f"{gateway.url}/download/rest/client.py"
     expected = hashlib.sha256(model).hexdigest()
-    for headers in (gateway.operator(),
-                    {**gateway.client(), "X-Download-Credential": credential}):
+    device = {**gateway.client(), "X-Client-Id": "dev-9"}
+    for headers in (gateway.operator(), {**device, "X-Download-Credential": credential}):
         async with gateway.http.get(url, headers=headers) as response:
             assert response.status == 200
             content = await response.read()
@@ -324,14 +324,14 @@ async def _check_downloads(gateway: Gateway, credential: str, model: bytes) -> N
             assert response.headers["X-Content-SHA256"] == expected
             assert hashlib.sha256(content).hexdigest() == expected
     refused = [
-        ("/download/rest/client.py", gateway.client(), 401),
+        ("/download/rest/client.py", device, 401),
+        ("/download/rest/client.py", {**device, "X-Download-Credential": "0" * 64}, 401),
+        ("/download/rest/client.py", {**device, "X-Download-Credential": credential[:-1]}, 401),
+        # the credential is dev-9's own: worth nothing to another device
         ("/download/rest/client.py",
-         {**gateway.client(), "X-Download-Credential": "0" * 64}, 401),
-        ("/download/rest/client.py",
-         {**gateway.client(), "X-Download-Credential": credential[:-1]}, 401),
+         {**device, "X-Client-Id": "dev-8", "X-Download-Credential": credential}, 401),
         ("/download/ghost/client.py", gateway.operator(), 404),
-        ("/download/ghost/client.py",
-         {**gateway.client(), "X-Download-Credential": credential}, 404),
+        ("/download/ghost/client.py", {**device, "X-Download-Credential": credential}, 404),
         ("/download/rest/missing.py", gateway.operator(), 404),
     ]
     for path, headers, expected_status in refused:

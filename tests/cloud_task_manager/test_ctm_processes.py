@@ -381,9 +381,18 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
                                                       {"client_id": "dev"}).tasks}
     credential = offers["dl"].download_credential
     assert credential != offers["dl2"].download_credential
+    # each device has its own credential for a run, worth nothing to another device
+    cloud.client.call(UPDATE_USER_INFO, {"user_id": "dev2"})
+    (other,) = [o for o in cloud.client.call(CLIENT_REQUESTING_TASK,
+                                             {"client_id": "dev2"}).tasks if o.task_id == "dl"]
+    assert other.download_credential != credential
+    for who, given in (("dev2", credential), ("dev", other.download_credential)):
+        with pytest.raises(Unauthorized):
+            cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
+                                                   "credential": given, "client_id": who})
 
     got = cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
-                                                 "credential": credential})
+                                                 "credential": credential, "client_id": "dev"})
     assert got.content == content and got.size == len(content)
     assert got.sha256 == hashlib.sha256(content).hexdigest()
     as_operator = cloud.client.call(READ_TASK_FILE, {"task_id": "dl", "filename": "client.py"})
@@ -396,14 +405,18 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
     for credential_given in (None, "", "0" * 64, offers["dl2"].download_credential):
         with pytest.raises(Unauthorized):
             cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
-                                                   "credential": credential_given})
+                                                   "credential": credential_given,
+                                                   "client_id": "dev"})
+    with pytest.raises(Unauthorized):  # whose credential it is must be said
+        cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
+                                               "credential": credential})
     with pytest.raises(NotFound) as info:
         cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "missing.py",
-                                               "credential": credential})
+                                               "credential": credential, "client_id": "dev"})
     assert "missing.py" in info.value.message
     with pytest.raises(NotFound):
         cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "ghost", "filename": "client.py",
-                                               "credential": credential})
+                                               "credential": credential, "client_id": "dev"})
     for name in ("../dl2/client.py", "..", "/etc/passwd"):
         status, envelope = raw_call(cloud, READ_TASK_FILE.name, {
             "task_id": "dl", "filename": name})
@@ -412,7 +425,8 @@ def test_download_needs_the_task_credential(cloud: Cloud) -> None:
     # a credential lives as long as its run
     def download(with_credential: str) -> Any:
         return cloud.client.call(DOWNLOAD_TASK_FILE, {"task_id": "dl", "filename": "client.py",
-                                                      "credential": with_credential})
+                                                      "credential": with_credential,
+                                                      "client_id": "dev"})
 
     cloud.client.call(STOP_SERVER_TASK, {"task_id": "dl"})
     with pytest.raises(Unauthorized) as ended:

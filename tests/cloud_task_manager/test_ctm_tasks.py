@@ -281,7 +281,8 @@ def test_offers_running_matching_tasks_without_any_stored_secret(
     assert set(files) == {"client.py", "server.py"}
     assert vision["download_credential"]
     got = client.call(DOWNLOAD_TASK_FILE, {"task_id": "vision", "filename": "client.py",
-                                           "credential": vision["download_credential"]})
+                                           "credential": vision["download_credential"],
+                                           "client_id": "cam"})
     assert got.content == model and got.sha256 == files["client.py"]["sha256"]
 
     # Newly matching stats take effect on the next request; a stopped task is no longer offered.
