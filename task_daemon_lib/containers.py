@@ -13,11 +13,8 @@ falls back to stdout, and lines carrying :data:`~task_daemon_lib.messages.STDOUT
 parsed into report messages. Standard input, output and error travel over one attach socket,
 opened before the container starts so no output is lost.
 
-Containers never outlive their owner: each is labelled ``agata.owner=<pid>`` (with the owner's
-start time in ``agata.owner_start``) and removed when it ends; a small guard process, started
-with the first container, removes the owner's containers when the owner dies however it dies
-(it waits for end-of-file on a pipe only the owner holds); :func:`remove_orphans` removes those
-of any dead owner.
+Containers never outlive their owner: each is labelled with it and removed when it ends, and
+:mod:`task_daemon_lib.container_owners` removes those of an owner that died.
 """
 
 from __future__ import annotations
@@ -30,31 +27,34 @@ import selectors
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, cast
 
-import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import Mount
 
+from task_daemon_lib.container_owners import (
+    API_TIMEOUT_S,
+    GUARD,
+    OWNER_LABEL,
+    OWNER_START_LABEL,
+    docker_client,
+    remove_orphans,
+    running_containers,
+    start_time,
+)
 from task_daemon_lib.lines import (
-    STDERR_TAIL_LINES,
     ChildOutcome,
+    LineRouter,
     LineSplitter,
-    split_stdout_report,
 )
 from task_daemon_lib.messages import (
-    INFO_FINISHED,
     REPORT_FD_ENV,
-    ErrorMessage,
-    InfoMessage,
     ReportMessage,
 )
 
@@ -75,13 +75,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_IMAGE = "agata-task:local"
 """The task image ``scripts/docker_engine.sh`` builds."""
 
-OWNER_LABEL = "agata.owner"
-"""Label holding the pid of the process that started a container."""
-
-OWNER_START_LABEL = "agata.owner_start"
-"""Label holding the owner's start time (clock ticks since boot), against pid reuse."""
-
-_API_TIMEOUT_S = 30.0
 _READ_CHUNK = 64 * 1024
 _POLL_INTERVAL_S = 0.1
 _STOP_MARGIN_S = 60.0
@@ -141,15 +134,10 @@ def python_mounts() -> tuple[Path, ...]:
     return tuple(dict.fromkeys(Path(p) for p in (sys.base_prefix, sys.prefix)))
 
 
-def _client(timeout: float = _API_TIMEOUT_S) -> Any:
-    """A Docker client from the environment (``DOCKER_HOST`` or the local socket)."""
-    return docker.from_env(timeout=timeout)
-
-
 def engine_available(image: str = DEFAULT_IMAGE) -> str | None:
     """None when a Docker engine answers and has ``image``; otherwise why not."""
     try:
-        client = _client(timeout=5.0)
+        client = docker_client(timeout=5.0)
     except DockerException as exc:
         return f"no Docker engine answers ({exc}); run scripts/docker_engine.sh"
     try:
@@ -162,98 +150,6 @@ def engine_available(image: str = DEFAULT_IMAGE) -> str | None:
     finally:
         client.close()
     return None
-
-
-def _start_time(pid: int) -> str | None:
-    """Start time of process ``pid`` (clock ticks since boot), None when it does not exist."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]
-
-
-def _owner_alive(owner: str | None, owner_start: str | None) -> bool:
-    """True while the process named by a container's owner labels (pid, and start time when
-    recorded) still runs."""
-    try:
-        pid = int(owner or "")
-    except ValueError:
-        return False
-    started = _start_time(pid)
-    return started is not None and (not owner_start or owner_start == started)
-
-
-def remove_orphans(owner_label: str = OWNER_LABEL, *, owner: int | None = None,
-                   client: Any = None) -> list[str]:
-    """Remove containers carrying ``owner_label`` whose owner process is gone (or, with
-    ``owner``, every container of that owner pid); return their names."""
-    own = client is None
-    client = _client() if own else client
-    removed: list[str] = []
-    try:
-        for container in client.containers.list(all=True, filters={"label": owner_label}):
-            labels = cast(dict[str, str], container.labels)
-            if owner is not None:
-                if labels.get(owner_label) != str(owner):
-                    continue
-            elif _owner_alive(labels.get(owner_label), labels.get(OWNER_START_LABEL)):
-                continue
-            try:
-                container.remove(force=True)
-            except NotFound:
-                continue
-            removed.append(str(container.name))
-            logger.info("removed container %s of owner %s", container.name,
-                        labels.get(owner_label))
-    finally:
-        if own:
-            client.close()
-    return removed
-
-
-class _OwnerGuard:
-    """A process that removes this process's containers once this process is gone."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._owner = 0
-
-    def ensure(self) -> None:
-        """Start the guard unless one for this process runs."""
-        with self._lock:
-            if self._proc is not None and self._owner == os.getpid() and self._proc.poll() is None:
-                return
-            root = str(Path(__file__).resolve().parents[1])
-            env = {name: value for name, value in os.environ.items()
-                   if name in ("PATH", "DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY")}
-            env["PYTHONPATH"] = root
-            code = ("import sys; from task_daemon_lib.containers import _guard_main; "
-                    "sys.exit(_guard_main(int(sys.argv[1])))")
-            # Not through the spawner: the guard must outlive us. Only we hold its stdin.
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", code, str(os.getpid())], stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, env=env, cwd=root, start_new_session=True,
-            )
-            self._owner = os.getpid()
-
-
-_GUARD = _OwnerGuard()
-
-
-def _guard_main(owner: int) -> int:
-    """Body of the guard process: wait for end-of-file on stdin, then remove the containers
-    labelled with ``owner``."""
-    while sys.stdin.buffer.read(4096):
-        pass
-    try:
-        remove_orphans(owner=owner)
-    except DockerException as exc:
-        logging.basicConfig()
-        logger.error("cannot remove the containers of %d: %s", owner, exc)
-        return 1
-    return 0
 
 
 def _container_name(name: str) -> str:
@@ -290,11 +186,9 @@ class ContainerProcess:
         self._argv = [str(arg) for arg in argv]
         self._spec = spec
         self._env = dict(env)
-        self._on_message = on_message
-        self._on_output = on_output
-        self._on_exit = on_exit
+        self._router = LineRouter(name, on_message=on_message, on_output=on_output,
+                                  on_exit=on_exit, require_finished=require_finished)
         self._name = name
-        self._require_finished = require_finished
         self._stdin_pipe = stdin_pipe
 
         self._lock = threading.Lock()
@@ -311,9 +205,6 @@ class ContainerProcess:
         self._stopped = False
         self._kill_deadline: float | None = None
         self._kill_sent = False
-        self._finished = False
-        self._error: str | None = None
-        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._outcome: ChildOutcome | None = None
 
     def __repr__(self) -> str:
@@ -431,10 +322,10 @@ class ContainerProcess:
 
     def _create_and_start(self) -> None:
         """Create the container, attach to its streams, start it; caller holds the lock."""
-        _GUARD.ensure()
+        GUARD.ensure()
         spec = self._spec
         limits = spec.limits
-        self._client = _client()
+        self._client = docker_client()
         api = self._client.api
         env = dict(self._env)
         env.pop(REPORT_FD_ENV, None)
@@ -461,7 +352,7 @@ class ContainerProcess:
             environment=env,
             working_dir=str(spec.working_dir or spec.task_dir),
             labels={OWNER_LABEL: str(os.getpid()),
-                    OWNER_START_LABEL: _start_time(os.getpid()) or ""},
+                    OWNER_START_LABEL: start_time(os.getpid()) or ""},
             host_config=host_config,
             stdin_open=self._stdin_pipe,
             detach=False,
@@ -476,7 +367,7 @@ class ContainerProcess:
             raw = raw._sock  # type: ignore[attr-defined]
         self._sock = cast(socket.socket, raw)
         # Blocking with a bound: reads follow the selector, writes of stdin may wait a while.
-        self._sock.settimeout(_API_TIMEOUT_S)
+        self._sock.settimeout(API_TIMEOUT_S)
         api.start(self._container_id)
         state = api.inspect_container(self._container_id)["State"]
         self._pid = int(state.get("Pid") or 0) or None
@@ -531,8 +422,7 @@ class ContainerProcess:
             returncode = self._wait_exit()
         except Exception as exc:
             logger.exception("reader of %s failed", self._name)
-            if self._error is None:
-                self._error = f"task runner error: {exc!r}"
+            self._router.fail(f"task runner error: {exc!r}")
             self._signal("SIGKILL")
         with self._lock:
             self._stopped = self._stop_requested
@@ -590,7 +480,7 @@ class ContainerProcess:
             time.sleep(_POLL_INTERVAL_S)
         code = int(state.get("ExitCode", -1))
         if state.get("OOMKilled"):
-            self._stderr_tail.append(
+            self._router.stderr_tail.append(
                 f"[container] out of memory (limit {self._spec.limits.memory_mb} MB)")
         if 128 < code < 128 + signal.NSIG:
             code = -(code - 128)
@@ -621,71 +511,12 @@ class ContainerProcess:
 
     def _dispatch(self, stream: str, line: str) -> None:
         """Route one output line: a prefixed stdout report, or plain output."""
-        if stream == "stdout":
-            report = split_stdout_report(line)
-            if report is not None:
-                before, msg = report
-                if before:
-                    self._emit_output(stream, before)
-                self._handle_message(msg)
-                return
-        else:
-            self._stderr_tail.append(line)
-        self._emit_output(stream, line)
-
-    def _handle_message(self, msg: ReportMessage) -> None:
-        """Record what the outcome needs, then pass the message on."""
-        if isinstance(msg, InfoMessage) and msg.info == INFO_FINISHED:
-            self._finished = True
-        elif isinstance(msg, ErrorMessage) and self._error is None:
-            self._error = msg.exception
-        if self._on_message is not None:
-            self._call(self._on_message, msg)
-        else:
-            logger.debug("%s reported %r", self._name, msg)
-
-    def _emit_output(self, stream: str, line: str) -> None:
-        """Pass an output line to ``on_output`` or the logger."""
-        if self._on_output is not None:
-            self._call(self._on_output, stream, line)
-        elif stream == "stderr":
-            logger.info("[%s stderr] %s", self._name, line)
-        else:
-            logger.debug("[%s stdout] %s", self._name, line)
-
-    def _call(self, callback: Callable[..., object], *args: object) -> None:
-        """Run a user callback, logging (never propagating) its exceptions."""
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("callback %r of %s raised", callback, self._name)
+        self._router.output_line(stream, line)
 
     def _finish(self, returncode: int) -> None:
         """Compute the outcome, call ``on_exit`` once and wake waiters."""
-        outcome = ChildOutcome(
-            returncode=returncode,
-            finished=self._finished,
-            error=self._error,
-            stopped=self._stopped,
-            stderr_tail=list(self._stderr_tail),
-            require_finished=self._require_finished,
-        )
-        self._outcome = outcome
-        logger.info("%s ended: %s (%s)", self._name, outcome.status, outcome.reason or "ok")
+        self._outcome = self._router.outcome(returncode, self._stopped)
         try:
-            if self._on_exit is not None:
-                self._call(self._on_exit, outcome)
+            self._router.exited(self._outcome)
         finally:
             self._done.set()
-
-
-def running_containers(owner: int | None = None, client: Any = None) -> list[str]:
-    """Names of the containers labelled with ``owner`` (default: this process)."""
-    own = client is None
-    client = _client() if own else client
-    try:
-        label = f"{OWNER_LABEL}={owner if owner is not None else os.getpid()}"
-        return [str(c.name) for c in client.containers.list(all=True, filters={"label": label})]
-    finally:
-        if own:
-            client.close()

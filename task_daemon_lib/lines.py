@@ -1,15 +1,20 @@
 """Pieces shared by the task runners (child process and container): line splitting, the
-stdout report prefix, and how a task ended."""
+stdout report prefix, where each line goes, and how a task ended."""
 
 from __future__ import annotations
 
+import logging
 import signal
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 from task_daemon_lib.messages import (
     INFO_FINISHED,
     STDOUT_PREFIX,
+    ErrorMessage,
+    InfoMessage,
     ReportMessage,
     parse_report_line,
 )
@@ -20,9 +25,12 @@ __all__ = [
     "TRUNCATION_MARK",
     "ChildOutcome",
     "ChildStatus",
+    "LineRouter",
     "LineSplitter",
     "split_stdout_report",
 ]
+
+logger = logging.getLogger(__name__)
 
 MAX_LINE_BYTES = 64 * 1024
 """Longest line kept from any pipe; the rest of a longer line is dropped."""
@@ -155,3 +163,89 @@ def split_stdout_report(line: str) -> tuple[str, ReportMessage] | None:
     if msg is None:
         return None
     return line[:idx], msg
+
+
+class LineRouter:
+    """Where a task process's lines go, the same for a child process and a container: report
+    lines (from the report pipe, or prefixed on stdout) become messages and what the outcome
+    needs; other output goes to ``on_output`` or this process's log; the outcome goes to
+    ``on_exit`` once. Callback exceptions are logged, never propagated."""
+
+    def __init__(self, name: str, *, on_message: Callable[[ReportMessage], None] | None,
+                 on_output: Callable[[str, str], None] | None,
+                 on_exit: Callable[[ChildOutcome], None] | None,
+                 require_finished: bool) -> None:
+        self.name = name
+        self._on_message = on_message
+        self._on_output = on_output
+        self._on_exit = on_exit
+        self._require_finished = require_finished
+        self.finished = False
+        self.error: str | None = None
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+
+    def report_line(self, line: str) -> None:
+        """A line of the report pipe."""
+        if not line.strip():
+            return
+        msg = parse_report_line(line)
+        if msg is None:
+            logger.warning("%s sent an invalid report line: %.200r", self.name, line)
+            return
+        self.message(msg)
+
+    def output_line(self, stream: str, line: str) -> None:
+        """A line of stdout (which may carry a prefixed report) or stderr."""
+        if stream == "stdout":
+            report = split_stdout_report(line)
+            if report is not None:
+                before, msg = report
+                if before:
+                    self._output(stream, before)
+                self.message(msg)
+                return
+        else:
+            self.stderr_tail.append(line)
+        self._output(stream, line)
+
+    def message(self, msg: ReportMessage) -> None:
+        """Record what the outcome needs, then pass the message on."""
+        if isinstance(msg, InfoMessage) and msg.info == INFO_FINISHED:
+            self.finished = True
+        elif isinstance(msg, ErrorMessage) and self.error is None:
+            self.error = msg.exception
+        if self._on_message is not None:
+            self._call(self._on_message, msg)
+        else:
+            logger.debug("%s reported %r", self.name, msg)
+
+    def fail(self, reason: str) -> None:
+        """The runner itself failed: the outcome says so unless the task reported an error."""
+        if self.error is None:
+            self.error = reason
+
+    def _output(self, stream: str, line: str) -> None:
+        if self._on_output is not None:
+            self._call(self._on_output, stream, line)
+        elif stream == "stderr":
+            logger.info("[%s stderr] %s", self.name, line)
+        else:
+            logger.debug("[%s stdout] %s", self.name, line)
+
+    def _call(self, callback: Callable[..., object], *args: object) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            logger.exception("callback %r of %s raised", callback, self.name)
+
+    def outcome(self, returncode: int, stopped: bool) -> ChildOutcome:
+        """How the process ended, from its exit and what it reported."""
+        return ChildOutcome(returncode=returncode, finished=self.finished, error=self.error,
+                            stopped=stopped, stderr_tail=list(self.stderr_tail),
+                            require_finished=self._require_finished)
+
+    def exited(self, outcome: ChildOutcome) -> None:
+        """Log the outcome and hand it to ``on_exit``."""
+        logger.info("%s ended: %s (%s)", self.name, outcome.status, outcome.reason or "ok")
+        if self._on_exit is not None:
+            self._call(self._on_exit, outcome)

@@ -19,7 +19,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -30,16 +29,12 @@ from task_daemon_lib.lines import (
     TRUNCATION_MARK,
     ChildOutcome,
     ChildStatus,
-    split_stdout_report,
+    LineRouter,
 )
 from task_daemon_lib.lines import LineSplitter as _LineSplitter
 from task_daemon_lib.messages import (
-    INFO_FINISHED,
     REPORT_FD_ENV,
-    ErrorMessage,
-    InfoMessage,
     ReportMessage,
-    parse_report_line,
 )
 
 __all__ = [
@@ -122,11 +117,9 @@ class ChildProcess:
         self._argv = [str(arg) for arg in argv]
         self._cwd = Path(cwd)
         self._env = dict(env) if env is not None else None
-        self._on_message = on_message
-        self._on_output = on_output
-        self._on_exit = on_exit
+        self._router = LineRouter(name, on_message=on_message, on_output=on_output,
+                                  on_exit=on_exit, require_finished=require_finished)
         self._name = name
-        self._require_finished = require_finished
         self._kill_group_on_exit = kill_group_on_exit
         self._stdin_pipe = stdin_pipe
 
@@ -141,9 +134,6 @@ class ChildProcess:
         self._stopped = False
         self._kill_deadline: float | None = None
         self._kill_sent = False
-        self._finished = False
-        self._error: str | None = None
-        self._stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         self._outcome: ChildOutcome | None = None
 
     def __repr__(self) -> str:
@@ -291,8 +281,7 @@ class ChildProcess:
             self._listen()
         except Exception as exc:
             logger.exception("reader of %s failed", self._name)
-            if self._error is None:
-                self._error = f"task runner error: {exc!r}"
+            self._router.fail(f"task runner error: {exc!r}")
             self._reap(force_kill=True)
         self._finish()
 
@@ -409,69 +398,17 @@ class ChildProcess:
     def _dispatch(self, stream: str, line: str) -> None:
         """Route one line from a pipe."""
         if stream == "report":
-            if not line.strip():
-                return
-            msg = parse_report_line(line)
-            if msg is None:
-                logger.warning("%s sent an invalid report line: %.200r", self._name, line)
-                return
-            self._handle_message(msg)
-            return
-        if stream == "stdout":
-            report = split_stdout_report(line)
-            if report is not None:
-                before, msg = report
-                if before:
-                    self._emit_output(stream, before)
-                self._handle_message(msg)
-                return
+            self._router.report_line(line)
         else:
-            self._stderr_tail.append(line)
-        self._emit_output(stream, line)
-
-    def _handle_message(self, msg: ReportMessage) -> None:
-        """Record what the outcome needs, then pass the message on."""
-        if isinstance(msg, InfoMessage) and msg.info == INFO_FINISHED:
-            self._finished = True
-        elif isinstance(msg, ErrorMessage) and self._error is None:
-            self._error = msg.exception
-        if self._on_message is not None:
-            self._call(self._on_message, msg)
-        else:
-            logger.debug("%s reported %r", self._name, msg)
-
-    def _emit_output(self, stream: str, line: str) -> None:
-        """Pass a stdout/stderr line to ``on_output`` or the logger."""
-        if self._on_output is not None:
-            self._call(self._on_output, stream, line)
-        elif stream == "stderr":
-            logger.info("[%s stderr] %s", self._name, line)
-        else:
-            logger.debug("[%s stdout] %s", self._name, line)
-
-    def _call(self, callback: Callable[..., object], *args: object) -> None:
-        """Run a user callback, logging (never propagating) its exceptions."""
-        try:
-            callback(*args)
-        except Exception:
-            logger.exception("callback %r of %s raised", callback, self._name)
+            self._router.output_line(stream, line)
 
     def _finish(self) -> None:
         """Compute the outcome, call ``on_exit`` once and wake waiters."""
         proc = self._require_started()
         self.close_input()
-        outcome = ChildOutcome(
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            finished=self._finished,
-            error=self._error,
-            stopped=self._stopped,
-            stderr_tail=list(self._stderr_tail),
-            require_finished=self._require_finished,
-        )
-        self._outcome = outcome
-        logger.info("%s ended: %s (%s)", self._name, outcome.status, outcome.reason or "ok")
+        returncode = proc.returncode if proc.returncode is not None else -1
+        self._outcome = self._router.outcome(returncode, self._stopped)
         try:
-            if self._on_exit is not None:
-                self._call(self._on_exit, outcome)
+            self._router.exited(self._outcome)
         finally:
             self._done.set()

@@ -459,7 +459,7 @@ def test_default_logging_of_output(tmp_path, caplog):
         + 'r = TaskReporter()\nprint("to out")\nprint("to err", file=sys.stderr)\n'
         + 'r.send_info("Finished")\n'
     )
-    caplog.set_level("DEBUG", logger="task_daemon_lib.runner")
+    caplog.set_level("DEBUG", logger="task_daemon_lib.lines")
     child = ChildProcess(python_argv(script), cwd=tmp_path, env=child_env(), name="logme")
     child.start()
     assert child.wait(WAIT_S).status == "finished"
