@@ -20,6 +20,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,21 +88,27 @@ async def register(session: aiohttp.ClientSession, url: str, api_token: str,
     return tokens
 
 
-async def poll_load(url: str, api_token: str, clients: int, interval: float,
-                    duration: float) -> dict[str, Any]:
-    """Every device polls once per ``interval`` for ``duration`` with its own credential;
-    latencies and errors."""
-    latencies: list[float] = []
-    errors = 0
+async def enroll_all(url: str, api_token: str, clients: int) -> list[str]:
+    """Enroll every simulated device; their tokens."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session:
+        return await register(session, url, api_token, clients)
+
+
+async def poll_load(url: str, tokens: list[str], interval: float, duration: float,
+                    warmup: float, mark: Callable[[], None]) -> dict[str, Any]:
+    """Every device polls once per ``interval`` with its own credential for ``warmup`` and
+    then ``duration`` seconds; ``mark`` is called when the measured part begins. Latencies,
+    throughput and errors of the measured part, and the p99 of the warm-up."""
+    samples: list[tuple[float, float, bool]] = []
     connector = aiohttp.TCPConnector(limit=256)
     async with aiohttp.ClientSession(connector=connector,
                                      timeout=aiohttp.ClientTimeout(total=30)) as session:
-        tokens = await register(session, url, api_token, clients)
         started = time.monotonic()
-        end = started + duration
+        measured_from = started + warmup
+        end = measured_from + duration
+        asyncio.get_running_loop().call_later(warmup, mark)
 
         async def device(index: int) -> None:
-            nonlocal errors
             body = json.dumps({"client_id": device_id(index)}).encode()
             headers = {"Authorization": f"Bearer {tokens[index]}",
                        "Content-Type": "application/json"}
@@ -113,26 +120,29 @@ async def poll_load(url: str, api_token: str, clients: int, interval: float,
                 if time.monotonic() >= end:
                     return
                 sent = time.monotonic()
+                ok = True
                 try:
                     async with session.post(f"{url}/rpc_exec_client_requesting_task",
                                             data=body, headers=headers) as response:
                         await response.read()
-                        if response.status != 200:
-                            errors += 1
+                        ok = response.status == 200
                 except (aiohttp.ClientError, TimeoutError):
-                    errors += 1
-                latencies.append(time.monotonic() - sent)
+                    ok = False
+                samples.append((sent, time.monotonic() - sent, ok))
                 next_at += interval
 
-        await asyncio.gather(*(device(i) for i in range(clients)))
-        elapsed = time.monotonic() - started
-    ms = [value * 1000 for value in latencies]
+        await asyncio.gather(*(device(i) for i in range(len(tokens))))
+    measured = [(latency * 1000, ok) for sent, latency, ok in samples if sent >= measured_from]
+    warm = [latency * 1000 for sent, latency, _ in samples if sent < measured_from]
+    ms = [latency for latency, _ in measured]
     return {
-        "polls": len(latencies),
-        "polls_per_s": round(len(latencies) / elapsed, 1),
+        "polls": len(measured),
+        "polls_per_s": round(len(measured) / duration, 1),
         "p50_ms": round(percentile(ms, 0.5), 2) if ms else None,
         "p99_ms": round(percentile(ms, 0.99), 2) if ms else None,
-        "errors": errors,
+        "errors": sum(not ok for _, ok in measured) + sum(not ok for s, _, ok in samples
+                                                          if s < measured_from),
+        "warmup_p99_ms": round(percentile(warm, 0.99), 2) if warm else None,
     }
 
 
@@ -148,8 +158,10 @@ def start_tasks(stack: Stack, folder: Path) -> None:
         stack.api.post("/rpc_exec_start_server_task", {"task_id": task_id})
 
 
-def run(clients: int, interval: float, duration: float, out: Path) -> dict[str, Any]:
-    """Bring the cloud up, load it, stop it; the figures."""
+def run(clients: int, interval: float, duration: float, out: Path,
+        warmup: float = 5.0) -> dict[str, Any]:
+    """Bring the cloud up, enroll the devices, load it, stop it; the figures (CPU of the
+    measured part only)."""
     stack = Stack(out, client_count=0,
                   cloud_overrides={"AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE": "100000"})
     try:
@@ -159,11 +171,17 @@ def run(clients: int, interval: float, duration: float, out: Path) -> dict[str, 
         pids = {name: process.pid for name, process in stack.processes.processes.items()
                 if name != "event_reader"}
         pids["load_generator"] = 0
-        before = {name: cpu_seconds(pid) if pid else time.process_time()
-                  for name, pid in pids.items()}
-        began = time.monotonic()
-        figures = asyncio.run(poll_load(api.url, api.token or "", clients, interval, duration))
-        wall = time.monotonic() - began
+        tokens = asyncio.run(enroll_all(api.url, api.token or "", clients))
+        before: dict[str, float] = {}
+        began = [0.0]
+
+        def mark() -> None:
+            began[0] = time.monotonic()
+            before.update({name: cpu_seconds(pid) if pid else time.process_time()
+                           for name, pid in pids.items()})
+
+        figures = asyncio.run(poll_load(api.url, tokens, interval, duration, warmup, mark))
+        wall = time.monotonic() - began[0]
         figures["cpu_percent"] = {
             name: round(100 * ((cpu_seconds(pid) if pid else time.process_time())
                                - before[name]) / wall, 1)
@@ -173,7 +191,8 @@ def run(clients: int, interval: float, duration: float, out: Path) -> dict[str, 
             for name, percent in figures["cpu_percent"].items()}
     finally:
         stack.stop()
-    return {"clients": clients, "interval_s": interval, "duration_s": duration, **figures}
+    return {"clients": clients, "interval_s": interval, "duration_s": duration,
+            "warmup_s": warmup, **figures}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,12 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--clients", type=int, default=1000, help="simulated devices")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds of load")
+    parser.add_argument("--duration", type=float, default=30.0,
+                        help="seconds of measured load")
+    parser.add_argument("--warmup", type=float, default=5.0,
+                        help="seconds of load before the measured part (every device's first "
+                             "poll, the caches filling); its p99 is reported apart")
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="agata-load-") as folder:
-        result = run(args.clients, args.interval, args.duration, Path(folder))
+        result = run(args.clients, args.interval, args.duration, Path(folder), args.warmup)
     if args.json:
         print(json.dumps(result))
     else:
