@@ -64,6 +64,7 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         # no shared device token any more: each local device joined and keeps its own
         assert not (data_dir / "secrets" / "client_token").exists()
         credential = data_dir / "device-0" / "secrets" / "device_credential.json"
+        wait_for(credential.exists, 60, "device-0 to join and keep its credential")
         assert credential.stat().st_mode & 0o777 == 0o600
         assert json.loads(credential.read_text())["client_id"] == "device-0"
 
