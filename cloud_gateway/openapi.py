@@ -63,6 +63,23 @@ def _security(audiences: frozenset[Audience]) -> list[dict[str, list[str]]]:
     return schemes
 
 
+def _field_schema(model: type[BaseModel], name: str) -> dict[str, Any]:
+    """The JSON Schema of one field of a request model, inlined, for a path or query parameter
+    (an optional field's ``null`` left out: a parameter is simply absent)."""
+    document = model.model_json_schema()
+    definitions = document.get("$defs", {})
+    schema: dict[str, Any] = dict(document.get("properties", {}).get(name, {"type": "string"}))
+    variants = [v for v in schema.pop("anyOf", []) if v.get("type") != "null"]
+    if len(variants) == 1:
+        schema.update(variants[0])
+    reference = schema.pop("$ref", None)
+    if isinstance(reference, str):
+        schema.update(definitions.get(reference.rsplit("/", 1)[-1], {}))
+    for key in ("title", "default"):
+        schema.pop(key, None)
+    return schema
+
+
 def build_openapi() -> dict[str, Any]:
     """The gateway's OpenAPI document."""
     refs, components = _components()
@@ -84,10 +101,12 @@ def build_openapi() -> dict[str, Any]:
             "tags": ["rest"],
             "security": [{"operatorToken": []}],
             "parameters": [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
-                for p in route.path_fields
+                {"name": p, "in": "path", "required": True,
+                 "schema": _field_schema(route.spec.request, field)}
+                for p, field in route.path_fields.items()
             ] + [
-                {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+                {"name": q, "in": "query", "required": False,
+                 "schema": _field_schema(route.spec.request, q)}
                 for q in route.query
             ],
             "responses": _responses(refs, route.spec.response),
