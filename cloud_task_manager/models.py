@@ -35,6 +35,7 @@ class TaskRecord(Base):
     server_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     credential_hash: Mapped[str] = mapped_column(String(64))
     credential_nonce: Mapped[str] = mapped_column(String(64))
+    previous_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
     modified: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

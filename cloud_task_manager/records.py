@@ -36,7 +36,8 @@ from cloud_task_manager.storage import Credentials, StoredFile
 from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized
 
 MAX_CLIENT_REPORTS = 500
-ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER"}
+ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
+                 "previous_nonce": "VARCHAR(64)"}
 """Columns of ``tasks`` added after the first release: added to older databases at start."""
 
 
@@ -274,13 +275,20 @@ class TaskRecords:
     def rotate_credential(self, record: TaskRecord) -> None:
         """Give the task a new download credential (at each start: a credential lives as long
         as its run)."""
+        record.previous_nonce = record.credential_nonce
         record.credential_nonce = self.credentials.new_nonce()
         record.credential_hash = Credentials.digest(
             self.credentials.credential(record.id, record.credential_nonce))
 
-    def run_credential(self, record: TaskRecord) -> str:
-        """The credential of the record's current run (each device's is derived from it)."""
-        return self.credentials.credential(record.id, record.credential_nonce)
+    def run_credential(self, record: TaskRecord, run: int | None = None) -> str | None:
+        """The credential of the record's current run (each device's is derived from it), or
+        of ``run`` when it is the current or the one before (results may still come for it);
+        None for an older run."""
+        if run is None or run == record.runs:
+            return self.credentials.credential(record.id, record.credential_nonce)
+        if run == record.runs - 1 and record.previous_nonce:
+            return self.credentials.credential(record.id, record.previous_nonce)
+        return None
 
     def check_download_credential(self, task_id: str, credential: str | None,
                                   client_id: str | None) -> None:
@@ -289,7 +297,7 @@ class TaskRecords:
         with Session(self.engine) as session:
             record = self.get(session, task_id)
             if not (credential and client_id and is_device_credential(
-                    credential, self.run_credential(record), client_id)):
+                    credential, self.run_credential(record) or "", client_id)):
                 raise Unauthorized(f"wrong or missing download credential for task {task_id!r} "
                                    "(each device has its own, from its offer)")
             if record.status != TaskStatus.RUNNING.value:

@@ -132,15 +132,17 @@ class RunResultsStore:
             return to_result_file(row)
 
     def upload(self, request: UploadResultRequest) -> ResultFile:
-        """A device's result of a run, accepted with that run's download credential (the
-        latest run's, while no later run started: also after the run ended)."""
+        """A device's result of a run, accepted with the device's credential for that run: the
+        latest run's, or the one before it (a run may start again before the last results of
+        the previous one arrived), also after the run ended."""
         with Session(self.records.engine) as session:
             record = self.records.get(session, request.task_id)
-            if request.run != record.runs or not is_device_credential(
-                    request.credential, self.records.run_credential(record), request.client_id):
+            run_credential = self.records.run_credential(record, request.run)
+            if run_credential is None or not is_device_credential(
+                    request.credential, run_credential, request.client_id):
                 raise Forbidden(f"results of run {request.run} of task {request.task_id!r} "
-                                   "need that run's download credential (it ends when the "
-                                   "next run starts)")
+                                "need the device's credential for that run (results are "
+                                "taken for the latest run and the one before)")
         stored = self._store(request.task_id, request.run, request.client_id, request.name,
                              request.content)
         logger.info("task %s run %d: stored %s (%d bytes)", request.task_id, request.run,

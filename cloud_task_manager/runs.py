@@ -124,7 +124,7 @@ class RunController:
                 deadline_s = float(record.deadline_s or self.default_deadline_s)
                 launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
                                       arguments, kind, record.devices,
-                                      self.records.run_credential(record),
+                                      self.records.run_credential(record) or "",
                                       self.device_join_s, self.device_rejoin_s,
                                       self.results.scratch(record.id, record.runs), image)
                 record.status = TaskStatus.RUNNING.value
