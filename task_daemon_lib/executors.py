@@ -5,7 +5,7 @@ Both managers and their warm pools start every task process through an :class:`E
 the choice is one configuration value. Either way the process gets only the environment it is
 given (:func:`task_daemon_lib.runner.task_environ`); a container also sees only the folders its
 executor mounts: read-only the task folders, the Python install, the virtualenv and the
-project's own packages, and writable only the results folder.
+project's runtime packages (not the folder around them), and writable only the results folder.
 """
 
 from __future__ import annotations
@@ -23,9 +23,17 @@ from task_daemon_lib.runner import ChildProcess
 if TYPE_CHECKING:
     from task_daemon_lib.containers import ContainerLimits
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-"""The folder holding this project's packages (mounted into containers: task processes run the
-project's runtime, e.g. the ClientApp worker)."""
+RUNTIME_PACKAGES = ("task_daemon_lib", "flower_runtime", "agata_contracts",
+                    "microservice_interconnect")
+"""This project's packages a task process runs (the ClientApp worker, the ServerApp host, the
+reporter): each is mounted read-only into containers, never the folder holding them, which
+may hold data directories too."""
+
+
+def runtime_mounts() -> tuple[Path, ...]:
+    """The folders of :data:`RUNTIME_PACKAGES`, where this process imports them from."""
+    root = Path(__file__).resolve().parent.parent
+    return tuple(root / name for name in RUNTIME_PACKAGES if (root / name).is_dir())
 
 
 class ExecutorKind(StrEnum):
@@ -140,7 +148,7 @@ class DockerExecutor:
             folder.mkdir(parents=True, exist_ok=True)
         spec = ContainerSpec(
             task_dir=self.readable[0], results_dir=self.writable, image=image or self.image,
-            read_only_mounts=(*python_mounts(), PROJECT_ROOT, *self.readable[1:]),
+            read_only_mounts=(*python_mounts(), *runtime_mounts(), *self.readable[1:]),
             network_mode="host", limits=self.limits or ContainerLimits(), working_dir=cwd)
         return ContainerProcess(argv, spec=spec, env=env, on_message=on_message,
                                 on_output=on_output, on_exit=on_exit, name=name,

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import wait_for
+from support import REPO_ROOT, wait_for
 
 from agata_common.device_identity import load_secret
 from experiments.processes import free_port
@@ -31,6 +31,7 @@ def _leave_probe(context: Context) -> None:
     results = Path(os.environ["AGATA_RESULTS_DIR"])
     lines = [f"{key}={value}" for key, value in sorted(os.environ.items())]
     lines.append(f"in-container={Path('/.dockerenv').exists()}")
+    lines.append(f"project-folder-visible={Path('REPO_ROOT', 'README.md').exists()}")
     try:
         Path(__file__).with_name("written.txt").write_text("x")
         lines.append("app-folder=writable")
@@ -61,7 +62,7 @@ def probe_app(folder: Path) -> Path:
     source = client.read_text().replace(
         '    server_round = int(msg.content["config"]["server-round"])',
         '    _leave_probe(context)\n    server_round = int(msg.content["config"]["server-round"])')
-    client.write_text(source + PROBE)
+    client.write_text(source + PROBE.replace("REPO_ROOT", str(REPO_ROOT)))
     manifest = app / "pyproject.toml"
     manifest.write_text(manifest.read_text().replace('results = ["final.npy"]',
                                                      'results = ["final.npy", "probe.txt"]'))
@@ -91,6 +92,8 @@ def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
         probe = api.download(f"/api/tasks/boxed/runs/1/results/{path}").decode()
         assert "in-container=True" in probe, probe
         assert "app-folder=read-only" in probe, probe
+        # the runtime's packages are mounted, never the folder around them (data may be there)
+        assert "project-folder-visible=False" in probe, probe
         assert "AGATA_RESULTS_DIR=" in probe
         assert not any(secret in probe for secret in secrets), probe
         assert "TOKEN" not in probe and "DATABASE" not in probe, probe
