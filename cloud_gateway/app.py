@@ -156,7 +156,7 @@ async def rpc_route(request: web.Request) -> web.Response:
     caller = await request.app[AUTH].authenticate(request, spec.audiences)
     body = await request.read()
     if caller.client_id is not None:
-        _bind_to_device(body, caller.client_id)
+        body = _bind_to_device(body, caller.client_id)
     reply = await request.app[RPC_CLIENT].acall_raw(name, body or b"{}")
     return envelope_to_response(reply)
 
@@ -165,19 +165,19 @@ DEVICE_FIELDS = ("client_id", "user_id")
 """The fields of a client RPC's body that name the device it is about."""
 
 
-def _bind_to_device(body: bytes, client_id: str) -> None:
-    """A device may only speak for itself: 403 when the body names another device."""
-    try:
-        value = wire.loads(body) if body.strip() else {}
-    except ValueError:
-        return  # the service answers the malformed body with its own 400
+def _bind_to_device(body: bytes, client_id: str) -> bytes:
+    """A device may only speak for itself: 403 when the body names another device. The body
+    forwarded is the one checked, re-encoded (so no second parser can read another id into it);
+    one that is not a JSON object is a 400 here."""
+    value = wire.loads(body) if body.strip() else {}
     if not isinstance(value, dict):
-        return
+        raise BadRequest("body must be a JSON object")
     for field in DEVICE_FIELDS:
         named = value.get(field)
         if named is not None and named != client_id:
             raise Forbidden(f"you are device {client_id!r}; {field} {named!r} is another "
                             "device")
+    return wire.dumps(value)
 
 
 def rest_handler(route: RestRoute) -> Handler:

@@ -30,6 +30,8 @@ def loads(data: bytes | str) -> Any:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("body is not valid JSON: nested too deeply") from None
 
 
 def ok_reply(result: BaseModel) -> bytes:

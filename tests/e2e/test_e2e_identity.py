@@ -70,6 +70,12 @@ def test_each_device_speaks_only_for_itself(stack: Stack) -> None:
             alice.post(path, body)
         assert refused.value.status == 403, (path, refused.value)
         assert "device-0" in str(refused.value), refused.value
+    # what the gateway cannot read as one JSON object is refused before any service sees it
+    for raw in (b"[1]", b'"device-1"', b"{" * 3):
+        with pytest.raises(ApiError) as malformed:
+            alice._request("POST", "/rpc_exec_client_requesting_task", data=raw,
+                           content_type="application/json")
+        assert malformed.value.status == 400
     # no shared token, no made-up device, no operator route for a device
     for token in ("client-test-token", "device-9:" + "a" * 43, "device-0:" + "b" * 43):
         assert status_of(lambda t=token: Api(api.url, t).post(

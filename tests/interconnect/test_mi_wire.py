@@ -202,3 +202,8 @@ def test_validation_errors_format():
     problems = wire.validation_errors(caught.value)
     assert all(set(problem) == {"field", "message"} for problem in problems)
     assert {problem["field"] for problem in problems} == {"name", "count"}
+
+
+def test_a_body_nested_too_deeply_is_a_bad_request_not_a_crash() -> None:
+    with pytest.raises(BadRequest, match="nested too deeply"):
+        wire.loads(b"[" * 100_000 + b"]" * 100_000)
