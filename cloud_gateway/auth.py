@@ -84,9 +84,11 @@ class Authenticator:
         self.verify = verify
         self.cache_s = cache_s
         self._verified: dict[tuple[str, str], float] = {}
+        self._forgotten = 0
 
     def forget(self, client_id: str) -> None:
         """Check the device's secret again at its next request (it changed or was revoked)."""
+        self._forgotten += 1
         for key in [key for key in self._verified if key[0] == client_id]:
             del self._verified[key]
 
@@ -94,8 +96,11 @@ class Authenticator:
         key = (client_id, hashlib.sha256(secret.encode()).hexdigest())
         if self._verified.get(key, 0.0) > time.monotonic():
             return True
+        forgotten = self._forgotten
         if self.verify is None or not await self.verify(client_id, secret):
             return False
+        if forgotten != self._forgotten:
+            return True  # a device changed while we asked: this answer is not remembered
         if len(self._verified) >= MAX_CACHED_DEVICES:
             self._verified.clear()
         self._verified[key] = time.monotonic() + self.cache_s
