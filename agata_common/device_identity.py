@@ -28,17 +28,20 @@ def device_id(configured: str, data_dir: Path) -> str:
     folder = data_dir / "client_info"
     folder.mkdir(parents=True, exist_ok=True)
     id_file = folder / "client_id"
-    candidate = f"client-{secrets.token_hex(4)}"
-    try:
-        descriptor = os.open(id_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    except FileExistsError:
+    if id_file.exists():
         stored = id_file.read_text().strip()
         if stored:
             return stored
-        id_file.write_text(candidate + "\n")
-        return candidate
-    with os.fdopen(descriptor, "w") as output:
-        output.write(candidate + "\n")
+    candidate = f"client-{secrets.token_hex(4)}"
+    descriptor, temporary = tempfile.mkstemp(dir=folder, prefix=".client_id-")
+    try:
+        with os.fdopen(descriptor, "w") as output:
+            output.write(candidate + "\n")
+        os.link(temporary, id_file)  # atomic: fails when another process put its id first
+    except FileExistsError:
+        return id_file.read_text().strip() or candidate
+    finally:
+        Path(temporary).unlink(missing_ok=True)
     logger.info("generated client id %s (kept in %s)", candidate, id_file)
     return candidate
 

@@ -31,12 +31,14 @@ MAX_OUTPUT_LOG_BYTES: Final = 1024 * 1024
 """The runtime keeps at most this much of a task process's output in its log file."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+_HASHED = re.compile(r"-[0-9a-f]{8}$")
 
 
 def device_folder(client_id: str) -> str:
     """The folder of a device's results: its id when that is a plain name, else the id with
-    the other characters replaced and a short hash of the id (so two ids never share one)."""
-    if not _UNSAFE.search(client_id):
+    the other characters replaced and a short hash of the id (an id that already ends like
+    such a hash gets one too, so two ids never share a folder)."""
+    if not _UNSAFE.search(client_id) and not _HASHED.search(client_id):
         return client_id
     digest = hashlib.sha256(client_id.encode()).hexdigest()[:8]
     return f"{_UNSAFE.sub('_', client_id)}-{digest}"

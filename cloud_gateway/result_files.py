@@ -26,7 +26,7 @@ SAFE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
 
 def _run(request: web.Request) -> int:
     text = request.match_info["run"]
-    if not text.isdigit() or len(text) > 10:
+    if not (text.isascii() and text.isdigit()) or len(text) > 10:
         raise BadRequest(f"run must be a run number (0: the latest), not {text!r}")
     return int(text)
 

@@ -50,8 +50,9 @@ from microservice_interconnect import BadRequest, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
 
-MAX_ARCHIVE_BYTES = 128 * 1024 * 1024
-"""The most result bytes one archive holds (it is built in memory)."""
+MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
+"""The most result bytes one archive holds (it is built in memory and travels base64-encoded
+in one broker message, which must stay under RabbitMQ's message size limit)."""
 
 
 def to_result_file(row: ResultRecord) -> ResultFile:

@@ -32,9 +32,8 @@ read -r -a ctl <<<"${RABBITMQCTL:-rabbitmqctl}"
 log() { printf '[broker] %s\n' "$*" >&2; }
 rmq() { "${ctl[@]}" --quiet "$@"; }
 
-mkdir -p "$(dirname "$env_file")"
-chmod 700 "$(dirname "$env_file")"
 umask 077
+[ -d "$(dirname "$env_file")" ] || mkdir -p -m 700 "$(dirname "$env_file")"
 touch "$env_file"
 
 stored() { sed -n "s/^$1=//p" "$env_file" | tail -n 1; }
@@ -49,10 +48,11 @@ ensure_user() {  # ensure_user ROLE VARIABLE_PREFIX
   password=$(stored "${prefix}_PASSWORD")
   if ! rmq list_users | awk '{print $1}' | grep -qx "$user" || [ -z "$password" ]; then
     password=$(head -c 32 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)
+    # the password goes on standard input, never on a command line other users can read
     if rmq list_users | awk '{print $1}' | grep -qx "$user"; then
-      rmq change_password "$user" "$password"
+      printf '%s\n' "$password" | rmq change_password "$user"
     else
-      rmq add_user "$user" "$password"
+      printf '%s\n' "$password" | rmq add_user "$user"
     fi
     log "user $user ready"
   fi

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agata_common.database import utcnow
@@ -75,21 +75,27 @@ class DeviceRegistry:
         now = utcnow()
         secret = secrets.token_urlsafe(32)
         with self._sessions.begin() as session:
-            token = session.get(JoinTokenRecord, digest(request.join_token),
-                                with_for_update=True)
+            token = session.get(JoinTokenRecord, digest(request.join_token))
             if token is None or token.used_at is not None or token.expires_at <= now:
                 raise Unauthorized("the join token is unknown, used or expired; ask the operator "
                                    "for a new one (agata clients enroll)")
             if token.client_id is not None and token.client_id != request.client_id:
                 raise Unauthorized(f"this join token is for device {token.client_id!r}, not "
                                    f"{request.client_id!r}")
-            credential = session.get(DeviceCredentialRecord, request.client_id,
-                                     with_for_update=True)
-            if (token.client_id is None and credential is not None
-                    and credential.revoked_at is None):
-                raise Conflict(f"device {request.client_id!r} is enrolled already; an "
-                               "operator re-enrolls it with a token naming it")
-            token.used_at = now
+            credential = session.get(DeviceCredentialRecord, request.client_id)
+            if token.client_id is None and (credential is not None or session.get(
+                    Client, request.client_id) is not None):
+                raise Conflict(f"device {request.client_id!r} exists already; an operator "
+                               "brings it (back) with a token naming it")
+            # spend the token with one conditional write: of two joins racing for it, one wins
+            spent = session.execute(
+                update(JoinTokenRecord)
+                .where(JoinTokenRecord.token_sha256 == token.token_sha256,
+                       JoinTokenRecord.used_at.is_(None))
+                .values(used_at=now))
+            if getattr(spent, "rowcount", 0) != 1:
+                raise Unauthorized("the join token is unknown, used or expired; ask the operator "
+                                   "for a new one (agata clients enroll)")
             if credential is None:
                 session.add(DeviceCredentialRecord(client_id=request.client_id,
                                                    secret_sha256=digest(secret), created=now))

@@ -121,6 +121,11 @@ def test_join_tokens_are_one_time_and_joining_is_rate_limited(stack: Stack) -> N
     assert join("lab-7") == 200          # spent here
     assert join("lab-7") == 401          # and never again
     assert join("lab-7", "z" * 43) == 401
+    # a token naming no device never takes an id that exists (revoked or not)
+    api.post("/api/clients/lab-7/revoke")
+    unnamed = api.enroll()["join_token"]
+    assert join("lab-7", unnamed) == 409
+    assert join("lab-9", unnamed) == 200
     statuses = [join("lab-7", "z" * 43) for _ in range(4)]
     assert statuses[-1] == 429, statuses  # 6 attempts a minute from one address
     assert api.get("/api/clients/lab-7")["enrolled"]

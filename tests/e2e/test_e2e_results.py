@@ -160,7 +160,10 @@ def test_the_dcgan_app_trains_two_rounds_and_leaves_sample_images(stack: Stack) 
     assert [r["round"] for r in rounds] == [1, 2]
     assert all({"train.d_loss", "train.g_loss"} <= set(r["metrics"]) for r in rounds), rounds
 
-    listing = results_of(api, "gan", 6)
+    device_logs = {f"devices/{device_folder(d)}/output-{device_folder(d)}.txt" for d in devices}
+    listing = wait_for(lambda: (found := api.get("/api/tasks/gan/results"))
+                       and device_logs <= {f["path"] for f in found["files"]} and found, 30,
+                       "both devices' logs")
     paths = {item["path"] for item in listing["files"]}
     samples = sorted(p for p in paths if p.startswith("server/samples/"))
     assert samples[-1] == "server/samples/round-2.png", samples
