@@ -36,7 +36,9 @@ class OutputLog:
         self._full = False
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = path.open("a", encoding="utf-8", errors="replace")
+        # a new file, never through a link a task left in its folder
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        self._file = os.fdopen(descriptor, "w", encoding="utf-8", errors="replace")
 
     def __call__(self, stream: str, line: str) -> None:
         """Keep one line (``stream`` is ``stdout`` or ``stderr``; both go to the one log)."""

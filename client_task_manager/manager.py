@@ -326,6 +326,8 @@ class ClientTaskManager:
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
             on_output=results.log,
             image=results.lifecycle.image,
+            task_dir=folder,
+            results_dir=results.folder,
         )
         job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
                         client_id=self.client_id, credential=offer.download_credential,

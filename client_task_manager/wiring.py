@@ -84,8 +84,7 @@ def start(config: Settings) -> RunningClientTaskManager:
                             timeout=params.heartbeat_s)
 
     work_dir = data_dir / "client_tasks"
-    executor = make_executor(params.executor, readable=(work_dir,),
-                             writable=work_dir / "results", image=params.container_image,
+    executor = make_executor(params.executor, image=params.container_image,
                              cpus=params.container_cpus, memory_mb=params.container_memory_mb)
     manager = ClientTaskManager(
         identity,

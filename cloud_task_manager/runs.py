@@ -261,7 +261,8 @@ class RunController:
                            launch.task_id, message.trigger_name)
             return
         try:
-            self.servers.run_trigger(launch.task_id, script, message.trigger_arguments)
+            self.servers.run_trigger(launch.task_id, script, message.trigger_arguments,
+                                     launch.results_dir)
         except OSError as exc:
             logger.warning("task %s: trigger %s could not start: %s", launch.task_id,
                            script.name, exc)

@@ -118,7 +118,8 @@ class ServerProcesses:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
         if launch.kind is TaskKind.FLOWER_APP and self.warm is not None:
-            child = self.warm.take(name, report, exited, output, image=launch.image)
+            child = self.warm.take(name, report, exited, output, image=launch.image,
+                                   task_dir=launch.folder, results_dir=launch.results_dir)
             with self._lock:
                 self._children[launch.task_id] = child
             job = HostJob(arguments=launch.host_arguments(),
@@ -131,7 +132,9 @@ class ServerProcesses:
         else:
             child = self.executor.process(launch.argv(), cwd=launch.folder, env=env,
                                           on_message=report, on_output=output, on_exit=exited,
-                                          name=name, image=launch.image)
+                                          name=name, image=launch.image,
+                                          task_dir=launch.folder,
+                                          results_dir=launch.results_dir)
             with self._lock:
                 self._children[launch.task_id] = child
             try:
@@ -180,7 +183,8 @@ class ServerProcesses:
         for child in children:
             child.wait(self.stop_grace_s + 5)
 
-    def run_trigger(self, task_id: str, script: Path, arguments: str) -> None:
+    def run_trigger(self, task_id: str, script: Path, arguments: str,
+                    results_dir: Path | None = None) -> None:
         """Run a trigger script of the task in the background; its outcome is logged."""
 
         def exited(outcome: ChildOutcome) -> None:
@@ -197,6 +201,8 @@ class ServerProcesses:
             on_exit=exited,
             name=f"task {task_id} trigger {script.stem}",
             require_finished=False,
+            task_dir=script.parent,
+            results_dir=results_dir,
         )
         trigger.start()
 

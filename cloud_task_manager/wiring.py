@@ -55,8 +55,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
     records = TaskRecords(engine, Credentials.from_config(section.download_secret, data_dir))
     results = RunResultsStore(records, storage, data_dir)
-    executor = make_executor(section.executor, readable=(storage.root, data_dir / "hosts"),
-                             writable=results.work, image=section.container_image,
+    executor = make_executor(section.executor, image=section.container_image,
                              cpus=section.container_cpus,
                              memory_mb=section.container_memory_mb)
     runs = RunController(records, storage, results, stop_grace_s=section.stop_grace_s,

@@ -89,13 +89,19 @@ OnExit = Callable[[ChildOutcome], None]
 class Executor(Protocol):
     """Makes (unstarted) task processes."""
 
+    spares_allowed: bool
+    """Whether processes may be started before their run is known (a container is given only
+    its own run's folders, so it cannot)."""
+
     def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
                 on_message: OnMessage | None = None, on_output: OnOutput | None = None,
                 on_exit: OnExit | None = None, name: str = "task",
                 require_finished: bool = True, stdin_pipe: bool = False,
-                image: str | None = None) -> TaskProcess:
-        """A task process running ``argv`` in ``cwd`` with exactly ``env`` (``image``: the
-        container image a task asks for, where containers are used)."""
+                image: str | None = None, task_dir: Path | None = None,
+                results_dir: Path | None = None) -> TaskProcess:
+        """A task process running ``argv`` in ``cwd`` with exactly ``env``. Where containers
+        are used: ``image`` is the one the task asks for, ``task_dir`` the only task folder it
+        sees (read-only) and ``results_dir`` the only one it may write."""
 
     def unavailable(self, image: str | None = None) -> str | None:
         """Why a task (asking for ``image``) cannot run here; None when it can."""
@@ -104,12 +110,15 @@ class Executor(Protocol):
 class SubprocessExecutor:
     """Task processes as child processes of this one (in their own session, killed with it)."""
 
+    spares_allowed = True
+
     def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
                 on_message: OnMessage | None = None, on_output: OnOutput | None = None,
                 on_exit: OnExit | None = None, name: str = "task",
                 require_finished: bool = True, stdin_pipe: bool = False,
-                image: str | None = None) -> TaskProcess:
-        """A :class:`ChildProcess`; ``image`` is ignored."""
+                image: str | None = None, task_dir: Path | None = None,
+                results_dir: Path | None = None) -> TaskProcess:
+        """A :class:`ChildProcess`; ``image`` and the folders are not needed."""
         return ChildProcess(argv, cwd=cwd, env=env, on_message=on_message, on_output=on_output,
                             on_exit=on_exit, name=name, require_finished=require_finished,
                             stdin_pipe=stdin_pipe)
@@ -121,21 +130,23 @@ class SubprocessExecutor:
 
 @dataclass(frozen=True)
 class DockerExecutor:
-    """Task processes each in a container: ``readable`` folders mounted read-only (with the
-    Python install, the virtualenv and the project), ``writable`` read-write, the host's
-    network (a Flower process must reach its peer), the given limits."""
+    """Task processes each in a container that sees only its own run: its task folder
+    read-only, its results folder writable, the Python install, the virtualenv and the
+    project's runtime packages read-only; the host's network (a Flower process must reach its
+    peer); the given limits. No spare is started ahead: its folders are not known yet."""
 
-    readable: tuple[Path, ...]
-    writable: Path
     image: str
     limits: ContainerLimits | None = None
+    spares_allowed = False
 
     def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
                 on_message: OnMessage | None = None, on_output: OnOutput | None = None,
                 on_exit: OnExit | None = None, name: str = "task",
                 require_finished: bool = True, stdin_pipe: bool = False,
-                image: str | None = None) -> TaskProcess:
-        """A :class:`~task_daemon_lib.containers.ContainerProcess` working in ``cwd``."""
+                image: str | None = None, task_dir: Path | None = None,
+                results_dir: Path | None = None) -> TaskProcess:
+        """A :class:`~task_daemon_lib.containers.ContainerProcess` working in its task folder
+        (``ValueError`` without the run's two folders)."""
         from task_daemon_lib.containers import (
             ContainerLimits,
             ContainerProcess,
@@ -143,13 +154,14 @@ class DockerExecutor:
             python_mounts,
         )
 
-        self.writable.mkdir(parents=True, exist_ok=True)
-        for folder in self.readable:
-            folder.mkdir(parents=True, exist_ok=True)
+        if task_dir is None or results_dir is None:
+            raise ValueError(f"{name}: a container is started for one run only, with its task "
+                             "and results folders")
+        results_dir.mkdir(parents=True, exist_ok=True)
         spec = ContainerSpec(
-            task_dir=self.readable[0], results_dir=self.writable, image=image or self.image,
-            read_only_mounts=(*python_mounts(), *runtime_mounts(), *self.readable[1:]),
-            network_mode="host", limits=self.limits or ContainerLimits(), working_dir=cwd)
+            task_dir=task_dir, results_dir=results_dir, image=image or self.image,
+            read_only_mounts=(*python_mounts(), *runtime_mounts()),
+            network_mode="host", limits=self.limits or ContainerLimits(), working_dir=task_dir)
         return ContainerProcess(argv, spec=spec, env=env, on_message=on_message,
                                 on_output=on_output, on_exit=on_exit, name=name,
                                 require_finished=require_finished, stdin_pipe=stdin_pipe)
@@ -162,12 +174,10 @@ class DockerExecutor:
         return engine_available(image or self.image)
 
 
-def make_executor(kind: str, *, readable: tuple[Path, ...], writable: Path, image: str,
-                  cpus: float, memory_mb: int) -> Executor:
+def make_executor(kind: str, *, image: str, cpus: float, memory_mb: int) -> Executor:
     """The executor a manager's configuration names (``subprocess`` or ``docker``)."""
     if ExecutorKind(kind) is ExecutorKind.SUBPROCESS:
         return SubprocessExecutor()
     from task_daemon_lib.containers import ContainerLimits
 
-    return DockerExecutor(readable=readable, writable=writable, image=image,
-                          limits=ContainerLimits(cpus=cpus, memory_mb=memory_mb))
+    return DockerExecutor(image=image, limits=ContainerLimits(cpus=cpus, memory_mb=memory_mb))

@@ -79,18 +79,22 @@ class WarmPool:
         self._lock = threading.Lock()
         self._closed = False
 
-    def _spawn(self, image: str | None = None) -> tuple[TaskProcess, _Binding]:
+    def _spawn(self, image: str | None = None, task_dir: Path | None = None,
+               results_dir: Path | None = None) -> tuple[TaskProcess, _Binding]:
         binding = _Binding(self.name)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         child = self.executor.process(self.argv, cwd=self.work_dir, env=self.env,
                                       on_message=binding.message, on_output=binding.output,
                                       on_exit=binding.exited, name=self.name, stdin_pipe=True,
-                                      image=image)
+                                      image=image, task_dir=task_dir, results_dir=results_dir)
         child.start()
         return child, binding
 
     def prepare(self) -> None:
-        """Start spares until there are ``spares`` alive; never raises."""
+        """Start spares until there are ``spares`` alive (none where the executor gives a process
+        only its own run's folders); never raises."""
+        if not self.executor.spares_allowed:
+            return
         with self._lock:
             self._ready = [spare for spare in self._ready if spare[0].running]
             while not self._closed and len(self._ready) < self.spares:
@@ -101,19 +105,22 @@ class WarmPool:
                     return
 
     def take(self, name: str, on_message: OnMessage, on_exit: OnExit,
-             on_output: OnOutput | None = None, *, image: str | None = None) -> TaskProcess:
+             on_output: OnOutput | None = None, *, image: str | None = None,
+             task_dir: Path | None = None, results_dir: Path | None = None) -> TaskProcess:
         """A started child bound to a run's callbacks (its output to ``on_output`` when given):
-        the oldest live spare, or a new one when there is none or the run asks for its own
-        container ``image`` (raises OSError when it cannot start). Call ``prepare`` for the
+        the oldest live spare, or a new one (for this run's ``task_dir`` and ``results_dir``)
+        when there is none, the run asks for its own container ``image`` or the executor
+        starts no spares (raises OSError when it cannot start). Call ``prepare`` for the
         next."""
         spare = None
+        reuse = image is None and self.executor.spares_allowed
         with self._lock:
-            while image is None and self._ready and spare is None:
+            while reuse and self._ready and spare is None:
                 candidate = self._ready.pop(0)
                 if candidate[0].running:
                     spare = candidate
         if spare is None:
-            spare = self._spawn(image)
+            spare = self._spawn(image, task_dir, results_dir)
         child, binding = spare
         with binding.lock:
             binding.on_message, binding.on_exit = on_message, on_exit

@@ -32,6 +32,11 @@ def _leave_probe(context: Context) -> None:
     lines = [f"{key}={value}" for key, value in sorted(os.environ.items())]
     lines.append(f"in-container={Path('/.dockerenv').exists()}")
     lines.append(f"project-folder-visible={Path('REPO_ROOT', 'README.md').exists()}")
+    own = (Path(__file__).resolve().parents[1], Path(os.environ["AGATA_RESULTS_DIR"]))
+    work = own[0].parents[1]
+    others = [str(p) for p in work.rglob("*")
+              if p.is_file() and not any(p.is_relative_to(o) for o in own)]
+    lines.append(f"other-files-visible={others}")
     try:
         Path(__file__).with_name("written.txt").write_text("x")
         lines.append("app-folder=writable")
@@ -73,6 +78,10 @@ def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
         stack: Stack, tmp_path: Path) -> None:
     api = stack.start_cloud()
     devices = stack.start_clients()
+    for device in devices:  # another task's files on the device, which no container may see
+        decoy = stack.out_dir / device / "client_tasks" / "task_other" / "run_1" / "data.txt"
+        decoy.parent.mkdir(parents=True)
+        decoy.write_text("another task's data")
     stack.create_task("boxed", probe_app(tmp_path), free_port(), devices=2,
                       server_arguments={"num-server-rounds": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": "boxed"})
@@ -92,6 +101,8 @@ def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
         probe = api.download(f"/api/tasks/boxed/runs/1/results/{path}").decode()
         assert "in-container=True" in probe, probe
         assert "app-folder=read-only" in probe, probe
+        # another task's files (a decoy put there), other runs' results: not there at all
+        assert "other-files-visible=[]" in probe, probe
         # the runtime's packages are mounted, never the folder around them (data may be there)
         assert "project-folder-visible=False" in probe, probe
         assert "AGATA_RESULTS_DIR=" in probe
@@ -99,11 +110,10 @@ def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
         assert "TOKEN" not in probe and "DATABASE" not in probe, probe
     assert sorted(r["client_id"] for r in api.get("/api/tasks/boxed/reports")["reports"]
                   if r["status"] == "finished") == sorted(devices)
-    # the warm spares are containers of their managers; none outlives its manager
+    # a container serves one run (no spares: it sees only that run's folders); none is left
     assert stack.processes is not None
     owners = {p.pid for name, p in stack.processes.processes.items()
               if name.endswith("task_manager")}
-    assert any(running_containers(owner) for owner in owners)
     codes = stack.stop()
     assert all(code == 0 for code in codes.values()), codes
     assert wait_for(lambda: not any(running_containers(owner) for owner in owners), 15,
