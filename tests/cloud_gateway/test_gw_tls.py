@@ -69,8 +69,15 @@ def tls_cloud(tmp_path: Path) -> Iterator[tuple[str, Path, Path]]:
 def test_a_device_joins_and_calls_over_https_and_a_wrong_ca_is_refused(tls_cloud) -> None:
     url, ca, wrong = tls_cloud
     operator = CloudGatewayHttp(url, OPERATOR_TOKEN, timeout_s=10, ca_file=str(ca))
-    enrollment = json.loads(operator.post_rpc(
-        "rpc_exec_enroll_client", json.dumps({"client_id": "tls-dev"}).encode()))
+
+    def enroll() -> dict | None:
+        try:
+            return json.loads(operator.post_rpc(
+                "rpc_exec_enroll_client", json.dumps({"client_id": "tls-dev"}).encode()))
+        except ServiceUnavailable:  # the user manager is still declaring its queues
+            return None
+
+    enrollment = wait_for(enroll, 30, "the user manager behind the HTTPS gateway")
     joining = CloudGatewayHttp(url, "", timeout_s=10, ca_file=str(ca))
     secret = joining.join(enrollment["join_token"], "tls-dev")
     device = CloudGatewayHttp(url, f"tls-dev:{secret}", timeout_s=10, ca_file=str(ca))
