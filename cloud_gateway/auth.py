@@ -83,18 +83,19 @@ class Authenticator:
         self._client_token = gateway.client_token if gateway.shared_client_token else ""
         self.verify = verify
         self.cache_s = cache_s
-        self._verified: dict[tuple[str, str], float] = {}
+        self._verified: dict[str, tuple[str, float]] = {}
         self._forgotten = 0
 
     def forget(self, client_id: str) -> None:
         """Check the device's secret again at its next request (it changed or was revoked)."""
         self._forgotten += 1
-        for key in [key for key in self._verified if key[0] == client_id]:
-            del self._verified[key]
+        self._verified.pop(client_id, None)
 
     async def _device(self, client_id: str, secret: str) -> bool:
-        key = (client_id, hashlib.sha256(secret.encode()).hexdigest())
-        if self._verified.get(key, 0.0) > time.monotonic():
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        known = self._verified.get(client_id)
+        if (known is not None and hmac.compare_digest(known[0], digest)
+                and known[1] > time.monotonic()):
             return True
         forgotten = self._forgotten
         if self.verify is None or not await self.verify(client_id, secret):
@@ -103,7 +104,7 @@ class Authenticator:
             return True  # a device changed while we asked: this answer is not remembered
         if len(self._verified) >= MAX_CACHED_DEVICES:
             self._verified.clear()
-        self._verified[key] = time.monotonic() + self.cache_s
+        self._verified[client_id] = (digest, time.monotonic() + self.cache_s)
         return True
 
     async def caller(self, request: web.Request) -> Caller | None:
