@@ -50,13 +50,13 @@ from task_daemon_lib.container_owners import (
 )
 from task_daemon_lib.lines import (
     ChildOutcome,
-    LineRouter,
     LineSplitter,
 )
 from task_daemon_lib.messages import (
     REPORT_FD_ENV,
     ReportMessage,
 )
+from task_daemon_lib.task_process import TaskProcessBase
 
 __all__ = [
     "DEFAULT_IMAGE",
@@ -158,7 +158,7 @@ def _container_name(name: str) -> str:
     return f"agata-{safe}-{secrets.token_hex(4)}"
 
 
-class ContainerProcess:
+class ContainerProcess(TaskProcessBase):
     """Runs ``argv`` in a container and listens to its output; see the module docstring.
 
     Same interface and callback rules as :class:`~task_daemon_lib.runner.ChildProcess`:
@@ -166,6 +166,8 @@ class ContainerProcess:
     container ended, its output was read and the container was removed. Exit codes above 128
     (death by a signal, as Docker reports them) become negative signal numbers.
     """
+
+    stop_margin_s = _STOP_MARGIN_S
 
     def __init__(
         self,
@@ -181,40 +183,17 @@ class ContainerProcess:
         stdin_pipe: bool = False,
     ) -> None:
         """Prepare (but do not start) the container; see the class docstring."""
-        if isinstance(argv, str) or not argv:
-            raise ValueError("argv must be a non-empty sequence of arguments")
-        self._argv = [str(arg) for arg in argv]
+        super().__init__(argv, name=name, on_message=on_message, on_output=on_output,
+                         on_exit=on_exit, require_finished=require_finished,
+                         stdin_pipe=stdin_pipe)
         self._spec = spec
         self._env = dict(env)
-        self._router = LineRouter(name, on_message=on_message, on_output=on_output,
-                                  on_exit=on_exit, require_finished=require_finished)
-        self._name = name
-        self._stdin_pipe = stdin_pipe
-
-        self._lock = threading.Lock()
         self._client: Any = None
         self._container_id: str | None = None
         self._pid: int | None = None
         self._sock: socket.socket | None = None
         self._attach: Any = None
         self._input_closed = False
-        self._thread: threading.Thread | None = None
-        self._exited = threading.Event()
-        self._done = threading.Event()
-        self._stop_requested = False
-        self._stopped = False
-        self._kill_deadline: float | None = None
-        self._kill_sent = False
-        self._outcome: ChildOutcome | None = None
-
-    def __repr__(self) -> str:
-        """Short description for logs."""
-        return f"<ContainerProcess {self._name!r} pid={self.pid} running={self.running}>"
-
-    @property
-    def name(self) -> str:
-        """Name used in logs."""
-        return self._name
 
     @property
     def pid(self) -> int | None:
@@ -231,11 +210,6 @@ class ContainerProcess:
     def running(self) -> bool:
         """True between :meth:`start` and the container's exit."""
         return self._container_id is not None and not self._exited.is_set()
-
-    @property
-    def outcome(self) -> ChildOutcome | None:
-        """How the task ended, None while it runs."""
-        return self._outcome
 
     def start(self) -> None:
         """Create and start the container and the reader thread (raises OSError when the
@@ -293,30 +267,6 @@ class ContainerProcess:
             self._kill_deadline = time.monotonic() + max(0.0, grace_s)
         logger.info("stopping %s (container %s)", self._name, (self._container_id or "")[:12])
         self._signal("SIGTERM")
-
-    def stop(self, grace_s: float = 5.0) -> ChildOutcome:
-        """Stop the task (SIGTERM, SIGKILL after ``grace_s``) and return its outcome.
-
-        Waits at most ``grace_s`` plus a minute (TimeoutError beyond). From a callback, use
-        :meth:`request_stop` (except in ``on_exit``, where this returns the outcome).
-        """
-        self.request_stop(grace_s)
-        if threading.current_thread() is self._thread:
-            if self._outcome is None:
-                raise RuntimeError("stop() would deadlock in a callback; use request_stop()")
-            return self._outcome
-        if not self._done.wait(max(0.0, grace_s) + _STOP_MARGIN_S):
-            raise TimeoutError(f"{self._name}: container did not end after being killed")
-        return self._checked_outcome()
-
-    def wait(self, timeout: float | None = None) -> ChildOutcome | None:
-        """Wait until the task ended and ``on_exit`` ran; None on timeout."""
-        self._require_started()
-        if threading.current_thread() is self._thread:
-            return self._outcome
-        if not self._done.wait(timeout):
-            return None
-        return self._checked_outcome()
 
     # --- internals -------------------------------------------------------------------
 
@@ -400,12 +350,6 @@ class ContainerProcess:
         if self._container_id is None:
             raise RuntimeError(f"{self._name}: not started")
         return self._container_id
-
-    def _checked_outcome(self) -> ChildOutcome:
-        """Return the outcome, which must exist once ``_done`` is set."""
-        if self._outcome is None:
-            raise RuntimeError(f"{self._name}: no outcome")
-        return self._outcome
 
     def _signal(self, name: str) -> None:
         """Send a signal to the container's main process (through its init)."""
@@ -512,11 +456,3 @@ class ContainerProcess:
     def _dispatch(self, stream: str, line: str) -> None:
         """Route one output line: a prefixed stdout report, or plain output."""
         self._router.output_line(stream, line)
-
-    def _finish(self, returncode: int) -> None:
-        """Compute the outcome, call ``on_exit`` once and wake waiters."""
-        self._outcome = self._router.outcome(returncode, self._stopped)
-        try:
-            self._router.exited(self._outcome)
-        finally:
-            self._done.set()

@@ -29,13 +29,13 @@ from task_daemon_lib.lines import (
     TRUNCATION_MARK,
     ChildOutcome,
     ChildStatus,
-    LineRouter,
 )
 from task_daemon_lib.lines import LineSplitter as _LineSplitter
 from task_daemon_lib.messages import (
     REPORT_FD_ENV,
     ReportMessage,
 )
+from task_daemon_lib.task_process import TaskProcessBase
 
 __all__ = [
     "MAX_LINE_BYTES",
@@ -86,7 +86,7 @@ def script_arguments(host: str, port: int,
     return argv
 
 
-class ChildProcess:
+class ChildProcess(TaskProcessBase):
     """Runs one child process and listens to its report pipe, stdout and stderr.
 
     Callbacks run on the background reader thread; exceptions they raise are logged.
@@ -112,38 +112,15 @@ class ChildProcess:
         stdin_pipe: bool = False,
     ) -> None:
         """Prepare (but do not start) the child; see the class docstring."""
-        if isinstance(argv, str) or not argv:
-            raise ValueError("argv must be a non-empty sequence of arguments")
-        self._argv = [str(arg) for arg in argv]
+        super().__init__(argv, name=name, on_message=on_message, on_output=on_output,
+                         on_exit=on_exit, require_finished=require_finished,
+                         stdin_pipe=stdin_pipe)
         self._cwd = Path(cwd)
         self._env = dict(env) if env is not None else None
-        self._router = LineRouter(name, on_message=on_message, on_output=on_output,
-                                  on_exit=on_exit, require_finished=require_finished)
-        self._name = name
         self._kill_group_on_exit = kill_group_on_exit
-        self._stdin_pipe = stdin_pipe
-
-        self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._report_r: int | None = None
-        self._thread: threading.Thread | None = None
-        self._exited = threading.Event()
-        self._done = threading.Event()
         self._reaped = False
-        self._stop_requested = False
-        self._stopped = False
-        self._kill_deadline: float | None = None
-        self._kill_sent = False
-        self._outcome: ChildOutcome | None = None
-
-    def __repr__(self) -> str:
-        """Short description for logs."""
-        return f"<ChildProcess {self._name!r} pid={self.pid} running={self.running}>"
-
-    @property
-    def name(self) -> str:
-        """Name used in logs."""
-        return self._name
 
     @property
     def pid(self) -> int | None:
@@ -154,11 +131,6 @@ class ChildProcess:
     def running(self) -> bool:
         """True between :meth:`start` and the child's exit."""
         return self._proc is not None and not self._exited.is_set()
-
-    @property
-    def outcome(self) -> ChildOutcome | None:
-        """How the child ended, None while it runs (or its pipes are being drained)."""
-        return self._outcome
 
     def start(self) -> None:
         """Spawn the child and the reader thread (raises OSError if spawning fails)."""
@@ -228,29 +200,6 @@ class ChildProcess:
             logger.info("stopping %s (pid %s)", self._name, self.pid)
             self._signal_group(signal.SIGTERM)
 
-    def stop(self, grace_s: float = 5.0) -> ChildOutcome:
-        """Stop the child (SIGTERM, then SIGKILL after ``grace_s``) and return its outcome.
-
-        Idempotent.  From a callback, use :meth:`request_stop` instead (except in
-        ``on_exit``, where this simply returns the outcome).
-        """
-        self.request_stop(grace_s)
-        if threading.current_thread() is self._thread:
-            if self._outcome is None:
-                raise RuntimeError("stop() would deadlock in a callback; use request_stop()")
-            return self._outcome
-        self._done.wait()
-        return self._checked_outcome()
-
-    def wait(self, timeout: float | None = None) -> ChildOutcome | None:
-        """Wait until the child exited and ``on_exit`` ran; None on timeout."""
-        self._require_started()
-        if threading.current_thread() is self._thread:
-            return self._outcome
-        if not self._done.wait(timeout):
-            return None
-        return self._checked_outcome()
-
     # --- internals -------------------------------------------------------------------
 
     def _require_started(self) -> subprocess.Popen[bytes]:
@@ -258,12 +207,6 @@ class ChildProcess:
         if self._proc is None:
             raise RuntimeError(f"{self._name}: not started")
         return self._proc
-
-    def _checked_outcome(self) -> ChildOutcome:
-        """Return the outcome, which must exist once ``_done`` is set."""
-        if self._outcome is None:
-            raise RuntimeError(f"{self._name}: no outcome")
-        return self._outcome
 
     def _signal_group(self, signum: int) -> None:
         """Signal the child's process group; caller holds the lock, child not reaped."""
@@ -283,7 +226,7 @@ class ChildProcess:
             logger.exception("reader of %s failed", self._name)
             self._router.fail(f"task runner error: {exc!r}")
             self._reap(force_kill=True)
-        self._finish()
+        self._exit()
 
     def _listen(self) -> None:
         """Multiplex the three pipes until the child exited and they are drained."""
@@ -402,13 +345,8 @@ class ChildProcess:
         else:
             self._router.output_line(stream, line)
 
-    def _finish(self) -> None:
-        """Compute the outcome, call ``on_exit`` once and wake waiters."""
+    def _exit(self) -> None:
+        """Close its input and publish the outcome (once)."""
         proc = self._require_started()
         self.close_input()
-        returncode = proc.returncode if proc.returncode is not None else -1
-        self._outcome = self._router.outcome(returncode, self._stopped)
-        try:
-            self._router.exited(self._outcome)
-        finally:
-            self._done.set()
+        self._finish(proc.returncode if proc.returncode is not None else -1)
