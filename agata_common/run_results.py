@@ -1,5 +1,5 @@
-"""A run's results folder on the side that ran it: the process's output log, and gathering the
-files it left for upload.
+"""A run's results folder on the side that ran it: gathering the files its process left for
+upload.
 
 Task code is untrusted: gathering reads regular files only, never follows a link (a link to a
 device's secret is skipped, not sent), checks every path with the task path rule and keeps to
@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,48 +19,6 @@ from agata_contracts.lifecycle import Lifecycle
 from agata_contracts.results import MAX_RESULT_BYTES, MAX_RESULT_FILE_BYTES, MAX_RESULT_FILES
 
 logger = logging.getLogger(__name__)
-
-_TRUNCATED = "[output log truncated here: the rest of the output is not kept]\n"
-
-
-class OutputLog:
-    """Appends a task process's output lines to a file, up to ``limit`` bytes (thread-safe);
-    stderr lines also go to this process's log, as they do without an output log."""
-
-    def __init__(self, path: Path, limit: int, name: str = "task") -> None:
-        self.path = path
-        self.name = name
-        self.limit = limit
-        self._written = 0
-        self._full = False
-        self._lock = threading.Lock()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # a new file, never through a link a task left in its folder
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        self._file = os.fdopen(descriptor, "w", encoding="utf-8", errors="replace")
-
-    def __call__(self, stream: str, line: str) -> None:
-        """Keep one line (``stream`` is ``stdout`` or ``stderr``; both go to the one log)."""
-        if stream == "stderr":
-            logger.info("[%s stderr] %s", self.name, line)
-        text = line + "\n"
-        size = len(text.encode("utf-8", errors="replace"))
-        with self._lock:
-            if self._full or self._file.closed:
-                return
-            if self._written + size > self.limit:
-                self._file.write(_TRUNCATED)
-                self._full = True
-            else:
-                self._file.write(text)
-                self._written += size
-            self._file.flush()
-
-    def close(self) -> None:
-        """Close the file (later lines are dropped)."""
-        with self._lock:
-            self._file.close()
-
 
 @dataclass(frozen=True)
 class GatheredFile:

@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from agata_common.run_results import OutputLog, gather_results
+from agata_common.run_results import gather_results
 from agata_contracts.lifecycle import (
     NO_LIFECYCLE,
     SCRIPT_MANIFEST,
@@ -27,6 +27,7 @@ from agata_contracts.lifecycle import (
 from agata_contracts.results import MAX_OUTPUT_LOG_BYTES, UploadResultRequest
 from agata_contracts.tasks import APP_MANIFEST, TaskOffer
 from task_daemon_lib.executors import Executor
+from task_daemon_lib.lines import OutputLog
 
 logger = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from agata_common.run_results import OutputLog
 from agata_contracts.lifecycle import RESULTS_DIR_ENV, output_log_name
 from agata_contracts.results import MAX_OUTPUT_LOG_BYTES
 from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
 from flower_runtime import RUN_CREDENTIAL_ENV, SERVER_HOST_MODULE
 from flower_runtime.jobs import HostJob
 from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
+from task_daemon_lib.lines import OutputLog
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import (
     ChildOutcome,

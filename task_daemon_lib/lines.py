@@ -1,13 +1,17 @@
 """Pieces shared by the task runners (child process and container): line splitting, the
-stdout report prefix, where each line goes, and how a task ended."""
+stdout report prefix, where each line goes (a router, this process's log, a capped output log
+file), and how a task ended."""
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from task_daemon_lib.messages import (
@@ -26,6 +30,8 @@ __all__ = [
     "ChildOutcome",
     "ChildStatus",
     "LineRouter",
+    "OutputLog",
+    "log_output",
     "LineSplitter",
     "split_stdout_report",
 ]
@@ -165,6 +171,56 @@ def split_stdout_report(line: str) -> tuple[str, ReportMessage] | None:
     return line[:idx], msg
 
 
+def log_output(name: str, stream: str, line: str) -> None:
+    """A task process's output line in this process's log: stderr at INFO, stdout at DEBUG."""
+    if stream == "stderr":
+        logger.info("[%s stderr] %s", name, line)
+    else:
+        logger.debug("[%s stdout] %s", name, line)
+
+
+_TRUNCATED = "[output log truncated here: the rest of the output is not kept]\n"
+
+
+class OutputLog:
+    """Appends a task process's output lines to a file, up to ``limit`` bytes (thread-safe);
+    stderr lines also go to this process's log, as they do without an output log."""
+
+    def __init__(self, path: Path, limit: int, name: str = "task") -> None:
+        self.path = path
+        self.name = name
+        self.limit = limit
+        self._written = 0
+        self._full = False
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # a new file, never through a link a task left in its folder
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        self._file = os.fdopen(descriptor, "w", encoding="utf-8", errors="replace")
+
+    def __call__(self, stream: str, line: str) -> None:
+        """Keep one line (``stream`` is ``stdout`` or ``stderr``; both go to the one log)."""
+        if stream == "stderr":
+            log_output(self.name, stream, line)
+        text = line + "\n"
+        size = len(text.encode("utf-8", errors="replace"))
+        with self._lock:
+            if self._full or self._file.closed:
+                return
+            if self._written + size > self.limit:
+                self._file.write(_TRUNCATED)
+                self._full = True
+            else:
+                self._file.write(text)
+                self._written += size
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the file (later lines are dropped)."""
+        with self._lock:
+            self._file.close()
+
+
 class LineRouter:
     """Where a task process's lines go, the same for a child process and a container: report
     lines (from the report pipe, or prefixed on stdout) become messages and what the outcome
@@ -227,10 +283,8 @@ class LineRouter:
     def _output(self, stream: str, line: str) -> None:
         if self._on_output is not None:
             self._call(self._on_output, stream, line)
-        elif stream == "stderr":
-            logger.info("[%s stderr] %s", self.name, line)
         else:
-            logger.debug("[%s stdout] %s", self.name, line)
+            log_output(self.name, stream, line)
 
     def _call(self, callback: Callable[..., object], *args: object) -> None:
         try:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
+from task_daemon_lib.lines import log_output
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import ChildOutcome, task_environ
 
@@ -45,10 +46,8 @@ class _Binding:
             target = self.on_output
         if target is not None:
             target(stream, line)
-        elif stream == "stderr":
-            logger.info("[%s stderr] %s", self.name, line)
         else:
-            logger.debug("[%s stdout] %s", self.name, line)
+            log_output(self.name, stream, line)
 
     def exited(self, outcome: ChildOutcome) -> None:
         with self.lock:

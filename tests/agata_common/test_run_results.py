@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from agata_common import run_results
-from agata_common.run_results import OutputLog, gather_results
+from agata_common.run_results import gather_results
 from agata_contracts.lifecycle import NO_LIFECYCLE, read_lifecycle
 
 
@@ -55,15 +55,3 @@ def test_limits_count_and_size(tmp_path: Path, monkeypatch) -> None:
 
 def test_a_missing_folder_gathers_nothing(tmp_path: Path) -> None:
     assert gather_results(tmp_path / "none", NO_LIFECYCLE).files == []
-
-
-def test_the_output_log_stops_at_its_limit_and_says_so(tmp_path: Path) -> None:
-    log = OutputLog(tmp_path / "output-x.txt", limit=20)
-    log("stdout", "0123456789")
-    log("stderr", "abcdefghij")
-    log("stdout", "never")
-    log.close()
-    log("stdout", "after close")
-    text = (tmp_path / "output-x.txt").read_text()
-    assert text.startswith("0123456789\n")
-    assert "truncated" in text and "abcdefghij" not in text and "never" not in text
