@@ -17,7 +17,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agata_common.database import utcnow
@@ -187,11 +187,9 @@ class RunResultsStore:
             rows = session.scalars(select(ResultRecord).where(
                 ResultRecord.task_id == task_id, ResultRecord.run == number
             ).order_by(ResultRecord.path)).all()
-            total = session.scalar(select(func.coalesce(func.sum(ResultRecord.size), 0)).where(
-                ResultRecord.task_id == task_id, ResultRecord.run == number))
             return RunResults(task_id=task_id, run=number,
                               files=[to_result_file(row) for row in rows],
-                              total_bytes=int(total or 0))
+                              total_bytes=sum(row.size for row in rows))
 
     def read(self, task_id: str, run: int, path: str) -> ResultContent:
         """One result file of a run, or 404."""
