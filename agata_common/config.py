@@ -200,6 +200,7 @@ class CloudTaskManagerSettings(ExecutorSettings):
     device_join_s: float = Field(300.0, gt=0)
     device_rejoin_s: float = Field(30.0, gt=0)
     default_deadline_s: int = Field(86400, ge=1, le=30 * 24 * 3600)
+    max_checkpoint_mb: float = Field(64.0, gt=0)
     warm_hosts: int = Field(2, ge=0, le=8)
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""

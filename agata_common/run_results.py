@@ -14,6 +14,7 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agata_contracts.checkpoints import STATE_DIR
 from agata_contracts.common import check_task_path
 from agata_contracts.lifecycle import Lifecycle
 from agata_contracts.results import MAX_RESULT_BYTES, MAX_RESULT_FILE_BYTES, MAX_RESULT_FILES
@@ -41,7 +42,7 @@ class Gathered:
         return sum(len(item.content) for item in self.files)
 
 
-def _read_regular(path: Path, limit: int) -> bytes | str:
+def read_regular(path: Path, limit: int) -> bytes | str:
     """The bytes of a regular file not reached through a link, or why it is left out."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -57,7 +58,8 @@ def _read_regular(path: Path, limit: int) -> bytes | str:
 
 
 def gather_results(folder: Path, lifecycle: Lifecycle) -> Gathered:
-    """The files of ``folder`` the task declared as results, within the limits, in path order."""
+    """The files of ``folder`` the task declared as results, within the limits, in path order
+    (the runtime's state folder, ``.agata/``, is never one)."""
     gathered = Gathered()
     if not folder.is_dir() or folder.is_symlink():
         return gathered
@@ -65,6 +67,8 @@ def gather_results(folder: Path, lifecycle: Lifecycle) -> Gathered:
     for root, folders, names in os.walk(folder, followlinks=False):
         folders.sort()
         base = Path(root)
+        if base == folder and STATE_DIR in folders:
+            folders.remove(STATE_DIR)
         for name in [name for name in folders if (base / name).is_symlink()]:
             relative = (base / name).relative_to(folder).as_posix()
             gathered.skipped.append(f"{relative}: a link (only regular files are results)")
@@ -87,7 +91,7 @@ def gather_results(folder: Path, lifecycle: Lifecycle) -> Gathered:
         if len(gathered.files) >= MAX_RESULT_FILES:
             gathered.skipped.append(f"{relative}: over {MAX_RESULT_FILES} result files")
             continue
-        content = _read_regular(path, MAX_RESULT_FILE_BYTES)
+        content = read_regular(path, MAX_RESULT_FILE_BYTES)
         if isinstance(content, str):
             gathered.skipped.append(f"{relative}: {content}")
             continue

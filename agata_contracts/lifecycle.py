@@ -8,6 +8,8 @@ both use the same table::
     requires = ["torch", "numpy"]          # modules that must import on a device
     results = ["samples/*.png", "model.npz"]  # files of the run's results folder to collect
     image = "agata-task:local"             # the container image (executor = docker)
+    resume = true                          # the ServerApp resumes from a checkpoint
+                                           # (see agata_contracts.checkpoints)
 
 Everything is optional. Without ``results`` every file the run leaves in its results folder is
 collected; the runtime's own log (``output-<who>.txt``) always is. Patterns are shell-style,
@@ -50,6 +52,7 @@ class Lifecycle(BaseModel):
     requires: tuple[str, ...] = Field(default=(), max_length=64)
     results: tuple[str, ...] = Field(default=(), max_length=64)
     image: str | None = None
+    resume: bool = False
 
     @field_validator("requires")
     @classmethod

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from agata_common.database import UtcDateTime, utcnow
@@ -104,3 +104,18 @@ class ResultRecord(Base):
     size: Mapped[int] = mapped_column(Integer)
     sha256: Mapped[str] = mapped_column(String(64))
     stored_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class RunStateRecord(Base):
+    """What it takes to start a task's latest run again: its server arguments, and its last
+    checkpoint (the global model after ``checkpoint_round`` rounds, ``.npz``)."""
+
+    __tablename__ = "run_states"
+
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    run: Mapped[int] = mapped_column(Integer)
+    arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    checkpoint_round: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    checkpoint_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

@@ -77,12 +77,14 @@ class RunResultsStore:
         self.storage.task_dir(task_id)  # checks the id
         return self.root / f"task_{task_id}" / f"run_{run}"
 
-    def scratch(self, task_id: str, run: int) -> Path:
-        """A fresh, empty folder for the server process of a run to leave its results in."""
+    def scratch(self, task_id: str, run: int, *, keep: bool = False) -> Path:
+        """The folder for the server process of a run to leave its results in: fresh and
+        empty, or with what an earlier process of the same run left (``keep``, a resume)."""
         self.storage.task_dir(task_id)
         folder = self.work / f"task_{task_id}" / f"run_{run}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
         return folder
 
     def lifecycle(self, task_id: str) -> Lifecycle:

@@ -1,23 +1,33 @@
 """The run controller: the one owner of a task's run, from start to exit.
 
-Start, stop, update, exit, shutdown and reconcile all go through here. Transitions that an
+Start, stop, update, exit, shutdown and recovery all go through here. Transitions that an
 operator asks for are serialized by one lock, so the record and the process never disagree for
 longer than it takes a child to exit: a stop that arrives while a start is spawning waits for the
 spawn and then stops the new server.
+
+A run this process finds recorded as running without its server (the manager before it died)
+is recovered: the reports its server kept are read back, and a Flower App's run is started
+again under the same run number, from its last checkpoint when the app declares
+``[tool.agata] resume = true`` (see ``agata_contracts.checkpoints``), else from round 0.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import select
 
 from agata_common.database import utcnow
+from agata_common.run_results import read_regular
+from agata_contracts.checkpoints import RESUME_FILE, SPOOL_FILE, STATE_DIR, checkpoint_name
 from agata_contracts.common import ArgumentValue
 from agata_contracts.tasks import (
     APP_MANIFEST,
@@ -32,6 +42,7 @@ from agata_contracts.tasks import (
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task
 from cloud_task_manager.results import RunResultsStore
+from cloud_task_manager.run_states import RunState, RunStates
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import (
     ServerLaunch,
@@ -44,12 +55,14 @@ from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from task_daemon_lib.executors import Executor
 from task_daemon_lib.messages import (
     INFO_FINISHED,
+    CheckpointMessage,
     ErrorMessage,
     InfoMessage,
     PrintMessage,
     ReportMessage,
     StatsMessage,
     TriggerMessage,
+    parse_report_line,
 )
 from task_daemon_lib.runner import ChildOutcome
 from task_daemon_lib.warm import WarmPool
@@ -60,6 +73,9 @@ SERVICE = "cloud_task_manager"
 SHUTDOWN_REASON = "the cloud task manager was shut down"
 STOPPED_REASON = "stopped by the operator"
 RESTART_REASON = "the cloud task manager restarted while this task was running; start it again"
+FINISHED_AWAY_REASON = "finished while the cloud task manager was away"
+DEFAULT_MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+MAX_SPOOL_BYTES = 64 * 1024 * 1024
 
 Announce = Callable[[TaskEvent], None]
 """Tells the world a task started or ended (a broadcast; must not raise into the caller)."""
@@ -82,8 +98,10 @@ class RunController:
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
         executor: Executor | None = None,
+        states: RunStates | None = None,
     ) -> None:
         self.records = records
+        self.states = states or RunStates(records.engine, DEFAULT_MAX_CHECKPOINT_BYTES)
         self.storage = storage
         self.results = results
         self.announce = announce
@@ -121,12 +139,10 @@ class RunController:
                     arguments = self._run_config(task_id, arguments)
                 record.runs += 1
                 self.records.rotate_credential(record)
+                RunStates.begin(session, record.id, record.runs, arguments)
                 deadline_s = float(record.deadline_s or self.default_deadline_s)
-                launch = ServerLaunch(record.id, record.runs, folder, record.host, record.port,
-                                      arguments, kind, record.devices,
-                                      self.records.run_credential(record) or "",
-                                      self.device_join_s, self.device_rejoin_s,
-                                      self.results.scratch(record.id, record.runs), image)
+                launch = self._launch(record, folder, kind, arguments, image,
+                                      self.results.scratch(record.id, record.runs))
                 record.status = TaskStatus.RUNNING.value
                 record.status_reason = None
                 record.started_at = record.modified = utcnow()
@@ -142,6 +158,16 @@ class RunController:
         self.events.register_event(SERVICE, "rpc_exec_start_server_task",
                                    f"server started {task_id}")
         return self.records.task(task_id)
+
+    def _launch(self, record: TaskRecord, folder: Path, kind: TaskKind,
+                arguments: Mapping[str, ArgumentValue], image: str | None, results_dir: Path,
+                *, resume: bool = False) -> ServerLaunch:
+        """The launch of the record's current run."""
+        return ServerLaunch(record.id, record.runs, folder, record.host, record.port,
+                            dict(arguments), kind, record.devices,
+                            self.records.run_credential(record) or "",
+                            self.device_join_s, self.device_rejoin_s, results_dir, image,
+                            resume)
 
     def _run_config(self, task_id: str,
                     arguments: Mapping[str, ArgumentValue]) -> dict[str, ArgumentValue]:
@@ -187,29 +213,132 @@ class RunController:
             return to_task(record)
 
     def reconcile(self) -> int:
-        """Tasks recorded as running whose server is not ours become failed; return how many.
+        """Recover every task recorded as running whose server is not ours; return how many.
 
         A server left running by an earlier manager process is killed first: its report
-        channel died with that process, so nothing could follow it any more.
+        channel died with that process. Its run is then settled from the reports it kept
+        (finished or failed while we were away), or started again (a Flower App's run), or
+        recorded failed (a script task's: its devices cannot rejoin a new server).
         """
-        count = 0
         with self._transition, self.records.transaction() as session:
-            stale = session.scalars(
+            stale = [(record.id, record.server_pid) for record in session.scalars(
                 select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value)
-            ).all()
-            for record in stale:
-                if self.servers.is_running(record.id):
-                    continue
-                if record.server_pid:
-                    kill_orphan(record.server_pid, self.storage.task_dir(record.id))
-                record.status = TaskStatus.FAILED.value
-                record.status_reason = RESTART_REASON
-                record.server_pid = None
-                record.ended_at = record.modified = utcnow()
-                count += 1
-        if count:
-            logger.warning("reconciled %d task(s) left running by an earlier manager", count)
-        return count
+            ).all() if not self.servers.is_running(record.id)]
+        for task_id, pid in stale:
+            if pid:
+                kill_orphan(pid, self.storage.task_dir(task_id))
+            try:
+                self._recover(task_id)
+            except Exception:
+                logger.exception("task %s: could not recover its run", task_id)
+                self._fail_stale(task_id, RESTART_REASON)
+        if stale:
+            logger.warning("recovered %d task(s) left running by an earlier manager", len(stale))
+        return len(stale)
+
+    def _recover(self, task_id: str) -> None:
+        with self._transition:
+            with self.records.transaction() as session:
+                record = self.records.get(session, task_id)
+                if record.status != TaskStatus.RUNNING.value or self.servers.is_running(task_id):
+                    return
+                run = record.runs
+                kind = kind_of(f.name for f in record.files)
+                state = self.states.get(task_id, run)
+                if state is None or kind is not TaskKind.FLOWER_APP:
+                    self._fail_record(record, RESTART_REASON)
+                    return
+                left_s = (float(record.deadline_s or self.default_deadline_s)
+                          - (utcnow() - (record.started_at or utcnow())).total_seconds())
+            scratch = self.results.scratch(task_id, run, keep=True)
+            lifecycle = self.results.lifecycle(task_id)
+            state_dir = scratch / STATE_DIR
+            with self.records.transaction() as session:
+                record = self.records.get(session, task_id)
+                launch = self._launch(record, self.storage.task_dir(task_id), kind,
+                                      state.arguments, lifecycle.image, scratch)
+            ended = self._replay_spool(launch, state_dir / SPOOL_FILE)
+            if ended is not None:
+                self._settle_away(launch, *ended)
+                return
+            if left_s <= 0:
+                self._finish_run(launch, TaskStatus.FAILED, "the run passed its deadline while "
+                                 "the cloud task manager was away")
+                return
+            launch, reason = self._restart_point(launch, state, lifecycle.resume, state_dir)
+            with self.records.transaction() as session:
+                record = self.records.get(session, task_id)
+                record.status_reason = reason
+                record.modified = utcnow()
+            logger.warning("task %s run %d: %s", task_id, run, reason)
+            try:
+                pid = self.servers.start(launch)
+            except OSError as exc:
+                self._finish_run(launch, TaskStatus.FAILED, f"server could not start: {exc}")
+                return
+            self._set_pid(launch, pid)
+            self._arm_deadline(launch, left_s)
+        self.events.register_event(SERVICE, "recover", f"{task_id}: {reason}")
+
+    def _restart_point(self, launch: ServerLaunch, state: RunState, resumable: bool,
+                       state_dir: Path) -> tuple[ServerLaunch, str]:
+        """Where the run starts again: after its checkpoint, or from round 0 (saying why)."""
+        if resumable and state.checkpoint is not None and state.checkpoint_round is not None:
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (state_dir / RESUME_FILE).write_bytes(state.checkpoint)
+            return (dataclasses.replace(launch, resume=True),
+                    f"resumed after round {state.checkpoint_round} from its checkpoint: the "
+                    "cloud task manager restarted during the run")
+        shutil.rmtree(state_dir, ignore_errors=True)
+        with self.records.transaction() as session:
+            RunStates.begin(session, launch.task_id, launch.run, dict(launch.arguments))
+        why = ("the app does not declare [tool.agata] resume = true" if not resumable
+               else "no checkpoint was kept yet")
+        return launch, (f"started again from round 0 ({why}): the cloud task manager "
+                        "restarted during the run")
+
+    def _replay_spool(self, launch: ServerLaunch,
+                      spool: Path) -> tuple[TaskStatus, str | None] | None:
+        """Store the rounds the run's server reported (again: storing is idempotent); how the
+        run ended when the server had ended it, else None."""
+        content = read_regular(spool, MAX_SPOOL_BYTES)
+        if isinstance(content, str):
+            if spool.exists():
+                logger.warning("task %s: its report spool %s", launch.task_id, content)
+            return None
+        ended: tuple[TaskStatus, str | None] | None = None
+        for line in content.splitlines():
+            message = parse_report_line(line)
+            if isinstance(message, StatsMessage):
+                self._store_round(launch, message)
+            elif isinstance(message, InfoMessage) and message.info == INFO_FINISHED:
+                ended = (TaskStatus.FINISHED, FINISHED_AWAY_REASON)
+            elif isinstance(message, ErrorMessage):
+                ended = (TaskStatus.FAILED, message.exception)
+        return ended
+
+    def _settle_away(self, launch: ServerLaunch, status: TaskStatus, reason: str | None) -> None:
+        """The run ended while no manager watched it: keep its results, record its end."""
+        assert launch.results_dir is not None
+        try:
+            self.results.collect_server(launch.task_id, launch.run, launch.results_dir)
+        except Exception:
+            logger.exception("task %s run %d: server results not collected", launch.task_id,
+                             launch.run)
+        self._finish_run(launch, status, reason)
+
+    def _fail_stale(self, task_id: str, reason: str) -> None:
+        with self.records.transaction() as session:
+            record = session.get(TaskRecord, task_id)
+            if record is not None and record.status == TaskStatus.RUNNING.value:
+                self._fail_record(record, reason)
+
+    @staticmethod
+    def _fail_record(record: TaskRecord, reason: str) -> None:
+        record.status = TaskStatus.FAILED.value
+        record.status_reason = reason
+        record.server_pid = None
+        record.ended_at = record.modified = utcnow()
 
     def shutdown(self) -> None:
         """Stop every task server; their tasks are recorded as stopped."""
@@ -243,6 +372,22 @@ class RunController:
             logger.info("task %s server says: %s", launch.task_id, message.message)
         elif isinstance(message, TriggerMessage):
             self._trigger(launch, message)
+        elif isinstance(message, CheckpointMessage):
+            self._keep_checkpoint(launch, message.round)
+
+    def _keep_checkpoint(self, launch: ServerLaunch, rounds_done: int) -> None:
+        """Store the checkpoint file the server reported, read safely (no link, within the
+        size limit): the database copy is what a restarted run starts from."""
+        if launch.results_dir is None:
+            return
+        path = launch.results_dir / STATE_DIR / checkpoint_name(rounds_done)
+        content = read_regular(path, self.states.max_checkpoint_bytes)
+        if isinstance(content, str) or len(content) > self.states.max_checkpoint_bytes:
+            why = content if isinstance(content, str) else "over the checkpoint size limit"
+            logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
+                           launch.task_id, launch.run, rounds_done, why)
+            return
+        self.states.save_checkpoint(launch.task_id, launch.run, rounds_done, content)
 
     def _store_round(self, launch: ServerLaunch, message: StatsMessage) -> None:
         metrics = {k: v for k, v in message.metrics.items() if math.isfinite(v)}
@@ -326,7 +471,8 @@ class RunController:
             if record is None or record.runs != launch.run:
                 return
             record.status = status.value
-            record.status_reason = reason
+            if reason is not None or status is not TaskStatus.FINISHED:
+                record.status_reason = reason  # a finished run keeps its "resumed after" note
             record.server_pid = None
             record.ended_at = record.modified = utcnow()
         self._announce(launch, status)

@@ -49,6 +49,7 @@ class ServerLaunch:
     rejoin_timeout_s: float = 30.0
     results_dir: Path | None = None
     image: str | None = None
+    resume: bool = False
 
     def host_arguments(self) -> list[str]:
         """The ServerApp host's arguments (a Flower App's run)."""
@@ -57,7 +58,8 @@ class ServerLaunch:
                 "--join-timeout-s", str(self.join_timeout_s),
                 "--rejoin-timeout-s", str(self.rejoin_timeout_s),
                 "--run-config", json.dumps(dict(self.arguments)),
-                *(["--results-dir", str(self.results_dir)] if self.results_dir else [])]
+                *(["--results-dir", str(self.results_dir)] if self.results_dir else []),
+                *(["--resume"] if self.resume else [])]
 
     def argv(self) -> list[str]:
         """The server process's command line, when it is started for this run alone."""
@@ -101,7 +103,7 @@ class ServerProcesses:
         ))
         name = f"task {launch.task_id} server"
         output = OutputLog(launch.results_dir / output_log_name("server"),
-                           MAX_OUTPUT_LOG_BYTES, name) if launch.results_dir else None
+                           MAX_OUTPUT_LOG_BYTES, name, append=True) if launch.results_dir else None
 
         def exited(outcome: ChildOutcome) -> None:
             if output is not None:

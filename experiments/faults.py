@@ -9,7 +9,8 @@ rounds) and injects one fault mid-run:
 * ``vanished_device``: a device's task manager and its ClientApp worker killed for good: how
   long until the run ends (its round timeout is ``device_rejoin_s``, set to 5 s here);
 * ``manager_kill``: ``kill -9`` of the cloud task manager, then a restart: the ServerApp host
-  left behind, the rounds the run lost, whether it resumed;
+  left behind, how long until the run records its next round, the rounds it lost or redid, and
+  the server's reports (kept in its spool) missing from, or doubled in, the run's record;
 * ``gateway_down``: the cloud gateway stopped for 20 s while a device's stats change, then
   started again: how long its outbox takes to drain, and whether the last stats arrived;
 * ``broker_down``: the cloud's own RabbitMQ node (never the machine's broker; it needs network
@@ -110,11 +111,12 @@ def _stack(out: Path, name: str, **overrides: str) -> Stack:
     return stack
 
 
-def _start_run(stack: Stack, rounds_first: int = 2) -> Api:
+def _start_run(stack: Stack, rounds_first: int = 2, rounds: int = ROUNDS,
+               app: Path = TASKS_DIR / "app_digits") -> Api:
     api = stack.api
     assert api is not None
-    stack.create_task(TASK_ID, TASKS_DIR / "app_digits", free_port(), devices=2,
-                      server_arguments={"num-server-rounds": ROUNDS, "min-nodes": 2})
+    stack.create_task(TASK_ID, app, free_port(), devices=2,
+                      server_arguments={"num-server-rounds": rounds, "min-nodes": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
     _wait(lambda: _rounds(api) >= rounds_first, 60, f"round {rounds_first}")
     return api
@@ -185,32 +187,54 @@ def vanished_device(out: Path) -> Figures:
         stack.stop()
 
 
-def manager_kill(out: Path) -> Figures:
-    """kill -9 the cloud task manager mid-run, then restart it."""
+def _spool(stack: Stack) -> list[dict[str, Any]]:
+    """The report lines the run's ServerApp host kept (its spool, read as JSON)."""
+    lines: list[dict[str, Any]] = []
+    for spool in sorted(stack.out_dir.rglob(f"task_{TASK_ID}/run_*/.agata/reports.jsonl")):
+        lines.extend(json.loads(line) for line in spool.read_text().splitlines() if line)
+    return lines
+
+
+def _train_rounds(spool: list[dict[str, Any]]) -> list[int]:
+    return [line["round"] for line in spool if line.get("type") == "stats"
+            and "train.loss" in line.get("metrics", {})]
+
+
+def manager_kill(out: Path, rounds: int = ROUNDS,
+                 app: Path = TASKS_DIR / "app_digits") -> Figures:
+    """kill -9 the cloud task manager mid-run (the shipped digits app, which declares
+    ``resume``, unless ``app`` says otherwise), restart it, follow the run to its end."""
     stack = _stack(out, "manager_kill")
     try:
-        api = _start_run(stack, rounds_first=3)
+        api = _start_run(stack, rounds_first=3, rounds=rounds, app=app)
         assert stack.processes is not None
         manager = stack.processes.processes["cloud_task_manager"]
         hosts = _children(manager.pid)
-        done = _rounds(api)
         os.kill(manager.pid, signal.SIGKILL)
         manager.wait()
         time.sleep(1.0)
         left_running = sum(_alive(pid) for pid in hosts)
+        done = max(_train_rounds(_spool(stack)), default=0)
         restarted = time.monotonic()
         stack.processes.start("cloud_task_manager", "cloud_task_manager")
+        _wait(lambda: _rounds(api) > done, 60, f"a round after round {done}", poll_s=0.02)
+        resumed_s = time.monotonic() - restarted
         task = _wait(lambda: (t := api.get(f"/api/tasks/{TASK_ID}"))["status"] != "running"
-                     and t, 60, "the restarted manager to settle the run")
-        recorded = _rounds(api)
+                     and t, 600, "the run to end")
+        rows = api.get(f"/api/tasks/{TASK_ID}/metrics")["rounds"]
+        recorded = {row["round"]: row["metrics"] for row in rows}
+        spool = _spool(stack)
+        lost = sum(1 for line in spool if line.get("type") == "stats"
+                   and not set(line["metrics"]) <= set(recorded.get(line["round"], {})))
+        trained = _train_rounds(spool)
         return {"manager_kill_orphans": left_running,
                 "manager_kill_rounds_done_before": done,
-                "manager_kill_rounds_lost": ROUNDS - recorded,
-                "manager_kill_resume_s": None,
-                "manager_kill_note": (f"not resumed: the restarted manager recorded the run "
-                                      f"{task['status']} ({task.get('status_reason')}) "
-                                      f"{time.monotonic() - restarted:.2f} s after its start; "
-                                      "checkpoints and resume are not built yet")}
+                "manager_kill_rounds_lost": rounds - len(set(recorded) & set(range(1, rounds + 1))),
+                "manager_kill_resume_s": round(resumed_s, 3),
+                "manager_kill_rounds_redone": len(trained) - len(set(trained)),
+                "manager_kill_end": f"{task['status']} ({task.get('status_reason')})",
+                "reports_lost": lost,
+                "reports_duplicated": len(rows) - len(recorded)}
     finally:
         stack.stop()
 

@@ -38,6 +38,7 @@ from task_daemon_lib.task_reporter import TaskReporter
 logger = logging.getLogger("flower_runtime.client_worker")
 
 CONNECT_TIMEOUT_S = 30.0
+MAX_REJOINS = 10
 
 
 class RunRefused(RuntimeError):
@@ -46,6 +47,14 @@ class RunRefused(RuntimeError):
 
 class HostLost(ConnectionError):
     """The run's host went away before the run ended."""
+
+
+class ClientAppFailed(Exception):
+    """The ClientApp raised ``error`` (its error reply was sent to the ServerApp)."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 async def _connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
@@ -70,7 +79,12 @@ def _error_reply(message: Message, exc: BaseException) -> Message:
 
 
 async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
-    """Join the run, answer its messages with the ClientApp, return when the run ended."""
+    """Join the run, answer its messages with the ClientApp, return when the run ended.
+
+    When the run's host goes away mid-run (its cloud task manager restarted, and starts the
+    run again under the same number), the device rejoins it: within ``CONNECT_TIMEOUT_S`` each
+    time, at most ``MAX_REJOINS`` times, keeping the ClientApp's ``context.state``.
+    """
     app_dir = job.app.resolve()
     manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
     os.chdir(app_dir)
@@ -80,8 +94,34 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
     client_app = load_app(manifest.clientapp, ValueError, project_dir=app_dir)
     if not isinstance(client_app, ClientApp):
         raise TypeError(f"{manifest.clientapp} is a {type(client_app).__name__}, not a ClientApp")
-    loop = asyncio.get_running_loop()
+    part = _Part(job, client_app, reporter)
     async with aiohttp.ClientSession() as session:
+        for attempt in range(MAX_REJOINS + 1):
+            try:
+                await part.serve(session)
+                return
+            except ClientAppFailed as failed:
+                raise failed.error from None
+            except (HostLost, aiohttp.ClientError, ConnectionError) as exc:
+                if part.state is None or attempt == MAX_REJOINS:
+                    raise HostLost(str(exc) or "the run's host went away") from None
+                reporter.send_print(f"lost the run's host ({exc}); rejoining")
+
+
+class _Part:
+    """This device's part in the run, across the connections it takes."""
+
+    def __init__(self, job: WorkerJob, client_app: ClientApp, reporter: TaskReporter) -> None:
+        self.job = job
+        self.client_app = client_app
+        self.reporter = reporter
+        self.state: RecordDict | None = None
+        self.trained = False
+
+    async def serve(self, session: aiohttp.ClientSession) -> None:
+        """One connection to the run's host: returns when the run ended, raises ``HostLost``
+        when the host went away first."""
+        job, reporter = self.job, self.reporter
         socket = await _connect(session, f"ws://{job.server}{wire.PATH}")
         async with socket:
             await socket.send_str(wire.control(wire.Hello(
@@ -95,10 +135,11 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
             welcome: wire.Welcome = answer
             reporter.send_print(f"joined run {welcome.run_id} as node {welcome.node_id} "
                                 f"({json.dumps(welcome.node_config, sort_keys=True)})")
+            if self.state is None:
+                self.state = RecordDict()
             context = Context(run_id=welcome.run_id, node_id=welcome.node_id,
-                              node_config=dict(welcome.node_config), state=RecordDict(),
+                              node_config=dict(welcome.node_config), state=self.state,
                               run_config=dict(welcome.run_config))
-            trained = False
             async for frame in socket:
                 if frame.type == aiohttp.WSMsgType.TEXT:
                     ended = wire.parse_control(frame.data, wire.RunEnded)
@@ -107,19 +148,23 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
                     return
                 if frame.type != aiohttp.WSMsgType.BINARY:
                     break
-                message = wire.message_from_bytes(frame.data)
-                if not trained and message.metadata.message_type.startswith("train"):
-                    trained = True
-                    reporter.send_info(INFO_FIRST_TRAIN)
-                try:
-                    reply = await loop.run_in_executor(None, client_app, message, context)
-                except Exception as exc:
-                    await socket.send_bytes(wire.message_bytes(_error_reply(message, exc)))
-                    raise
-                if not reply.metadata.message_id:
-                    reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-                await socket.send_bytes(wire.message_bytes(reply))
-    raise HostLost("the run's host went away before the run ended")
+                await self._answer(socket, wire.message_from_bytes(frame.data), context)
+        raise HostLost("the run's host went away before the run ended")
+
+    async def _answer(self, socket: aiohttp.ClientWebSocketResponse, message: Message,
+                      context: Context) -> None:
+        if not self.trained and message.metadata.message_type.startswith("train"):
+            self.trained = True
+            self.reporter.send_info(INFO_FIRST_TRAIN)
+        loop = asyncio.get_running_loop()
+        try:
+            reply = await loop.run_in_executor(None, self.client_app, message, context)
+        except Exception as exc:
+            await socket.send_bytes(wire.message_bytes(_error_reply(message, exc)))
+            raise ClientAppFailed(exc) from exc
+        if not reply.metadata.message_id:
+            reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+        await socket.send_bytes(wire.message_bytes(reply))
 
 
 def work(args: argparse.Namespace, reporter: TaskReporter) -> None:

@@ -52,6 +52,10 @@ RepliesSeen = Callable[[int | None, list[Message], dict[int, Node]], None]
 """Called with every batch of replies a ``send_and_receive`` collected: the round they answer
 (when the instructions say), the replies, and every node that joined."""
 
+InstructionsSent = Callable[[Message], None]
+"""Called with the first instruction of every batch pushed to the devices (a strategy sends
+the same global model to each), after it was sent."""
+
 
 def round_of(instruction: Message) -> int | None:
     """The round an instruction belongs to: its group id when numeric, else the
@@ -72,12 +76,14 @@ class RunGrid(Grid):
 
     def __init__(self, *, expected_nodes: int, join_timeout_s: float,
                  rejoin_timeout_s: float | None = None,
-                 on_replies: RepliesSeen | None = None) -> None:
+                 on_replies: RepliesSeen | None = None,
+                 on_instructions: InstructionsSent | None = None) -> None:
         self.expected_nodes = expected_nodes
         self.join_timeout_s = join_timeout_s
         self.rejoin_timeout_s = join_timeout_s if rejoin_timeout_s is None else rejoin_timeout_s
         self._lost: list[str] = []
         self.on_replies = on_replies
+        self.on_instructions = on_instructions
         self._run: Run | None = None
         self._changed = threading.Condition()
         self._nodes: dict[int, Node] = {}
@@ -200,6 +206,8 @@ class RunGrid(Grid):
         for node, message in outgoing:
             if node is not None:
                 node.channel.send(message)
+        if self.on_instructions is not None and outgoing:
+            self.on_instructions(outgoing[0][1])
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:

@@ -21,16 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from flwr.app import Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import ServerApp
 from flwr.supercore.object_ref import load_app
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from agata_contracts.checkpoints import (
+    CHECKPOINT_KEY,
+    RESUME_FILE,
+    RESUME_KEY,
+    ROUND_KEY,
+    SPOOL_FILE,
+    STATE_DIR,
+)
 from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
 from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
+from flower_runtime.checkpoint import Checkpointer, read_checkpoint
 from flower_runtime.grid import Node, RunGrid
 from flower_runtime.jobs import HostJob, read_job
 from flower_runtime.manifest import ConfigValue, read_manifest
@@ -222,8 +231,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rejoin-timeout-s", type=float, default=30.0,
                         help="how long the run waits for a lost device to be replaced")
     parser.add_argument("--results-dir", type=Path, default=None,
-                        help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV})")
+                        help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV}); "
+                             f"the run's checkpoints and report spool go to its {STATE_DIR}/")
+    parser.add_argument("--resume", action="store_true",
+                        help=f"continue after the checkpoint {STATE_DIR}/{RESUME_FILE} (the app "
+                             "declares [tool.agata] resume = true)")
     return parser.parse_args(argv)
+
+
+def resume_state(state_dir: Path | None, context: Context, reporter: TaskReporter) -> int:
+    """Put the checkpoint to resume from into ``context.state``; return its rounds done."""
+    if state_dir is None:
+        raise ValueError("--resume needs --results-dir (the checkpoint lies in its state folder)")
+    rounds_done, arrays = read_checkpoint((state_dir / RESUME_FILE).read_bytes())
+    context.state[RESUME_KEY] = ConfigRecord({ROUND_KEY: rounds_done})
+    context.state[CHECKPOINT_KEY] = arrays
+    reporter.send_print(f"resuming after round {rounds_done} from its checkpoint")
+    return rounds_done
 
 
 def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: str) -> None:
@@ -231,28 +255,37 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     quiet_flower()
     app_dir = args.app.resolve()
     os.chdir(app_dir)
+    state_dir: Path | None = None
     if args.results_dir is not None:
         os.environ[RESULTS_DIR_ENV] = str(args.results_dir.resolve())
+        state_dir = args.results_dir.resolve() / STATE_DIR
+        state_dir.mkdir(parents=True, exist_ok=True)
+        reporter.spool_to(state_dir / SPOOL_FILE)
     manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
     run_config = _json_object(args.run_config)
     server_app = load_app(manifest.serverapp, ValueError, project_dir=app_dir)
     if not isinstance(server_app, ServerApp):
         raise TypeError(f"{manifest.serverapp} is a {type(server_app).__name__}, not a ServerApp")
 
+    context = Context(run_id=args.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
+                      state=RecordDict(), run_config=dict(run_config))
+    rounds_before = resume_state(state_dir, context, reporter) if args.resume else 0
     nodes_seen: dict[int, str] = {}
 
     def report(number: int | None, replies: list[Message], nodes: dict[int, Node]) -> None:
         nodes_seen.update({node_id: node.client_id for node_id, node in nodes.items()})
         metrics = round_metrics(replies, nodes_seen)
         if number is not None and metrics:
-            reporter.send_stats(number, **metrics)
+            reporter.send_stats(number + rounds_before, **metrics)
         for reply in replies:
             if reply.has_error():
                 client = nodes_seen.get(reply.metadata.src_node_id, "?")
                 reporter.send_print(f"device {client}: {reply.error.reason}")
 
+    checkpointer = Checkpointer(state_dir, reporter, rounds_before) if state_dir else None
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
-                   rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report)
+                   rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report,
+                   on_instructions=checkpointer.instructions_sent if checkpointer else None)
     door = DeviceDoor(grid, args.run_id, run_config, run_credential)
     server = DeviceServer(door, args.host, args.port)
     server.start()
@@ -261,8 +294,6 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     TaskIdentity.node_id = SUPERLINK_NODE_ID
     TaskIdentity.task_id = args.run_id
     grid.set_run(Run.create_empty(args.run_id))
-    context = Context(run_id=args.run_id, node_id=SUPERLINK_NODE_ID, node_config={},
-                      state=RecordDict(), run_config=dict(run_config))
     try:
         server_app(grid, context)
     except BaseException as exc:

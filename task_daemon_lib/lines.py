@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import stat
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -184,19 +185,28 @@ _TRUNCATED = "[output log truncated here: the rest of the output is not kept]\n"
 
 class OutputLog:
     """Appends a task process's output lines to a file, up to ``limit`` bytes (thread-safe);
-    stderr lines also go to this process's log, as they do without an output log."""
+    stderr lines also go to this process's log, as they do without an output log.
 
-    def __init__(self, path: Path, limit: int, name: str = "task") -> None:
+    The file is new, or with ``append`` the log an earlier process of the same run left (a
+    resumed run); never reached through a link a task left in its folder.
+    """
+
+    def __init__(self, path: Path, limit: int, name: str = "task", *,
+                 append: bool = False) -> None:
         self.path = path
         self.name = name
         self.limit = limit
-        self._written = 0
         self._full = False
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        # a new file, never through a link a task left in its folder
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        self._file = os.fdopen(descriptor, "w", encoding="utf-8", errors="replace")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
+        descriptor = os.open(path, flags | (os.O_APPEND if append else os.O_EXCL), 0o644)
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            os.close(descriptor)
+            raise OSError(f"{path.name} is not a plain file of its own")
+        self._written = info.st_size
+        self._file = os.fdopen(descriptor, "a", encoding="utf-8", errors="replace")
 
     def __call__(self, stream: str, line: str) -> None:
         """Keep one line (``stream`` is ``stdout`` or ``stderr``; both go to the one log)."""

@@ -5,13 +5,14 @@ the manager that started it by writing *report lines*:
 
 * one JSON object per line, UTF-8 encoded, terminated by ``b"\\n"``;
 * every object carries a ``type`` discriminator and a ``time`` (Unix seconds, float);
-* the five message types are::
+* the six message types are::
 
     {"type": "info",    "info": str,                              "time": float}
     {"type": "stats",   "round": int >= 0, "metrics": {str: float}, "time": float}
     {"type": "print",   "message": str,                           "time": float}
     {"type": "error",   "exception": str,                         "time": float}
     {"type": "trigger", "trigger_name": str, "trigger_arguments": str, "time": float}
+    {"type": "checkpoint", "round": int >= 0,                     "time": float}
 
 AGATA conventions: ``info`` ``"Started"`` is sent when a reporter is created and
 ``info`` ``"Finished"`` when the task ends successfully.  Non-finite metric values are
@@ -37,6 +38,7 @@ __all__ = [
     "INFO_STARTED",
     "REPORT_FD_ENV",
     "STDOUT_PREFIX",
+    "CheckpointMessage",
     "ErrorMessage",
     "InfoMessage",
     "PrintMessage",
@@ -107,8 +109,16 @@ class TriggerMessage(_ReportBase):
     trigger_arguments: str = ""
 
 
+class CheckpointMessage(_ReportBase):
+    """The ServerApp host kept the global model after ``round`` rounds (its file is
+    ``checkpoint-<round>.npz`` in the run's state folder, see ``agata_contracts.checkpoints``)."""
+
+    type: Literal["checkpoint"] = "checkpoint"
+    round: int = Field(ge=0)
+
+
 ReportMessage = Annotated[
-    InfoMessage | StatsMessage | PrintMessage | ErrorMessage | TriggerMessage,
+    InfoMessage | StatsMessage | PrintMessage | ErrorMessage | TriggerMessage | CheckpointMessage,
     Field(discriminator="type"),
 ]
 """Any report message (discriminated on ``type``)."""

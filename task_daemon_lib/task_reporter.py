@@ -11,11 +11,13 @@ import stat
 import sys
 import threading
 import traceback
+from pathlib import Path
 
 from task_daemon_lib.messages import (
     INFO_STARTED,
     REPORT_FD_ENV,
     STDOUT_PREFIX,
+    CheckpointMessage,
     ErrorMessage,
     InfoMessage,
     PrintMessage,
@@ -67,15 +69,28 @@ class TaskReporter:
     once; sending is thread-safe and never raises if the manager has gone away.  Lines up
     to ``PIPE_BUF`` (4096) bytes stay whole even when forked processes share the pipe.
     Creating a reporter sends ``info "Started"``.
+
+    With a ``spool`` file, every message is also appended there (and, but for prints, synced
+    to disk) before it is sent, so it outlives a manager that dies before reading it.
     """
 
     def __init__(self, *, fd: int | None = None) -> None:
         """Create the reporter; ``fd`` overrides the descriptor from the environment."""
         self._fd: int | None = fd if fd is not None else _report_fd_from_env()
         self._broken = False
+        self._spool: int | None = None
         if self._fd is None:
             logger.debug("%s not usable, reporting on stdout", REPORT_FD_ENV)
         self.send_info(INFO_STARTED)
+
+    def spool_to(self, path: Path) -> None:
+        """From now on, keep every message in ``path`` too (appended; created 0600)."""
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW,
+                             0o600)
+        with _WRITE_LOCK:
+            if self._spool is not None:
+                os.close(self._spool)
+            self._spool = descriptor
 
     @property
     def uses_stdout(self) -> bool:
@@ -111,10 +126,16 @@ class TaskReporter:
         """Send a named trigger with optional string arguments."""
         self._send(TriggerMessage(trigger_name=trigger_name, trigger_arguments=trigger_arguments))
 
+    def send_checkpoint(self, task_round: int) -> None:
+        """Say that the model after ``task_round`` rounds was kept (the ServerApp host)."""
+        self._send(CheckpointMessage(round=operator.index(task_round)))
+
     def _send(self, msg: ReportMessage) -> None:
         """Write one message as a whole line; swallow errors from a vanished manager."""
         data = encode_report(msg)
         with _WRITE_LOCK:
+            if self._spool is not None:
+                self._keep(self._spool, data, sync=msg.type != "print")
             if self._broken:
                 return
             try:
@@ -126,6 +147,17 @@ class TaskReporter:
                 # BrokenPipeError (manager gone), closed stdout, bad descriptor, ...
                 self._broken = True
                 logger.warning("report channel unusable, dropping reports: %s", exc)
+
+    def _keep(self, descriptor: int, data: bytes, *, sync: bool) -> None:
+        """Append to the spool; a spool that fails is given up (the pipe still works)."""
+        try:
+            self._write_fd(descriptor, data)
+            if sync:
+                os.fsync(descriptor)
+        except OSError as exc:
+            logger.warning("report spool unusable, no longer kept: %s", exc)
+            os.close(descriptor)
+            self._spool = None
 
     @staticmethod
     def _write_fd(fd: int, data: bytes) -> None:

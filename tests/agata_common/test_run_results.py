@@ -55,3 +55,16 @@ def test_limits_count_and_size(tmp_path: Path, monkeypatch) -> None:
 
 def test_a_missing_folder_gathers_nothing(tmp_path: Path) -> None:
     assert gather_results(tmp_path / "none", NO_LIFECYCLE).files == []
+
+
+def test_the_runtime_state_folder_is_never_a_result(tmp_path: Path) -> None:
+    (tmp_path / ".agata").mkdir()
+    (tmp_path / ".agata" / "reports.jsonl").write_text("{}\n")
+    (tmp_path / "samples").mkdir()
+    (tmp_path / "samples" / ".agata").mkdir()
+    (tmp_path / "samples" / ".agata" / "x.txt").write_text("x")
+    (tmp_path / "model.npz").write_bytes(b"m")
+    gathered = gather_results(tmp_path, NO_LIFECYCLE)
+    assert [f.path for f in gathered.files] == ["model.npz"]
+    # a task's own hidden folder deeper down is still said to be left out
+    assert [s.split(":")[0] for s in gathered.skipped] == ["samples/.agata/x.txt"]

@@ -44,6 +44,7 @@ image = "agata-task:local"
     ('image = "UPPER CASE"', "image name"),
     ('entrypoint = "x"', "entrypoint"),
     ("requires = 3", "requires"),
+    ("resume = \"yes please\"", "resume"),
 ])
 def test_a_bad_table_names_the_manifest_and_the_key(table: str, complaint: str) -> None:
     with pytest.raises(LifecycleError) as error:

@@ -146,3 +146,33 @@ def test_stdout_fallback_when_env_fd_is_not_a_pipe(monkeypatch, capsys):
         assert TaskReporter().uses_stdout
         f.seek(0)
         assert f.read() == b""
+
+
+def test_a_spool_keeps_every_message_before_it_is_sent(pipe, tmp_path):
+    r, w = pipe
+    rep = TaskReporter(fd=w)
+    spool = tmp_path / "reports.jsonl"
+    rep.spool_to(spool)
+    rep.send_stats(1, loss=0.5)
+    rep.send_print("hello")
+    rep.send_checkpoint(1)
+    sent = read_messages(r)
+    kept = [parse_report_line(line) for line in spool.read_bytes().splitlines()]
+    assert kept == sent[1:]  # all but "Started", sent before the spool was set
+    assert [type(m).__name__ for m in kept] == ["StatsMessage", "PrintMessage",
+                                                "CheckpointMessage"]
+    assert oct(spool.stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_spool_outlives_a_gone_manager_and_refuses_links(pipe, tmp_path):
+    r, w = pipe
+    rep = TaskReporter(fd=w)
+    spool = tmp_path / "reports.jsonl"
+    rep.spool_to(spool)
+    os.close(r)
+    rep.send_stats(2, loss=0.25)  # the pipe is broken: the spool still has it
+    assert [m.round for m in map(parse_report_line, spool.read_bytes().splitlines())] == [2]
+    (tmp_path / "link").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError):
+        rep.spool_to(tmp_path / "link")
+    assert not (tmp_path / "elsewhere").exists()

@@ -32,6 +32,14 @@ logger = logging.getLogger("dcganapp")
 app = ServerApp()
 
 
+def resume_point(context: Context, initial: ArrayRecord) -> tuple[int, ArrayRecord]:
+    """The rounds already done and the arrays to start from: AGATA's checkpoint when it started
+    this run again after a restart (``[tool.agata] resume = true``), else none and ``initial``."""
+    if "agata.resume" not in context.state:
+        return 0, initial
+    return int(context.state["agata.resume"]["round"]), context.state["agata.checkpoint"]
+
+
 def results_dir() -> Path:
     """Where this run's results go (created on first use)."""
     folder = Path(os.environ.get(RESULTS_ENV) or DEFAULT_RESULTS_DIR).resolve()
@@ -56,11 +64,13 @@ def save_samples(arrays: ArrayRecord, server_round: int, latent_dim: int, seed: 
     return path
 
 
-def sample_saver(latent_dim: int, seed: int) -> Callable[[int, ArrayRecord], MetricRecord | None]:
-    """FedAvg's ``evaluate_fn``: save the global generator's samples after each round."""
+def sample_saver(latent_dim: int, seed: int,
+                 rounds_before: int = 0) -> Callable[[int, ArrayRecord], MetricRecord | None]:
+    """FedAvg's ``evaluate_fn``: save the global generator's samples after each round (numbered
+    after the ``rounds_before`` a resumed run had done)."""
 
     def save(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        save_samples(arrays, server_round, latent_dim, seed)
+        save_samples(arrays, server_round + rounds_before, latent_dim, seed)
         return None
 
     return save
@@ -81,16 +91,18 @@ def main(grid: Grid, context: Context) -> None:
     latent_dim = int(config["latent-dim"])
     seed = int(config["seed"])
     generator, discriminator = task.build_models(latent_dim, seed)
+    done, arrays = resume_point(context,
+                                ArrayRecord(task.joint_state_dict(generator, discriminator)))
     strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=devices,
                       min_train_nodes=devices)
     result = strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(task.joint_state_dict(generator, discriminator)),
-        num_rounds=int(config["num-server-rounds"]),
+        initial_arrays=arrays,
+        num_rounds=int(config["num-server-rounds"]) - done,
         train_config=ConfigRecord({"lr": float(config["learning-rate"])}),
-        evaluate_fn=sample_saver(latent_dim, seed),
+        evaluate_fn=sample_saver(latent_dim, seed, done),
     )
     for server_round, metrics in sorted(result.train_metrics_clientapp.items()):
-        logger.warning("round %d: d_loss %.4f g_loss %.4f", server_round,
+        logger.warning("round %d: d_loss %.4f g_loss %.4f", server_round + done,
                        float(metrics["d_loss"]), float(metrics["g_loss"]))
     logger.warning("final generator saved to %s", save_generator(result.arrays))

@@ -11,16 +11,26 @@ from digitsapp import task
 app = ServerApp()
 
 
+def resume_point(context: Context, initial: ArrayRecord) -> tuple[int, ArrayRecord]:
+    """The rounds already done and the arrays to start from: AGATA's checkpoint when it started
+    this run again after a restart (``[tool.agata] resume = true``), else none and ``initial``."""
+    if "agata.resume" not in context.state:
+        return 0, initial
+    return int(context.state["agata.resume"]["round"]), context.state["agata.checkpoint"]
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    """Start from the seeded model, average the devices' updates, log the final accuracy."""
+    """Start from the seeded model (or the checkpoint), average the devices' updates, log the
+    final accuracy."""
     devices = int(context.run_config["min-nodes"])
+    done, arrays = resume_point(context, ArrayRecord(task.build_model().state_dict()))
     strategy = FedAvg(min_available_nodes=devices, min_train_nodes=devices,
                       min_evaluate_nodes=devices)
     result = strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord(task.build_model().state_dict()),
-        num_rounds=int(context.run_config["num-server-rounds"]),
+        initial_arrays=arrays,
+        num_rounds=int(context.run_config["num-server-rounds"]) - done,
         train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
     )
     model = task.build_model()

@@ -12,6 +12,14 @@ from flwr.serverapp.strategy import FedAvg
 app = ServerApp()
 
 
+def resume_point(context: Context, initial: ArrayRecord) -> tuple[int, ArrayRecord]:
+    """The rounds already done and the arrays to start from: AGATA's checkpoint when it started
+    this run again after a restart (``[tool.agata] resume = true``), else none and ``initial``."""
+    if "agata.resume" not in context.state:
+        return 0, initial
+    return int(context.state["agata.resume"]["round"]), context.state["agata.checkpoint"]
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Start from zeros and average the devices' updates."""
@@ -20,12 +28,13 @@ def main(grid: Grid, context: Context) -> None:
     if context.run_config.get("fail-on-round") == -1:
         raise RuntimeError("the ServerApp was told to fail before round 1")
     devices = int(context.run_config["min-nodes"])
+    done, arrays = resume_point(context, ArrayRecord([np.zeros(size, dtype=np.float64)]))
     strategy = FedAvg(min_available_nodes=devices, min_train_nodes=devices,
                       min_evaluate_nodes=devices)
     result = strategy.start(
         grid=grid,
-        initial_arrays=ArrayRecord([np.zeros(size, dtype=np.float64)]),
-        num_rounds=rounds,
+        initial_arrays=arrays,
+        num_rounds=rounds - done,
         train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
     )
     final = result.arrays.to_numpy_ndarrays()[0]

@@ -1,0 +1,125 @@
+"""The ServerApp host's checkpoints: the global model after each round, as ``.npz`` files.
+
+The host does not need the app's help to take them: a strategy sends its current global model
+with every ``train`` (the model after the previous round) and ``evaluate`` (the model after this
+round's training) instruction, and :class:`Checkpointer` keeps it from the first instruction of
+each batch. The format is plain NumPy: one array per entry (``a0``, ``a1``, …) and a JSON
+description (round, time, the arrays' names); ``allow_pickle`` is never used to read it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Message
+
+from agata_contracts.checkpoints import META_KEY, checkpoint_name, checkpoint_round
+from flower_runtime.grid import round_of
+from task_daemon_lib.task_reporter import TaskReporter
+
+logger = logging.getLogger(__name__)
+
+KEEP = 2
+"""Checkpoint files kept in the state folder (the manager may still be reading the previous)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file cannot be read; says why."""
+
+
+def checkpoint_bytes(arrays: ArrayRecord, rounds_done: int) -> bytes:
+    """The ``.npz`` of a global model after ``rounds_done`` rounds."""
+    names = list(arrays.keys())
+    meta = json.dumps({"round": rounds_done, "time": time.time(), "names": names})
+    entries: dict[str, Any] = {f"a{index}": arrays[name].numpy()
+                               for index, name in enumerate(names)}
+    entries[META_KEY] = np.array(meta)
+    buffer = io.BytesIO()
+    np.savez(buffer, **entries)
+    return buffer.getvalue()
+
+
+def read_checkpoint(content: bytes) -> tuple[int, ArrayRecord]:
+    """The rounds done and the global model of a checkpoint's bytes (``CheckpointError``)."""
+    try:
+        with np.load(io.BytesIO(content), allow_pickle=False) as data:
+            meta = json.loads(str(data[META_KEY]))
+            names = meta["names"]
+            rounds_done = meta["round"]
+            if not isinstance(rounds_done, int) or rounds_done < 0 or not isinstance(names, list):
+                raise CheckpointError("its description has no round or no names")
+            arrays = {str(name): Array(np.array(data[f"a{index}"]))
+                      for index, name in enumerate(names)}
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"not a checkpoint: {exc}") from None
+    return rounds_done, ArrayRecord(array_dict=arrays)
+
+
+def write_atomically(path: Path, content: bytes) -> None:
+    """Write ``content`` at ``path`` so that a reader sees all of it or nothing."""
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".write-")
+    try:
+        with os.fdopen(handle, "wb") as output:
+            output.write(content)
+            output.flush()
+            os.fsync(output.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class Checkpointer:
+    """Keeps the global model after each round in ``state_dir`` and reports it.
+
+    ``rounds_before`` is how many rounds the run had done before this process (a resumed run):
+    the strategy counts its rounds from 1 again, the checkpoints go on from there.
+    """
+
+    def __init__(self, state_dir: Path, reporter: TaskReporter, rounds_before: int = 0) -> None:
+        self.state_dir = state_dir
+        self.reporter = reporter
+        self.rounds_before = rounds_before
+        self.last = rounds_before
+
+    def instructions_sent(self, instruction: Message) -> None:
+        """Keep the model an instruction carries, when it is newer than the last one kept."""
+        number = round_of(instruction)
+        kind = instruction.metadata.message_type
+        if number is None or not instruction.has_content():
+            return
+        if kind.startswith("train"):
+            done = number - 1
+        elif kind.startswith("evaluate"):
+            done = number
+        else:
+            return
+        done += self.rounds_before
+        records = list(instruction.content.array_records.values())
+        if done <= self.last or not records:
+            return
+        try:
+            write_atomically(self.state_dir / checkpoint_name(done),
+                             checkpoint_bytes(records[0], done))
+        except (OSError, ValueError) as exc:
+            logger.warning("checkpoint after round %d not kept: %s", done, exc)
+            return
+        self.last = done
+        self.reporter.send_checkpoint(done)
+        self._drop_old()
+
+    def _drop_old(self) -> None:
+        kept = sorted((r, p) for p in self.state_dir.iterdir()
+                      if (r := checkpoint_round(p.name)) is not None)
+        for _, path in kept[:-KEEP]:
+            path.unlink(missing_ok=True)

@@ -1,0 +1,45 @@
+"""The run states table: a run's arguments and its newest checkpoint, on each database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from agata_common.database import make_engine
+from cloud_task_manager.models import Base, TaskRecord
+from cloud_task_manager.run_states import RunStates
+
+
+@pytest.fixture
+def engine(database_url: str, tmp_path: Path) -> Iterator[Engine]:
+    made = make_engine(database_url, tmp_path / "tasks.db")
+    Base.metadata.create_all(made)
+    yield made
+    made.dispose()
+
+
+def test_only_a_newer_checkpoint_of_the_latest_run_is_kept(engine: Engine) -> None:
+    states = RunStates(engine, max_checkpoint_bytes=100)
+    with states._sessions.begin() as session:
+        session.add(TaskRecord(id="t", host="127.0.0.1", port=1, credential_hash="h",
+                               credential_nonce="n"))
+        session.flush()
+        RunStates.begin(session, "t", 1, {"num-server-rounds": 5})
+    assert states.get("t", 1).checkpoint is None  # type: ignore[union-attr]
+    assert states.save_checkpoint("t", 1, 2, b"two")
+    assert not states.save_checkpoint("t", 1, 1, b"one"), "an older checkpoint replaced a newer"
+    assert not states.save_checkpoint("t", 1, 2, b"two again")
+    assert not states.save_checkpoint("t", 0, 9, b"old run")
+    assert not states.save_checkpoint("t", 1, 9, b"x" * 101), "over the size limit"
+    state = states.get("t", 1)
+    assert state is not None
+    assert (state.checkpoint_round, state.checkpoint, state.arguments) == (
+        2, b"two", {"num-server-rounds": 5})
+    assert states.get("t", 2) is None
+    with states._sessions.begin() as session:
+        RunStates.begin(session, "t", 2, {})
+    fresh = states.get("t", 2)
+    assert fresh is not None and fresh.checkpoint is None and fresh.checkpoint_round is None
