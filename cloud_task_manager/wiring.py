@@ -52,8 +52,9 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
 
     announcer: Broadcaster[TaskEvent] = Broadcaster(
         runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
-    storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024))
-    records = TaskRecords(engine, Credentials.from_config(section.download_secret, data_dir))
+    storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024), engine)
+    records = TaskRecords(engine, Credentials.from_config(
+        section.download_secret, data_dir, shared_database=engine.dialect.name == "postgresql"))
     results = RunResultsStore(records, storage, data_dir)
     executor = make_executor(section.executor, image=section.container_image,
                              cpus=section.container_cpus,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,8 +106,17 @@ def test_failing_task_makes_the_client_switch_to_a_healthy_one(stack: Stack) -> 
 def test_corrupted_download_is_refused_and_the_task_quarantined(stack: Stack) -> None:
     api = stack.start_cloud()
     create(stack, "bad", TASKS_DIR / "task_error")
+    # The stored bytes change behind the recorded sha256: in the database, which holds task
+    # files, and in the manager's cached copy (else it repairs the copy from the database).
     stored = stack.out_dir / "cloud" / "tasks" / "task_bad" / "client.py"
-    stored.write_text(stored.read_text() + "\nimport os; os.system('echo tampered')\n")
+    tampered = stored.read_bytes() + b"\nimport os; os.system('echo tampered')\n"
+    stored.write_bytes(tampered)
+    with contextlib.closing(sqlite3.connect(stack.out_dir / "cloud" / "tasks.db")) as database:
+        with database:
+            changed = database.execute(
+                "UPDATE task_file_contents SET content = ? WHERE task_id = ? AND name = ?",
+                (tampered, "bad", "client.py")).rowcount
+    assert changed == 1
     api.post("/rpc_exec_start_server_task", {"task_id": "bad"})
     try:
         stack.start_clients()
