@@ -19,6 +19,7 @@ from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_task_manager.clients import ClientCache
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.results import RunResultsStore
+from cloud_task_manager.run_states import RunStates
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
@@ -65,6 +66,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
                          default_deadline_s=section.default_deadline_s,
                          announce=announcer.publish, events=runtime.events,
                          executor=executor,
+                         states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
