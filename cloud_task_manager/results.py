@@ -1,6 +1,13 @@
-"""Results of runs on the cloud: stored per task, run and device under
-``<data_dir>/results/task_<id>/run_<n>/``, indexed in the database, listed, read one by one or
-as one zip archive.
+"""Results of runs on the cloud: stored per task, run and device (``server/<name>``,
+``devices/<device>/<name>``) in the database, listed, read one by one or as one zip archive.
+
+A result's bytes are stored in the database in the same transaction as its ``run_results`` row
+(see ``result_contents``), so every replica on one database serves the same results. No local
+copy is written: a result is written once and downloaded rarely, so a cache would save little
+while being one more copy to check against the database (and would only ever exist on the
+replica that stored the result). ``<data_dir>/results/`` is read only for results stored before
+the database kept their bytes: served when they match their row's sha256, and copied into the
+database then.
 
 The task's server leaves its files in a scratch folder of its run (``AGATA_RESULTS_DIR``),
 gathered when it exits; a device uploads its own with the run's download credential. Both pass
@@ -11,6 +18,7 @@ outside the folder of the one who sent it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import logging
 import shutil
@@ -45,7 +53,8 @@ from agata_contracts.results import (
 )
 from cloud_task_manager.models import ResultRecord
 from cloud_task_manager.records import TaskRecords
-from cloud_task_manager.storage import TaskStorage, write_inside
+from cloud_task_manager.result_contents import ResultContents, check_result_path
+from cloud_task_manager.storage import TaskStorage
 from microservice_interconnect import BadRequest, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
@@ -62,20 +71,17 @@ def to_result_file(row: ResultRecord) -> ResultFile:
 
 
 class RunResultsStore:
-    """Owns ``<data_dir>/results`` (stored results) and ``<data_dir>/results-work`` (the
-    servers' scratch folders)."""
+    """Stores results in the database and owns ``<data_dir>/results-work`` (the servers'
+    scratch folders); ``<data_dir>/results`` holds only results stored before the database
+    kept their bytes."""
 
     def __init__(self, records: TaskRecords, storage: TaskStorage, data_dir: Path) -> None:
         self.records = records
         self.storage = storage
         self.root = (data_dir / "results").resolve()
         self.work = (data_dir / "results-work").resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
         self.work.mkdir(parents=True, exist_ok=True)
-
-    def _run_dir(self, task_id: str, run: int) -> Path:
-        self.storage.task_dir(task_id)  # checks the id
-        return self.root / f"task_{task_id}" / f"run_{run}"
+        self.contents = ResultContents(records.engine, self.root)
 
     def scratch(self, task_id: str, run: int, *, keep: bool = False) -> Path:
         """The folder for the server process of a run to leave its results in: fresh and
@@ -102,7 +108,8 @@ class RunResultsStore:
 
     def _store(self, task_id: str, run: int, client_id: str | None, name: str,
                content: bytes) -> ResultFile:
-        """Write one result of the server (``client_id`` None) or a device, within limits."""
+        """Store one result of the server (``client_id`` None) or a device, within limits:
+        its row and its bytes in one transaction."""
         if len(content) > MAX_RESULT_FILE_BYTES:
             raise BadRequest(f"result {name!r} is {len(content)} bytes; the limit is "
                              f"{MAX_RESULT_FILE_BYTES}")
@@ -122,15 +129,17 @@ class RunResultsStore:
             if sum(row.size for row in mine) + len(content) > MAX_RESULT_BYTES:
                 raise BadRequest(f"{owner}'s results of run {run} would pass "
                                  f"{MAX_RESULT_BYTES} bytes (the limit)")
-            stored = write_inside(self._run_dir(task_id, run) / owner, name, content)
+            check_result_path(owner, name, (row.path for row in mine))
+            digest = hashlib.sha256(content).hexdigest()
             row = session.scalars(select(ResultRecord).where(
                 ResultRecord.task_id == task_id, ResultRecord.run == run,
                 ResultRecord.path == path)).first()
             if row is None:
                 row = ResultRecord(task_id=task_id, run=run, path=path, client_id=client_id,
-                                   size=stored.size, sha256=stored.sha256)
+                                   size=len(content), sha256=digest)
                 session.add(row)
-            row.size, row.sha256, row.stored_at = stored.size, stored.sha256, utcnow()
+            row.size, row.sha256, row.stored_at = len(content), digest, utcnow()
+            self.contents.put(session, task_id, run, path, digest, content)
             session.flush()
             return to_result_file(row)
 
@@ -194,23 +203,12 @@ class RunResultsStore:
                               total_bytes=sum(row.size for row in rows))
 
     def read(self, task_id: str, run: int, path: str) -> ResultContent:
-        """One result file of a run, or 404."""
+        """One result file of a run (its bytes from the database), or 404."""
         with Session(self.records.engine) as session:
             number = self._resolve_run(session, task_id, run)
-            row = session.scalars(select(ResultRecord).where(
-                ResultRecord.task_id == task_id, ResultRecord.run == number,
-                ResultRecord.path == path)).first()
-            if row is None:
-                raise NotFound(f"run {number} of task {task_id!r} has no result {path!r}")
-        content = self._file(task_id, number, path)
-        return ResultContent(path=path, size=len(content), sha256=row.sha256,
-                             content=base64.b64encode(content))
-
-    def _file(self, task_id: str, run: int, path: str) -> bytes:
-        try:
-            return (self._run_dir(task_id, run) / path).read_bytes()
-        except OSError:
-            raise NotFound(f"result {path!r} of run {run} is missing from storage") from None
+        item = self.contents.read(task_id, number, path)
+        return ResultContent(path=path, size=len(item.content), sha256=item.sha256,
+                             content=base64.b64encode(item.content))
 
     def archive(self, task_id: str, run: int) -> ResultsArchive:
         """Every result file of a run in one zip archive (``task-<id>-run-<n>/<path>``)."""
@@ -224,8 +222,6 @@ class RunResultsStore:
         top = f"task-{task_id}-run-{listing.run}"
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for item in listing.files:
-                archive.writestr(f"{top}/{item.path}",
-                                 self._file(task_id, listing.run, item.path))
-        return ResultsArchive(name=f"{top}.zip", files=len(listing.files),
+            files = self.contents.write_archive(archive, top, task_id, listing.run)
+        return ResultsArchive(name=f"{top}.zip", files=files,
                               content=base64.b64encode(buffer.getvalue()))

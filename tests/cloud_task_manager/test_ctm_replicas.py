@@ -1,12 +1,17 @@
 """Two cloud task manager replicas (real processes, each with its own data directory) on one
 PostgreSQL database behind one gateway: a file uploaded through either is downloaded through
-both, always with the same bytes."""
+both, always with the same bytes; a run's results stored by the replica that ran it are served
+by the other, also once that one is gone."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import zipfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pika
@@ -16,10 +21,18 @@ from support import OPERATOR_TOKEN, _postgres_database, isolated_environ, wait_f
 
 from agata_cli.client import Gateway
 from agata_contracts.tasks import READ_TASK_FILE
-from experiments.processes import ProcessGroup, wait_for_http
+from experiments.processes import ProcessGroup, free_port, wait_for_http
 
 TASK = "replicated"
 DOWNLOADS = 20
+MODEL = bytes(range(256)) * 400
+RESULT_SERVER = f"""import os
+from pathlib import Path
+results = Path(os.environ["AGATA_RESULTS_DIR"])
+(results / "metrics").mkdir()
+(results / "metrics" / "final.json").write_text('{{"accuracy": 0.9}}')
+(results / "model.bin").write_bytes(bytes(range(256)) * {len(MODEL) // 256})
+""".encode()
 
 
 @pytest.fixture
@@ -54,8 +67,19 @@ def download_many(api: Gateway, name: str, expected: bytes) -> None:
             f"download {attempt} differs")
 
 
-def test_files_are_served_identically_by_every_replica(tmp_path: Path,
-                                                        postgres_url: str) -> None:
+@dataclass
+class Replicas:
+    """Two replicas and a gateway, as real processes."""
+
+    api: Gateway
+    processes: ProcessGroup
+    data_dirs: dict[str, Path]
+
+
+@contextmanager
+def running_replicas(tmp_path: Path, postgres_url: str) -> Iterator[Replicas]:
+    """Two replicas on ``postgres_url`` and a gateway; each stops cleanly, without tracebacks
+    (a replica the test stopped itself is checked by the test)."""
     environ = {**os.environ, **isolated_environ(
         tmp_path,
         AGATA_CLOUD_TASK_MANAGER_DATABASE_URL=postgres_url,
@@ -75,8 +99,20 @@ def test_files_are_served_identically_by_every_replica(tmp_path: Path,
         processes.start("cloud_gateway", "cloud_gateway")
         url = f"http://127.0.0.1:{environ['AGATA_SERVER_GATEWAY_PORT']}"
         wait_for_http(f"{url}/health", 30)
-        api = Gateway(url, OPERATOR_TOKEN, timeout_s=15)
+        yield Replicas(Gateway(url, OPERATOR_TOKEN, timeout_s=15), processes, data_dirs)
+    finally:
+        codes = processes.stop_all()
+    assert all(code == 0 for code in codes.values()), codes
+    for name in data_dirs:
+        log = (tmp_path / "logs" / f"{name}.log").read_text()
+        assert "Traceback" not in log, log
+        assert "download_secret is not set" not in log, log
 
+
+def test_files_are_served_identically_by_every_replica(tmp_path: Path,
+                                                        postgres_url: str) -> None:
+    with running_replicas(tmp_path, postgres_url) as replicas:
+        api, data_dirs = replicas.api, replicas.data_dirs
         api.post("/rpc_exec_create_task", {"task_id": TASK, "port": 8000})
         first = bytes(range(256)) * 300 + b"first"
         (tmp_path / "model.bin").write_bytes(first)
@@ -95,10 +131,36 @@ def test_files_are_served_identically_by_every_replica(tmp_path: Path,
         download_many(api, "data/model.bin", second)
         for data_dir in data_dirs.values():
             assert local_copy(data_dir, "data/model.bin") == second, data_dir
-    finally:
-        codes = processes.stop_all()
-    assert codes == {"cloud_gateway": 0, "replica_b": 0, "replica_a": 0}, codes
-    for name in data_dirs:
-        log = (tmp_path / "logs" / f"{name}.log").read_text()
-        assert "Traceback" not in log, log
-        assert "download_secret is not set" not in log, log
+
+
+def test_results_are_served_identically_by_every_replica(tmp_path: Path,
+                                                          postgres_url: str) -> None:
+    expected = {"server/metrics/final.json": b'{"accuracy": 0.9}', "server/model.bin": MODEL}
+    with running_replicas(tmp_path, postgres_url) as replicas:
+        api = replicas.api
+        api.post("/rpc_exec_create_task", {"task_id": TASK, "port": free_port()})
+        (tmp_path / "server.py").write_bytes(RESULT_SERVER)
+        api.upload(TASK, tmp_path / "server.py")
+        api.post("/rpc_exec_start_server_task", {"task_id": TASK})
+        wait_for(lambda: expected.keys() <= {
+            item["path"] for item in api.get(f"/api/tasks/{TASK}/results")["files"]}, 60,
+            "the server's results", interval=0.2)
+        # Only the replica that ran the server had its scratch folder (and so its files).
+        (runner,) = [name for name, data_dir in replicas.data_dirs.items()
+                     if (data_dir / "results-work" / f"task_{TASK}").is_dir()]
+
+        def download_results(times: int) -> None:
+            for attempt in range(times):
+                for path, content in expected.items():
+                    got = api.download(f"/api/tasks/{TASK}/runs/1/results/{path}")
+                    assert got == content, f"download {attempt} of {path} differs"
+            archive = api.download(f"/api/tasks/{TASK}/runs/0/results.zip")
+            with zipfile.ZipFile(io.BytesIO(archive)) as unpacked:
+                for path, content in expected.items():
+                    assert unpacked.read(f"task-{TASK}-run-1/{path}") == content
+
+        download_results(DOWNLOADS // 2)  # RabbitMQ hands the reads to both replicas in turn
+        assert replicas.processes.stop(runner) == 0
+        download_results(DOWNLOADS // 2)  # the other replica alone, from the database
+        for data_dir in replicas.data_dirs.values():
+            assert not (data_dir / "results").exists(), "results are kept in the database"
