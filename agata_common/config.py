@@ -201,6 +201,8 @@ class CloudTaskManagerSettings(ExecutorSettings):
     device_rejoin_s: float = Field(30.0, gt=0)
     default_deadline_s: int = Field(86400, ge=1, le=30 * 24 * 3600)
     max_checkpoint_mb: float = Field(64.0, gt=0)
+    replica_id: str = Field("", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$|^$")
+    replica_lease_s: float = Field(6.0, ge=1.0, le=600.0)
     warm_hosts: int = Field(2, ge=0, le=8)
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""

@@ -146,6 +146,8 @@ class Task(BaseModel):
     status: TaskStatus
     status_reason: str | None
     runs: int
+    replica: str | None = Field(None, description="The cloud task manager replica that runs "
+                                "(or last ran) the task's server.")
     created: datetime
     modified: datetime
     started_at: datetime | None

@@ -33,6 +33,7 @@ class TaskRecord(Base):
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     runs: Mapped[int] = mapped_column(Integer, default=0)
     server_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     credential_hash: Mapped[str] = mapped_column(String(64))
     credential_nonce: Mapped[str] = mapped_column(String(64))
     previous_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -119,3 +120,13 @@ class RunStateRecord(Base):
     checkpoint_round: Mapped[int | None] = mapped_column(Integer, nullable=True)
     checkpoint: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     checkpoint_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class ReplicaRecord(Base):
+    """A cloud task manager process sharing the database: alive while its lease is renewed."""
+
+    __tablename__ = "replicas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -37,7 +37,7 @@ from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthoriz
 
 MAX_CLIENT_REPORTS = 500
 ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
-                 "previous_nonce": "VARCHAR(64)"}
+                 "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)"}
 """Columns of ``tasks`` added after the first release: added to older databases at start."""
 
 
@@ -63,6 +63,7 @@ def to_task(record: TaskRecord) -> Task:
         status=TaskStatus(record.status),
         status_reason=record.status_reason,
         runs=record.runs,
+        replica=record.owner,
         created=record.created,
         modified=record.modified,
         started_at=record.started_at,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 
 from agata_common.database import utcnow
 from agata_common.run_results import read_regular
@@ -99,8 +99,14 @@ class RunController:
         warm: WarmPool | None = None,
         executor: Executor | None = None,
         states: RunStates | None = None,
+        replica_id: str = "local",
+        forward_stop: Callable[[str, str], Task] | None = None,
+        alive_replicas: Callable[[], set[str]] | None = None,
     ) -> None:
         self.records = records
+        self.replica_id = replica_id
+        self.forward_stop = forward_stop
+        self.alive_replicas = alive_replicas
         self.states = states or RunStates(records.engine, DEFAULT_MAX_CHECKPOINT_BYTES)
         self.storage = storage
         self.results = results
@@ -115,6 +121,8 @@ class RunController:
         )
         self._transition = threading.Lock()
         self._shutting_down = False
+        self._handing_over = False
+        self._fenced: set[tuple[str, int]] = set()
         self._deadlines: dict[str, tuple[ServerLaunch, threading.Timer]] = {}
         self._forced_ends: dict[tuple[str, int], str] = {}
 
@@ -145,6 +153,7 @@ class RunController:
                                       self.results.scratch(record.id, record.runs))
                 record.status = TaskStatus.RUNNING.value
                 record.status_reason = None
+                record.owner = self.replica_id
                 record.started_at = record.modified = utcnow()
                 record.ended_at = None
             try:
@@ -179,20 +188,31 @@ class RunController:
         except ManifestError as exc:
             raise BadRequest(f"task {task_id!r}: {exc}") from None
 
-    def stop(self, task_id: str) -> Task:
-        """Stop the task's server: terminate, then kill after the grace period."""
+    def stop(self, task_id: str, *, forward: bool = True) -> Task:
+        """Stop the task's server: terminate, then kill after the grace period. A run another
+        live replica owns is stopped by that replica (``forward``)."""
         with self._transition:
             if not self.servers.is_running(task_id):
                 with self.records.transaction() as session:
                     record = self.records.get(session, task_id)
                     if record.status != TaskStatus.RUNNING.value:
                         raise Conflict(f"task {task_id!r} is not running ({record.status})")
-                    record.status = TaskStatus.STOPPED.value
-                    record.ended_at = record.modified = utcnow()
-                    record.status_reason = STOPPED_REASON
-                    return to_task(record)
-            self.servers.stop(task_id)
-        return self.records.task(task_id)
+                    owner = record.owner
+                    elsewhere = (forward and owner is not None and owner != self.replica_id
+                                 and self.forward_stop is not None
+                                 and self.alive_replicas is not None
+                                 and owner in self.alive_replicas())
+                    if not elsewhere:
+                        record.status = TaskStatus.STOPPED.value
+                        record.ended_at = record.modified = utcnow()
+                        record.status_reason = STOPPED_REASON
+                        return to_task(record)
+            else:
+                self.servers.stop(task_id)
+                return self.records.task(task_id)
+        assert owner is not None and self.forward_stop is not None
+        logger.info("task %s: stop handed to its owner, replica %s", task_id, owner)
+        return self.forward_stop(owner, task_id)
 
     def update(self, request: UpdateTaskRequest) -> Task:
         """Change the fields given; host and port only while the task is not running."""
@@ -222,8 +242,11 @@ class RunController:
         """
         with self._transition, self.records.transaction() as session:
             stale = [(record.id, record.server_pid) for record in session.scalars(
-                select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value)
+                select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value,
+                                         or_(TaskRecord.owner.is_(None),
+                                             TaskRecord.owner == self.replica_id))
             ).all() if not self.servers.is_running(record.id)]
+        stale = [(task_id, pid) for task_id, pid in stale if self._claim(task_id)]
         for task_id, pid in stale:
             if pid:
                 kill_orphan(pid, self.storage.task_dir(task_id))
@@ -236,7 +259,58 @@ class RunController:
             logger.warning("recovered %d task(s) left running by an earlier manager", len(stale))
         return len(stale)
 
-    def _recover(self, task_id: str) -> None:
+    def take_over(self, alive: set[str]) -> int:
+        """Recover the runs of replicas no longer alive (their lease ran out, or they left);
+        return how many this replica claimed. Runs another replica claimed first are left."""
+        with self.records.transaction() as session:
+            orphaned = [(record.id, record.owner) for record in session.scalars(
+                select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value,
+                                         TaskRecord.owner.is_not(None),
+                                         TaskRecord.owner != self.replica_id))
+                        if record.owner not in alive]
+        taken = 0
+        for task_id, owner in orphaned:
+            if not self._claim(task_id, owner):
+                continue
+            taken += 1
+            logger.warning("task %s: replica %s is gone; this replica (%s) takes its run over",
+                           task_id, owner, self.replica_id)
+            try:
+                self._recover(task_id, own=False)
+            except Exception:
+                logger.exception("task %s: could not take its run over", task_id)
+                self._fail_stale(task_id, RESTART_REASON)
+        return taken
+
+    def fence(self) -> None:
+        """Stop serving runs another replica now owns (it thought this one dead): their
+        servers end without this replica recording anything."""
+        with self.records.transaction() as session:
+            for record in session.scalars(select(TaskRecord).where(
+                    TaskRecord.owner.is_not(None), TaskRecord.owner != self.replica_id)):
+                if self.servers.is_running(record.id):
+                    logger.warning("task %s: replica %s owns its run now; stopping ours",
+                                   record.id, record.owner)
+                    self._fenced.add((record.id, record.runs))
+                    self.servers.request_stop(record.id)
+
+    def _claim(self, task_id: str, owner: str | None = None) -> bool:
+        """Make this replica the owner of the task's running run if ``owner`` (None: this
+        replica or nobody) still owns it; one compare-and-set update."""
+        held = (or_(TaskRecord.owner.is_(None), TaskRecord.owner == self.replica_id)
+                if owner is None else TaskRecord.owner == owner)
+        with self.records.transaction() as session:
+            changed = session.execute(
+                update(TaskRecord)
+                .where(TaskRecord.id == task_id,
+                       TaskRecord.status == TaskStatus.RUNNING.value, held)
+                .values(owner=self.replica_id))
+            return bool(getattr(changed, "rowcount", 0))
+
+    def _recover(self, task_id: str, *, own: bool = True) -> None:
+        """Settle or restart a run without a server. Its spool is read back only when this
+        replica ran it last (``own``); a run taken over from another replica starts from the
+        database alone, and whatever an earlier tenure here left in its state folder goes."""
         with self._transition:
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
@@ -253,6 +327,8 @@ class RunController:
             scratch = self.results.scratch(task_id, run, keep=True)
             lifecycle = self.results.lifecycle(task_id)
             state_dir = scratch / STATE_DIR
+            if not own:
+                shutil.rmtree(state_dir, ignore_errors=True)
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
                 launch = self._launch(record, self.storage.task_dir(task_id), kind,
@@ -340,9 +416,11 @@ class RunController:
         record.server_pid = None
         record.ended_at = record.modified = utcnow()
 
-    def shutdown(self) -> None:
-        """Stop every task server; their tasks are recorded as stopped."""
+    def shutdown(self, *, handover: bool = False) -> None:
+        """Stop every task server; their tasks are recorded as stopped, or (``handover``:
+        another replica lives) left running for another replica to take over."""
         self._shutting_down = True
+        self._handing_over = handover
         with self._transition:
             timers, self._deadlines = list(self._deadlines.values()), {}
         for _, timer in timers:
@@ -446,6 +524,12 @@ class RunController:
         if armed is not None and armed[0] is launch:
             armed[1].cancel()
             self._deadlines.pop(launch.task_id, None)
+        if (launch.task_id, launch.run) in self._fenced or (
+                self._handing_over and outcome.status == TaskStatus.STOPPED.value):
+            self._fenced.discard((launch.task_id, launch.run))
+            logger.info("task %s server %s; its run is left to another replica",
+                        launch.task_id, outcome.status)
+            return
         status = TaskStatus(outcome.status)
         reason = outcome.reason
         forced = self._forced_ends.pop((launch.task_id, launch.run), None)
@@ -468,7 +552,8 @@ class RunController:
     def _finish_run(self, launch: ServerLaunch, status: TaskStatus, reason: str | None) -> None:
         with self.records.transaction() as session:
             record = session.get(TaskRecord, launch.task_id)
-            if record is None or record.runs != launch.run:
+            if record is None or record.runs != launch.run or record.owner not in (
+                    None, self.replica_id):
                 return
             record.status = status.value
             if reason is not None or status is not TaskStatus.FINISHED:

@@ -6,6 +6,7 @@ the schema, reconciles runs an earlier process left behind, and serves the RPCs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -14,10 +15,18 @@ from agata_common.config import Settings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
-from agata_contracts.tasks import TaskEvent
+from agata_contracts.tasks import Task, TaskEvent, TaskIdRequest
 from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_task_manager.clients import ClientCache
 from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.replicas import (
+    STOP_OWNED_RUN,
+    LeaseKeeper,
+    OwnerEndpoint,
+    Replicas,
+    owner_queue_prefix,
+    replica_id_for,
+)
 from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.run_states import RunStates
 from cloud_task_manager.runs import RunController
@@ -34,10 +43,20 @@ from task_daemon_lib.warm import WarmPool
 NAME = "cloud_task_manager"
 
 
-def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTaskManager:
-    """The manager and its parts; client lookups and task events use the runtime's link."""
+def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
+          replicas: Replicas | None = None) -> CloudTaskManager:
+    """The manager and its parts; client lookups, task events and stops handed to the replica
+    owning a run use the runtime's link."""
     section = config.cloud_task_manager
     data_dir = config.storage.resolved_data_dir()
+    replicas = replicas or Replicas(engine, replica_id_for(section.replica_id, data_dir),
+                                    section.replica_lease_s)
+
+    def forward_stop(owner: str, task_id: str) -> Task:
+        spec = dataclasses.replace(STOP_OWNED_RUN, name=owner_queue_prefix("", owner)
+                                   + STOP_OWNED_RUN.name)
+        return runtime.client.call(spec, TaskIdRequest(task_id=task_id),
+                                   timeout=section.stop_grace_s + 10)
 
     def lookup_client(client_id: str) -> UserInfo:
         return runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
@@ -67,6 +86,8 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine) -> CloudTas
                          announce=announcer.publish, events=runtime.events,
                          executor=executor,
                          states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
+                         replica_id=replicas.replica_id, forward_stop=forward_stop,
+                         alive_replicas=replicas.alive,
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
@@ -84,10 +105,20 @@ class RunningCloudTaskManager:
     runtime: ServiceRuntime
     host: ServiceHost
     engine: Engine
+    replicas: Replicas
+    lease: LeaseKeeper
 
     def stop(self) -> None:
-        """Finish requests in hand, stop every task server, disconnect, close the database."""
-        self.runtime.stop(before_close=self.manager.runs.shutdown)
+        """Finish requests in hand, stop every task server (leaving its run to another replica
+        when one lives), give up the lease, disconnect, close the database."""
+        self.lease.stop()
+        handover = self.replicas.others_alive()
+
+        def release() -> None:
+            self.manager.runs.shutdown(handover=handover)
+            self.replicas.leave()
+
+        self.runtime.stop(before_close=release)
         self.engine.dispose()
 
 
@@ -98,10 +129,27 @@ def start(config: Settings, engine: Engine | None = None, *,
         engine = make_engine(config.cloud_task_manager.database_url,
                              config.storage.resolved_data_dir() / "tasks.db")
     runtime = cloud_runtime(name, config)
-    manager = build(config, runtime, engine)
+    section = config.cloud_task_manager
+    replicas = Replicas(engine, replica_id_for(section.replica_id,
+                                               config.storage.resolved_data_dir()),
+                        section.replica_lease_s)
+    manager = build(config, runtime, engine, replicas)
     manager.records.create_schema()
-    manager.runs.reconcile()
-    manager.runs.servers.prepare_spare()
+    runs = manager.runs
+
+    def tick(alive: set[str]) -> None:
+        runs.fence()
+        runs.take_over(alive)
+
+    lease = LeaseKeeper(replicas, tick)
+    lease.start()
+    runs.reconcile()
+    runs.servers.prepare_spare()
     host = runtime.serve(manager)
+    runtime.hosts.append(ServiceHost(
+        OwnerEndpoint(lambda task_id: runs.stop(task_id, forward=False)), runtime.link,
+        name=name, queue_prefix=owner_queue_prefix(runtime.link.broker.queue_prefix,
+                                                   replicas.replica_id),
+        threads=2, events=runtime.events))
     runtime.start()
-    return RunningCloudTaskManager(manager, runtime, host, engine)
+    return RunningCloudTaskManager(manager, runtime, host, engine, replicas, lease)

@@ -31,6 +31,8 @@ logger = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO_ROOT / "tasks"
 T = TypeVar("T")
+SERVING = "CloudTaskManager serving"
+"""What a cloud task manager logs once it takes requests."""
 
 
 class Api(Gateway):
@@ -86,6 +88,9 @@ class Stack:
     """Put in front of device ``i``'s commands, when given for it."""
     client_overrides: list[dict[str, str]] = field(default_factory=list)
     """Device ``i``'s own ``AGATA_*`` overrides (e.g. its broker), when given for it."""
+    replicas: int = 1
+    """Cloud task managers sharing one database, each with its own data folder (more than one
+    needs ``cloud_overrides`` naming a PostgreSQL ``AGATA_CLOUD_TASK_MANAGER_DATABASE_URL``)."""
 
     @property
     def events_path(self) -> Path:
@@ -104,7 +109,9 @@ class Stack:
             device_overrides={f"AGATA_CLIENT_PARAMS_{key.upper()}": value
                               for key, value in self.client_params.items()},
             host=self.host)
-        self.cloud_env = {**os.environ, **deployment.cloud_environ(), **self.cloud_overrides}
+        self.cloud_env = {**os.environ, **deployment.cloud_environ(),
+                          "AGATA_CLOUD_TASK_MANAGER_DOWNLOAD_SECRET": secrets.token_hex(16),
+                          **self.cloud_overrides}
         self.client_envs = [{**os.environ, **deployment.device_environ(index),
                              **_item(self.client_overrides, index, {})}
                             for index in range(self.client_count)]
@@ -118,10 +125,38 @@ class Stack:
         self.processes = ProcessGroup(self.cloud_env, self.out_dir / "logs")
         self.processes.start("event_reader", "event_reader",
                              "--output", str(self.events_path), prefix=self.cloud_command)
-        for service in ("user_manager", "cloud_task_manager", "cloud_gateway"):
-            self.processes.start(service, service, prefix=self.cloud_command)
+        self.processes.start("user_manager", "user_manager", prefix=self.cloud_command)
+        for index in range(self.replicas):
+            self.start_replica(index)
+        self.processes.start("cloud_gateway", "cloud_gateway", prefix=self.cloud_command)
         self.api.wait_ready()
         return self.api
+
+    @staticmethod
+    def replica_name(index: int) -> str:
+        """The process name of cloud task manager replica ``index`` (0: the only one)."""
+        return "cloud_task_manager" if index == 0 else f"cloud_task_manager_{index + 1}"
+
+    def start_replica(self, index: int, timeout: float = 60) -> None:
+        """Start cloud task manager replica ``index`` (its own data folder past the first) and
+        wait until it serves (one at a time: each prepares the shared schema)."""
+        assert self.processes is not None
+        name = self.replica_name(index)
+        environ = dict(self.cloud_env)
+        if index:
+            environ["AGATA_STORAGE_DATA_DIR"] = str(self.out_dir / f"cloud-replica-{index + 1}")
+        log = self.out_dir / "logs" / f"{name}.log"
+        served = log.read_text(errors="replace").count(SERVING) if log.exists() else 0
+        self.processes.environ = environ
+        try:
+            self.processes.start(name, "cloud_task_manager", prefix=self.cloud_command)
+        finally:
+            self.processes.environ = self.cloud_env
+        deadline = time.monotonic() + timeout
+        while not (log.exists() and log.read_text(errors="replace").count(SERVING) > served):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{name} did not serve within {timeout:.0f} s")
+            time.sleep(0.05)
 
     def start_clients(self) -> list[str]:
         """Enroll each device, start its client gateway and client task manager (it joins

@@ -1,5 +1,7 @@
 """The ClientApp: one gradient step towards this device's target, then its distance to it."""
 
+import time
+
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -14,10 +16,12 @@ def _target(context: Context, size: int) -> np.ndarray:
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Move the vector towards the target; fail on purpose when the run config says so."""
+    """Move the vector towards the target (after ``train-delay-s``, to make rounds last);
+    fail on purpose when the run config says so."""
     server_round = int(msg.content["config"]["server-round"])
     if int(context.run_config["fail-on-round"]) == server_round:
         raise RuntimeError(f"told to fail on round {server_round}")
+    time.sleep(float(context.run_config.get("train-delay-s", 0.0)))
     vector = msg.content["arrays"].to_numpy_ndarrays()[0]
     target = _target(context, vector.size)
     lr = float(msg.content["config"]["lr"])

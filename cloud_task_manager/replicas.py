@@ -1,0 +1,144 @@
+"""Several cloud task managers on one database: who is alive, and who owns which run.
+
+Each manager process is a replica with a stable id (configured, or kept in its data folder).
+It renews its lease, a row of the table ``replicas``, every third of ``lease_s``. The replica
+that starts a run owns it (``tasks.owner``): its server is that replica's child. Any replica
+answers reads; a stop that lands on another replica reaches the owner on the owner's own
+queue. When an owner's lease runs out (it died) or it leaves (shut down while others live),
+another replica claims its runs, one compare-and-set update each, and recovers them from their
+checkpoints. A replica that finds a run it serves owned by another (it was thought dead) stops
+that server without recording anything: the owner records.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+from sqlalchemy import Engine, delete, select
+from sqlalchemy.orm import sessionmaker
+
+from agata_common.database import utcnow
+from agata_contracts.tasks import Task, TaskIdRequest
+from cloud_task_manager.models import ReplicaRecord
+from microservice_interconnect.service import rpc
+from microservice_interconnect.spec import Audience, RpcSpec
+
+logger = logging.getLogger(__name__)
+
+REPLICA_ID_FILE = "replica_id"
+_REPLICA_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,39}$")
+
+STOP_OWNED_RUN: RpcSpec[TaskIdRequest, Task] = RpcSpec(
+    name="rpc_exec_stop_owned_run",
+    service="cloud_task_manager",
+    request=TaskIdRequest,
+    response=Task,
+    summary="Stop a task's run on the replica that owns it (between replicas only).",
+    audiences=frozenset({Audience.INTERNAL}),
+)
+
+
+def replica_id_for(configured: str, data_dir: Path) -> str:
+    """The replica's id: the configured one, else the one kept in ``data_dir`` (made once)."""
+    if configured:
+        return configured
+    path = data_dir / REPLICA_ID_FILE
+    try:
+        kept = path.read_text().strip()
+    except FileNotFoundError:
+        kept = ""
+    if _REPLICA_ID.match(kept):
+        return kept
+    made = f"ctm-{secrets.token_hex(6)}"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "w") as output:
+        output.write(made + "\n")
+    return made
+
+
+def owner_queue_prefix(queue_prefix: str, replica_id: str) -> str:
+    """Where a replica serves the requests only it can answer."""
+    return f"{queue_prefix}replica.{replica_id}."
+
+
+class Replicas:
+    """The ``replicas`` table: this replica's lease and who else is alive."""
+
+    def __init__(self, engine: Engine, replica_id: str, lease_s: float) -> None:
+        self.replica_id = replica_id
+        self.lease_s = lease_s
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def renew(self) -> None:
+        """Say this replica is alive."""
+        with self._sessions.begin() as session:
+            row = session.get(ReplicaRecord, self.replica_id)
+            if row is None:
+                session.add(ReplicaRecord(id=self.replica_id))
+            else:
+                row.seen_at = utcnow()
+
+    def leave(self) -> None:
+        """Say this replica is gone (its runs may be taken over at once)."""
+        with self._sessions.begin() as session:
+            session.execute(delete(ReplicaRecord).where(ReplicaRecord.id == self.replica_id))
+
+    def alive(self) -> set[str]:
+        """The replicas whose lease has not run out (this one included once renewed)."""
+        since = utcnow() - timedelta(seconds=self.lease_s)
+        with self._sessions() as session:
+            return set(session.scalars(
+                select(ReplicaRecord.id).where(ReplicaRecord.seen_at > since)))
+
+    def others_alive(self) -> bool:
+        """Whether another replica could take this one's runs over."""
+        return bool(self.alive() - {self.replica_id})
+
+
+class OwnerEndpoint:
+    """The requests only the owner of a run can answer, served on its own queue."""
+
+    def __init__(self, stop_here: Callable[[str], Task]) -> None:
+        self._stop_here = stop_here
+
+    @rpc(STOP_OWNED_RUN)
+    def stop_owned_run(self, request: TaskIdRequest) -> Task:
+        """Stop the run this replica serves (never forwarded further)."""
+        return self._stop_here(request.task_id)
+
+
+class LeaseKeeper:
+    """Renews the lease and, each time, lets ``tick`` fence and take over runs (a thread)."""
+
+    def __init__(self, replicas: Replicas, tick: Callable[[set[str]], None]) -> None:
+        self.replicas = replicas
+        self.tick = tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="replica-lease", daemon=True)
+
+    def start(self) -> None:
+        """Renew now, then every third of the lease."""
+        self.replicas.renew()
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop renewing (the lease runs out unless :meth:`Replicas.leave` is called)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(self.replicas.lease_s)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.replicas.lease_s / 3):
+            try:
+                self.replicas.renew()
+                self.tick(self.replicas.alive())
+            except Exception:
+                logger.exception("replica %s: lease renewal or takeover failed",
+                                 self.replicas.replica_id)

@@ -1,0 +1,129 @@
+"""Two cloud task manager replicas on one PostgreSQL, every service a real process, two
+devices: a replica owns the runs it started; stopped with SIGTERM while another lives, it hands
+them over; a replica that owns nothing dies (kill -9) without any run noticing; an owner killed
+with kill -9 has its runs taken over once its lease runs out; each handed-over run resumes
+after its checkpoint under the same run number; stops reach the owner wherever they land."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import _postgres_database, wait_for
+
+from experiments.processes import free_port
+from experiments.stack import TASKS_DIR, Api, Stack
+
+LEASE_S = 3.0
+TASKS = {"a": "device-0", "b": "device-1"}
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (the test is skipped when PostgreSQL does not answer)."""
+    yield from _postgres_database()
+
+
+def task(api: Api, task_id: str) -> dict[str, Any]:
+    return api.get(f"/api/tasks/{task_id}")
+
+
+def rounds(api: Api, task_id: str) -> int:
+    return max((r["round"] for r in api.get(f"/api/tasks/{task_id}/metrics")["rounds"]),
+               default=0)
+
+
+def training(api: Api, task_id: str, past: int, timeout: float = 60) -> int:
+    """Wait until the run records a round after ``past``; return the rounds it has."""
+    return wait_for(lambda: (n := rounds(api, task_id)) > past and n, timeout,
+                    f"task {task_id} to train past round {past}", interval=0.1)
+
+
+def kill(stack: Stack, name: str) -> None:
+    assert stack.processes is not None
+    process = stack.processes.processes[name]
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def test_replicas_own_hand_over_and_take_over_runs(tmp_path: Path, postgres_url: str) -> None:
+    stack = Stack(tmp_path / "stack", client_count=2,
+                  client_params={"request_interval": "1", "task_retry_s": "1",
+                                 "task_retry_max_s": "2"},
+                  cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DATABASE_URL": postgres_url,
+                                   "AGATA_CLOUD_TASK_MANAGER_REPLICA_LEASE_S": str(LEASE_S),
+                                   "AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "1"})
+    first, second = Stack.replica_name(0), Stack.replica_name(1)
+    try:
+        api = stack.start_cloud()  # the first replica alone
+        stack.start_clients()
+        for task_id, device in TASKS.items():
+            stack.create_task(task_id, TASKS_DIR / "app_numpy", free_port(), devices=1,
+                              selection_criteria=f"id == '{device}'",
+                              server_arguments={"num-server-rounds": 100000, "min-nodes": 1,
+                                                "train-delay-s": 0.05})
+        api.post("/rpc_exec_start_server_task", {"task_id": "a"})
+        training(api, "a", 2)
+        owner_first = task(api, "a")["replica"]
+        assert owner_first
+
+        # SIGTERM while another replica lives: the run is handed over, not stopped
+        stack.start_replica(1)
+        assert stack.processes is not None
+        assert stack.processes.stop(first) == 0
+        wait_for(lambda: task(api, "a")["replica"] not in (None, owner_first), 30,
+                 "the second replica to take run a over", interval=0.1)
+        training(api, "a", rounds(api, "a"))
+        a = task(api, "a")
+        owner_second = a["replica"]
+        assert (a["status"], a["runs"]) == ("running", 1), a
+        assert a["status_reason"].startswith("resumed after round"), a
+
+        api.post("/rpc_exec_start_server_task", {"task_id": "b"})
+        training(api, "b", 2)
+        assert task(api, "b")["replica"] == owner_second
+
+        # a replica that owns nothing dies: no run notices
+        stack.start_replica(0)
+        before = {t: task(api, t) for t in TASKS}
+        kill(stack, first)
+        time.sleep(LEASE_S + 1.5)
+        for task_id, seen in before.items():
+            now = task(api, task_id)
+            assert {k: now[k] for k in ("status", "runs", "replica", "status_reason")} == {
+                k: seen[k] for k in ("status", "runs", "replica", "status_reason")}, now
+            training(api, task_id, rounds(api, task_id))
+
+        # the owner dies: the other replica takes both runs over once its lease runs out
+        stack.start_replica(0)
+        recorded = {t: rounds(api, t) for t in TASKS}
+        kill(stack, second)
+        for task_id in TASKS:
+            wait_for(lambda t=task_id: task(api, t)["replica"] == owner_first, 30,
+                     f"the first replica to take run {task_id} over", interval=0.1)
+            training(api, task_id, rounds(api, task_id))
+            taken = task(api, task_id)
+            assert (taken["status"], taken["runs"]) == ("running", 1), taken
+            resumed = re.match(r"resumed after round (\d+) ", taken["status_reason"])
+            # at most the round in flight at the kill is trained again
+            assert resumed and int(resumed.group(1)) >= recorded[task_id] - 1, taken
+
+        # stops reach the owner, wherever they land
+        stack.start_replica(1)
+        for task_id in TASKS:
+            stopped = api.post("/rpc_exec_stop_server_task", {"task_id": task_id})
+            assert stopped["status"] == "stopped", stopped
+        for task_id in TASKS:
+            assert task(api, task_id)["status"] == "stopped"
+    finally:
+        codes = stack.stop()
+    assert all(code == 0 for name, code in codes.items() if name != second), codes
+    for name in (first, second):
+        log = (tmp_path / "stack" / "logs" / f"{name}.log").read_text()
+        assert "Traceback" not in log, log
