@@ -7,7 +7,13 @@ whose criteria match some of them (their servers only wait), then has every devi
 ``POST /rpc_exec_client_requesting_task`` once per ``--interval`` seconds for ``--duration``
 seconds over keep-alive HTTP on loopback. Prints the achieved ``polls_per_s``, latency
 percentiles, ``errors``, and the CPU each process used (load generator included); ``--json``
-prints one JSON line.
+prints one JSON line per configuration.
+
+``--replicas K`` runs K cloud task managers on one throw-away PostgreSQL database (each with
+its own data folder); ``--clients`` and ``--replicas`` take comma-separated lists, and every
+combination is measured in the same invocation, one after the other, so a list holds its own
+baseline (``--replicas 1,2``: one replica against two; ``--clients 300,600,1000``: the knee).
+``--database postgresql`` puts a single replica on PostgreSQL too, to compare like with like.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from typing import Any
 import aiohttp
 
 from experiments.bench_rpc import percentile
+from experiments.postgres import PostgresUnavailable, temporary_database
 from experiments.processes import free_port
 from experiments.stack import Stack
 
@@ -159,11 +166,13 @@ def start_tasks(stack: Stack, folder: Path) -> None:
 
 
 def run(clients: int, interval: float, duration: float, out: Path,
-        warmup: float = 5.0) -> dict[str, Any]:
-    """Bring the cloud up, enroll the devices, load it, stop it; the figures (CPU of the
-    measured part only)."""
-    stack = Stack(out, client_count=0,
-                  cloud_overrides={"AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE": "100000"})
+        warmup: float = 5.0, replicas: int = 1, database_url: str = "") -> dict[str, Any]:
+    """Bring the cloud up (``replicas`` task managers on ``database_url``), enroll the
+    devices, load it, stop it; the figures (CPU of the measured part only)."""
+    overrides = {"AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE": "100000"}
+    if database_url:
+        overrides["AGATA_CLOUD_TASK_MANAGER_DATABASE_URL"] = database_url
+    stack = Stack(out, client_count=0, replicas=replicas, cloud_overrides=overrides)
     try:
         api = stack.start_cloud()
         start_tasks(stack, out)
@@ -191,14 +200,43 @@ def run(clients: int, interval: float, duration: float, out: Path,
             for name, percent in figures["cpu_percent"].items()}
     finally:
         stack.stop()
-    return {"clients": clients, "interval_s": interval, "duration_s": duration,
-            "warmup_s": warmup, **figures}
+    return {"clients": clients, "replicas": replicas,
+            "database": "postgresql" if database_url else "sqlite", "interval_s": interval,
+            "duration_s": duration, "warmup_s": warmup, **figures}
+
+
+def measure(clients: int, replicas: int, database: str, args: argparse.Namespace
+            ) -> dict[str, Any]:
+    """One configuration in a fresh folder (and a fresh database when PostgreSQL is used)."""
+    with tempfile.TemporaryDirectory(prefix="agata-load-") as folder:
+        if replicas == 1 and database == "sqlite":
+            return run(clients, args.interval, args.duration, Path(folder), args.warmup)
+        with temporary_database() as url:
+            return run(clients, args.interval, args.duration, Path(folder), args.warmup,
+                       replicas, url)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers of at least 1")
+    return values
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--clients", type=int, default=1000, help="simulated devices")
+    parser.add_argument("--clients", type=_counts, default=[1000],
+                        help="simulated devices (a comma-separated list: each is measured)")
+    parser.add_argument("--replicas", type=_counts, default=[1],
+                        help="cloud task managers on one PostgreSQL (a list: each is measured)")
+    parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite",
+                        help="the database of a single replica (several always use "
+                             "PostgreSQL)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between polls")
     parser.add_argument("--duration", type=float, default=30.0,
                         help="seconds of measured load")
@@ -208,14 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    with tempfile.TemporaryDirectory(prefix="agata-load-") as folder:
-        result = run(args.clients, args.interval, args.duration, Path(folder), args.warmup)
-    if args.json:
-        print(json.dumps(result))
-    else:
-        for key, value in result.items():
-            print(f"{key:16} {value}")
-    return 0 if result["errors"] == 0 else 1
+    failed = False
+    for replicas in args.replicas:
+        for clients in args.clients:
+            try:
+                result = measure(clients, replicas, args.database, args)
+            except PostgresUnavailable as exc:
+                parser.exit(2, f"cannot measure {replicas} replica(s): {exc}\n")
+            failed = failed or result["errors"] > 0
+            if args.json:
+                print(json.dumps(result), flush=True)
+            else:
+                for key, value in result.items():
+                    print(f"{key:16} {value}")
+                print(flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

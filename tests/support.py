@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import time
 import uuid
@@ -21,6 +20,7 @@ from agata_common.runtime import cloud_runtime
 from cloud_task_manager import wiring as task_manager_wiring
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.wiring import RunningCloudTaskManager
+from experiments.postgres import ADMIN_URL, PostgresUnavailable, temporary_database
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.runtime import ServiceRuntime
 from user_manager import wiring as user_manager_wiring
@@ -30,9 +30,7 @@ from user_manager.wiring import RunningUserManager
 REPO_ROOT = Path(__file__).resolve().parent.parent
 OPERATOR_TOKEN = "operator-test-token"
 CLIENT_TOKEN = "client-test-token"
-POSTGRES_ADMIN_URL = os.environ.get(
-    "AGATA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
+POSTGRES_ADMIN_URL = ADMIN_URL
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -73,25 +71,12 @@ def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 
 def _postgres_database() -> Iterator[str]:
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    admin = make_url(POSTGRES_ADMIN_URL)
-    dsn = (f"host={admin.host} port={admin.port or 5432} user={admin.username or 'postgres'} "
-           f"dbname={admin.database or 'postgres'}")
-    if admin.password:
-        dsn += f" password={admin.password}"
+    """A fresh PostgreSQL database for one test; the test is skipped without PostgreSQL."""
     try:
-        connection = psycopg.connect(dsn, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not answering at {admin.host}:{admin.port}: {exc}")
-    name = f"agata_test_{uuid.uuid4().hex[:12]}"
-    with connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-        try:
-            yield admin.set(database=name).render_as_string(hide_password=False)
-        finally:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        with temporary_database(POSTGRES_ADMIN_URL) as url:
+            yield url
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
 
 
 @dataclass
