@@ -64,6 +64,8 @@ class AmqpLink:
         self._closed_thread = threading.Event()
         self.connected = False
         self.connect_count = 0
+        self._nodes = broker.nodes()
+        self._node = 0
 
     @property
     def closing(self) -> bool:
@@ -72,8 +74,9 @@ class AmqpLink:
 
     @property
     def address(self) -> str:
-        """host:port/vhost, for messages."""
-        return f"{self.broker.host}:{self.broker.port}{self.broker.virtual_host}"
+        """host:port/vhost of the node in use, for messages."""
+        host, port = self._nodes[self._node]
+        return f"{host}:{port}{self.broker.virtual_host}"
 
     def add_user(self, user: LinkUser) -> None:
         """Attach a user; if already connected it is set up at once."""
@@ -129,9 +132,10 @@ class AmqpLink:
 
     def _parameters(self) -> pika.ConnectionParameters:
         broker = self.broker
+        host, port = self._nodes[self._node]
         return pika.ConnectionParameters(
-            host=broker.host,
-            port=broker.port,
+            host=host,
+            port=port,
             virtual_host=broker.virtual_host,
             credentials=pika.PlainCredentials(broker.username, broker.password),
             heartbeat=broker.heartbeat_s,
@@ -205,6 +209,7 @@ class AmqpLink:
         self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
+        self._node = (self._node + 1) % len(self._nodes)  # a cluster: try the next node
         if self._closing:
             self._mark_closed()
             return

@@ -171,7 +171,8 @@ class Outbox:
     async def on_connected(self, link: AmqpLink) -> None:
         """Open a confirming channel and declare the durable queue."""
         channel = await link.open_channel(on_close=self._channel_closed)
-        await await_callback(link.loop, channel.queue_declare, self.queue, durable=True)
+        await await_callback(link.loop, channel.queue_declare, self.queue, durable=True,
+                             arguments=link.broker.durable_arguments())
         await self._confirms.enable(link, channel)
         self._ready_event().set()
 
@@ -369,8 +370,11 @@ class OutboxWorker:
         if self._stopping.is_set():
             return
         channel = await link.open_channel(on_close=self._channel_closed)
-        await await_callback(link.loop, channel.queue_declare, self.queue, durable=True)
-        await await_callback(link.loop, channel.queue_declare, self.rejected_queue, durable=True)
+        durable = link.broker.durable_arguments()
+        await await_callback(link.loop, channel.queue_declare, self.queue, durable=True,
+                             arguments=durable)
+        await await_callback(link.loop, channel.queue_declare, self.rejected_queue, durable=True,
+                             arguments=durable)
         await await_callback(link.loop, channel.basic_qos, prefetch_count=1)
         await self._confirms.enable(link, channel)
         self._consumer_tag = channel.basic_consume(self.queue, self._on_message)
