@@ -7,7 +7,9 @@ answers reads; a stop that lands on another replica reaches the owner on the own
 queue. When an owner's lease runs out (it died) or it leaves (shut down while others live),
 another replica claims its runs, one compare-and-set update each, and recovers them from their
 checkpoints. A replica that finds a run it serves owned by another (it was thought dead) stops
-that server without recording anything: the owner records.
+that server without recording anything: the owner records. Every committed task change is
+broadcast (``TasksChanged``), so each replica drops its snapshot of the running tasks' offers
+before it answers another poll: the change is published before the call that made it replies.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import sessionmaker
 
@@ -43,6 +46,20 @@ STOP_OWNED_RUN: RpcSpec[TaskIdRequest, Task] = RpcSpec(
     summary="Stop a task's run on the replica that owns it (between replicas only).",
     audiences=frozenset({Audience.INTERNAL}),
 )
+
+
+class TasksChanged(BaseModel):
+    """A replica committed a change to task records: the others drop what they derived from
+    them (the running tasks' offers) before their next poll."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    replica: str
+
+
+def tasks_changed_exchange(queue_prefix: str) -> str:
+    """The fanout exchange replicas tell each other of task changes on."""
+    return f"{queue_prefix}cloud_task_manager.tasks_changed"
 
 
 def replica_id_for(configured: str, data_dir: Path) -> str:

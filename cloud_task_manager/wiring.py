@@ -24,8 +24,10 @@ from cloud_task_manager.replicas import (
     LeaseKeeper,
     OwnerEndpoint,
     Replicas,
+    TasksChanged,
     owner_queue_prefix,
     replica_id_for,
+    tasks_changed_exchange,
 )
 from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.run_states import RunStates
@@ -49,6 +51,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
     owning a run use the runtime's link."""
     section = config.cloud_task_manager
     data_dir = config.storage.resolved_data_dir()
+    prefix = runtime.link.broker.queue_prefix
     replicas = replicas or Replicas(engine, replica_id_for(section.replica_id, data_dir),
                                     section.replica_lease_s)
 
@@ -62,7 +65,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
         return runtime.client.call(GET_USER_INFO, GetUserInfoRequest(user_id=client_id))
 
     changes: Subscriber[UserInfo] = Subscriber(
-        runtime.link, client_changes_exchange(runtime.link.broker.queue_prefix), UserInfo,
+        runtime.link, client_changes_exchange(prefix), UserInfo,
         lambda info: clients.changed(info))
 
     def current_connection() -> int:
@@ -71,7 +74,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
     clients = ClientCache(lookup_client, current_connection)
 
     announcer: Broadcaster[TaskEvent] = Broadcaster(
-        runtime.link, task_events_exchange(runtime.link.broker.queue_prefix))
+        runtime.link, task_events_exchange(prefix))
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024), engine)
     records = TaskRecords(engine, Credentials.from_config(
         section.download_secret, data_dir, shared_database=engine.dialect.name == "postgresql"))
@@ -91,7 +94,17 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
-    return CloudTaskManager(records, storage, runs, TaskSelector(records, clients.lookup),
+    selector = TaskSelector(records, clients.lookup)
+    changed: Broadcaster[TasksChanged] = Broadcaster(runtime.link,
+                                                     tasks_changed_exchange(prefix))
+    records.on_change(lambda: changed.publish(TasksChanged(replica=replicas.replica_id)))
+
+    def other_replica_changed(message: TasksChanged) -> None:
+        if message.replica != replicas.replica_id:
+            selector.invalidate()
+
+    Subscriber(runtime.link, tasks_changed_exchange(prefix), TasksChanged, other_replica_changed)
+    return CloudTaskManager(records, storage, runs, selector,
                             results,
                             max_files_per_task=section.max_files_per_task,
                             max_task_bytes=int(section.max_task_mb * 1024 * 1024))

@@ -1,7 +1,8 @@
 """Two cloud task manager replicas (real processes, each with its own data directory) on one
 PostgreSQL database behind one gateway: a file uploaded through either is downloaded through
 both, always with the same bytes; a run's results stored by the replica that ran it are served
-by the other, also once that one is gone."""
+by the other, also once that one is gone; a device's polls, answered by both from memory, show a
+start, a criteria change and a stop made through either at once."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ from pathlib import Path
 import pika
 import pytest
 from pika.exceptions import ChannelClosedByBroker
-from support import OPERATOR_TOKEN, _postgres_database, isolated_environ, wait_for
+from support import (
+    CLIENT_TOKEN,
+    OPERATOR_TOKEN,
+    _postgres_database,
+    isolated_environ,
+    wait_for,
+)
 
 from agata_cli.client import Gateway
 from agata_contracts.tasks import READ_TASK_FILE
@@ -74,6 +81,8 @@ class Replicas:
     api: Gateway
     processes: ProcessGroup
     data_dirs: dict[str, Path]
+    device: Gateway
+    """Speaks for any device (the shared client token the tests enable)."""
 
 
 @contextmanager
@@ -89,6 +98,7 @@ def running_replicas(tmp_path: Path, postgres_url: str) -> Iterator[Replicas]:
     data_dirs = {name: tmp_path / name for name in ("replica_a", "replica_b")}
     processes = ProcessGroup(environ, tmp_path / "logs")
     try:
+        processes.start("user_manager", "user_manager")
         # One after the other: both would create the schema at once otherwise.
         for count, (name, data_dir) in enumerate(data_dirs.items(), start=1):
             processes.environ = {**environ, "AGATA_STORAGE_DATA_DIR": str(data_dir)}
@@ -99,7 +109,8 @@ def running_replicas(tmp_path: Path, postgres_url: str) -> Iterator[Replicas]:
         processes.start("cloud_gateway", "cloud_gateway")
         url = f"http://127.0.0.1:{environ['AGATA_SERVER_GATEWAY_PORT']}"
         wait_for_http(f"{url}/health", 30)
-        yield Replicas(Gateway(url, OPERATOR_TOKEN, timeout_s=15), processes, data_dirs)
+        yield Replicas(Gateway(url, OPERATOR_TOKEN, timeout_s=15), processes, data_dirs,
+                       Gateway(url, CLIENT_TOKEN, timeout_s=15))
     finally:
         codes = processes.stop_all()
     assert all(code == 0 for code in codes.values()), codes
@@ -164,3 +175,41 @@ def test_results_are_served_identically_by_every_replica(tmp_path: Path,
         download_results(DOWNLOADS // 2)  # the other replica alone, from the database
         for data_dir in replicas.data_dirs.values():
             assert not (data_dir / "results").exists(), "results are kept in the database"
+
+
+WAITING_SERVER = b"""import time
+from task_daemon_lib import TaskReporter
+TaskReporter().send_info("Started")
+time.sleep(600)
+"""
+POLLS = 12
+
+
+def test_polls_answered_by_every_replica_see_changes_at_once(tmp_path: Path,
+                                                             postgres_url: str) -> None:
+    with running_replicas(tmp_path, postgres_url) as replicas:
+        api, device = replicas.api, replicas.device
+        device.post("/rpc_exec_update_user_info", {"user_id": "dev-1", "data_qnt": 50})
+        api.post("/rpc_exec_create_task", {"task_id": TASK, "port": free_port(),
+                                           "selection_criteria": "data_qnt >= 10"})
+        (tmp_path / "server.py").write_bytes(WAITING_SERVER)
+        api.upload(TASK, tmp_path / "server.py")
+
+        def offered() -> list[set[tuple[str, int]]]:
+            """What the next polls offer (RabbitMQ hands them to both replicas in turn)."""
+            return [{(t["task_id"], t["run"]) for t in device.post(
+                        "/rpc_exec_client_requesting_task", {"client_id": "dev-1"})["tasks"]}
+                    for _ in range(POLLS)]
+
+        assert offered() == [set()] * POLLS  # both replicas hold a snapshot without the task
+        for run in (1, 2):
+            api.post("/rpc_exec_start_server_task", {"task_id": TASK})
+            assert offered() == [{(TASK, run)}] * POLLS, f"run {run} started"
+            api.post("/rpc_exec_update_task", {"task_id": TASK,
+                                               "selection_criteria": "data_qnt >= 60"})
+            assert offered() == [set()] * POLLS, "criteria now exclude the device"
+            api.post("/rpc_exec_update_task", {"task_id": TASK,
+                                               "selection_criteria": "data_qnt >= 10"})
+            assert offered() == [{(TASK, run)}] * POLLS, "criteria include it again"
+            api.post("/rpc_exec_stop_server_task", {"task_id": TASK})
+            assert offered() == [set()] * POLLS, f"run {run} stopped"
