@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
 
 from agata_common.database import utcnow
 from agata_common.run_results import read_regular
@@ -262,7 +263,7 @@ class RunController:
     def take_over(self, alive: set[str]) -> int:
         """Recover the runs of replicas no longer alive (their lease ran out, or they left);
         return how many this replica claimed. Runs another replica claimed first are left."""
-        with self.records.transaction() as session:
+        with Session(self.records.engine) as session:  # a read: no change to announce
             orphaned = [(record.id, record.owner) for record in session.scalars(
                 select(TaskRecord).where(TaskRecord.status == TaskStatus.RUNNING.value,
                                          TaskRecord.owner.is_not(None),
@@ -285,9 +286,13 @@ class RunController:
     def fence(self) -> None:
         """Stop serving runs another replica now owns (it thought this one dead): their
         servers end without this replica recording anything."""
-        with self.records.transaction() as session:
+        serving = self.servers.task_ids()
+        if not serving:
+            return
+        with Session(self.records.engine) as session:  # a read: no change to announce
             for record in session.scalars(select(TaskRecord).where(
-                    TaskRecord.owner.is_not(None), TaskRecord.owner != self.replica_id)):
+                    TaskRecord.id.in_(serving), TaskRecord.owner.is_not(None),
+                    TaskRecord.owner != self.replica_id)):
                 if self.servers.is_running(record.id):
                     logger.warning("task %s: replica %s owns its run now; stopping ours",
                                    record.id, record.owner)

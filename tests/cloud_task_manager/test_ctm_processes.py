@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ctm_support import SLEEPING_SERVER, new_task, upload, wait_for
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from support import Cloud, start_cloud
@@ -21,7 +22,6 @@ from support import Cloud, start_cloud
 from agata_common.config import Settings
 from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
-    CREATE_TASK,
     DOWNLOAD_TASK_FILE,
     GET_TASK_BY_ID,
     READ_TASK_FILE,
@@ -72,13 +72,6 @@ while True:
     time.sleep(1)
 """
 
-SLEEPING_SERVER = """\
-import time
-from task_daemon_lib import TaskReporter
-
-TaskReporter()
-time.sleep(120)
-"""
 
 TRIGGERING_SERVER = """\
 import time
@@ -103,19 +96,6 @@ Path("after.done").write_text(" ".join(sys.argv[1:]))
 """
 
 
-def upload(cloud: Cloud, task_id: str, name: str, content: bytes | str) -> Any:
-    data = content.encode() if isinstance(content, str) else content
-    return cloud.client.call(UPLOAD_TASK_FILE, {"task_id": task_id, "filename": name,
-                                                "content": base64.b64encode(data).decode()})
-
-
-def new_task(cloud: Cloud, task_id: str, server: str | None = None, **fields: Any) -> Task:
-    task = cloud.client.call(CREATE_TASK, {"task_id": task_id, "port": 8000, **fields})
-    if server is not None:
-        upload(cloud, task_id, "server.py", server)
-    return task
-
-
 def wait_status(cloud: Cloud, task_id: str, *statuses: str, timeout: float = 20) -> Task:
     deadline = time.monotonic() + timeout
     while True:
@@ -123,13 +103,6 @@ def wait_status(cloud: Cloud, task_id: str, *statuses: str, timeout: float = 20)
         if task.status.value in statuses:
             return task
         assert time.monotonic() < deadline, f"{task_id} stayed {task.status}: {task}"
-        time.sleep(0.05)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
 
 

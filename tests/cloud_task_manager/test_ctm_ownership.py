@@ -1,0 +1,86 @@
+"""Who owns a run, in process on a real database and real server processes: a replica serving a
+run another now owns stops it without recording anything; a stop for a run a live replica owns
+is handed to that replica; a run whose owner is gone is claimed once, by one replica."""
+
+from __future__ import annotations
+
+from ctm_support import SLEEPING_SERVER, new_task, wait_for
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from support import Cloud
+
+from agata_contracts.tasks import GET_TASK_BY_ID, START_SERVER_TASK, Task
+from cloud_task_manager.models import TaskRecord
+from cloud_task_manager.replicas import Replicas
+from cloud_task_manager.runs import RunController
+
+
+def set_owner(cloud: Cloud, task_id: str, owner: str) -> None:
+    with Session(cloud.task_manager.records.engine) as session, session.begin():
+        session.execute(update(TaskRecord).where(TaskRecord.id == task_id).values(owner=owner))
+
+
+def task(cloud: Cloud, task_id: str) -> Task:
+    return cloud.client.call(GET_TASK_BY_ID, {"task_id": task_id})
+
+
+def test_a_replica_stops_serving_a_run_another_replica_claimed(cloud: Cloud) -> None:
+    runs = cloud.task_manager.runs
+    new_task(cloud, "fenced", SLEEPING_SERVER)
+    started = cloud.client.call(START_SERVER_TASK, {"task_id": "fenced"})
+    assert started.replica == runs.replica_id
+    set_owner(cloud, "fenced", "another-replica")
+    runs.fence()
+    wait_for(lambda: not runs.servers.is_running("fenced"))
+    after = task(cloud, "fenced")
+    # the new owner records the run: this replica wrote nothing when its server ended
+    assert (after.status.value, after.replica, after.runs) == ("running", "another-replica", 1)
+
+
+def test_a_stop_for_a_run_a_live_replica_owns_is_handed_to_it(cloud: Cloud) -> None:
+    manager = cloud.task_manager
+    handed: list[tuple[str, str]] = []
+
+    def forward(owner: str, task_id: str) -> Task:
+        handed.append((owner, task_id))
+        return task(cloud, task_id)
+
+    other = RunController(manager.records, manager.storage, manager.results,
+                          replica_id="replica-b", forward_stop=forward,
+                          alive_replicas=lambda: {"replica-b", manager.runs.replica_id})
+    new_task(cloud, "owned", SLEEPING_SERVER)
+    cloud.client.call(START_SERVER_TASK, {"task_id": "owned"})
+    try:
+        assert other.stop("owned").status.value == "running"
+        assert handed == [(manager.runs.replica_id, "owned")]
+        # an owner no replica hears from any more: the stop is recorded where it lands
+        lonely = RunController(manager.records, manager.storage, manager.results,
+                               replica_id="replica-c", forward_stop=forward,
+                               alive_replicas=lambda: {"replica-c"})
+        assert lonely.stop("owned").status.value == "stopped"
+        assert len(handed) == 1
+    finally:
+        manager.runs.servers.stop("owned")
+
+
+def test_a_run_whose_owner_is_gone_is_claimed_by_one_replica(cloud: Cloud) -> None:
+    manager = cloud.task_manager
+    # the owner still renews its lease as far as the test cloud's own replica can tell, so
+    # only the two replicas below, told it is gone, may claim its run
+    Replicas(manager.records.engine, "replica-z", lease_s=600).renew()
+    new_task(cloud, "orphaned", SLEEPING_SERVER)
+    with Session(manager.records.engine) as session, session.begin():
+        session.execute(update(TaskRecord).where(TaskRecord.id == "orphaned")
+                        .values(status="running", runs=1, owner="replica-z"))
+    claimers = [RunController(manager.records, manager.storage, manager.results,
+                              replica_id=name) for name in ("replica-x", "replica-y")]
+    try:
+        assert claimers[0].take_over({"replica-x", "replica-y"}) == 1
+        assert claimers[1].take_over({"replica-x", "replica-y"}) == 0
+        claimed = task(cloud, "orphaned")
+        # a script task cannot be resumed: its new owner records it failed, saying why
+        assert (claimed.replica, claimed.status.value) == ("replica-x", "failed"), claimed
+        assert "restarted" in (claimed.status_reason or "")
+    finally:
+        for claimer in claimers:
+            claimer.shutdown()
