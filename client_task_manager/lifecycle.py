@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agata_common.run_results import gather_results
+from agata_contracts.checkpoints import STATE_DIR
 from agata_contracts.lifecycle import (
     NO_LIFECYCLE,
     SCRIPT_MANIFEST,
@@ -26,6 +27,7 @@ from agata_contracts.lifecycle import (
 )
 from agata_contracts.results import MAX_OUTPUT_LOG_BYTES, UploadResultRequest
 from agata_contracts.tasks import APP_MANIFEST, TaskOffer
+from client_task_manager.left_runs import forget, keep_offer, spool_file
 from task_daemon_lib.executors import Executor
 from task_daemon_lib.lines import OutputLog
 
@@ -83,26 +85,36 @@ class RunResults:
         """A fresh, empty results folder for the run, with the process's log in it."""
         folder = work_dir / "results" / f"task_{offer.task_id}" / f"run_{offer.run}"
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+        (folder / STATE_DIR).mkdir(parents=True)
+        keep_offer(folder, offer)
         log = OutputLog(folder / output_log_name(client_id), MAX_OUTPUT_LOG_BYTES,
                         f"task {offer.task_id} client")
         return cls(offer, client_id, folder, lifecycle, log)
 
+    @property
+    def spool(self) -> Path:
+        """Where the run's task process keeps its reports before sending them."""
+        return spool_file(self.folder)
+
     def discard(self) -> None:
         """Drop the folder of a run that never started."""
         self.log.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        forget(self.folder)
 
     def uploads(self) -> list[UploadResultRequest]:
         """The run's result files as uploads (the folder is removed: they are in hand)."""
         self.log.close()
-        gathered = gather_results(self.folder, self.lifecycle)
-        for reason in gathered.skipped:
-            logger.warning("task %s run %d: result left out: %s", self.offer.task_id,
-                           self.offer.run, reason)
-        shutil.rmtree(self.folder, ignore_errors=True)
-        return [UploadResultRequest(task_id=self.offer.task_id, run=self.offer.run,
-                                    client_id=self.client_id, name=item.path,
-                                    content=base64.b64encode(item.content),
-                                    credential=self.offer.download_credential)
-                for item in gathered.files]
+        return result_uploads(self.folder, self.offer, self.client_id, self.lifecycle)
+
+
+def result_uploads(folder: Path, offer: TaskOffer, client_id: str,
+                   lifecycle: Lifecycle) -> list[UploadResultRequest]:
+    """The result files a run left in ``folder``, as uploads; the folder is removed."""
+    gathered = gather_results(folder, lifecycle)
+    for reason in gathered.skipped:
+        logger.warning("task %s run %d: result left out: %s", offer.task_id, offer.run, reason)
+    forget(folder)
+    return [UploadResultRequest(task_id=offer.task_id, run=offer.run, client_id=client_id,
+                                name=item.path, content=base64.b64encode(item.content),
+                                credential=offer.download_credential)
+            for item in gathered.files]

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agata_contracts.lifecycle import RESULTS_DIR_ENV
+from agata_contracts.lifecycle import NO_LIFECYCLE, RESULTS_DIR_ENV
 from agata_contracts.results import UPLOAD_RESULT
 from agata_contracts.tasks import (
     CLIENT_SCRIPT,
@@ -32,11 +32,13 @@ from agata_contracts.tasks import (
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
+from client_task_manager.left_runs import forget, left_runs
 from client_task_manager.lifecycle import (
     RunResults,
     SetupFailed,
     check_setup,
     read_task_lifecycle,
+    result_uploads,
 )
 from client_task_manager.scheduler import TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, warm_argv
@@ -47,6 +49,7 @@ from microservice_interconnect.spec import RpcSpec
 from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
 from task_daemon_lib.messages import (
     INFO_FIRST_TRAIN,
+    REPORT_SPOOL_ENV,
     ErrorMessage,
     InfoMessage,
     PrintMessage,
@@ -158,12 +161,39 @@ class ClientTaskManager:
     def start(self) -> None:
         """Start the loop thread."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._settle_left_runs()
         self.warm.prepare()
         self._thread = threading.Thread(target=self._loop, name="client-task-manager",
                                         daemon=True)
         self._thread.start()
         logger.info("client %s: task manager running (policy %s, up to %d task(s))",
                     self.client_id, self.book.policy.value, self.book.max_parallel)
+
+    def _settle_left_runs(self) -> None:
+        """Report the end of the runs an earlier manager process left (see ``left_runs``): what
+        their task processes had reported before it died is not lost."""
+        for left in left_runs(self.work_dir):
+            offer = left.offer
+            if left.ended is None:
+                logger.info("task %s run %d: cut off when the previous task manager stopped",
+                            offer.task_id, offer.run)
+                forget(left.folder)
+                continue
+            try:
+                lifecycle = read_task_lifecycle(
+                    self.work_dir / f"task_{offer.task_id}" / f"run_{offer.run}")
+            except SetupFailed:
+                lifecycle = NO_LIFECYCLE
+            for upload in result_uploads(left.folder, offer, self.client_id, lifecycle):
+                self._pending_reports.append((UPLOAD_RESULT, upload))
+            status, reason = left.ended
+            logger.warning("task %s run %d had %s before the previous task manager stopped; "
+                           "reporting it now", offer.task_id, offer.run, status.value)
+            if status is ClientTaskStatus.FAILED:
+                self._failed(offer.task_id, offer.run, reason or "failed")
+            else:
+                self.book.finished(offer.task_id, offer.run)
+                self._report(offer.task_id, ClientTaskStatus.FINISHED, None)
 
     def on_task_event(self, event: TaskEvent) -> None:
         """A task started or ended on the cloud: look again at once (any thread)."""
@@ -308,7 +338,8 @@ class ClientTaskManager:
         child = self.executor.process(
             python_argv(folder / CLIENT_SCRIPT, *arguments),
             cwd=folder,
-            env=task_environ({RESULTS_DIR_ENV: str(results.folder.resolve())}),
+            env=task_environ({RESULTS_DIR_ENV: str(results.folder.resolve()),
+                              REPORT_SPOOL_ENV: str(results.spool.resolve())}),
             on_message=lambda message: self._on_child_message(task_id, run, message),
             on_output=results.log,
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),

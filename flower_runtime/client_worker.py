@@ -26,6 +26,7 @@ from flwr.clientapp import ClientApp
 from flwr.common.constant import ErrorCode
 from flwr.supercore.object_ref import load_app
 
+from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
 from flower_runtime import DEFAULT_PRELOAD, preload, wire
 from flower_runtime.jobs import WorkerJob, read_job
@@ -91,6 +92,8 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
     if job.results_dir is not None:
         job.results_dir.mkdir(parents=True, exist_ok=True)
         os.environ[RESULTS_DIR_ENV] = str(job.results_dir.resolve())
+        (job.results_dir / STATE_DIR).mkdir(exist_ok=True)
+        reporter.spool_to(job.results_dir / STATE_DIR / SPOOL_FILE)
     client_app = load_app(manifest.clientapp, ValueError, project_dir=app_dir)
     if not isinstance(client_app, ClientApp):
         raise TypeError(f"{manifest.clientapp} is a {type(client_app).__name__}, not a ClientApp")

@@ -52,6 +52,9 @@ __all__ = [
 REPORT_FD_ENV = "AGATA_REPORT_FD"
 """Environment variable holding the report pipe's write-end file descriptor number."""
 
+REPORT_SPOOL_ENV = "AGATA_REPORT_SPOOL"
+"""Environment variable naming a file every report is also kept in before it is sent."""
+
 STDOUT_PREFIX = "@agata-report "
 """Prefix of report lines sent over stdout (fallback channel)."""
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from task_daemon_lib.messages import (
     INFO_STARTED,
     REPORT_FD_ENV,
+    REPORT_SPOOL_ENV,
     STDOUT_PREFIX,
     CheckpointMessage,
     ErrorMessage,
@@ -70,7 +71,8 @@ class TaskReporter:
     to ``PIPE_BUF`` (4096) bytes stay whole even when forked processes share the pipe.
     Creating a reporter sends ``info "Started"``.
 
-    With a ``spool`` file, every message is also appended there (and, but for prints, synced
+    With a spool file (``spool_to``, or ``AGATA_REPORT_SPOOL``), every message is also appended
+    there (and, but for prints, synced
     to disk) before it is sent, so it outlives a manager that dies before reading it.
     """
 
@@ -79,6 +81,12 @@ class TaskReporter:
         self._fd: int | None = fd if fd is not None else _report_fd_from_env()
         self._broken = False
         self._spool: int | None = None
+        spool = os.environ.get(REPORT_SPOOL_ENV)
+        if spool:
+            try:
+                self.spool_to(Path(spool))
+            except OSError as exc:
+                logger.warning("%s=%s cannot be kept: %s", REPORT_SPOOL_ENV, spool, exc)
         if self._fd is None:
             logger.debug("%s not usable, reporting on stdout", REPORT_FD_ENV)
         self.send_info(INFO_STARTED)
