@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.types import TypeDecorator
@@ -61,3 +63,8 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=UTC)
         return value
+
+
+def upsert_builder(engine: Engine) -> Callable[[Any], Any] | None:
+    """The dialect's ``INSERT … ON CONFLICT`` builder (PostgreSQL, SQLite); None elsewhere."""
+    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(engine.dialect.name)

@@ -3,9 +3,8 @@ serve and materialize them (each replica's ``tasks/`` folder is only its cache).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import (
     Engine,
@@ -20,10 +19,10 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, mapped_column
 
+from agata_common.database import upsert_builder
 from agata_contracts.common import MAX_PATH_LENGTH
 from cloud_task_manager.models import Base, FileRecord
 from microservice_interconnect import NotFound
@@ -51,17 +50,13 @@ class FileContent:
     content: bytes
 
 
-def _dialect_insert(engine: Engine) -> Callable[[Any], Any] | None:
-    """The dialect's ``INSERT … ON CONFLICT`` builder, when it has one."""
-    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(engine.dialect.name)
-
 
 class FileStore:
     """Reads and writes task files' bytes; every method is one short transaction."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self._insert = _dialect_insert(engine)
+        self._insert = upsert_builder(engine)
 
     def put(self, task_id: str, name: str, sha256: str, content: bytes) -> None:
         """Store a file's bytes, replacing those of the same name, in one transaction;

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import zipfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,10 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
+from agata_common.database import upsert_builder
 from agata_common.paths import resolve_inside
 from agata_contracts.common import check_task_path, is_task_id
 from cloud_task_manager.models import Base, ResultRecord
@@ -68,10 +68,6 @@ class StoredResult:
     sha256: str
     content: bytes
 
-
-def _dialect_insert(engine: Engine) -> Callable[[Any], Any] | None:
-    """The dialect's ``INSERT … ON CONFLICT`` builder, when it has one."""
-    return {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(engine.dialect.name)
 
 
 def check_result_path(owner: str, name: str, others: Iterable[str]) -> str:
@@ -112,7 +108,7 @@ class ResultContents:
     def __init__(self, engine: Engine, legacy_root: Path) -> None:
         self.engine = engine
         self.legacy_root = legacy_root
-        self._insert = _dialect_insert(engine)
+        self._insert = upsert_builder(engine)
 
     # -- writing ---------------------------------------------------------------------------
 

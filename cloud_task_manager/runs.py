@@ -340,7 +340,7 @@ class RunController:
                                       state.arguments, lifecycle.image, scratch)
             ended = self._replay_spool(launch, state_dir / SPOOL_FILE)
             if ended is not None:
-                self._settle_away(launch, *ended)
+                self._end_with_results(launch, *ended)
                 return
             if left_s <= 0:
                 self._finish_run(launch, TaskStatus.FAILED, "the run passed its deadline while "
@@ -398,14 +398,15 @@ class RunController:
                 ended = (TaskStatus.FAILED, message.exception)
         return ended
 
-    def _settle_away(self, launch: ServerLaunch, status: TaskStatus, reason: str | None) -> None:
-        """The run ended while no manager watched it: keep its results, record its end."""
-        assert launch.results_dir is not None
-        try:
-            self.results.collect_server(launch.task_id, launch.run, launch.results_dir)
-        except Exception:
-            logger.exception("task %s run %d: server results not collected", launch.task_id,
-                             launch.run)
+    def _end_with_results(self, launch: ServerLaunch, status: TaskStatus,
+                          reason: str | None) -> None:
+        """Keep the results the run's server left, then record the run's end."""
+        if launch.results_dir is not None:
+            try:
+                self.results.collect_server(launch.task_id, launch.run, launch.results_dir)
+            except Exception:
+                logger.exception("task %s run %d: server results not collected",
+                                 launch.task_id, launch.run)
         self._finish_run(launch, status, reason)
 
     def _fail_stale(self, task_id: str, reason: str) -> None:
@@ -542,13 +543,7 @@ class RunController:
             status, reason = TaskStatus.FAILED, forced
         elif status is TaskStatus.STOPPED:
             reason = SHUTDOWN_REASON if self._shutting_down else STOPPED_REASON
-        if launch.results_dir is not None:
-            try:
-                self.results.collect_server(launch.task_id, launch.run, launch.results_dir)
-            except Exception:
-                logger.exception("task %s run %d: server results not collected", launch.task_id,
-                                 launch.run)
-        self._finish_run(launch, status, reason)
+        self._end_with_results(launch, status, reason)
         self.servers.prepare_spare()
         self.events.register_event(SERVICE, "task_server", f"{status.value} {launch.task_id}")
         log = logger.warning if status is TaskStatus.FAILED else logger.info

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
+from sqlalchemy import Engine
 from support import Cloud
 
-from agata_contracts.tasks import CREATE_TASK, UPLOAD_TASK_FILE, Task
+from agata_common.database import make_engine
+from agata_contracts.tasks import CREATE_TASK, UPLOAD_TASK_FILE, CreateTaskRequest, Task
+from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.storage import Credentials
 
 SLEEPING_SERVER = """\
 import time
@@ -38,3 +44,18 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15) -> None:
     while not condition():
         assert time.monotonic() < deadline, "condition not met in time"
         time.sleep(0.05)
+
+
+@contextmanager
+def one_task_database(database_url: str, tmp_path: Path,
+                      task_id: str) -> Iterator[tuple[Engine, TaskRecords]]:
+    """A task manager's schema on ``database_url`` holding one task, shared by the replicas a
+    test builds over it."""
+    engine = make_engine(database_url, tmp_path / "unused.db")
+    records = TaskRecords(engine, Credentials(b"k" * 32))
+    records.create_schema()
+    records.create(CreateTaskRequest(task_id=task_id, port=8000))
+    try:
+        yield engine, records
+    finally:
+        engine.dispose()

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from ctm_support import one_task_database
 from sqlalchemy import Engine, event, insert
 
-from agata_common.database import make_engine
-from agata_contracts.tasks import CreateTaskRequest
 from cloud_task_manager.file_store import FileContentRecord
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.storage import Credentials, StoredFile, TaskStorage
@@ -36,16 +35,10 @@ class Replicas:
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[Replicas]:
-    engine = make_engine(database_url, tmp_path / "unused.db")
-    records = TaskRecords(engine, Credentials(b"k" * 32))
-    records.create_schema()
-    records.create(CreateTaskRequest(task_id=TASK, port=8000))
-    try:
+    with one_task_database(database_url, tmp_path, TASK) as (engine, records):
         yield Replicas(engine, records,
                        TaskStorage(tmp_path / "replica_a", MAX_FILE_BYTES, engine),
                        TaskStorage(tmp_path / "replica_b", MAX_FILE_BYTES, engine))
-    finally:
-        engine.dispose()
 
 
 def test_a_file_written_through_one_replica_is_read_and_materialized_by_another(

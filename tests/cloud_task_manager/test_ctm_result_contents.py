@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from ctm_support import one_task_database
 from sqlalchemy import Engine, delete, func, insert, select
 
-from agata_common.database import make_engine
 from agata_contracts.credentials import device_credential
 from agata_contracts.results import MAX_RESULT_FILE_BYTES, MAX_RESULT_FILES, UploadResultRequest
-from agata_contracts.tasks import CreateTaskRequest
 from cloud_task_manager.models import ResultRecord, TaskRecord
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.result_contents import ResultContentRecord
 from cloud_task_manager.results import RunResultsStore
-from cloud_task_manager.storage import Credentials, TaskStorage
+from cloud_task_manager.storage import TaskStorage
 from microservice_interconnect import BadRequest, NotFound
 
 TASK = "shared"
@@ -45,17 +44,11 @@ def store(records: TaskRecords, data_dir: Path, engine: Engine) -> RunResultsSto
 
 @pytest.fixture
 def replicas(database_url: str, tmp_path: Path) -> Iterator[Replicas]:
-    engine = make_engine(database_url, tmp_path / "unused.db")
-    records = TaskRecords(engine, Credentials(b"k" * 32))
-    records.create_schema()
-    records.create(CreateTaskRequest(task_id=TASK, port=8000))
-    with records.transaction() as session:
-        records.get(session, TASK).runs = 1
-    try:
+    with one_task_database(database_url, tmp_path, TASK) as (engine, records):
+        with records.transaction() as session:
+            records.get(session, TASK).runs = 1
         yield Replicas(engine, records, store(records, tmp_path / "replica_a", engine),
                        store(records, tmp_path / "replica_b", engine))
-    finally:
-        engine.dispose()
 
 
 def upload(replicas: Replicas, results: RunResultsStore, name: str, content: bytes) -> None:
