@@ -90,6 +90,7 @@ def tasks_show(gateway: Gateway, args: argparse.Namespace) -> int:
         ("client args", task["client_arguments"]),
         ("tags", task["tags"]),
         ("runs", task["runs"]),
+        ("replica", task.get("replica")),
         ("created", when(task["created"])),
         ("modified", when(task["modified"])),
         ("started", when(task.get("started_at"))),
