@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from agata_contracts.common import check_task_path
@@ -30,3 +32,23 @@ def prepare_parent(folder: Path, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise ValueError(f"{path.relative_to(root)} is a folder, not a file")
+
+
+def own_folder(folder: Path, *, empty: bool = False) -> Path:
+    """``folder`` as a real folder of its own (``empty``: emptied first): a link or a file a
+    task left in its place is removed, never followed."""
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        folder.unlink()
+    elif empty:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def write_new_file(path: Path, content: bytes, mode: int = 0o600) -> None:
+    """Write ``content`` as a new file at ``path``, replacing a file or a link there without
+    following it."""
+    path.unlink(missing_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    with os.fdopen(descriptor, "wb") as output:
+        output.write(content)

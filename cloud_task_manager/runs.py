@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from agata_common.database import utcnow
+from agata_common.paths import own_folder, write_new_file
 from agata_common.run_results import read_regular
 from agata_contracts.checkpoints import RESUME_FILE, SPOOL_FILE, STATE_DIR, checkpoint_name
 from agata_contracts.common import ArgumentValue
@@ -277,7 +277,7 @@ class RunController:
             logger.warning("task %s: replica %s is gone; this replica (%s) takes its run over",
                            task_id, owner, self.replica_id)
             try:
-                self._recover(task_id, own=False)
+                self._recover(task_id, previous=owner)
             except Exception:
                 logger.exception("task %s: could not take its run over", task_id)
                 self._fail_stale(task_id, RESTART_REASON)
@@ -312,10 +312,11 @@ class RunController:
                 .values(owner=self.replica_id))
             return bool(getattr(changed, "rowcount", 0))
 
-    def _recover(self, task_id: str, *, own: bool = True) -> None:
+    def _recover(self, task_id: str, *, previous: str | None = None) -> None:
         """Settle or restart a run without a server. Its spool is read back only when this
-        replica ran it last (``own``); a run taken over from another replica starts from the
-        database alone, and whatever an earlier tenure here left in its state folder goes."""
+        replica ran it last; a run taken over from another replica starts from the
+        database alone, and whatever an earlier tenure here left in its state folder goes.
+        ``previous`` names the replica it is taken over from (None: this replica's own run)."""
         with self._transition:
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
@@ -332,8 +333,8 @@ class RunController:
             scratch = self.results.scratch(task_id, run, keep=True)
             lifecycle = self.results.lifecycle(task_id)
             state_dir = scratch / STATE_DIR
-            if not own:
-                shutil.rmtree(state_dir, ignore_errors=True)
+            if previous is not None:
+                own_folder(state_dir, empty=True)
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
                 launch = self._launch(record, self.storage.task_dir(task_id), kind,
@@ -346,7 +347,11 @@ class RunController:
                 self._finish_run(launch, TaskStatus.FAILED, "the run passed its deadline while "
                                  "the cloud task manager was away")
                 return
-            launch, reason = self._restart_point(launch, state, lifecycle.resume, state_dir)
+            launch, reason = self._restart_point(
+                launch, state, lifecycle.resume, state_dir,
+                "the cloud task manager restarted during the run" if previous is None
+                else f"its replica {previous} stopped answering and replica {self.replica_id} "
+                     "took the run over")
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
                 record.status_reason = reason
@@ -362,29 +367,28 @@ class RunController:
         self.events.register_event(SERVICE, "recover", f"{task_id}: {reason}")
 
     def _restart_point(self, launch: ServerLaunch, state: RunState, resumable: bool,
-                       state_dir: Path) -> tuple[ServerLaunch, str]:
+                       state_dir: Path, cause: str) -> tuple[ServerLaunch, str]:
         """Where the run starts again: after its checkpoint, or from round 0 (saying why)."""
         if resumable and state.checkpoint is not None and state.checkpoint_round is not None:
-            state_dir.mkdir(parents=True, exist_ok=True)
-            (state_dir / RESUME_FILE).write_bytes(state.checkpoint)
+            write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint)
             return (dataclasses.replace(launch, resume=True),
-                    f"resumed after round {state.checkpoint_round} from its checkpoint: the "
-                    "cloud task manager restarted during the run")
-        shutil.rmtree(state_dir, ignore_errors=True)
+                    f"resumed after round {state.checkpoint_round} from its checkpoint: "
+                    f"{cause}")
+        own_folder(state_dir, empty=True)  # its spool was read back; its checkpoints are stale
         with self.records.transaction() as session:
             RunStates.begin(session, launch.task_id, launch.run, dict(launch.arguments))
         why = ("the app does not declare [tool.agata] resume = true" if not resumable
                else "no checkpoint was kept yet")
-        return launch, (f"started again from round 0 ({why}): the cloud task manager "
-                        "restarted during the run")
+        return launch, f"started again from round 0 ({why}): {cause}"
 
     def _replay_spool(self, launch: ServerLaunch,
                       spool: Path) -> tuple[TaskStatus, str | None] | None:
         """Store the rounds the run's server reported (again: storing is idempotent); how the
         run ended when the server had ended it, else None."""
-        content = read_regular(spool, MAX_SPOOL_BYTES)
+        content = (read_regular(spool, MAX_SPOOL_BYTES) if not spool.parent.is_symlink()
+                   else "is in a folder the task replaced with a link; not read")
         if isinstance(content, str):
-            if spool.exists():
+            if spool.exists() or spool.parent.is_symlink():
                 logger.warning("task %s: its report spool %s", launch.task_id, content)
             return None
         ended: tuple[TaskStatus, str | None] | None = None
@@ -465,7 +469,8 @@ class RunController:
         if launch.results_dir is None:
             return
         path = launch.results_dir / STATE_DIR / checkpoint_name(rounds_done)
-        content = read_regular(path, self.states.max_checkpoint_bytes)
+        content = (read_regular(path, self.states.max_checkpoint_bytes)
+                   if not path.parent.is_symlink() else "its folder is a link")
         if isinstance(content, str) or len(content) > self.states.max_checkpoint_bytes:
             why = content if isinstance(content, str) else "over the checkpoint size limit"
             logger.warning("task %s run %d: checkpoint after round %d not kept: %s",

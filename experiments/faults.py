@@ -11,6 +11,9 @@ rounds) and injects one fault mid-run:
 * ``manager_kill``: ``kill -9`` of the cloud task manager, then a restart: the ServerApp host
   left behind, how long until the run records its next round, the rounds it lost or redid, and
   the server's reports (kept in its spool) missing from, or doubled in, the run's record;
+* ``replica_kill``: two cloud task manager replicas on a throw-away PostgreSQL, ``kill -9`` of
+  the one running the run: how long until the other records a round of it (its lease, 3 s
+  here, must run out first), and the rounds the run lost;
 * ``gateway_down``: the cloud gateway stopped for 20 s while a device's stats change, then
   started again: how long its outbox takes to drain, and whether the last stats arrived;
 * ``broker_down``: the cloud's own RabbitMQ node (never the machine's broker; it needs network
@@ -24,6 +27,7 @@ measure one) and writes it to ``--out``/faults.json.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -48,6 +52,7 @@ from experiments.netns import (
     start_brokers,
     stop_brokers,
 )
+from experiments.postgres import PostgresUnavailable, temporary_database
 from experiments.processes import free_port
 from experiments.stack import TASKS_DIR, Api, Stack
 
@@ -56,6 +61,7 @@ logger = logging.getLogger("experiments.faults")
 TASK_ID = "faults"
 ROUNDS = 400
 REJOIN_S = 5.0
+REPLICA_LEASE_S = 3.0
 Figures = dict[str, Any]
 
 
@@ -99,8 +105,8 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _stack(out: Path, name: str, **overrides: str) -> Stack:
-    stack = Stack(out / name, client_count=2,
+def _stack(out: Path, name: str, replicas: int = 1, **overrides: str) -> Stack:
+    stack = Stack(out / name, client_count=2, replicas=replicas,
                   client_params={"request_interval": "1", "task_retry_s": "1",
                                  "task_retry_max_s": "2"},
                   cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": str(REJOIN_S),
@@ -239,6 +245,38 @@ def manager_kill(out: Path, rounds: int = ROUNDS,
         stack.stop()
 
 
+def replica_kill(out: Path, rounds: int = ROUNDS) -> Figures:
+    """Two cloud task manager replicas on a throw-away PostgreSQL: kill -9 the one running the
+    run; how long until the other records a round of it, and what the run lost."""
+    with contextlib.ExitStack() as resources:
+        try:
+            url = resources.enter_context(temporary_database())
+        except PostgresUnavailable as exc:
+            return {"replica_takeover_s": None, "replica_kill_note": f"not measured: {exc}"}
+        stack = _stack(out, "replica_kill", replicas=2,
+                       AGATA_CLOUD_TASK_MANAGER_DATABASE_URL=url,
+                       AGATA_CLOUD_TASK_MANAGER_REPLICA_LEASE_S=str(REPLICA_LEASE_S))
+        resources.callback(stack.stop)
+        api = _start_run(stack, rounds_first=3, rounds=rounds)
+        owner = api.get(f"/api/tasks/{TASK_ID}")["replica"]
+        assert stack.processes is not None
+        process = stack.processes.processes[stack.replica_process(owner)]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+        killed = time.monotonic()
+        done = _rounds(api)
+        _wait(lambda: api.get(f"/api/tasks/{TASK_ID}")["replica"] != owner
+              and _rounds(api) > done, 120, "the other replica to train the run", poll_s=0.02)
+        taken_over = time.monotonic() - killed
+        task = _wait(lambda: (t := api.get(f"/api/tasks/{TASK_ID}"))["status"] != "running"
+                     and t, 600, "the run to end")
+        recorded = {row["round"] for row in api.get(f"/api/tasks/{TASK_ID}/metrics")["rounds"]}
+        return {"replica_takeover_s": round(taken_over, 3),
+                "replica_lease_s": REPLICA_LEASE_S,
+                "replica_kill_rounds_lost": rounds - len(recorded & set(range(1, rounds + 1))),
+                "replica_kill_end": f"{task['status']} ({task.get('status_reason')})"}
+
+
 def _outbox_depth(stack: Stack, index: int) -> int:
     env = stack.client_envs[index]
     parameters = pika.ConnectionParameters(
@@ -326,6 +364,7 @@ SCENARIOS: dict[str, Callable[[Path], Figures]] = {
     "device_kill": device_kill,
     "vanished_device": vanished_device,
     "manager_kill": manager_kill,
+    "replica_kill": replica_kill,
     "gateway_down": gateway_down,
     "broker_down": broker_down,
 }

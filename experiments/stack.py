@@ -137,14 +137,27 @@ class Stack:
         """The process name of cloud task manager replica ``index`` (0: the only one)."""
         return "cloud_task_manager" if index == 0 else f"cloud_task_manager_{index + 1}"
 
+    def replica_data_dir(self, index: int) -> Path:
+        """Cloud task manager replica ``index``'s data folder (the cloud's, for the first)."""
+        if index == 0:
+            return Path(self.cloud_env["AGATA_STORAGE_DATA_DIR"])
+        return self.out_dir / f"cloud-replica-{index + 1}"
+
+    def replica_process(self, replica_id: str) -> str:
+        """The process name of the replica whose id is ``replica_id`` (it keeps it in its
+        data folder); KeyError when none of this stack's replicas has it."""
+        for index in range(self.replicas):
+            kept = self.replica_data_dir(index) / "replica_id"
+            if kept.is_file() and kept.read_text().strip() == replica_id:
+                return self.replica_name(index)
+        raise KeyError(replica_id)
+
     def start_replica(self, index: int, timeout: float = 60) -> None:
         """Start cloud task manager replica ``index`` (its own data folder past the first) and
         wait until it serves (one at a time: each prepares the shared schema)."""
         assert self.processes is not None
         name = self.replica_name(index)
-        environ = dict(self.cloud_env)
-        if index:
-            environ["AGATA_STORAGE_DATA_DIR"] = str(self.out_dir / f"cloud-replica-{index + 1}")
+        environ = {**self.cloud_env, "AGATA_STORAGE_DATA_DIR": str(self.replica_data_dir(index))}
         log = self.out_dir / "logs" / f"{name}.log"
         served = log.read_text(errors="replace").count(SERVING) if log.exists() else 0
         self.processes.environ = environ
