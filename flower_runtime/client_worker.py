@@ -105,7 +105,7 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
                 return
             except ClientAppFailed as failed:
                 raise failed.error from None
-            except (HostLost, aiohttp.ClientError, ConnectionError) as exc:
+            except (HostLost, aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
                 if part.state is None or attempt == MAX_REJOINS:
                     raise HostLost(str(exc) or "the run's host went away") from None
                 reporter.send_print(f"lost the run's host ({exc}); rejoining")

@@ -199,12 +199,17 @@ class OutputLog:
         self._full = False
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
-        descriptor = os.open(path, flags | (os.O_APPEND if append else os.O_EXCL), 0o644)
+        # non-blocking: a FIFO left in its place must not hang the open
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK
+        try:
+            descriptor = os.open(path, flags | (os.O_APPEND if append else os.O_EXCL), 0o644)
+        except OSError as exc:
+            raise OSError(f"{path.name} cannot be opened as a log: {exc.strerror}") from None
         info = os.fstat(descriptor)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             os.close(descriptor)
             raise OSError(f"{path.name} is not a plain file of its own")
+        os.set_blocking(descriptor, True)
         self._written = info.st_size
         self._file = os.fdopen(descriptor, "a", encoding="utf-8", errors="replace")
 

@@ -44,3 +44,11 @@ def test_the_log_is_never_written_through_a_link(tmp_path: Path) -> None:
         with pytest.raises(OSError):
             OutputLog(tmp_path / name, limit=100, append=True)
     assert secret.read_text() == "key"
+
+
+def test_a_fifo_in_place_of_the_log_is_refused_at_once(tmp_path: Path) -> None:
+    fifo = tmp_path / "output-server.txt"
+    os.mkfifo(fifo)
+    for append in (True, False):
+        with pytest.raises(OSError):
+            OutputLog(fifo, limit=100, append=append)

@@ -95,14 +95,17 @@ def main(grid: Grid, context: Context) -> None:
                                 ArrayRecord(task.joint_state_dict(generator, discriminator)))
     strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=devices,
                       min_train_nodes=devices)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=arrays,
-        num_rounds=int(config["num-server-rounds"]) - done,
-        train_config=ConfigRecord({"lr": float(config["learning-rate"])}),
-        evaluate_fn=sample_saver(latent_dim, seed, done),
-    )
-    for server_round, metrics in sorted(result.train_metrics_clientapp.items()):
-        logger.warning("round %d: d_loss %.4f g_loss %.4f", server_round + done,
-                       float(metrics["d_loss"]), float(metrics["g_loss"]))
-    logger.warning("final generator saved to %s", save_generator(result.arrays))
+    rounds = int(config["num-server-rounds"])
+    if done < rounds:  # a checkpoint taken after the last round leaves nothing to train
+        result = strategy.start(
+            grid=grid,
+            initial_arrays=arrays,
+            num_rounds=rounds - done,
+            train_config=ConfigRecord({"lr": float(config["learning-rate"])}),
+            evaluate_fn=sample_saver(latent_dim, seed, done),
+        )
+        for server_round, metrics in sorted(result.train_metrics_clientapp.items()):
+            logger.warning("round %d: d_loss %.4f g_loss %.4f", server_round + done,
+                           float(metrics["d_loss"]), float(metrics["g_loss"]))
+        arrays = result.arrays
+    logger.warning("final generator saved to %s", save_generator(arrays))

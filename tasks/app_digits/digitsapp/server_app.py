@@ -27,14 +27,16 @@ def main(grid: Grid, context: Context) -> None:
     done, arrays = resume_point(context, ArrayRecord(task.build_model().state_dict()))
     strategy = FedAvg(min_available_nodes=devices, min_train_nodes=devices,
                       min_evaluate_nodes=devices)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=arrays,
-        num_rounds=int(context.run_config["num-server-rounds"]) - done,
-        train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
-    )
+    rounds = int(context.run_config["num-server-rounds"])
+    if done < rounds:  # a checkpoint taken after the last round leaves nothing to train
+        arrays = strategy.start(
+            grid=grid,
+            initial_arrays=arrays,
+            num_rounds=rounds - done,
+            train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
+        ).arrays
     model = task.build_model()
-    model.load_state_dict(result.arrays.to_torch_state_dict())
+    model.load_state_dict(arrays.to_torch_state_dict())
     loss, accuracy = task.evaluate(model, task.load_test())
     logging.getLogger(__name__).warning("final model on the held-out test set: loss %.4f, "
                                         "accuracy %.4f", loss, accuracy)

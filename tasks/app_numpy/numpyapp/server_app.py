@@ -31,13 +31,14 @@ def main(grid: Grid, context: Context) -> None:
     done, arrays = resume_point(context, ArrayRecord([np.zeros(size, dtype=np.float64)]))
     strategy = FedAvg(min_available_nodes=devices, min_train_nodes=devices,
                       min_evaluate_nodes=devices)
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=arrays,
-        num_rounds=rounds - done,
-        train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
-    )
-    final = result.arrays.to_numpy_ndarrays()[0]
+    if done < rounds:
+        arrays = strategy.start(
+            grid=grid,
+            initial_arrays=arrays,
+            num_rounds=rounds - done,
+            train_config=ConfigRecord({"lr": float(context.run_config["learning-rate"])}),
+        ).arrays
+    final = arrays.to_numpy_ndarrays()[0]
     logging.getLogger(__name__).warning("final vector mean %.4f", float(final.mean()))
     results = Path(os.environ.get("AGATA_RESULTS_DIR", "agata-results"))
     results.mkdir(parents=True, exist_ok=True)
