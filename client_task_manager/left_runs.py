@@ -22,11 +22,10 @@ from pydantic import ValidationError
 from agata_common.run_results import read_regular
 from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
 from agata_contracts.tasks import ClientTaskStatus, TaskOffer
-from task_daemon_lib.messages import INFO_FINISHED, ErrorMessage, InfoMessage, parse_report_line
+from task_daemon_lib.spool import read_spool
 
 logger = logging.getLogger(__name__)
 
-MAX_SPOOL_BYTES = 16 * 1024 * 1024
 OFFER_SUFFIX = ".offer.json"
 
 
@@ -65,17 +64,13 @@ class LeftRun:
 
 
 def _how_it_ended(spool: Path) -> tuple[ClientTaskStatus, str | None] | None:
-    content = read_regular(spool, MAX_SPOOL_BYTES)
-    if isinstance(content, str):
+    reading = read_spool(spool)
+    if isinstance(reading, str):
+        logger.warning("%s: %s", spool, reading)
         return None
-    ended: tuple[ClientTaskStatus, str | None] | None = None
-    for line in content.splitlines():
-        message = parse_report_line(line)
-        if isinstance(message, ErrorMessage):
-            ended = (ClientTaskStatus.FAILED, message.exception)
-        elif isinstance(message, InfoMessage) and message.info == INFO_FINISHED:
-            ended = ended or (ClientTaskStatus.FINISHED, None)
-    return ended
+    if reading.error is not None:
+        return ClientTaskStatus.FAILED, reading.error
+    return (ClientTaskStatus.FINISHED, None) if reading.finished else None
 
 
 def left_runs(work_dir: Path) -> list[LeftRun]:

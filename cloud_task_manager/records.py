@@ -39,6 +39,7 @@ MAX_CLIENT_REPORTS = 500
 ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
                  "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)"}
 """Columns of ``tasks`` added after the first release: added to older databases at start."""
+SCHEMA_LOCK_KEY = 0x4147415441  # "AGATA": the advisory lock held while the schema is prepared
 
 
 def to_task_file(row: FileRecord) -> TaskFile:
@@ -88,10 +89,14 @@ class TaskRecords:
         self._listeners: list[Callable[[], None]] = []
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet, and the columns later versions added."""
-        Base.metadata.create_all(self.engine)
-        present = {column["name"] for column in inspect(self.engine).get_columns("tasks")}
+        """Create the tables that do not exist yet, and the columns later versions added (one
+        replica at a time on PostgreSQL: replicas starting together wait for each other)."""
         with self.engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                                   {"key": SCHEMA_LOCK_KEY})
+            Base.metadata.create_all(connection)
+            present = {column["name"] for column in inspect(connection).get_columns("tasks")}
             for name, definition in ADDED_COLUMNS.items():
                 if name not in present:
                     connection.execute(text(f"ALTER TABLE tasks ADD COLUMN {name} {definition}"))

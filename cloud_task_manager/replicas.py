@@ -132,30 +132,55 @@ class OwnerEndpoint:
 
 
 class LeaseKeeper:
-    """Renews the lease and, each time, lets ``tick`` fence and take over runs (a thread)."""
+    """Renews the lease every third of it (a thread of its own, so no takeover delays it) and,
+    after each renewal, lets ``work`` fence and take over runs (another thread; a renewal
+    coming while it works is not queued twice)."""
 
-    def __init__(self, replicas: Replicas, tick: Callable[[set[str]], None]) -> None:
+    def __init__(self, replicas: Replicas, work: Callable[[set[str]], None]) -> None:
         self.replicas = replicas
-        self.tick = tick
+        self.work = work
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replica-lease", daemon=True)
+        self._working = True
+        self._due = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="replica-lease", daemon=True)
+        self._worker = threading.Thread(target=self._work, name="replica-takeover", daemon=True)
 
     def start(self) -> None:
-        """Renew now, then every third of the lease."""
+        """Renew now, then keep renewing and working."""
         self.replicas.renew()
-        self._thread.start()
+        self._renewer.start()
+        self._worker.start()
+
+    def stop_working(self) -> None:
+        """No more fencing or takeovers (shutting down); the lease is still renewed."""
+        self._working = False
+        self._due.set()
 
     def stop(self) -> None:
         """Stop renewing (the lease runs out unless :meth:`Replicas.leave` is called)."""
+        self.stop_working()
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(self.replicas.lease_s)
+        for thread in (self._renewer, self._worker):
+            if thread.is_alive():
+                thread.join(self.replicas.lease_s)
 
-    def _run(self) -> None:
+    def _renew(self) -> None:
         while not self._stop.wait(self.replicas.lease_s / 3):
             try:
                 self.replicas.renew()
-                self.tick(self.replicas.alive())
+            except Exception as exc:
+                logger.warning("replica %s: lease not renewed: %s", self.replicas.replica_id, exc)
+                continue
+            self._due.set()
+
+    def _work(self) -> None:
+        while self._working:
+            self._due.wait()
+            self._due.clear()
+            if not self._working:
+                return
+            try:
+                self.work(self.replicas.alive())
             except Exception:
-                logger.exception("replica %s: lease renewal or takeover failed",
+                logger.exception("replica %s: fencing or takeover failed",
                                  self.replicas.replica_id)

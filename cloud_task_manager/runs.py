@@ -19,16 +19,15 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from agata_common.database import utcnow
-from agata_common.paths import own_folder, write_new_file
-from agata_common.run_results import read_regular
-from agata_contracts.checkpoints import RESUME_FILE, SPOOL_FILE, STATE_DIR, checkpoint_name
+from agata_common.paths import own_folder
+from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR, checkpoint_name
 from agata_contracts.common import ArgumentValue
 from agata_contracts.tasks import (
     APP_MANIFEST,
@@ -40,10 +39,10 @@ from agata_contracts.tasks import (
     UpdateTaskRequest,
     kind_of,
 )
-from cloud_task_manager.models import TaskRecord
+from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task
 from cloud_task_manager.results import RunResultsStore
-from cloud_task_manager.run_states import RunState, RunStates
+from cloud_task_manager.run_states import RunStates
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import (
     ServerLaunch,
@@ -51,7 +50,7 @@ from cloud_task_manager.task_server import (
     kill_orphan,
 )
 from flower_runtime.manifest import ManifestError, fuse_run_config, read_manifest
-from microservice_interconnect import BadRequest, Conflict
+from microservice_interconnect import BadRequest, Conflict, ServiceUnavailable
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from task_daemon_lib.executors import Executor
 from task_daemon_lib.messages import (
@@ -63,9 +62,9 @@ from task_daemon_lib.messages import (
     ReportMessage,
     StatsMessage,
     TriggerMessage,
-    parse_report_line,
 )
 from task_daemon_lib.runner import ChildOutcome
+from task_daemon_lib.spool import read_spool
 from task_daemon_lib.warm import WarmPool
 
 logger = logging.getLogger(__name__)
@@ -76,7 +75,6 @@ STOPPED_REASON = "stopped by the operator"
 RESTART_REASON = "the cloud task manager restarted while this task was running; start it again"
 FINISHED_AWAY_REASON = "finished while the cloud task manager was away"
 DEFAULT_MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
-MAX_SPOOL_BYTES = 64 * 1024 * 1024
 
 Announce = Callable[[TaskEvent], None]
 """Tells the world a task started or ended (a broadcast; must not raise into the caller)."""
@@ -103,11 +101,13 @@ class RunController:
         replica_id: str = "local",
         forward_stop: Callable[[str, str], Task] | None = None,
         alive_replicas: Callable[[], set[str]] | None = None,
+        lease_s: float = 6.0,
     ) -> None:
         self.records = records
         self.replica_id = replica_id
         self.forward_stop = forward_stop
         self.alive_replicas = alive_replicas
+        self.lease_s = lease_s
         self.states = states or RunStates(records.engine, DEFAULT_MAX_CHECKPOINT_BYTES)
         self.storage = storage
         self.results = results
@@ -124,6 +124,7 @@ class RunController:
         self._shutting_down = False
         self._handing_over = False
         self._fenced: set[tuple[str, int]] = set()
+        self._launches: dict[str, ServerLaunch] = {}
         self._deadlines: dict[str, tuple[ServerLaunch, threading.Timer]] = {}
         self._forced_ends: dict[tuple[str, int], str] = {}
 
@@ -133,6 +134,9 @@ class RunController:
         """Start a run of the task's server; 409 when it runs already or has no server."""
         image = self.results.lifecycle(task_id).image
         with self._transition:
+            if self._shutting_down:
+                raise ServiceUnavailable("the cloud task manager is shutting down; start the "
+                                         "task again in a moment")
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
                 if record.status == TaskStatus.RUNNING.value or self.servers.is_running(task_id):
@@ -158,7 +162,7 @@ class RunController:
                 record.started_at = record.modified = utcnow()
                 record.ended_at = None
             try:
-                pid = self.servers.start(launch)
+                pid = self._spawn(launch)
             except OSError as exc:
                 self._finish_run(launch, TaskStatus.FAILED, f"server could not start: {exc}")
                 raise Conflict(f"task {task_id!r}: server could not start: {exc}") from None
@@ -178,6 +182,13 @@ class RunController:
                             self.records.run_credential(record) or "",
                             self.device_join_s, self.device_rejoin_s, results_dir, image,
                             resume)
+
+    def _spawn(self, launch: ServerLaunch) -> int:
+        """Start the launch's server (caller holds the transition lock); its pid."""
+        self._fenced = {fenced for fenced in self._fenced if fenced[0] != launch.task_id}
+        pid = self.servers.start(launch)
+        self._launches[launch.task_id] = launch
+        return pid
 
     def _run_config(self, task_id: str,
                     arguments: Mapping[str, ArgumentValue]) -> dict[str, ArgumentValue]:
@@ -199,6 +210,9 @@ class RunController:
                     if record.status != TaskStatus.RUNNING.value:
                         raise Conflict(f"task {task_id!r} is not running ({record.status})")
                     owner = record.owner
+                    if not forward and owner not in (None, self.replica_id):
+                        raise Conflict(f"task {task_id!r} is run by replica {owner}, not "
+                                       f"{self.replica_id}")
                     elsewhere = (forward and owner is not None and owner != self.replica_id
                                  and self.forward_stop is not None
                                  and self.alive_replicas is not None
@@ -286,24 +300,37 @@ class RunController:
     def fence(self) -> None:
         """Stop serving runs another replica now owns (it thought this one dead): their
         servers end without this replica recording anything."""
-        serving = self.servers.task_ids()
-        if not serving:
-            return
-        with Session(self.records.engine) as session:  # a read: no change to announce
-            for record in session.scalars(select(TaskRecord).where(
-                    TaskRecord.id.in_(serving), TaskRecord.owner.is_not(None),
-                    TaskRecord.owner != self.replica_id)):
-                if self.servers.is_running(record.id):
-                    logger.warning("task %s: replica %s owns its run now; stopping ours",
-                                   record.id, record.owner)
-                    self._fenced.add((record.id, record.runs))
-                    self.servers.request_stop(record.id)
+        with self._transition:
+            serving = {task_id: launch for task_id, launch in self._launches.items()
+                       if self.servers.is_running(task_id)}
+            if not serving:
+                return
+            with Session(self.records.engine) as session:  # a read: no change to announce
+                records = {record.id: record for record in session.scalars(
+                    select(TaskRecord).where(TaskRecord.id.in_(serving)))}
+            for task_id, launch in serving.items():
+                record = records.get(task_id)
+                if (record is not None and record.owner in (None, self.replica_id)
+                        and record.runs == launch.run
+                        and record.status == TaskStatus.RUNNING.value):
+                    continue
+                logger.warning("task %s run %d: %s; stopping the server here", task_id,
+                               launch.run, "the task is gone" if record is None else
+                               f"replica {record.owner} owns run {record.runs} "
+                               f"({record.status}) now")
+                self._fenced.add((task_id, launch.run))
+                self.servers.request_stop(task_id)
 
     def _claim(self, task_id: str, owner: str | None = None) -> bool:
         """Make this replica the owner of the task's running run if ``owner`` (None: this
         replica or nobody) still owns it; one compare-and-set update."""
-        held = (or_(TaskRecord.owner.is_(None), TaskRecord.owner == self.replica_id)
-                if owner is None else TaskRecord.owner == owner)
+        if owner is None:
+            held = or_(TaskRecord.owner.is_(None), TaskRecord.owner == self.replica_id)
+        else:  # and its lease still ran out: a replica back in time keeps its run
+            renewed = select(ReplicaRecord.id).where(
+                ReplicaRecord.id == owner,
+                ReplicaRecord.seen_at > utcnow() - timedelta(seconds=self.lease_s))
+            held = and_(TaskRecord.owner == owner, ~renewed.exists())
         with self.records.transaction() as session:
             changed = session.execute(
                 update(TaskRecord)
@@ -318,6 +345,8 @@ class RunController:
         database alone, and whatever an earlier tenure here left in its state folder goes.
         ``previous`` names the replica it is taken over from (None: this replica's own run)."""
         with self._transition:
+            if self._shutting_down:
+                return
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
                 if record.status != TaskStatus.RUNNING.value or self.servers.is_running(task_id):
@@ -347,18 +376,19 @@ class RunController:
                 self._finish_run(launch, TaskStatus.FAILED, "the run passed its deadline while "
                                  "the cloud task manager was away")
                 return
-            launch, reason = self._restart_point(
-                launch, state, lifecycle.resume, state_dir,
+            resume, reason = self.states.restart_point(
+                launch.task_id, state, lifecycle.resume, state_dir,
                 "the cloud task manager restarted during the run" if previous is None
                 else f"its replica {previous} stopped answering and replica {self.replica_id} "
                      "took the run over")
+            launch = dataclasses.replace(launch, resume=resume)
             with self.records.transaction() as session:
                 record = self.records.get(session, task_id)
                 record.status_reason = reason
                 record.modified = utcnow()
             logger.warning("task %s run %d: %s", task_id, run, reason)
             try:
-                pid = self.servers.start(launch)
+                pid = self._spawn(launch)
             except OSError as exc:
                 self._finish_run(launch, TaskStatus.FAILED, f"server could not start: {exc}")
                 return
@@ -366,41 +396,19 @@ class RunController:
             self._arm_deadline(launch, left_s)
         self.events.register_event(SERVICE, "recover", f"{task_id}: {reason}")
 
-    def _restart_point(self, launch: ServerLaunch, state: RunState, resumable: bool,
-                       state_dir: Path, cause: str) -> tuple[ServerLaunch, str]:
-        """Where the run starts again: after its checkpoint, or from round 0 (saying why)."""
-        if resumable and state.checkpoint is not None and state.checkpoint_round is not None:
-            write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint)
-            return (dataclasses.replace(launch, resume=True),
-                    f"resumed after round {state.checkpoint_round} from its checkpoint: "
-                    f"{cause}")
-        own_folder(state_dir, empty=True)  # its spool was read back; its checkpoints are stale
-        with self.records.transaction() as session:
-            RunStates.begin(session, launch.task_id, launch.run, dict(launch.arguments))
-        why = ("the app does not declare [tool.agata] resume = true" if not resumable
-               else "no checkpoint was kept yet")
-        return launch, f"started again from round 0 ({why}): {cause}"
-
     def _replay_spool(self, launch: ServerLaunch,
                       spool: Path) -> tuple[TaskStatus, str | None] | None:
         """Store the rounds the run's server reported (again: storing is idempotent); how the
         run ended when the server had ended it, else None."""
-        content = (read_regular(spool, MAX_SPOOL_BYTES) if not spool.parent.is_symlink()
-                   else "is in a folder the task replaced with a link; not read")
-        if isinstance(content, str):
-            if spool.exists() or spool.parent.is_symlink():
-                logger.warning("task %s: its report spool %s", launch.task_id, content)
+        reading = read_spool(spool)
+        if isinstance(reading, str):
+            logger.warning("task %s: its report spool %s", launch.task_id, reading)
             return None
-        ended: tuple[TaskStatus, str | None] | None = None
-        for line in content.splitlines():
-            message = parse_report_line(line)
-            if isinstance(message, StatsMessage):
-                self._store_round(launch, message)
-            elif isinstance(message, InfoMessage) and message.info == INFO_FINISHED:
-                ended = (TaskStatus.FINISHED, FINISHED_AWAY_REASON)
-            elif isinstance(message, ErrorMessage):
-                ended = (TaskStatus.FAILED, message.exception)
-        return ended
+        for message in reading.stats:
+            self._store_round(launch, message)
+        if reading.error is not None:
+            return TaskStatus.FAILED, reading.error
+        return (TaskStatus.FINISHED, FINISHED_AWAY_REASON) if reading.finished else None
 
     def _end_with_results(self, launch: ServerLaunch, status: TaskStatus,
                           reason: str | None) -> None:
@@ -446,6 +454,8 @@ class RunController:
                 record.server_pid = pid
 
     def _on_report(self, launch: ServerLaunch, message: ReportMessage) -> None:
+        if (launch.task_id, launch.run) in self._fenced:
+            return  # another replica runs this run now: it records
         if isinstance(message, StatsMessage):
             self._store_round(launch, message)
             self.servers.prepare_spare()
@@ -468,15 +478,12 @@ class RunController:
         size limit): the database copy is what a restarted run starts from."""
         if launch.results_dir is None:
             return
-        path = launch.results_dir / STATE_DIR / checkpoint_name(rounds_done)
-        content = (read_regular(path, self.states.max_checkpoint_bytes)
-                   if not path.parent.is_symlink() else "its folder is a link")
-        if isinstance(content, str) or len(content) > self.states.max_checkpoint_bytes:
-            why = content if isinstance(content, str) else "over the checkpoint size limit"
+        why = self.states.keep_checkpoint_file(
+            launch.results_dir / STATE_DIR / checkpoint_name(rounds_done), launch.task_id,
+            launch.run, rounds_done, owner=self.replica_id)
+        if why is not None:
             logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
                            launch.task_id, launch.run, rounds_done, why)
-            return
-        self.states.save_checkpoint(launch.task_id, launch.run, rounds_done, content)
 
     def _store_round(self, launch: ServerLaunch, message: StatsMessage) -> None:
         metrics = {k: v for k, v in message.metrics.items() if math.isfinite(v)}
@@ -531,6 +538,8 @@ class RunController:
             self.servers.request_stop(launch.task_id)
 
     def _on_exit(self, launch: ServerLaunch, outcome: ChildOutcome) -> None:
+        if self._launches.get(launch.task_id) is launch:
+            del self._launches[launch.task_id]
         armed = self._deadlines.get(launch.task_id)
         if armed is not None and armed[0] is launch:
             armed[1].cancel()
@@ -558,7 +567,7 @@ class RunController:
         with self.records.transaction() as session:
             record = session.get(TaskRecord, launch.task_id)
             if record is None or record.runs != launch.run or record.owner not in (
-                    None, self.replica_id):
+                    None, self.replica_id) or record.status != TaskStatus.RUNNING.value:
                 return
             record.status = status.value
             if reason is not None or status is not TaskStatus.FINISHED:

@@ -90,7 +90,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
                          executor=executor,
                          states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
                          replica_id=replicas.replica_id, forward_stop=forward_stop,
-                         alive_replicas=replicas.alive,
+                         alive_replicas=replicas.alive, lease_s=replicas.lease_s,
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
@@ -123,12 +123,15 @@ class RunningCloudTaskManager:
 
     def stop(self) -> None:
         """Finish requests in hand, stop every task server (leaving its run to another replica
-        when one lives), give up the lease, disconnect, close the database."""
-        self.lease.stop()
+        when one lives), then give up the lease (renewed until the servers are down, so no
+        other replica starts a run while its server here still holds the port), disconnect,
+        close the database."""
+        self.lease.stop_working()
         handover = self.replicas.others_alive()
 
         def release() -> None:
             self.manager.runs.shutdown(handover=handover)
+            self.lease.stop()
             self.replicas.leave()
 
         self.runtime.stop(before_close=release)

@@ -4,13 +4,16 @@ is handed to that replica; a run whose owner is gone is claimed once, by one rep
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ctm_support import SLEEPING_SERVER, new_task, wait_for
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from support import Cloud
 
+from agata_common.database import utcnow
 from agata_contracts.tasks import GET_TASK_BY_ID, START_SERVER_TASK, Task
-from cloud_task_manager.models import TaskRecord
+from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.replicas import Replicas
 from cloud_task_manager.runs import RunController
 
@@ -65,9 +68,11 @@ def test_a_stop_for_a_run_a_live_replica_owns_is_handed_to_it(cloud: Cloud) -> N
 
 def test_a_run_whose_owner_is_gone_is_claimed_by_one_replica(cloud: Cloud) -> None:
     manager = cloud.task_manager
-    # the owner still renews its lease as far as the test cloud's own replica can tell, so
-    # only the two replicas below, told it is gone, may claim its run
-    Replicas(manager.records.engine, "replica-z", lease_s=600).renew()
+    cloud.tasks.lease.stop_working()  # only the two replicas below may claim the run
+    Replicas(manager.records.engine, "replica-z", lease_s=6).renew()
+    with Session(manager.records.engine) as session, session.begin():
+        session.execute(update(ReplicaRecord).where(ReplicaRecord.id == "replica-z")
+                        .values(seen_at=utcnow() - timedelta(seconds=60)))
     new_task(cloud, "orphaned", SLEEPING_SERVER)
     with Session(manager.records.engine) as session, session.begin():
         session.execute(update(TaskRecord).where(TaskRecord.id == "orphaned")
@@ -84,3 +89,18 @@ def test_a_run_whose_owner_is_gone_is_claimed_by_one_replica(cloud: Cloud) -> No
     finally:
         for claimer in claimers:
             claimer.shutdown()
+
+
+def test_a_replica_whose_lease_was_renewed_keeps_its_run(cloud: Cloud) -> None:
+    manager = cloud.task_manager
+    cloud.tasks.lease.stop_working()
+    Replicas(manager.records.engine, "replica-back", lease_s=6).renew()
+    new_task(cloud, "kept", SLEEPING_SERVER)
+    with Session(manager.records.engine) as session, session.begin():
+        session.execute(update(TaskRecord).where(TaskRecord.id == "kept")
+                        .values(status="running", runs=1, owner="replica-back"))
+    late = RunController(manager.records, manager.storage, manager.results,
+                         replica_id="replica-late")
+    # it read the replica as gone before the replica renewed: the claim still fails
+    assert late.take_over(alive={"replica-late"}) == 0
+    assert task(cloud, "kept").replica == "replica-back"
