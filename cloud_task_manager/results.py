@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from agata_common.database import utcnow
 from agata_common.run_results import gather_results
+from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
 from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import (
     NO_LIFECYCLE,
@@ -59,6 +60,8 @@ from microservice_interconnect import BadRequest, Forbidden, NotFound
 
 logger = logging.getLogger(__name__)
 
+LAST_RUN_REPORTS = "last-run-reports.jsonl"
+"""The report spool of a task's last ended run, kept beside its runs' scratch folders."""
 MAX_ARCHIVE_BYTES = 64 * 1024 * 1024
 """The most result bytes one archive holds (it is built in memory and travels base64-encoded
 in one broker message, which must stay under RabbitMQ's message size limit)."""
@@ -162,8 +165,9 @@ class RunResultsStore:
         return stored
 
     def collect_server(self, task_id: str, run: int, folder: Path) -> int:
-        """Store what the server of a run left in its scratch folder, then remove the folder;
-        return how many files were kept."""
+        """Store what the server of a run left in its scratch folder, then remove the folder
+        (its report spool is kept beside it as ``last-run-reports.jsonl``, for audit, until
+        the task's next run ends); return how many files were kept."""
         gathered = gather_results(folder, self.lifecycle(task_id))
         kept = 0
         for item in gathered.files:
@@ -174,6 +178,9 @@ class RunResultsStore:
                 gathered.skipped.append(f"{item.path}: {exc.message}")
         for reason in gathered.skipped:
             logger.warning("task %s run %d: server result left out: %s", task_id, run, reason)
+        spool = folder / STATE_DIR / SPOOL_FILE
+        if not spool.parent.is_symlink() and spool.is_file() and not spool.is_symlink():
+            spool.replace(folder.parent / LAST_RUN_REPORTS)
         shutil.rmtree(folder, ignore_errors=True)
         if kept:
             logger.info("task %s run %d: kept %d server result file(s)", task_id, run, kept)

@@ -196,7 +196,9 @@ def vanished_device(out: Path) -> Figures:
 def _spool(stack: Stack) -> list[dict[str, Any]]:
     """The report lines the run's ServerApp host kept (its spool, read as JSON)."""
     lines: list[dict[str, Any]] = []
-    for spool in sorted(stack.out_dir.rglob(f"task_{TASK_ID}/run_*/.agata/reports.jsonl")):
+    spools = [*stack.out_dir.rglob(f"task_{TASK_ID}/run_*/.agata/reports.jsonl"),
+              *stack.out_dir.rglob(f"task_{TASK_ID}/last-run-reports.jsonl")]
+    for spool in sorted(spools):
         lines.extend(json.loads(line) for line in spool.read_text().splitlines() if line)
     return lines
 
@@ -233,13 +235,15 @@ def manager_kill(out: Path, rounds: int = ROUNDS,
         lost = sum(1 for line in spool if line.get("type") == "stats"
                    and not set(line["metrics"]) <= set(recorded.get(line["round"], {})))
         trained = _train_rounds(spool)
+        checked = sum(1 for line in spool if line.get("type") == "stats")
         return {"manager_kill_orphans": left_running,
                 "manager_kill_rounds_done_before": done,
                 "manager_kill_rounds_lost": rounds - len(set(recorded) & set(range(1, rounds + 1))),
                 "manager_kill_resume_s": round(resumed_s, 3),
                 "manager_kill_rounds_redone": len(trained) - len(set(trained)),
                 "manager_kill_end": f"{task['status']} ({task.get('status_reason')})",
-                "reports_lost": lost,
+                "reports_checked": checked,
+                "reports_lost": lost if checked else None,
                 "reports_duplicated": len(rows) - len(recorded)}
     finally:
         stack.stop()

@@ -43,6 +43,7 @@ def test_a_killed_cloud_task_manager_leaves_no_server_behind_and_its_run_resumes
     # trained again after the restart, never lost
     assert int(resumed.group(1)) in (done - 1, done), figures
     assert figures["manager_kill_rounds_lost"] == 0, figures
+    assert figures["reports_checked"] >= ROUNDS, figures  # train and evaluate reports
     assert figures["reports_lost"] == 0, figures
     assert figures["reports_duplicated"] == 0, figures
     assert figures["manager_kill_rounds_redone"] <= 1, figures
