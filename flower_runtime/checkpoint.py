@@ -3,8 +3,10 @@
 The host does not need the app's help to take them: a strategy sends its current global model
 with every ``train`` (the model after the previous round) and ``evaluate`` (the model after this
 round's training) instruction, and :class:`Checkpointer` keeps it from the first instruction of
-each batch. The format is plain NumPy: one array per entry (``a0``, ``a1``, …) and a JSON
-description (round, time, the arrays' names); ``allow_pickle`` is never used to read it.
+each batch: at once from a ``train`` batch, and from an ``evaluate`` batch once its replies are in
+(so a restart never skips a round's evaluation). The format is plain NumPy: one array per entry
+(``a0``, ``a1``, …) and a JSON description (round, time, the arrays' names); ``allow_pickle`` is
+never used to read it.
 """
 
 from __future__ import annotations
@@ -91,9 +93,19 @@ class Checkpointer:
         self.reporter = reporter
         self.rounds_before = rounds_before
         self.last = rounds_before
+        self._evaluated: tuple[int, ArrayRecord] | None = None
+
+    def replies_seen(self, server_round: int) -> None:
+        """A round's replies are in: keep the model its ``evaluate`` instructions carried."""
+        pending, self._evaluated = self._evaluated, None
+        if pending is not None and pending[0] == server_round + self.rounds_before:
+            self._keep(*pending)
+        elif pending is not None:
+            self._evaluated = pending
 
     def instructions_sent(self, instruction: Message) -> None:
-        """Keep the model an instruction carries, when it is newer than the last one kept."""
+        """Keep the model a ``train`` instruction carries (or hold an ``evaluate`` one's until
+        its replies), when it is newer than the last one kept."""
         number = round_of(instruction)
         kind = instruction.metadata.message_type
         if number is None or not instruction.has_content():
@@ -108,9 +120,17 @@ class Checkpointer:
         records = list(instruction.content.array_records.values())
         if done <= self.last or not records:
             return
+        if kind.startswith("evaluate"):
+            self._evaluated = (done, records[0])
+            return
+        self._keep(done, records[0])
+
+    def _keep(self, done: int, arrays: ArrayRecord) -> None:
+        if done <= self.last:
+            return
         try:
             write_atomically(self.state_dir / checkpoint_name(done),
-                             checkpoint_bytes(records[0], done))
+                             checkpoint_bytes(arrays, done))
         except (OSError, ValueError) as exc:
             logger.warning("checkpoint after round %d not kept: %s", done, exc)
             return

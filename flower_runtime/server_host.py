@@ -277,6 +277,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
         metrics = round_metrics(replies, nodes_seen)
         if number is not None and metrics:
             reporter.send_stats(number + rounds_before, **metrics)
+        if number is not None and checkpointer is not None:
+            checkpointer.replies_seen(number)
         for reply in replies:
             if reply.has_error():
                 client = nodes_seen.get(reply.metadata.src_node_id, "?")

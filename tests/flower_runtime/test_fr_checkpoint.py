@@ -104,16 +104,30 @@ def test_the_model_after_each_round_is_kept_and_reported(
     keeper = Checkpointer(tmp_path, reporter)
     keeper.instructions_sent(instruction("train", 1, 0.0))  # the initial model: nothing done
     assert sent(read_end) == [] and not list(tmp_path.iterdir())
-    keeper.instructions_sent(instruction("evaluate", 1, 1.0))
-    keeper.instructions_sent(instruction("train", 2, 1.0))  # the same model again
-    keeper.instructions_sent(instruction("evaluate", 2, 2.0))
-    keeper.instructions_sent(instruction("evaluate", 3, 3.0))
-    assert [(type(m), m.round) for m in sent(read_end)  # type: ignore[attr-defined]
-            ] == [(CheckpointMessage, 1), (CheckpointMessage, 2), (CheckpointMessage, 3)]
+    for server_round in (1, 2, 3):
+        keeper.replies_seen(server_round)  # the train replies: nothing held yet
+        keeper.instructions_sent(instruction("evaluate", server_round, float(server_round)))
+        assert sent(read_end) == [], "kept before the round's evaluation came back"
+        keeper.replies_seen(server_round)
+        if server_round < 3:
+            keeper.instructions_sent(instruction("train", server_round + 1,
+                                                 float(server_round)))  # the same model
+        assert [(type(m), m.round) for m in sent(read_end)  # type: ignore[attr-defined]
+                ] == [(CheckpointMessage, server_round)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(2), checkpoint_name(3)]
     rounds, arrays = read_checkpoint((tmp_path / checkpoint_name(3)).read_bytes())
     assert rounds == 3
     np.testing.assert_array_equal(arrays.to_numpy_ndarrays()[0], np.full(3, 3.0))
+
+
+def test_an_evaluation_without_replies_is_kept_by_the_next_training(
+        tmp_path: Path, reporter_pipe: tuple[TaskReporter, int]) -> None:
+    reporter, read_end = reporter_pipe
+    sent(read_end)
+    keeper = Checkpointer(tmp_path, reporter)
+    keeper.instructions_sent(instruction("evaluate", 1, 1.0))
+    keeper.instructions_sent(instruction("train", 2, 1.0))
+    assert [m.round for m in sent(read_end)] == [1]  # type: ignore[attr-defined]
 
 
 def test_a_resumed_run_numbers_its_checkpoints_after_the_rounds_done(
@@ -123,6 +137,7 @@ def test_a_resumed_run_numbers_its_checkpoints_after_the_rounds_done(
     keeper = Checkpointer(tmp_path, reporter, rounds_before=5)
     keeper.instructions_sent(instruction("train", 1, 0.0))
     keeper.instructions_sent(instruction("evaluate", 1, 1.0))
+    keeper.replies_seen(1)
     assert [m.round for m in sent(read_end)] == [6]  # type: ignore[attr-defined]
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint_name(6)]
 
