@@ -1,8 +1,9 @@
-"""Two cloud task manager replicas on one PostgreSQL, every service a real process, two
-devices: a replica owns the runs it started; stopped with SIGTERM while another lives, it hands
-them over; each replica owning a run, one killed with kill -9 has its run taken over once its
-lease runs out while the other's run does not notice; each handed-over run resumes after its
-checkpoint under the same run number; stops reach the owner wherever they land."""
+"""Two cloud task manager replicas on one PostgreSQL, with two user managers and two gateways,
+every service a real process, two devices: a replica owns the runs it started; stopped with
+SIGTERM while another lives, it hands them over; each replica owning a run, one killed with
+kill -9 has its run taken over once its lease runs out while the other's run does not notice;
+each handed-over run resumes after its checkpoint under the same run number; stops reach the
+owner wherever they land, through either gateway."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from support import _postgres_database, wait_for
 
-from experiments.processes import free_port
+from experiments.processes import free_port, wait_for_http
 from experiments.stack import TASKS_DIR, Api, Stack
 
 LEASE_S = 3.0
@@ -56,12 +57,24 @@ def test_replicas_own_hand_over_and_take_over_runs(tmp_path: Path, postgres_url:
                   client_params={"request_interval": "1", "task_retry_s": "1",
                                  "task_retry_max_s": "2"},
                   cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DATABASE_URL": postgres_url,
+                                   "AGATA_USER_MANAGER_DATABASE_URL": postgres_url,
                                    "AGATA_CLOUD_TASK_MANAGER_REPLICA_LEASE_S": str(LEASE_S),
                                    "AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "1"})
     first, second = Stack.replica_name(0), Stack.replica_name(1)
     try:
         api = stack.start_cloud()  # the first replica alone
+        # a second user manager on the same database and a second gateway: devices enroll,
+        # join and poll through either user manager; operators call either gateway
+        assert stack.processes is not None
+        stack.processes.start("user_manager_2", "user_manager")
+        port = free_port()
+        stack.processes.environ = {**stack.cloud_env, "AGATA_SERVER_GATEWAY_PORT": str(port)}
+        stack.processes.start("cloud_gateway_2", "cloud_gateway")
+        stack.processes.environ = stack.cloud_env
+        other_gateway = Api(f"http://127.0.0.1:{port}", api.token)
+        wait_for_http(f"http://127.0.0.1:{port}/health", 30)
         stack.start_clients()
+        assert other_gateway.get("/api/clients")["total"] == 2
         for task_id, device in TASKS.items():
             stack.create_task(task_id, TASKS_DIR / "app_numpy", free_port(), devices=1,
                               selection_criteria=f"id == '{device}'",
@@ -87,10 +100,10 @@ def test_replicas_own_hand_over_and_take_over_runs(tmp_path: Path, postgres_url:
         # each replica owns a run: b is started until the first replica, back, takes it
         stack.start_replica(0)
         for attempt in range(20):  # RabbitMQ hands the starts to the two replicas in turn
-            started = api.post("/rpc_exec_start_server_task", {"task_id": "b"})
+            started = other_gateway.post("/rpc_exec_start_server_task", {"task_id": "b"})
             if started["replica"] == owner_first:
                 break
-            api.post("/rpc_exec_stop_server_task", {"task_id": "b"})
+            other_gateway.post("/rpc_exec_stop_server_task", {"task_id": "b"})
         assert task(api, "b")["replica"] == owner_first, "b never started on the first replica"
         training(api, "b", rounds(api, "b"))
         b_run = task(api, "b")["runs"]
@@ -115,8 +128,9 @@ def test_replicas_own_hand_over_and_take_over_runs(tmp_path: Path, postgres_url:
 
         # stops reach the owner (the second replica), wherever they land
         stack.start_replica(0)
-        for task_id in TASKS:
-            stopped = api.post("/rpc_exec_stop_server_task", {"task_id": task_id})
+        assert other_gateway.get("/api/tasks")["total"] == api.get("/api/tasks")["total"] == 2
+        for task_id, gateway in zip(TASKS, (api, other_gateway), strict=True):
+            stopped = gateway.post("/rpc_exec_stop_server_task", {"task_id": task_id})
             assert stopped["status"] == "stopped", stopped
         for task_id in TASKS:
             assert task(api, task_id)["status"] == "stopped"
