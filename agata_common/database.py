@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -46,6 +46,16 @@ def make_engine(database_url: str, default_sqlite_file: Path) -> Engine:
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
+
+
+def database_now(engine: Engine) -> datetime:
+    """The database server's clock (PostgreSQL, shared by every process using it), or this
+    machine's (SQLite lives on one machine)."""
+    if engine.dialect.name != "postgresql":
+        return utcnow()
+    with engine.connect() as connection:
+        now = connection.scalar(text("SELECT now()"))
+    return now.astimezone(UTC) if isinstance(now, datetime) else utcnow()
 
 
 class UtcDateTime(TypeDecorator[datetime]):

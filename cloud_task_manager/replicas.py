@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import sessionmaker
 
-from agata_common.database import utcnow
+from agata_common.database import database_now
 from agata_contracts.tasks import Task, TaskIdRequest
 from cloud_task_manager.models import ReplicaRecord
 from microservice_interconnect.service import rpc
@@ -89,18 +89,20 @@ class Replicas:
     """The ``replicas`` table: this replica's lease and who else is alive."""
 
     def __init__(self, engine: Engine, replica_id: str, lease_s: float) -> None:
+        self.engine = engine
         self.replica_id = replica_id
         self.lease_s = lease_s
         self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def renew(self) -> None:
-        """Say this replica is alive."""
+        """Say this replica is alive (by the database's clock, which every replica shares)."""
+        now = database_now(self.engine)
         with self._sessions.begin() as session:
             row = session.get(ReplicaRecord, self.replica_id)
             if row is None:
-                session.add(ReplicaRecord(id=self.replica_id))
+                session.add(ReplicaRecord(id=self.replica_id, seen_at=now, started_at=now))
             else:
-                row.seen_at = utcnow()
+                row.seen_at = now
 
     def leave(self) -> None:
         """Say this replica is gone (its runs may be taken over at once)."""
@@ -109,7 +111,7 @@ class Replicas:
 
     def alive(self) -> set[str]:
         """The replicas whose lease has not run out (this one included once renewed)."""
-        since = utcnow() - timedelta(seconds=self.lease_s)
+        since = database_now(self.engine) - timedelta(seconds=self.lease_s)
         with self._sessions() as session:
             return set(session.scalars(
                 select(ReplicaRecord.id).where(ReplicaRecord.seen_at > since)))

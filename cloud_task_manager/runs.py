@@ -25,7 +25,7 @@ from pathlib import Path
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from agata_common.database import utcnow
+from agata_common.database import database_now, utcnow
 from agata_common.paths import own_folder
 from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR, checkpoint_name
 from agata_contracts.common import ArgumentValue
@@ -329,7 +329,8 @@ class RunController:
         else:  # and its lease still ran out: a replica back in time keeps its run
             renewed = select(ReplicaRecord.id).where(
                 ReplicaRecord.id == owner,
-                ReplicaRecord.seen_at > utcnow() - timedelta(seconds=self.lease_s))
+                ReplicaRecord.seen_at > database_now(self.records.engine)
+                - timedelta(seconds=self.lease_s))
             held = and_(TaskRecord.owner == owner, ~renewed.exists())
         with self.records.transaction() as session:
             changed = session.execute(
