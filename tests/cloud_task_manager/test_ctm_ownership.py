@@ -1,21 +1,26 @@
 """Who owns a run, in process on a real database and real server processes: a replica serving a
 run another now owns stops it without recording anything; a stop for a run a live replica owns
-is handed to that replica; a run whose owner is gone is claimed once, by one replica."""
+is handed to that replica; a run whose owner is gone is claimed once, by one replica; a stop
+that arrives while a start is spawning waits for it and stops the new server."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
+import pytest
 from ctm_support import SLEEPING_SERVER, new_task, wait_for
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 from support import Cloud
 
 from agata_common.database import utcnow
-from agata_contracts.tasks import GET_TASK_BY_ID, START_SERVER_TASK, Task
+from agata_contracts.tasks import GET_TASK_BY_ID, START_SERVER_TASK, STOP_SERVER_TASK, Task
 from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.replicas import Replicas
-from cloud_task_manager.runs import RunController
+from cloud_task_manager.runs import STOPPED_REASON, RunController
+from cloud_task_manager.task_server import ServerLaunch
 
 
 def set_owner(cloud: Cloud, task_id: str, owner: str) -> None:
@@ -104,3 +109,31 @@ def test_a_replica_whose_lease_was_renewed_keeps_its_run(cloud: Cloud) -> None:
     # it read the replica as gone before the replica renewed: the claim still fails
     assert late.take_over(alive={"replica-late"}) == 0
     assert task(cloud, "kept").replica == "replica-back"
+
+
+def test_a_stop_between_a_starts_commit_and_its_spawn_stops_the_new_server(
+        cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> None:
+    runs = cloud.task_manager.runs
+    new_task(cloud, "race", SLEEPING_SERVER)
+    spawn = runs.servers.start
+    stops: list[Task] = []
+    stopper = threading.Thread(target=lambda: stops.append(
+        cloud.client.call(STOP_SERVER_TASK, {"task_id": "race"})))
+
+    def stop_fired_before_the_spawn(launch: ServerLaunch) -> int:
+        # the record says "running" already; another caller's stop comes now
+        stopper.start()
+        time.sleep(0.3)
+        assert stopper.is_alive(), "the stop did not wait for the start to finish"
+        return spawn(launch)
+
+    monkeypatch.setattr(runs.servers, "start", stop_fired_before_the_spawn)
+    started = cloud.client.call(START_SERVER_TASK, {"task_id": "race"})
+    assert started.status.value == "running"
+    stopper.join(20)
+    assert [(s.status.value, s.status_reason) for s in stops] == [("stopped", STOPPED_REASON)]
+    assert not runs.servers.is_running("race")
+    monkeypatch.undo()
+    again = cloud.client.call(START_SERVER_TASK, {"task_id": "race"})
+    assert (again.status.value, again.runs) == ("running", 2)
+    cloud.client.call(STOP_SERVER_TASK, {"task_id": "race"})
