@@ -21,6 +21,7 @@ from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.replicas import Replicas
 from cloud_task_manager.runs import STOPPED_REASON, RunController
 from cloud_task_manager.task_server import ServerLaunch
+from microservice_interconnect import Conflict
 
 
 def set_owner(cloud: Cloud, task_id: str, owner: str) -> None:
@@ -137,3 +138,17 @@ def test_a_stop_between_a_starts_commit_and_its_spawn_stops_the_new_server(
     again = cloud.client.call(START_SERVER_TASK, {"task_id": "race"})
     assert (again.status.value, again.runs) == ("running", 2)
     cloud.client.call(STOP_SERVER_TASK, {"task_id": "race"})
+
+
+def test_a_stop_handed_to_a_replica_that_no_longer_owns_the_run_is_refused(cloud: Cloud) -> None:
+    manager = cloud.task_manager
+    new_task(cloud, "moved", SLEEPING_SERVER)
+    cloud.client.call(START_SERVER_TASK, {"task_id": "moved"})
+    former = RunController(manager.records, manager.storage, manager.results,
+                           replica_id="replica-former")
+    try:
+        with pytest.raises(Conflict, match=manager.runs.replica_id):
+            former.stop("moved", forward=False)
+        assert task(cloud, "moved").status.value == "running"
+    finally:
+        cloud.client.call(STOP_SERVER_TASK, {"task_id": "moved"})
