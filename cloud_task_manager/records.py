@@ -107,12 +107,15 @@ class TaskRecords:
         self._listeners.append(listener)
 
     @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A session whose work is committed at the end (rolled back on an exception)."""
+    def transaction(self, *, changes_tasks: bool = True) -> Iterator[Session]:
+        """A session whose work is committed at the end (rolled back on an exception); the
+        change listeners hear of it unless it wrote nothing a task's offer is made of
+        (``changes_tasks=False``: a round's metrics, a client's report, a server's pid)."""
         with self._sessions.begin() as session:
             yield session
-        for listener in self._listeners:
-            listener()
+        if changes_tasks:
+            for listener in self._listeners:
+                listener()
 
     @staticmethod
     def get(session: Session, task_id: str) -> TaskRecord:
@@ -208,7 +211,7 @@ class TaskRecords:
     def store_round(self, task_id: str, run: int, round_number: int,
                     metrics: dict[str, float], reported: datetime) -> None:
         """Record (or extend) one round's metrics."""
-        with self.transaction() as session:
+        with self.transaction(changes_tasks=False) as session:
             row = session.scalars(
                 select(RoundMetricRecord).where(
                     RoundMetricRecord.task_id == task_id,
@@ -322,7 +325,7 @@ class TaskRecords:
     def add_client_report(self, task_id: str, client_id: str, status: ClientTaskStatus,
                           reason: str | None) -> ClientTaskReport:
         """Store what a client reported about a task."""
-        with self.transaction() as session:
+        with self.transaction(changes_tasks=False) as session:
             self.get(session, task_id)
             row = ClientReportRecord(task_id=task_id, client_id=client_id, status=status.value,
                                      reason=reason, reported_at=utcnow())

@@ -119,7 +119,7 @@ class RunResultsStore:
         owner = SERVER_FOLDER if client_id is None else \
             f"{DEVICES_FOLDER}/{device_folder(client_id)}"
         path = f"{owner}/{name}"
-        with self.records.transaction() as session:
+        with self.records.transaction(changes_tasks=False) as session:
             self.records.get(session, task_id)
             mine = [row for row in session.scalars(
                 select(ResultRecord).where(ResultRecord.task_id == task_id,

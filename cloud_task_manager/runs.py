@@ -449,7 +449,7 @@ class RunController:
     # -- server process callbacks (reader threads) ---------------------------------------
 
     def _set_pid(self, launch: ServerLaunch, pid: int) -> None:
-        with self.records.transaction() as session:
+        with self.records.transaction(changes_tasks=False) as session:
             record = session.get(TaskRecord, launch.task_id)
             if record is not None and record.runs == launch.run:
                 record.server_pid = pid

@@ -153,11 +153,6 @@ class ServerProcesses:
         if self.warm is not None:
             self.warm.prepare()
 
-    def task_ids(self) -> list[str]:
-        """The tasks whose server runs here."""
-        with self._lock:
-            return list(self._children)
-
     def is_running(self, task_id: str) -> bool:
         """Whether a server process of the task is alive."""
         with self._lock:

@@ -46,14 +46,13 @@ NAME = "cloud_task_manager"
 
 
 def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
-          replicas: Replicas | None = None) -> CloudTaskManager:
-    """The manager and its parts; client lookups, task events and stops handed to the replica
-    owning a run use the runtime's link."""
+          replicas: Replicas) -> CloudTaskManager:
+    """The manager and its parts (this process being the replica ``replicas`` names); client
+    lookups, task events and stops handed to the replica owning a run use the runtime's
+    link."""
     section = config.cloud_task_manager
     data_dir = config.storage.resolved_data_dir()
     prefix = runtime.link.broker.queue_prefix
-    replicas = replicas or Replicas(engine, replica_id_for(section.replica_id, data_dir),
-                                    section.replica_lease_s)
 
     def forward_stop(owner: str, task_id: str) -> Task:
         spec = dataclasses.replace(STOP_OWNED_RUN, name=owner_queue_prefix("", owner)
