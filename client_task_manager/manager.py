@@ -120,8 +120,12 @@ class ClientTaskManager:
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
         executor: Executor | None = None,
+        cloud_url: str = "http://127.0.0.1:9001",
+        cloud_ca_file: Path | None = None,
     ) -> None:
         self.identity = identity
+        self.cloud_url = cloud_url
+        self.cloud_ca_file = cloud_ca_file
         self.node_config = dict(node_config or {})
         self.events = events
         self.executor: Executor = executor or SubprocessExecutor()
@@ -360,7 +364,8 @@ class ClientTaskManager:
             task_dir=folder,
             results_dir=results.folder,
         )
-        job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
+        job = WorkerJob(app=folder, cloud_url=self.cloud_url, cloud_ca_file=self.cloud_ca_file,
+                        task_id=task_id, run=run,
                         client_id=self.client_id, credential=offer.download_credential,
                         node_config=self.node_config, results_dir=results.folder)
         try:

@@ -34,6 +34,7 @@ class TaskRecord(Base):
     runs: Mapped[int] = mapped_column(Integer, default=0)
     server_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    door: Mapped[str | None] = mapped_column(String(300), nullable=True)
     credential_hash: Mapped[str] = mapped_column(String(64))
     credential_nonce: Mapped[str] = mapped_column(String(64))
     previous_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)

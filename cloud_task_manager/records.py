@@ -33,11 +33,19 @@ from cloud_task_manager.models import (
     TaskRecord,
 )
 from cloud_task_manager.storage import Credentials, StoredFile
-from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized
+from microservice_interconnect import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 MAX_CLIENT_REPORTS = 500
 ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
-                 "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)"}
+                 "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)",
+                 "door": "VARCHAR(300)"}
 """Columns of ``tasks`` added after the first release: added to older databases at start."""
 SCHEMA_LOCK_KEY = 0x4147415441  # "AGATA": the advisory lock held while the schema is prepared
 
@@ -312,6 +320,26 @@ class TaskRecords:
             if record.status != TaskStatus.RUNNING.value:
                 raise Unauthorized(f"task {task_id!r} is not running: its download credential "
                                    "ended with its run")
+
+    def run_door(self, task_id: str, run: int, client_id: str,
+                 credential: str) -> tuple[str, str]:
+        """The door address of the task's current run and the run's credential, for device
+        ``client_id`` presenting ``credential``: 403 when it is not the device's own for that
+        run, 409 when that run is over, 503 while its server is not listening yet."""
+        with Session(self.engine) as session:
+            record = self.get(session, task_id)
+            running = record.status == TaskStatus.RUNNING.value and run == record.runs
+            run_credential = self.run_credential(record, run) if run <= record.runs else None
+            if run_credential is None or not is_device_credential(credential, run_credential,
+                                                                  client_id):
+                raise Forbidden(f"wrong run credential for run {run} of task {task_id!r} "
+                                f"(each device has its own, from its offer)")
+            if not running:
+                raise Conflict(f"run {run} of task {task_id!r} is over")
+            if not record.door:
+                raise ServiceUnavailable(f"the server of task {task_id!r} is not listening "
+                                         "yet; try again")
+            return record.door, run_credential
 
     def file_row(self, task_id: str, name: str) -> TaskFile:
         """A task file's row (404 when the task or the file does not exist)."""

@@ -39,6 +39,7 @@ from agata_contracts.tasks import (
     UpdateTaskRequest,
     kind_of,
 )
+from cloud_task_manager.doors import DataPlane, address, allocate_port
 from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task
 from cloud_task_manager.results import RunResultsStore
@@ -102,8 +103,10 @@ class RunController:
         forward_stop: Callable[[str, str], Task] | None = None,
         alive_replicas: Callable[[], set[str]] | None = None,
         lease_s: float = 6.0,
+        data_plane: DataPlane | None = None,
     ) -> None:
         self.records = records
+        self.data_plane = data_plane or DataPlane()
         self.replica_id = replica_id
         self.forward_stop = forward_stop
         self.alive_replicas = alive_replicas
@@ -176,12 +179,18 @@ class RunController:
     def _launch(self, record: TaskRecord, folder: Path, kind: TaskKind,
                 arguments: Mapping[str, ArgumentValue], image: str | None, results_dir: Path,
                 *, resume: bool = False) -> ServerLaunch:
-        """The launch of the record's current run."""
-        return ServerLaunch(record.id, record.runs, folder, record.host, record.port,
+        """The launch of the record's current run, its door (where its server listens)
+        chosen now and kept on the record."""
+        if kind is TaskKind.FLOWER_APP:
+            host, port = self.data_plane.run_host, allocate_port(self.data_plane.run_host)
+        else:
+            host, port = record.host, record.port or allocate_port(record.host)
+        record.door = address(host, port)
+        return ServerLaunch(record.id, record.runs, folder, host, port,
                             dict(arguments), kind, record.devices,
                             self.records.run_credential(record) or "",
                             self.device_join_s, self.device_rejoin_s, results_dir, image,
-                            resume)
+                            resume, self.data_plane.max_message_mb)
 
     def _spawn(self, launch: ServerLaunch) -> int:
         """Start the launch's server (caller holds the transition lock); its pid."""
