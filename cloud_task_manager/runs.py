@@ -43,7 +43,7 @@ from cloud_task_manager.doors import DataPlane, address, allocate_port
 from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task
 from cloud_task_manager.results import RunResultsStore
-from cloud_task_manager.run_states import RunStates
+from cloud_task_manager.run_states import CheckpointCopier, PendingCheckpoint, RunStates
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import (
     ServerLaunch,
@@ -112,6 +112,9 @@ class RunController:
         self.alive_replicas = alive_replicas
         self.lease_s = lease_s
         self.states = states or RunStates(records.engine, DEFAULT_MAX_CHECKPOINT_BYTES)
+        self.checkpoints = CheckpointCopier(lambda pending: self.states.keep_checkpoint_file(
+            pending.path, pending.task_id, pending.run, pending.rounds_done,
+            owner=pending.owner))
         self.storage = storage
         self.results = results
         self.announce = announce
@@ -423,6 +426,7 @@ class RunController:
     def _end_with_results(self, launch: ServerLaunch, status: TaskStatus,
                           reason: str | None) -> None:
         """Keep the results the run's server left, then record the run's end."""
+        self.checkpoints.forget(launch.task_id, launch.run)
         if launch.results_dir is not None:
             try:
                 self.results.collect_server(launch.task_id, launch.run, launch.results_dir)
@@ -454,6 +458,7 @@ class RunController:
         for _, timer in timers:
             timer.cancel()
         self.servers.stop_all()
+        self.checkpoints.close()
 
     # -- server process callbacks (reader threads) ---------------------------------------
 
@@ -488,12 +493,9 @@ class RunController:
         size limit): the database copy is what a restarted run starts from."""
         if launch.results_dir is None:
             return
-        why = self.states.keep_checkpoint_file(
+        self.checkpoints.submit(PendingCheckpoint(
             launch.results_dir / STATE_DIR / checkpoint_name(rounds_done), launch.task_id,
-            launch.run, rounds_done, owner=self.replica_id)
-        if why is not None:
-            logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
-                           launch.task_id, launch.run, rounds_done, why)
+            launch.run, rounds_done, self.replica_id))
 
     def _store_round(self, launch: ServerLaunch, message: StatsMessage) -> None:
         metrics = {k: v for k, v in message.metrics.items() if math.isfinite(v)}

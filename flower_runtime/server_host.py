@@ -338,6 +338,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     finally:
         grid.close()
         server.stop()
+        if checkpointer is not None:
+            checkpointer.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
