@@ -20,7 +20,7 @@ from agata_cli.client import (
     quote,
 )
 from agata_cli.follow import Follower, total_rounds
-from agata_cli.output import key_values, out, out_json, size, table, text, when
+from agata_cli.output import endpoint, key_values, out, out_json, size, table, text, when
 
 SHOWN_ROUNDS = 10
 """``tasks show`` lists this many of the latest rounds (``--json`` has them all)."""
@@ -56,7 +56,7 @@ def tasks_list(gateway: Gateway, args: argparse.Namespace) -> int:
         return EXIT_OK
     _lines(table(
         ["ID", "STATUS", "ENDPOINT", "RUNS", "FILES", "TAGS", "CREATED"],
-        ([t["id"], t["status"], f"{t['host']}:{t['port']}", t["runs"], len(t["files"]),
+        ([t["id"], t["status"], endpoint(t), t["runs"], len(t["files"]),
           t["tags"], when(t["created"])] for t in tasks),
     ))
     _paging_note(len(tasks), int(body.get("total") or 0), args.offset, "tasks")
@@ -84,7 +84,7 @@ def tasks_show(gateway: Gateway, args: argparse.Namespace) -> int:
         ("id", task["id"]),
         ("status", task["status"]),
         ("reason", task.get("status_reason")),
-        ("endpoint", f"{task['host']}:{task['port']}"),
+        ("endpoint", endpoint(task)),
         ("criteria", task["selection_criteria"]),
         ("server args", task["server_arguments"]),
         ("client args", task["client_arguments"]),
@@ -178,7 +178,9 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
     """``tasks create``: create a task, then upload its files (a Flower App folder whole)."""
     app = _app_folder(args)
     files = [] if app is not None else _files_or_usage_error(args)
-    body: dict[str, Any] = {"port": args.port}
+    body: dict[str, Any] = {}
+    if args.port is not None:
+        body["port"] = args.port
     if args.task_id is not None:
         body["task_id"] = args.task_id
     if args.host is not None:
@@ -195,7 +197,7 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
     task = gateway.post("/api/tasks", body)
     task_id = task["id"]
     if not args.json:
-        out(f"created task {task_id} ({task['host']}:{task['port']})")
+        out(f"created task {task_id} ({endpoint(task)})")
     if app is not None:
         _upload_app(gateway, task_id, app, quiet=args.json)
         task = gateway.get(_task_path(task_id))

@@ -78,6 +78,14 @@ SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
 """Hands a report to the durable outbox (raises when the local broker does not take it)."""
 
 
+def _server_port(offer: TaskOffer) -> int:
+    """The port of the task's server this device connects to; ``ValueError`` when the offer
+    names none (the run is then reported failed, saying so)."""
+    if offer.port is None:
+        raise ValueError(f"the offer of task {offer.task_id} names no port of its server")
+    return offer.port
+
+
 @dataclass
 class _Running:
     offer: TaskOffer
@@ -332,7 +340,7 @@ class ClientTaskManager:
                              results: RunResults) -> TaskProcess:
         if not (folder / CLIENT_SCRIPT).is_file():
             raise ValueError(f"the task has no {CLIENT_SCRIPT}")
-        arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
+        arguments = [*script_arguments(offer.host, _server_port(offer), offer.client_arguments),
                      "--client-id", self.client_id]
         task_id, run = offer.task_id, offer.run
         child = self.executor.process(
@@ -351,6 +359,7 @@ class ClientTaskManager:
     def _start_app_worker(self, offer: TaskOffer, folder: Path,
                           results: RunResults) -> TaskProcess:
         task_id, run = offer.task_id, offer.run
+        server = f"{offer.host}:{_server_port(offer)}"
         child = self.warm.take(
             f"task {task_id} ClientApp",
             on_message=lambda message: self._on_child_message(task_id, run, message),
@@ -360,7 +369,7 @@ class ClientTaskManager:
             task_dir=folder,
             results_dir=results.folder,
         )
-        job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
+        job = WorkerJob(app=folder, server=server,
                         client_id=self.client_id, credential=offer.download_credential,
                         node_config=self.node_config, results_dir=results.folder)
         try:

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, Uni
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from agata_common.database import UtcDateTime, utcnow
+from cloud_task_manager.ports import server_port
 
 
 class Base(DeclarativeBase):
@@ -22,7 +23,8 @@ class TaskRecord(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host: Mapped[str] = mapped_column(String(253))
-    port: Mapped[int] = mapped_column(Integer)
+    own_port: Mapped[int | None] = mapped_column("port", Integer, nullable=True)
+    """The port the operator gave the task; None: it has none of its own."""
     selection_criteria: Mapped[str] = mapped_column(Text, default="")
     server_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     client_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -46,6 +48,16 @@ class TaskRecord(Base):
         back_populates="task", cascade="all, delete-orphan", order_by="FileRecord.name",
         lazy="selectin",
     )
+
+    @property
+    def port(self) -> int:
+        """The port the task's server listens on when a run starts: the task's own, else a
+        free one picked at this read (the start path reads it once per run)."""
+        return server_port(self.own_port)
+
+    @port.setter
+    def port(self, value: int) -> None:
+        self.own_port = value
 
 
 class FileRecord(Base):

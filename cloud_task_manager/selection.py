@@ -59,7 +59,7 @@ class TaskSelector:
                     task_id=record.id,
                     run=record.runs,
                     host=record.host,
-                    port=record.port,
+                    port=record.own_port,
                     client_arguments=dict(record.client_arguments or {}),
                     tags=list(record.tags or []),
                     files=[to_task_file(f) for f in record.files],

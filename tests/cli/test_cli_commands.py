@@ -201,7 +201,7 @@ def test_cli_follow_of_a_failing_server_exits_1_with_the_reason(stack: Stack,
 def test_cli_list_and_show_in_table_and_json_forms(stack: Stack) -> None:
     for task_id in ("cli-list-a", "cli-list-b"):
         created = agata(stack, "--json", "tasks", "create", "--id", task_id,
-                        "--port", str(free_port()), "--criteria", "data_qnt >= 10")
+                        "--criteria", "data_qnt >= 10")  # no port: it is optional
         assert created.returncode == 0, created.stderr
         assert json.loads(created.stdout)["selection_criteria"] == "data_qnt >= 10"
     status, _ = _http(f"{stack.url}/rpc_exec_update_user_info",
@@ -216,7 +216,7 @@ def test_cli_list_and_show_in_table_and_json_forms(stack: Stack) -> None:
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].split() == [
         "ID", "STATUS", "ENDPOINT", "RUNS", "FILES", "TAGS", "CREATED"]
-    assert _lines_with(listed.stdout, "cli-list-a")[0].split()[1] == "created"
+    assert _lines_with(listed.stdout, "cli-list-a")[0].split()[1:3] == ["created", "127.0.0.1"]
 
     as_json = json.loads(agata(stack, "tasks", "list", "--status", "created", "--json").stdout)
     ids = {task["id"] for task in as_json["tasks"]}
@@ -230,11 +230,12 @@ def test_cli_list_and_show_in_table_and_json_forms(stack: Stack) -> None:
     shown = agata(stack, "tasks", "show", "cli-list-a")
     assert shown.returncode == 0
     assert "data_qnt >= 10" in _lines_with(shown.stdout, "criteria:")[0]
+    assert _lines_with(shown.stdout, "endpoint:")[0].split() == ["endpoint:", "127.0.0.1"]
     assert "files (0):" in shown.stdout
     report = _lines_with(shown.stdout, "cli-reporter")[0]
     assert "failed" in report and "out of memory" in report
     detail = json.loads(agata(stack, "tasks", "show", "cli-list-a", "--json").stdout)
-    assert detail["id"] == "cli-list-a" and detail["files"] == []
+    assert detail["id"] == "cli-list-a" and detail["files"] == [] and detail["port"] is None
     assert detail["client_reports"][0]["reason"] == "out of memory"
 
 
@@ -394,8 +395,8 @@ def test_cli_installed_script_documents_exit_codes() -> None:
 
 def test_cli_creates_a_flower_app_from_its_folder(stack: Stack, tmp_path: Path) -> None:
     app = REPO_ROOT / "tasks" / "app_numpy"
-    created = agata(stack, "tasks", "create", "--id", "cli-app", "--port", str(free_port()),
-                    "--devices", "3", "--deadline", "600",
+    created = agata(stack, "tasks", "create", "--id", "cli-app", "--devices", "3",
+                    "--deadline", "600",
                     "--server-arg", "num-server-rounds=2", "--from-dir", str(app))
     assert created.returncode == 0, created.stderr
     assert "uploaded 4 file(s) of the app" in created.stdout

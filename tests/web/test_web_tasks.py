@@ -21,6 +21,8 @@ def unique(prefix: str) -> str:
 
 def fill(ui, values: dict[str, str]) -> None:
     for field_id, value in values.items():
+        ui.js("const fold = document.getElementById(arguments[0]).closest('details');"
+              "if (fold) fold.open = true;", field_id)  # an optional field folded away
         element = ui.find(f"#{field_id}")
         element.clear()
         element.send_keys(value)
@@ -41,9 +43,10 @@ def test_create_with_files_start_and_follow_the_run(ui):
     task_id = unique("webflow")
     server_py, client_py = stack.task_files(rounds=5, pause=0.8)
     ui.signed_in("create.html")
+    # The port is optional and folded away: the task is created without one.
+    assert ui.js("return document.getElementById('port').checkVisibility()") is False
     fill(ui, {
         "task_id": task_id,
-        "port": str(free_port()),
         "selection_criteria": "data_qnt >= 10 and 'camera' in sensors",
         "server_arguments": "rounds=5\nlearning-rate=0.01",
         "client_arguments": '{"epochs": 2, "note": "web"}',
@@ -61,6 +64,7 @@ def test_create_with_files_start_and_follow_the_run(ui):
     assert task["tags"] == ["web", "browser"]
     assert sorted(f["name"] for f in task["files"]) == ["client.py", "server.py"]
     assert "server.py" in ui.text("#task-files")
+    assert task["port"] is None and "null" not in ui.text("#content")
 
     ui.find("#start-button").click()
     ui.wait(lambda: ui.text("#task-status") == "running", "status running")
@@ -183,6 +187,9 @@ def test_create_form_works_with_the_keyboard_only(ui):
 
     type_here(task_id)
     tab_to("host")  # keeps its default 127.0.0.1
+    ui.driver.switch_to.active_element.send_keys(Keys.TAB)  # the optional port's fold
+    assert ui.js("return document.activeElement.tagName") == "SUMMARY"
+    type_here(Keys.ENTER)  # unfolds it
     tab_to("port")
     type_here("70000")
     type_here(Keys.ENTER)  # Enter in a text field submits the form
