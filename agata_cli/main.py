@@ -107,7 +107,8 @@ def _follow_options(parser: argparse.ArgumentParser) -> None:
 
 def _file_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--file", action="append", metavar="PATH",
-                        help="a file of the task (repeatable)")
+                        help="a file of the task (repeatable); a .fab (from flwr build) or "
+                             ".zip is a whole Flower App, uploaded alone as an archive")
     parser.add_argument("--from-dir", metavar="DIR",
                         help="a Flower App folder (with its pyproject.toml) is uploaded whole as "
                              "a zip; otherwise every *.py, *.npz and *.json file of the folder")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -425,3 +426,51 @@ def test_the_default_url_is_the_configured_gateway(host: str, url: str,
         assert _default_url() == url
     finally:
         settings.cache_clear()
+
+
+def built_fab(tmp_path: Path) -> Path:
+    """The ``.fab`` that the installed ``flwr build`` makes of tasks/app_numpy (offline)."""
+    folder = tmp_path / "numpyapp"  # flwr build wants a name of letters, digits and hyphens
+    shutil.copytree(REPO_ROOT / "tasks" / "app_numpy", folder,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    flwr = Path(sys.executable).with_name("flwr")
+    built = subprocess.run([str(flwr), "build", "--app", str(folder)], cwd=tmp_path,
+                           env={**os.environ, "HOME": str(tmp_path), "FLWR_HOME": str(tmp_path)},
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (fab,) = tmp_path.glob("*.fab")
+    return fab
+
+
+def test_cli_creates_a_flower_app_from_the_fab_flwr_build_makes_and_it_starts(
+        stack: Stack, tmp_path: Path) -> None:
+    fab = built_fab(tmp_path)
+    created = agata(stack, "tasks", "create", "--id", "cli-fab", "--port", str(free_port()),
+                    "--server-arg", "num-server-rounds=1", "--file", str(fab))
+    assert created.returncode == 0, created.stderr
+    assert f"uploaded 4 file(s) of the app in {fab}" in created.stdout
+    assert "(left out: .info/CONTENT)" in created.stdout
+    task = json.loads(agata(stack, "tasks", "show", "cli-fab", "--json").stdout)
+    assert task["kind"] == "flower_app"
+    assert sorted(f["name"] for f in task["files"]) == [
+        "numpyapp/__init__.py", "numpyapp/client_app.py", "numpyapp/server_app.py",
+        "pyproject.toml"]
+    started = agata(stack, "--json", "tasks", "start", "cli-fab")
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["status"] == "running"
+    assert agata(stack, "tasks", "stop", "cli-fab").returncode == 0
+
+    # The same archive through `tasks upload`, as a .zip too; an archive goes up alone.
+    again = agata(stack, "tasks", "upload", "cli-fab", "--file", str(fab))
+    assert again.returncode == 0, again.stderr
+    as_zip = fab.with_name("app.zip")
+    shutil.copyfile(fab, as_zip)
+    assert agata(stack, "tasks", "upload", "cli-fab", "--file", str(as_zip)).returncode == 0
+    mixed = agata(stack, "tasks", "upload", "cli-fab", "--file", str(fab),
+                  "--file", str(REPO_ROOT / "tasks" / "app_numpy" / "pyproject.toml"))
+    assert mixed.returncode == 2 and "alone" in mixed.stderr
+    broken = tmp_path / "broken.fab"
+    broken.write_bytes(b"not a zip")
+    refused = agata(stack, "tasks", "create", "--id", "cli-fab-bad", "--file", str(broken))
+    assert refused.returncode == 2 and "broken.fab: not a zip archive" in refused.stderr
+    assert agata(stack, "tasks", "show", "cli-fab-bad").returncode == 4  # nothing created
