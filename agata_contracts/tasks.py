@@ -210,7 +210,9 @@ class RoundMetrics(BaseModel):
     """What the task's server reported for one round."""
 
     round: int
-    metrics: dict[str, float]
+    metrics: dict[str, float] = Field(description=(
+        "Name to value; a list-valued metric of a Flower App comes as one value per element, "
+        "named name[0], name[1], …"))
     reported_at: datetime
 
 

@@ -373,3 +373,44 @@ def test_a_folder_is_checked_before_anything_is_sent(ui):
     ui.wait(lambda: "a folder or at least one file" in ui.field_error("files"),
             "the nothing-chosen error")
     ui.no_alert()
+
+
+LIST_METRIC_SERVER = """\
+from task_daemon_lib import TaskReporter
+
+reporter = TaskReporter()
+for task_round in (1, 2):
+    # A Flower App's list metric arrives element by element (flower_runtime.metrics).
+    reporter.send_stats(task_round, accuracy=0.4 * task_round, **{
+        "evaluate.recall[0]": 0.1 * task_round, "evaluate.recall[1]": 0.2 * task_round,
+        "evaluate.recall[10]": 0.3 * task_round, "evaluate.recall[1]@dev-a": 0.5})
+reporter.send_info("Finished")
+"""
+
+
+def test_a_list_metric_is_one_chart_with_a_series_per_element(ui):
+    stack = ui.stack
+    task_id = unique("weblist")
+    stack.api.post("/api/tasks", {"task_id": task_id})
+    server = stack.files_dir / task_id / "server.py"
+    server.parent.mkdir(parents=True)
+    server.write_text(LIST_METRIC_SERVER)
+    stack.api.upload_files(task_id, [server])
+    stack.api.post(f"/api/tasks/{task_id}/start", {})
+    ui.signed_in(f"task.html?id={task_id}")
+    ui.wait(lambda: ui.text("#task-status") == "finished", "status finished", timeout=20)
+    ui.wait(lambda: chart_points(ui, "accuracy") == 2, "two rounds of accuracy")
+    charts = ui.js("return [...document.querySelectorAll('.chart')].map(c => c.dataset.metric)")
+    assert charts == ["accuracy", "evaluate.recall", "evaluate.recall@dev-a"]
+    recall = ".chart[data-metric='evaluate.recall']"
+    assert ui.js(f"return [...document.querySelectorAll(\"{recall} path.series-line\")]"
+                 ".map(p => p.dataset.series)") == [
+        "evaluate.recall[0]", "evaluate.recall[1]", "evaluate.recall[10]"]
+    assert ui.js(f"return [...document.querySelectorAll(\"{recall} .chart-legend li\")]"
+                 ".map(li => li.innerText.trim())") == [
+        "evaluate.recall[0]", "evaluate.recall[1]", "evaluate.recall[10]"]
+    assert ui.js(f"return document.querySelectorAll(\"{recall} circle.series-point\").length"
+                 ) == 6
+    assert ui.js("return document.querySelector(\"" + recall + " circle[data-series="
+                 "'evaluate.recall[1]'][data-round='2']\").dataset.value") == "0.4"
+    ui.no_alert()
