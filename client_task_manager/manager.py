@@ -30,6 +30,7 @@ from agata_contracts.tasks import (
     TaskOffer,
 )
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
+from client_task_manager.dependencies import check_app_dependencies
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.left_runs import forget, left_runs
@@ -318,6 +319,7 @@ class ClientTaskManager:
         try:
             lifecycle = read_task_lifecycle(folder)
             check_setup(lifecycle, self.executor)
+            check_app_dependencies(folder, lifecycle.image)
         except SetupFailed as exc:
             self._cannot_set_up(offer, str(exc))
             return

@@ -172,6 +172,31 @@ def test_list_metrics_are_recorded_element_by_element(stack: Stack) -> None:
         assert own == pytest.approx([0.2, 0.3]), metrics
 
 
+def test_a_device_missing_a_dependency_of_the_app_reports_setup_failed_naming_it(
+        stack: Stack, tmp_path: Path) -> None:
+    app = tmp_path / "needsdeps"
+    shutil.copytree(NUMPY_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = app / "pyproject.toml"
+    manifest.write_text(manifest.read_text().replace(
+        'dependencies = ["flwr>=1.41", "numpy>=1.26"]',
+        'dependencies = ["flwr>=1.41", "numpy>=1.26", "agata-no-such-dist>=1.0"]'))
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("needsdeps", app, free_port(), devices=2)
+    api.post("/rpc_exec_start_server_task", {"task_id": "needsdeps"})
+
+    def setup_failures() -> list[dict[str, Any]] | None:
+        found = [r for r in reports(api, "needsdeps") if r["status"] == "setup_failed"]
+        return found if len(found) >= 2 else None
+
+    failures = wait_for(setup_failures, 30, "both devices' setup failures")
+    assert sorted(r["client_id"] for r in failures) == sorted(devices)
+    assert all(r["reason"] == "setup: agata-no-such-dist (import agata_no_such_dist) cannot be "
+               "imported on this device ([project] dependencies)" for r in failures), failures
+    assert not [r for r in reports(api, "needsdeps") if r["status"] == "started"]
+    api.post("/rpc_exec_stop_server_task", {"task_id": "needsdeps"})
+
+
 def test_a_device_whose_client_app_raises_moves_on_to_the_next_task(stack: Stack) -> None:
     api = stack.start_cloud()
     stack.start_clients()
