@@ -197,6 +197,24 @@ def test_a_device_missing_a_dependency_of_the_app_reports_setup_failed_naming_it
     api.post("/rpc_exec_stop_server_task", {"task_id": "needsdeps"})
 
 
+def test_a_task_without_a_port_starts_and_devices_say_they_cannot_reach_it(
+        stack: Stack) -> None:
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("portless", NUMPY_APP, None, devices=2)
+    assert api.get("/api/tasks/portless")["port"] is None
+    api.post("/rpc_exec_start_server_task", {"task_id": "portless"})
+    assert api.get("/api/tasks/portless")["status"] == "running"
+    # Devices still connect on a task's own port (until they reach runs through the gateway,
+    # issue 21): each says so instead of crashing on the offer.
+    failures = final_reports(api, "portless", 2)
+    assert sorted(r["client_id"] for r in failures) == sorted(devices)
+    assert all(r["status"] == "failed" and "names no port" in r["reason"]
+               for r in failures), failures
+    api.post("/rpc_exec_stop_server_task", {"task_id": "portless"})
+    assert ended(api, "portless")["status"] == "stopped"
+
+
 def test_a_device_whose_client_app_raises_moves_on_to_the_next_task(stack: Stack) -> None:
     api = stack.start_cloud()
     stack.start_clients()
