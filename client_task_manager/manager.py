@@ -30,6 +30,7 @@ from agata_contracts.tasks import (
     TaskOffer,
 )
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
+from client_task_manager.dependencies import check_app_dependencies
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.left_runs import forget, left_runs
@@ -76,6 +77,14 @@ QueryOffers = Callable[[str], list[TaskOffer]]
 """Asks the cloud which running tasks fit this client."""
 SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
 """Hands a report to the durable outbox (raises when the local broker does not take it)."""
+
+
+def _server_port(offer: TaskOffer) -> int:
+    """The port of the task's server this device connects to; ``ValueError`` when the offer
+    names none (the run is then reported failed, saying so)."""
+    if offer.port is None:
+        raise ValueError(f"the offer of task {offer.task_id} names no port of its server")
+    return offer.port
 
 
 @dataclass
@@ -314,6 +323,7 @@ class ClientTaskManager:
         try:
             lifecycle = read_task_lifecycle(folder)
             check_setup(lifecycle, self.executor)
+            check_app_dependencies(folder, lifecycle.image)
         except SetupFailed as exc:
             self._cannot_set_up(offer, str(exc))
             return
@@ -336,7 +346,7 @@ class ClientTaskManager:
                              results: RunResults) -> TaskProcess:
         if not (folder / CLIENT_SCRIPT).is_file():
             raise ValueError(f"the task has no {CLIENT_SCRIPT}")
-        arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
+        arguments = [*script_arguments(offer.host, _server_port(offer), offer.client_arguments),
                      "--client-id", self.client_id]
         task_id, run = offer.task_id, offer.run
         child = self.executor.process(

@@ -81,6 +81,10 @@ Announce = Callable[[TaskEvent], None]
 """Tells the world a task started or ended (a broadcast; must not raise into the caller)."""
 
 
+COLUMN_OF_FIELD = {"port": "own_port"}
+"""Task fields kept under another attribute of the row."""
+
+
 class RunController:
     """Starts and stops task servers and records what becomes of them."""
 
@@ -187,7 +191,7 @@ class RunController:
         if kind is TaskKind.FLOWER_APP:
             host, port = self.data_plane.run_host, allocate_port(self.data_plane.run_host)
         else:
-            host, port = record.host, record.port or allocate_port(record.host)
+            host, port = record.host, record.own_port or allocate_port(record.host)
         record.door = address(host, port)
         return ServerLaunch(record.id, record.runs, folder, host, port,
                             dict(arguments), kind, record.devices,
@@ -243,10 +247,11 @@ class RunController:
 
     def update(self, request: UpdateTaskRequest) -> Task:
         """Change the fields given; host and port only while the task is not running."""
-        changes = request.model_dump(exclude={"task_id"}, exclude_none=True)
+        changes = {COLUMN_OF_FIELD.get(k, k): v for k, v in request.model_dump(
+            exclude={"task_id"}, exclude_none=True).items()}
         with self._transition, self.records.transaction() as session:
             record = self.records.get(session, request.task_id)
-            moving = {k for k in ("host", "port") if k in changes
+            moving = {k.replace("own_", "") for k in ("host", "own_port") if k in changes
                       and changes[k] != getattr(record, k)}
             if moving and record.status == TaskStatus.RUNNING.value:
                 raise Conflict(

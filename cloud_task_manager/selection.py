@@ -31,12 +31,12 @@ class _Candidate:
     run_credential: str
 
 
-def _server_address(record: TaskRecord) -> tuple[str, int]:
+def _server_address(record: TaskRecord) -> tuple[str, int | None]:
     """Where the run's server listens: its door (a script task's ``client.py`` connects there
     itself; a Flower App's devices go through the gateway)."""
     if record.door:
         return split_address(record.door)
-    return record.host, record.port
+    return record.host, record.own_port
 
 
 class TaskSelector:

@@ -93,7 +93,8 @@ class CloudTaskManager:
         """Store a new task (its criteria were checked by the contract)."""
         task = self.records.create(request)
         self.storage.task_dir(task.id)
-        logger.info("task %s created (%s:%d)", task.id, task.host, task.port)
+        logger.info("task %s created (host %s, port %s)", task.id, task.host,
+                    "none" if task.port is None else task.port)
         return task
 
     @rpc(GET_TASK_BY_ID)

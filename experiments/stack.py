@@ -221,16 +221,18 @@ class Stack:
         self.processes.stop_all()
         return codes
 
-    def create_task(self, task_id: str, source: Path, port: int, *,
+    def create_task(self, task_id: str, source: Path, port: int | None, *,
                     server_arguments: dict[str, Any] | None = None,
                     client_arguments: dict[str, Any] | None = None,
                     selection_criteria: str = "", tags: list[str] | None = None,
                     devices: int = 2) -> Any:
-        """Create a task through the gateway and upload ``source``: a Flower App folder as one
-        zip archive, a script task's ``*.py``, ``*.npz`` and ``*.json`` files one by one."""
+        """Create a task through the gateway (``port`` None: the task has none) and upload
+        ``source``: a Flower App folder as one zip archive, a script task's ``*.py``, ``*.npz``
+        and ``*.json`` files one by one."""
         assert self.api is not None
         self.api.post("/rpc_exec_create_task", {
-            "task_id": task_id, "host": self.host, "port": port,
+            "task_id": task_id, "host": self.host,
+            **({} if port is None else {"port": port}),
             "selection_criteria": selection_criteria,
             "server_arguments": server_arguments or {},
             "client_arguments": client_arguments or {}, "tags": tags or [],
