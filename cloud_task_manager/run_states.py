@@ -161,16 +161,18 @@ class PendingCheckpoint:
 
 class CheckpointCopier:
     """Copies reported checkpoints into the database on a thread of its own, the newest of each
-    run only, and a run's at most once per ``min_interval_s`` (the host writes one after every
-    round, and copying a large model that often would take the machine's time from the run).
+    run only, and spending at most ``duty`` of its time on a run: after a copy that took ``d``
+    seconds, that run's next waits ``d * (1 / duty - 1)`` (the host writes one after every
+    round: a small model is copied at once each time, a large one every few rounds, instead of
+    taking the machine's time from the run).
     The newest checkpoint is always in the run's state folder too: a restart on this machine
     resumes from there when it is newer (``restart_point``); the database copy is what another
     replica resumes from. Reports of rounds and ends never wait behind a model's write."""
 
     def __init__(self, keep: Callable[[PendingCheckpoint], str | None],
-                 min_interval_s: float = 5.0) -> None:
+                 duty: float = 0.2) -> None:
         self._keep = keep
-        self.min_interval_s = min_interval_s
+        self.duty = duty
         self._pending: dict[tuple[str, int], PendingCheckpoint] = {}
         self._copied_at: dict[tuple[str, int], float] = {}
         self._changed = threading.Condition()
@@ -219,7 +221,7 @@ class CheckpointCopier:
         now = time.monotonic()
         wait: float | None = None
         for key, checkpoint in self._pending.items():
-            turn = self._copied_at.get(key, -math.inf) + self.min_interval_s
+            turn = self._copied_at.get(key, -math.inf)
             if self._hurry or turn <= now:
                 return checkpoint, None
             wait = turn - now if wait is None else min(wait, turn - now)
@@ -236,8 +238,8 @@ class CheckpointCopier:
                     checkpoint, wait = self._due()
                 key = (checkpoint.task_id, checkpoint.run)
                 del self._pending[key]
-                self._copied_at[key] = time.monotonic()
                 self._busy = True
+            began = time.monotonic()
             try:
                 why = self._keep(checkpoint)
             except Exception:
@@ -249,5 +251,7 @@ class CheckpointCopier:
                                    checkpoint.task_id, checkpoint.run, checkpoint.rounds_done,
                                    why)
             with self._changed:
+                took = time.monotonic() - began
+                self._copied_at[key] = time.monotonic() + took * (1 / self.duty - 1)
                 self._busy = False
                 self._changed.notify_all()
