@@ -70,6 +70,17 @@ def check_channel(cloud_url: str, url: str) -> None:
             "refusing to send model weights and credentials in clear")
 
 
+def address(host: str, port: int) -> str:
+    """``host:port``, an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def split_address(door: str) -> tuple[str, int]:
+    """``(host, port)`` of an ``address``."""
+    host, _, port = door.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def node_config_header(node_config: NodeConfig) -> str:
     """The node config header's value."""
     return json.dumps(node_config, separators=(",", ":"))

@@ -120,14 +120,14 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
         def client_changed(info: UserInfo) -> None:
             auth.forget(info.id)
             if info.revoked:
-                app[RUN_SOCKETS].drop_soon(info.id, "the device's credential was revoked")
+                app[RUN_SOCKETS].drop(info.id, "the device's credential was revoked")
 
         Subscriber(link, client_changes_exchange(config.server_broker.queue_prefix), UserInfo,
                    client_changed)
         link.start()
 
     async def close_link(app: web.Application) -> None:
-        await app[RUN_SOCKETS].close()
+        app[RUN_SOCKETS].close()
         await app[LINK].aclose()
 
     async def open_run_door(asked: OpenRunDoorRequest) -> RunDoor:

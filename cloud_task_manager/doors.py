@@ -12,10 +12,12 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass
 
-from agata_contracts.run_door import OpenRunDoorRequest, RunDoor, door_key
+from agata_contracts.run_door import OpenRunDoorRequest, RunDoor, address, door_key, split_address
 from cloud_task_manager.clients import ClientLookup
 from cloud_task_manager.records import TaskRecords
 from microservice_interconnect import Forbidden, NotFound
+
+__all__ = ["DataPlane", "RunDoors", "address", "allocate_port", "split_address"]
 
 
 @dataclass(frozen=True)
@@ -33,17 +35,6 @@ def allocate_port(host: str) -> int:
         probe.bind((host, 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def address(host: str, port: int) -> str:
-    """``host:port``, an IPv6 host in brackets."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def split_address(door: str) -> tuple[str, int]:
-    """``(host, port)`` of an ``address``."""
-    host, _, port = door.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 class RunDoors:
