@@ -572,6 +572,30 @@ async def test_an_archive_replaces_the_task_files(gateway: Gateway, cloud: Cloud
     assert not (cloud.task_manager.storage.root.parent / "escape.py").exists()
 
 
+async def test_a_fab_whose_content_hashes_disagree_is_a_400_naming_the_file(
+        gateway: Gateway) -> None:
+    op = gateway.operator()
+    status, _ = await post(gateway, "/api/tasks", {"task_id": "fab", "port": 8402}, headers=op)
+    assert status == 200
+    files = {"pyproject.toml": b"[project]\n", "pkg/app.py": b"a = 1\n"}
+    content = "\n".join(f"{name},{hashlib.sha256(data).hexdigest()},{len(data) * 8}"
+                         for name, data in files.items()).encode()
+    changed = {**files, "pkg/app.py": b"a = 2\n", ".info/CONTENT": content}
+    data, headers = multipart([("task_id", None, b"fab"),
+                               ("archive", "app.fab", zipped(changed))])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 400, body
+    assert "app.fab" in body["exception"] and "pkg/app.py" in body["exception"], body
+    assert "sha256" in body["exception"], body
+    status, task = await get(gateway, "/api/tasks/fab", headers=op)
+    assert task["files"] == []
+    intact = {**files, ".info/CONTENT": content}
+    data, headers = multipart([("task_id", None, b"fab"),
+                               ("archive", "app.fab", zipped(intact))])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 200 and body["skipped"] == [".info/CONTENT"], body
+
+
 async def test_malformed_or_oversized_forms_are_a_400_and_store_nothing(
         gateway: Gateway, cloud: Cloud) -> None:
     op = gateway.operator()
