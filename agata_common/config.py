@@ -70,6 +70,7 @@ class GatewaySettings(SettingsSection):
     join_rate_per_minute: int = Field(30, ge=1, le=100_000)
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
     access_log: bool = False
     tls_cert: str = ""
     tls_key: str = ""

@@ -41,6 +41,7 @@ from cloud_gateway.app import (
     web_interface_index,
 )
 from cloud_gateway.auth import Authenticator
+from cloud_gateway.body_deadline import body_deadline
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
@@ -77,7 +78,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     gateway = config.server_gateway
     app = web.Application(
         client_max_size=int(gateway.max_body_mb * 1024 * 1024),
-        middlewares=[errors_and_cors],
+        middlewares=[errors_and_cors, body_deadline(gateway.body_timeout_s)],
     )
     app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = config

@@ -475,6 +475,53 @@ async def test_body_over_the_limit_is_413_json(make_settings: Callable[..., Sett
         assert status == 404
 
 
+async def slow_body(gateway: Gateway, path: str, headers: dict[str, str], first: bytes
+                    ) -> tuple[bytes, float]:
+    """Send ``path``'s headers announcing 1000 bytes and only ``first`` of them; the raw
+    response once the gateway closes the connection, and how long that took."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Length: 1000",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    started = time.monotonic()
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + first)
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(-1), 20)
+    finally:
+        writer.close()
+    return answer, time.monotonic() - started
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408_on_every_route(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    config = make_settings(AGATA_SERVER_GATEWAY_BODY_TIMEOUT_S="1")
+    async with serve(config, tmp_path) as gateway:
+        json_type = {"Content-Type": "application/json"}
+        form = {"Content-Type": "multipart/form-data; boundary=b"}
+        for path, headers, first in (
+                ("/api/client/join", json_type, b'{"join_token": "'),
+                ("/rpc_exec_update_user_info", {**gateway.client(), **json_type}, b"{"),
+                ("/api/tasks", {**gateway.operator(), **json_type}, b"{"),
+                ("/upload_files", {**gateway.operator(), **form},
+                 b'--b\r\nContent-Disposition: form-data; name="task_id"\r\n\r\nt\r\n')):
+            answer, took = await slow_body(gateway, path, headers, first)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), (path, answer)
+            assert b"application/json" in head and b"body_timeout_s" in body, (path, answer)
+            assert b"Traceback" not in answer
+            assert 0.9 < took < 5, (path, took)
+        # the long poll has no body and keeps its own bound, longer than body_timeout_s
+        started = time.monotonic()
+        status, body = await gateway.get("/api/client/task_events?timeout=2",
+                                         headers=gateway.client())
+        assert status == 200 and body["events"] == [], body
+        assert time.monotonic() - started >= 1.9
+        status, body = await post(gateway, "/rpc_exec_update_user_info",
+                                  {"user_id": "quick", "data_qnt": 1}, headers=gateway.client())
+        assert status == 200, body
+
+
 async def test_without_an_api_token_operator_routes_fail_closed(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     config = make_settings(AGATA_SERVER_GATEWAY_API_TOKEN="")
