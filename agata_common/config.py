@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from agata_common.networks import Network, parse_networks
 from microservice_interconnect.settings import (
     BrokerSettings,
     EventSettings,
@@ -68,6 +69,7 @@ class GatewaySettings(SettingsSection):
     client_token: str = ""
     shared_client_token: bool = False
     join_rate_per_minute: int = Field(30, ge=1, le=100_000)
+    trusted_proxies: str = ""
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
     body_timeout_s: float = Field(30.0, gt=0, le=3600)
@@ -96,6 +98,16 @@ class GatewaySettings(SettingsSection):
             raise ValueError("api_token and client_token must differ: a device's token must "
                              "not open the operator routes")
         return self
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        """The reverse proxies whose ``X-Forwarded-For`` names the client."""
+        return parse_networks(self.trusted_proxies)
 
     def cors_origin_list(self) -> list[str]:
         """Configured CORS origins, comma separated in the file."""

@@ -34,6 +34,7 @@ from agata_contracts.tasks import (
     UPLOAD_TASK_FILE,
 )
 from cloud_gateway.auth import Authenticator
+from cloud_gateway.client_address import ClientAddresses
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
 from cloud_gateway.task_feed import TaskEventFeed
@@ -60,6 +61,7 @@ SCHEMAS = web.AppKey("schemas", bytes)
 TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 WEB_PAGES = web.AppKey("web_pages", Path)
 JOIN_LIMITER = web.AppKey("join_limiter", RateLimiter)
+CLIENT_ADDRESSES = web.AppKey("client_addresses", ClientAddresses)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -358,8 +360,9 @@ async def task_events(request: web.Request) -> web.Response:
 
 async def join(request: web.Request) -> web.Response:
     """``POST /api/client/join``: a device spends its one-time join token for its own secret
-    (no other authentication; attempts are rate-limited per address)."""
-    if not request.app[JOIN_LIMITER].allow(request.remote or "?"):
+    (no other authentication; attempts are rate-limited per address: the peer's, or the
+    device's as a trusted proxy forwards it)."""
+    if not request.app[JOIN_LIMITER].allow(request.app[CLIENT_ADDRESSES].of(request)):
         raise web.HTTPTooManyRequests(
             text='{"exception":"too many join attempts from this address; wait a minute"}',
             content_type=JSON, headers={"Retry-After": "60"})

@@ -17,6 +17,7 @@ from agata_contracts.tasks import TaskEvent
 from agata_contracts.users import UserInfo
 from cloud_gateway.app import (
     AUTH,
+    CLIENT_ADDRESSES,
     JOIN_LIMITER,
     LINK,
     OPENAPI,
@@ -42,6 +43,7 @@ from cloud_gateway.app import (
 )
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.body_deadline import body_deadline
+from cloud_gateway.client_address import ClientAddresses
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
@@ -84,6 +86,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     app[SETTINGS] = config
     app[AUTH] = Authenticator(gateway)
     app[JOIN_LIMITER] = RateLimiter(gateway.join_rate_per_minute)
+    app[CLIENT_ADDRESSES] = ClientAddresses(gateway.trusted_proxy_networks())
     app[OPENAPI] = json.dumps(build_openapi()).encode()
     app[SCHEMAS] = json.dumps(request_schemas()).encode()
     if not gateway.api_token:

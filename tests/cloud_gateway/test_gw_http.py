@@ -522,6 +522,42 @@ async def test_a_body_that_does_not_arrive_in_time_is_a_408_on_every_route(
         assert status == 200, body
 
 
+async def join_statuses(gateway: Gateway, forwarded_for: list[str]) -> list[int]:
+    """The status of one join attempt (a wrong token) per entry, with that X-Forwarded-For."""
+    statuses = []
+    for chain in forwarded_for:
+        headers = {"X-Forwarded-For": chain} if chain else {}
+        status, body = await post(gateway, "/api/client/join",
+                                  {"join_token": "z" * 43, "client_id": "dev-x"}, headers)
+        assert status in (401, 429), body
+        statuses.append(status)
+    return statuses
+
+
+async def test_behind_a_trusted_proxy_joins_are_limited_per_device_address(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    config = make_settings(AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE="2",
+                           AGATA_SERVER_GATEWAY_TRUSTED_PROXIES="10.9.0.0/16, 127.0.0.1")
+    async with serve(config, tmp_path) as gateway:
+        # two devices behind the proxy each have their own bucket; a spoofed left part of
+        # the chain is the device's own claim and changes nothing
+        assert await join_statuses(gateway, ["203.0.113.5", "198.51.100.7, 203.0.113.5",
+                                             "203.0.113.5"]) == [401, 401, 429]
+        assert await join_statuses(gateway, ["203.0.113.6", "203.0.113.6, 10.9.1.1"]
+                                   ) == [401, 401]
+        assert await join_statuses(gateway, ["203.0.113.6"]) == [429]
+        # an unreadable chain counts as the proxy itself
+        assert await join_statuses(gateway, ["not-an-address", "", ""]) == [401, 401, 429]
+
+
+async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    config = make_settings(AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE="2")
+    async with serve(config, tmp_path) as gateway:
+        assert await join_statuses(gateway, ["203.0.113.5", "203.0.113.6", "203.0.113.7"]
+                                   ) == [401, 401, 429]
+
+
 async def test_without_an_api_token_operator_routes_fail_closed(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     config = make_settings(AGATA_SERVER_GATEWAY_API_TOKEN="")
