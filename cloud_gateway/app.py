@@ -33,7 +33,7 @@ from agata_contracts.tasks import (
     UPLOAD_TASK_ARCHIVE,
     UPLOAD_TASK_FILE,
 )
-from cloud_gateway.auth import Authenticator
+from cloud_gateway.auth import Authenticator, Caller
 from cloud_gateway.client_address import ClientAddresses
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
@@ -157,8 +157,8 @@ async def rpc_route(request: web.Request) -> web.Response:
         return _json_error(404, f"unknown RPC {name!r}")
     caller = await request.app[AUTH].authenticate(request, spec.audiences)
     body = await request.read()
-    if caller.client_id is not None:
-        body = _bind_to_device(body, caller.client_id)
+    if caller.client_id is not None or caller.shared:
+        body = await _bind_to_device(request, body, caller)
     reply = await request.app[RPC_CLIENT].acall_raw(name, body or b"{}")
     return envelope_to_response(reply)
 
@@ -167,18 +167,30 @@ DEVICE_FIELDS = ("client_id", "user_id")
 """The fields of a client RPC's body that name the device it is about."""
 
 
-def _bind_to_device(body: bytes, client_id: str) -> bytes:
-    """A device may only speak for itself: 403 when the body names another device. The body
-    forwarded is the one checked, re-encoded (so no second parser can read another id into it);
-    one that is not a JSON object is a 400 here."""
+async def _may_act_for(request: web.Request, caller: Caller, named: str) -> None:
+    """A device may only speak for itself, and the shared token for no enrolled device: 403
+    otherwise."""
+    if caller.client_id is not None and named != caller.client_id:
+        raise Forbidden(f"you are device {caller.client_id!r}; {named!r} is another device")
+    if caller.client_id is None and caller.shared:
+        await request.app[AUTH].refuse_enrolled(named)
+
+
+async def _bind_to_device(request: web.Request, body: bytes, caller: Caller) -> bytes:
+    """The body of a device's RPC, checked for the devices it names (``_may_act_for``). The
+    body forwarded is the one checked, re-encoded (so no second parser can read another id
+    into it); one that is not a JSON object, or names a device with something other than a
+    string, is a 400 here."""
     value = wire.loads(body) if body.strip() else {}
     if not isinstance(value, dict):
         raise BadRequest("body must be a JSON object")
     for field in DEVICE_FIELDS:
         named = value.get(field)
-        if named is not None and named != client_id:
-            raise Forbidden(f"you are device {client_id!r}; {field} {named!r} is another "
-                            "device")
+        if named is None:
+            continue
+        if not isinstance(named, str):
+            raise BadRequest(f"{field} must be a device id")
+        await _may_act_for(request, caller, named)
     return wire.dumps(value)
 
 
@@ -324,7 +336,10 @@ async def download(request: web.Request) -> web.Response:
         # whose credential it is: the device the token proved (a header only names it for
         # the shared token of earlier versions, which proves no device)
         payload["credential"] = credential
-        payload["client_id"] = caller.client_id or request.headers.get("X-Client-Id")
+        named = caller.client_id or request.headers.get("X-Client-Id")
+        if named is not None:
+            await _may_act_for(request, caller, named)
+        payload["client_id"] = named
         spec = DOWNLOAD_TASK_FILE
     result = await call_rpc(request, spec, payload)
     content = base64.b64decode(result["content"])

@@ -9,12 +9,13 @@ import ssl
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from agata_common.config import ConfigError, GatewaySettings, Settings
 from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.tasks import TaskEvent
-from agata_contracts.users import UserInfo
+from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_gateway.app import (
     AUTH,
     CLIENT_ADDRESSES,
@@ -51,7 +52,7 @@ from cloud_gateway.routes import REST_ROUTES
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
 from cloud_web_interface import WEB_DIR
-from microservice_interconnect import Unauthorized
+from microservice_interconnect import NotFound, Unauthorized
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
@@ -115,7 +116,19 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
                 return False
             return True
 
+        async def is_enrolled(client_id: str) -> bool:
+            try:
+                request = GetUserInfoRequest(user_id=client_id)
+            except ValidationError:
+                return False  # no device has such an id; the RPC itself refuses it, saying why
+            try:
+                info = await client.acall(GET_USER_INFO, request)
+            except NotFound:
+                return False
+            return info.enrolled or info.revoked
+
         auth.verify = verify
+        auth.is_enrolled = is_enrolled
         Subscriber(link, client_changes_exchange(config.server_broker.queue_prefix), UserInfo,
                    lambda info: auth.forget(info.id))
         link.start()

@@ -558,6 +558,59 @@ async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
                                    ) == [401, 401, 429]
 
 
+async def test_the_shared_token_never_acts_for_an_enrolled_device(gateway: Gateway) -> None:
+    status, enrollment = await post(gateway, "/api/clients/enroll", {"client_id": "own-1"},
+                                    headers=gateway.operator())
+    assert status == 200, enrollment
+    status, joined = await post(gateway, "/api/client/join",
+                                {"join_token": enrollment["join_token"], "client_id": "own-1"})
+    assert status == 200, joined
+    own = {"Authorization": f"Bearer own-1:{joined['secret']}"}
+    shared = gateway.client()
+    calls = [("/rpc_exec_update_user_info", {"user_id": "{id}", "data_qnt": 3}),
+             ("/rpc_exec_get_user_info", {"user_id": "{id}"}),
+             ("/rpc_exec_client_requesting_task", {"client_id": "{id}"}),
+             ("/rpc_exec_report_client_task", {"client_id": "{id}", "task_id": "nope",
+                                               "status": "failed", "reason": "x"})]
+
+    async def answers(headers: dict[str, str], device: str) -> list[tuple[int, str]]:
+        found = []
+        for path, template in calls:
+            body = {k: v.replace("{id}", device) if isinstance(v, str) else v
+                    for k, v in template.items()}
+            status, answer = await post(gateway, path, body, headers=headers)
+            found.append((status, json.dumps(answer)))
+        async with gateway.http.get(f"{gateway.url}/download/nope/client.py",
+                                    headers={**headers, "X-Client-Id": device,
+                                             "X-Download-Credential": "c" * 43}) as response:
+            found.append((response.status, await response.text()))
+        return found
+
+    for status, answer in await answers(shared, "own-1"):
+        assert status == 403 and "is enrolled" in answer, (status, answer)
+    # the device itself is served; the shared token still speaks for made-up devices
+    assert [s for s, _ in await answers(own, "own-1")][:3] == [200, 200, 200]
+    for status, answer in await answers(shared, "made-up-1"):
+        assert "is enrolled" not in answer, (status, answer)
+    status, answer = await post(gateway, "/rpc_exec_update_user_info",
+                                {"user_id": "made-up-1", "data_qnt": 1}, headers=shared)
+    assert status == 200, answer
+    # revoked, a device is still not the shared token's to speak for
+    status, enrollment = await post(gateway, "/api/clients/enroll", {"client_id": "own-2"},
+                                    headers=gateway.operator())
+    status, joined = await post(gateway, "/api/client/join",
+                                {"join_token": enrollment["join_token"], "client_id": "own-2"})
+    assert status == 200, joined
+    status, _ = await post(gateway, "/api/clients/own-2/revoke", None, gateway.operator())
+    assert status == 200
+    status, answer = await post(gateway, "/rpc_exec_update_user_info",
+                                {"user_id": "own-2", "data_qnt": 9}, headers=shared)
+    assert status == 403 and "is enrolled" in answer["exception"], answer
+    status, answer = await post(gateway, "/rpc_exec_update_user_info",
+                                {"user_id": ["own-1"], "data_qnt": 9}, headers=shared)
+    assert status == 400, answer
+
+
 async def test_without_an_api_token_operator_routes_fail_closed(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     config = make_settings(AGATA_SERVER_GATEWAY_API_TOKEN="")
