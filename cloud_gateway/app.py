@@ -35,6 +35,7 @@ from agata_contracts.tasks import (
 )
 from cloud_gateway.auth import Authenticator, Caller
 from cloud_gateway.client_address import ClientAddresses
+from cloud_gateway.event_scope import EventScope
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
 from cloud_gateway.task_feed import TaskEventFeed
@@ -62,6 +63,7 @@ TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 WEB_PAGES = web.AppKey("web_pages", Path)
 JOIN_LIMITER = web.AppKey("join_limiter", RateLimiter)
 CLIENT_ADDRESSES = web.AppKey("client_addresses", ClientAddresses)
+EVENT_SCOPE = web.AppKey("event_scope", EventScope)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -355,8 +357,9 @@ async def download(request: web.Request) -> web.Response:
 
 async def task_events(request: web.Request) -> web.Response:
     """``GET /api/client/task_events?after=N&epoch=E&timeout=S``: long poll for task
-    starts/ends."""
-    await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)
+    starts/ends; a device is told only of the tasks it may take (``event_scope``), and the
+    shared token names its device with ``client_id=`` (without one it is told nothing)."""
+    caller = await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)
     try:
         after = int(request.query.get("after", "0"))
         timeout = float(request.query.get("timeout", "25"))
@@ -366,8 +369,15 @@ async def task_events(request: web.Request) -> web.Response:
         raise BadRequest(f"after must be between 0 and {MAX_EVENT_CURSOR}")
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LONG_POLL_S:
         raise BadRequest(f"timeout must be a number of seconds from 0 to {MAX_LONG_POLL_S:g}")
-    feed = request.app[TASK_FEED]
+    feed, scope = request.app[TASK_FEED], request.app[EVENT_SCOPE]
+    named = request.query.get("client_id") or None
+    device = caller.client_id or named
+    if caller.audience is Audience.CLIENT and device is not None:
+        await _may_act_for(request, caller, named or device)
+        await scope.prime(device)
     cursor, events, reset = await feed.wait(after, timeout, request.query.get("epoch", ""))
+    if caller.audience is Audience.CLIENT:
+        events = await scope.events_for(device, events) if device is not None else []
     body = {"epoch": feed.epoch, "cursor": cursor, "reset": reset,
             "events": [event.model_dump(mode="json") for event in events]}
     return web.Response(body=wire.dumps(body), content_type=JSON)

@@ -14,11 +14,12 @@ from pydantic import ValidationError
 from agata_common.config import ConfigError, GatewaySettings, Settings
 from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
-from agata_contracts.tasks import TaskEvent
+from agata_contracts.tasks import CLIENT_REQUESTING_TASK, ClientRequestingTaskRequest, TaskEvent
 from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_gateway.app import (
     AUTH,
     CLIENT_ADDRESSES,
+    EVENT_SCOPE,
     JOIN_LIMITER,
     LINK,
     OPENAPI,
@@ -45,6 +46,7 @@ from cloud_gateway.app import (
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.body_deadline import body_deadline
 from cloud_gateway.client_address import ClientAddresses
+from cloud_gateway.event_scope import EventScope
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
@@ -127,8 +129,17 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
                 return False
             return info.enrolled or info.revoked
 
+        async def offered(client_id: str) -> set[str]:
+            try:
+                request = ClientRequestingTaskRequest(client_id=client_id)
+                offers = await client.acall(CLIENT_REQUESTING_TASK, request)
+            except (ValidationError, NotFound):
+                return set()  # no such device: no task is offered to it
+            return {offer.task_id for offer in offers.tasks}
+
         auth.verify = verify
         auth.is_enrolled = is_enrolled
+        app[EVENT_SCOPE] = EventScope(offered)
         Subscriber(link, client_changes_exchange(config.server_broker.queue_prefix), UserInfo,
                    lambda info: auth.forget(info.id))
         link.start()

@@ -644,6 +644,88 @@ async def test_task_event_feed_resets_a_cursor_from_another_epoch(gateway) -> No
     assert other["reset"] is True and other["epoch"] == first["epoch"]
 
 
+async def enrolled_device(gateway: Gateway, client_id: str, sensors: list[str]
+                          ) -> dict[str, str]:
+    """Enroll and join a device, report its sensors; its own Authorization header."""
+    status, enrollment = await post(gateway, "/api/clients/enroll", {"client_id": client_id},
+                                    headers=gateway.operator())
+    assert status == 200, enrollment
+    status, joined = await post(gateway, "/api/client/join",
+                                {"join_token": enrollment["join_token"], "client_id": client_id})
+    assert status == 200, joined
+    own = {"Authorization": f"Bearer {client_id}:{joined['secret']}"}
+    status, body = await post(gateway, "/rpc_exec_update_user_info",
+                              {"user_id": client_id, "sensors": sensors}, headers=own)
+    assert status == 200, body
+    return own
+
+
+async def test_the_task_event_long_poll_tells_a_device_only_of_tasks_it_may_take(
+        gateway: Gateway) -> None:
+    op = gateway.operator()
+    fits = await enrolled_device(gateway, "cam-1", ["camera"])
+    other = await enrolled_device(gateway, "gps-1", ["gps"])
+    status, body = await post(gateway, "/rpc_exec_update_user_info",
+                              {"user_id": "legacy-cam", "sensors": ["camera"]},
+                              headers=gateway.client())
+    assert status == 200, body
+    pollers = {"fits": (fits, ""), "other": (other, ""),
+               "shared, its device fits": (gateway.client(), "&client_id=legacy-cam"),
+               "shared, no device": (gateway.client(), ""), "operator": (op, "")}
+    status, first = await gateway.get("/api/client/task_events?timeout=0", headers=op)
+    cursor = first["cursor"]
+    for headers, extra in pollers.values():  # each device's first poll here
+        status, body = await gateway.get(f"/api/client/task_events?timeout=0{extra}",
+                                         headers=headers)
+        assert status == 200, body
+
+    status, _ = await post(gateway, "/api/tasks", {
+        "task_id": "cam-only", "port": 8403,
+        "selection_criteria": "'camera' in sensors"}, headers=op)
+    assert status == 200
+    data, headers = multipart([("files", "server.py", STATS_THEN_SLEEP.encode())])
+    status, body = await post_raw(gateway, "/api/tasks/cam-only/files", data, {**op, **headers})
+    assert status == 200, body
+
+    async def told(status_wanted: str) -> dict[str, list[str]]:
+        seen = {}
+        for name, (headers, extra) in pollers.items():
+            status, body = await gateway.get(
+                f"/api/client/task_events?after={cursor}&timeout=0{extra}&epoch="
+                f"{first['epoch']}", headers=headers)
+            assert status == 200 and not body["reset"], (name, body)
+            seen[name] = [e["task_id"] for e in body["events"]
+                          if e["status"] == status_wanted]
+        return seen
+
+    status, body = await post(gateway, "/api/tasks/cam-only/start", None, headers=op)
+    assert status == 200, body
+    deadline = time.monotonic() + 10
+    while not (await told("running"))["operator"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert await told("running") == {"fits": ["cam-only"], "other": [],
+                                     "shared, its device fits": ["cam-only"],
+                                     "shared, no device": [], "operator": ["cam-only"]}
+    status, body = await post(gateway, "/api/tasks/cam-only/stop", None, headers=op)
+    assert status == 200, body
+    deadline = time.monotonic() + 10
+    while not (await told("stopped"))["operator"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    # the end reaches the devices the task was offered to, no other
+    assert await told("stopped") == {"fits": ["cam-only"], "other": [],
+                                     "shared, its device fits": ["cam-only"],
+                                     "shared, no device": [], "operator": ["cam-only"]}
+    # the shared token names no enrolled device, and a device only itself
+    status, body = await gateway.get("/api/client/task_events?timeout=0&client_id=cam-1",
+                                     headers=gateway.client())
+    assert status == 403, body
+    status, body = await gateway.get("/api/client/task_events?timeout=0&client_id=cam-1",
+                                     headers=other)
+    assert status == 403, body
+
+
 @pytest.mark.parametrize("query", [
     "timeout=nan", "timeout=inf", "timeout=-1", "timeout=56", "timeout=1e400",
     "after=-1", "after=99999999999999999999999", "after=x", "timeout=soon"])
