@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from agata_common.networks import Network, parse_networks
+from agata_common.retention import RetentionPolicy
 from microservice_interconnect.settings import (
     BrokerSettings,
     EventSettings,
@@ -124,7 +125,18 @@ class ExecutorSettings(SettingsSection):
     container_memory_mb: int = Field(2048, ge=64, le=1024 * 1024)
 
 
-class ClientParams(ExecutorSettings):
+class RetentionSettings(SettingsSection):
+    """How many runs' results a task keeps, and how many bytes of them (oldest pruned first)."""
+
+    keep_runs: int = Field(20, ge=1, le=100_000)
+    keep_mb_per_task: float = Field(1024.0, gt=0)
+
+    def retention(self) -> RetentionPolicy:
+        """The policy these keys make."""
+        return RetentionPolicy(self.keep_runs, int(self.keep_mb_per_task * 1024 * 1024))
+
+
+class ClientParams(ExecutorSettings, RetentionSettings):
     """Client-side parameters (AGATA's ``client.params``)."""
 
     request_interval: float = Field(10.0, gt=0)
@@ -203,7 +215,7 @@ class UserManagerSettings(SettingsSection):
     lost_after_s: float = Field(30.0, gt=0)
 
 
-class CloudTaskManagerSettings(ExecutorSettings):
+class CloudTaskManagerSettings(ExecutorSettings, RetentionSettings):
     """The cloud task manager's database, file limits and task-process policy."""
 
     database_url: str = ""
