@@ -40,6 +40,7 @@ from client_task_manager.lifecycle import (
     read_task_lifecycle,
     result_uploads,
 )
+from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, warm_argv
 from flower_runtime.jobs import WorkerJob
@@ -120,8 +121,10 @@ class ClientTaskManager:
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
         executor: Executor | None = None,
+        retention: DeviceRunRetention | None = None,
     ) -> None:
         self.identity = identity
+        self.retention = retention
         self.node_config = dict(node_config or {})
         self.events = events
         self.executor: Executor = executor or SubprocessExecutor()
@@ -409,6 +412,8 @@ class ClientTaskManager:
             del self._children[item.task_id]
             self.warm.prepare()
             self._send_results(entry)
+            if self.retention is not None:
+                self.retention.prune(item.task_id)
             if entry.handled:
                 continue
             outcome = item.outcome

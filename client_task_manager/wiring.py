@@ -22,6 +22,7 @@ from agata_contracts.tasks import (
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
+from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import Policy, TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, flower_installed, warm_argv
 from microservice_interconnect.broadcast import Subscriber
@@ -100,6 +101,7 @@ def start(config: Settings) -> RunningClientTaskManager:
         node_config=params.node_config_values(),
         events=runtime.events,
         executor=executor,
+        retention=DeviceRunRetention(work_dir, params.retention(), runtime.events),
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                       name="Flower worker", executor=executor,
                       spares=params.flower_workers if flower_installed() else 0),
