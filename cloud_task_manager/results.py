@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from agata_common.config import RetentionSettings
@@ -171,7 +172,7 @@ class RunResultsStore:
                              request.content)
         logger.info("task %s run %d: stored %s (%d bytes)", request.task_id, request.run,
                     stored.path, stored.size)
-        self.retention.prune(request.task_id)
+        self._apply_retention(request.task_id)
         return stored
 
     def collect_server(self, task_id: str, run: int, folder: Path) -> int:
@@ -194,8 +195,17 @@ class RunResultsStore:
         shutil.rmtree(folder, ignore_errors=True)
         if kept:
             logger.info("task %s run %d: kept %d server result file(s)", task_id, run, kept)
-            self.retention.prune(task_id)
+            self._apply_retention(task_id)
         return kept
+
+    def _apply_retention(self, task_id: str) -> None:
+        """Prune the task's oldest runs' results; a database error keeps them (and is logged),
+        never failing the store that came before."""
+        try:
+            self.retention.prune(task_id)
+        except SQLAlchemyError as exc:
+            logger.warning("task %s: results retention failed, nothing pruned: %s", task_id,
+                           exc.__class__.__name__)
 
     # -- reading ---------------------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from support import Cloud, start_cloud
 
 from agata_common.config import Settings
@@ -160,3 +161,23 @@ def test_a_task_keeps_its_newest_runs_within_its_size_and_prunes_the_oldest(
     assert [e[2] for e in events.seen] == ["pruned res runs 1", "pruned res runs 2",
                                            "pruned res runs 3"]
     cloud.client.call(STOP_SERVER_TASK, {"task_id": "res"})
+
+
+def test_a_failed_pruning_keeps_the_results_and_the_upload(
+        cloud: Cloud, caplog: pytest.LogCaptureFixture) -> None:
+    def broken(task_id: str) -> list[int]:
+        raise OperationalError("DELETE", {}, Exception("database is locked"))
+
+    cloud.task_manager.results.retention.prune = broken  # type: ignore[method-assign]
+    cloud.client.call(CREATE_TASK, {"task_id": "res", "port": 8000})
+    cloud.client.call(UPLOAD_TASK_FILE, {"task_id": "res", "filename": "server.py",
+                                         "content": base64.b64encode(SLEEPING_SERVER).decode()})
+    cloud.client.call(UPDATE_USER_INFO, {"user_id": "dev-a"})
+    new_run(cloud)
+    try:
+        raw_upload(cloud, 1, credential_of(cloud, "dev-a"), "kept.txt", b"k")
+    finally:
+        cloud.client.call(STOP_SERVER_TASK, {"task_id": "res"})
+    listing = cloud.client.call(LIST_RESULTS, {"task_id": "res", "run": 1})
+    assert "devices/dev-a/kept.txt" in [f.path for f in listing.files]
+    assert "results retention failed, nothing pruned: OperationalError" in caplog.text
