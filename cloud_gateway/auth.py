@@ -96,7 +96,10 @@ class Authenticator:
     async def refuse_enrolled(self, client_id: str) -> None:
         """A 403 when ``client_id`` is an enrolled device: the shared token never acts for one
         (fails closed: without a way to ask, every device counts as enrolled)."""
-        if client_id not in self._enrolled and self.is_enrolled is not None:
+        if client_id not in self._enrolled:
+            if self.is_enrolled is None:
+                raise Forbidden(f"cannot tell yet whether device {client_id!r} is enrolled: "
+                                "the shared client token does not speak for it")
             if not await self.is_enrolled(client_id):
                 return
             if len(self._enrolled) >= MAX_CACHED_DEVICES:
