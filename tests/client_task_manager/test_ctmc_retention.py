@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from support import RecordedEvents
 
 from agata_common.config import Settings
 from agata_common.retention import RetentionPolicy
@@ -29,22 +30,9 @@ from client_task_manager.left_runs import offer_file
 from client_task_manager.manager import ClientTaskManager
 from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import Policy, TaskBook
-from microservice_interconnect.events import EventRecorder
 from microservice_interconnect.spec import RpcSpec
 
 CLIENT = b"from task_daemon_lib import TaskReporter\nTaskReporter().send_info('Finished')\n"
-
-
-class Recorded(EventRecorder):
-    """Keeps the events it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[str, str, str]] = []
-
-    def register_event(self, service: str, function: str, event: str, *,
-                       at: float | None = None) -> None:
-        self.seen.append((service, function, event))
 
 
 def run_on_disk(work_dir: Path, task_id: str, run: int, size: int) -> Path:
@@ -57,7 +45,7 @@ def run_on_disk(work_dir: Path, task_id: str, run: int, size: int) -> Path:
 def test_the_oldest_runs_go_beyond_the_count_or_the_size_never_a_running_one(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="client_task_manager.run_retention")
-    events = Recorded()
+    events = RecordedEvents()
     retention = DeviceRunRetention(tmp_path, RetentionPolicy(3, 1000), events)
     folders = {run: run_on_disk(tmp_path, "t", run, 100) for run in (1, 2, 3, 4, 5)}
     results = tmp_path / "results" / "task_t" / "run_2"
@@ -101,7 +89,7 @@ def test_a_device_keeps_only_its_newest_runs_of_a_task(tmp_path: Path,
         sent.append((spec.name, report))
 
     work_dir = tmp_path / "client_tasks"
-    events = Recorded()
+    events = RecordedEvents()
     manager = ClientTaskManager(
         ClientIdentity(settings.client_params, tmp_path / "client_info"),
         TaskBook(Policy.ONE, 1, 60.0, 600.0),

@@ -559,13 +559,7 @@ async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
 
 
 async def test_the_shared_token_never_acts_for_an_enrolled_device(gateway: Gateway) -> None:
-    status, enrollment = await post(gateway, "/api/clients/enroll", {"client_id": "own-1"},
-                                    headers=gateway.operator())
-    assert status == 200, enrollment
-    status, joined = await post(gateway, "/api/client/join",
-                                {"join_token": enrollment["join_token"], "client_id": "own-1"})
-    assert status == 200, joined
-    own = {"Authorization": f"Bearer own-1:{joined['secret']}"}
+    own = await enrolled_device(gateway, "own-1", [])
     shared = gateway.client()
     calls = [("/rpc_exec_update_user_info", {"user_id": "{id}", "data_qnt": 3}),
              ("/rpc_exec_get_user_info", {"user_id": "{id}"}),
@@ -596,11 +590,7 @@ async def test_the_shared_token_never_acts_for_an_enrolled_device(gateway: Gatew
                                 {"user_id": "made-up-1", "data_qnt": 1}, headers=shared)
     assert status == 200, answer
     # revoked, a device is still not the shared token's to speak for
-    status, enrollment = await post(gateway, "/api/clients/enroll", {"client_id": "own-2"},
-                                    headers=gateway.operator())
-    status, joined = await post(gateway, "/api/client/join",
-                                {"join_token": enrollment["join_token"], "client_id": "own-2"})
-    assert status == 200, joined
+    await enrolled_device(gateway, "own-2", [])
     status, _ = await post(gateway, "/api/clients/own-2/revoke", None, gateway.operator())
     assert status == 200
     status, answer = await post(gateway, "/rpc_exec_update_user_info",

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
-from support import Cloud, start_cloud
+from support import Cloud, RecordedEvents, start_cloud
 
 from agata_common.config import Settings
 from agata_contracts.results import LIST_RESULTS, UPLOAD_RESULT
@@ -28,7 +28,6 @@ from agata_contracts.tasks import (
 from agata_contracts.users import UPDATE_USER_INFO
 from cloud_task_manager.result_contents import ResultContentRecord
 from microservice_interconnect import Forbidden
-from microservice_interconnect.events import EventRecorder
 
 SLEEPING_SERVER = b"import time\nfrom task_daemon_lib import TaskReporter\n" \
                   b"TaskReporter()\ntime.sleep(120)\n"
@@ -84,18 +83,6 @@ def test_results_are_taken_for_the_latest_run_and_the_one_before(cloud: Cloud) -
     assert device_files(2) == ["devices/dev-a/two.txt"]
 
 
-class Recorded(EventRecorder):
-    """Keeps the events it is given."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[str, str, str]] = []
-
-    def register_event(self, service: str, function: str, event: str, *,
-                       at: float | None = None) -> None:
-        self.seen.append((service, function, event))
-
-
 def raw_upload(cloud: Cloud, run: int, credential: str, name: str, content: bytes) -> None:
     cloud.client.call(UPLOAD_RESULT, {
         "task_id": "res", "run": run, "client_id": "dev-a", "name": name,
@@ -120,7 +107,7 @@ def test_a_task_keeps_its_newest_runs_within_its_size_and_prunes_the_oldest(
     caplog.set_level(logging.INFO, logger="cloud_task_manager.result_retention")
     cloud = small_retention_cloud
     store = cloud.task_manager.results
-    events = store.retention.events = Recorded()
+    events = store.retention.events = RecordedEvents()
     cloud.client.call(CREATE_TASK, {"task_id": "res", "port": 8000})
     cloud.client.call(UPLOAD_TASK_FILE, {"task_id": "res", "filename": "server.py",
                                          "content": base64.b64encode(SLEEPING_SERVER).decode()})
