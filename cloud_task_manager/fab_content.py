@@ -18,6 +18,13 @@ from dataclasses import dataclass
 FAB_CONTENT = ".info/CONTENT"
 MAX_CONTENT_BYTES = 1024 * 1024
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_SHOWN = 200
+
+
+def _shown(path: str) -> str:
+    """A path from the manifest as an error message names it: printable, and not too long."""
+    text = path if path.isprintable() else repr(path)
+    return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"
 
 
 class FabContentError(ValueError):
@@ -43,21 +50,21 @@ def parse_content(text: str) -> dict[str, ListedFile]:
             raise FabContentError(f"{FAB_CONTENT} line {number} is not path,sha256,size_bits")
         path, sha256, size_bits = parts
         if not _SHA256.match(sha256) or not size_bits.isdigit():
-            raise FabContentError(f"{FAB_CONTENT} line {number} ({path}): not a sha256 in hex "
-                                  "and a size in bits")
+            raise FabContentError(f"{FAB_CONTENT} line {number} ({_shown(path)}): not a sha256 "
+                                  "in hex and a size in bits")
         if path in listed:
-            raise FabContentError(f"{path}: listed twice in {FAB_CONTENT}")
+            raise FabContentError(f"{_shown(path)}: listed twice in {FAB_CONTENT}")
         listed[path] = ListedFile(sha256, int(size_bits))
     return listed
 
 
 def verify_fab_content(archive: zipfile.ZipFile, read: Callable[[zipfile.ZipInfo, int], bytes],
-                       *, required: bool, max_total_bytes: int) -> bool:
+                       *, required: bool, max_total_bytes: int) -> None:
     """Check every file of ``archive`` against its ``.info/CONTENT``.
 
-    ``read(entry, limit)`` unpacks one entry, refusing more than ``limit`` bytes. Returns
-    whether the archive had a manifest; without one it is an error only when ``required``
-    (the upload is named ``*.fab``). ``FabContentError`` names the first file that disagrees.
+    ``read(entry, limit)`` unpacks one entry, refusing more than ``limit`` bytes. An archive
+    without a manifest passes unless it is ``required`` (the upload is named ``*.fab``).
+    ``FabContentError`` names the first file that disagrees.
     """
     entries = [entry for entry in archive.infolist() if not entry.is_dir()]
     names = [entry.filename for entry in entries]
@@ -66,7 +73,7 @@ def verify_fab_content(archive: zipfile.ZipFile, read: Callable[[zipfile.ZipInfo
         if required:
             raise FabContentError(f"a .fab must hold {FAB_CONTENT} (the file list with "
                                   "sha256 hashes that flwr build writes)")
-        return False
+        return
     try:
         listed = parse_content(read(manifest, MAX_CONTENT_BYTES).decode("utf-8"))
     except UnicodeDecodeError:
@@ -92,7 +99,6 @@ def verify_fab_content(archive: zipfile.ZipFile, read: Callable[[zipfile.ZipInfo
                                   f"{expected.size_bits}")
     missing = sorted(set(listed) - set(names))
     if missing:
-        raise FabContentError(f"{missing[0]}: listed in {FAB_CONTENT} but missing from the "
-                              "archive" + (f" (and {len(missing) - 1} more)"
-                                           if len(missing) > 1 else ""))
-    return True
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise FabContentError(f"{_shown(missing[0])}: listed in {FAB_CONTENT} but missing from "
+                              f"the archive{more}")

@@ -168,3 +168,15 @@ def test_duplicate_entries_in_a_fab_are_refused(flower_fab: bytes) -> None:
         archive.writestr("numpyapp/client_app.py", b"evil = 1\n")
     with pytest.raises(ArchiveError, match="client_app.py: appears twice"):
         unpack_archive(buffer.getvalue(), fab=True, **FAB_LIMITS)
+
+
+def test_a_manifest_path_is_shown_printable_and_short(flower_fab: bytes) -> None:
+    def listed_only(entries: dict[str, bytes]) -> None:
+        entries[".info/CONTENT"] += ("\n" + "x\x1b[31m" * 100 + ",").encode() + \
+            b"0" * 64 + b",8"
+
+    with pytest.raises(ArchiveError) as info:
+        unpack_archive(rebuilt(flower_fab, listed_only), fab=True, **FAB_LIMITS)
+    message = str(info.value)
+    assert "\x1b" not in message and len(message) < 300, message
+    assert "missing from the archive" in message
