@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from agata_common.networks import Network, parse_networks
+from agata_common.retention import RetentionPolicy
 from microservice_interconnect.settings import (
     BrokerSettings,
     EventSettings,
@@ -68,8 +70,10 @@ class GatewaySettings(SettingsSection):
     client_token: str = ""
     shared_client_token: bool = False
     join_rate_per_minute: int = Field(30, ge=1, le=100_000)
+    trusted_proxies: str = ""
     cors_origins: str = ""
     max_body_mb: float = Field(64.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0, le=3600)
     access_log: bool = False
     tls_cert: str = ""
     tls_key: str = ""
@@ -96,6 +100,16 @@ class GatewaySettings(SettingsSection):
                              "not open the operator routes")
         return self
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: str) -> str:
+        parse_networks(value)
+        return value
+
+    def trusted_proxy_networks(self) -> tuple[Network, ...]:
+        """The reverse proxies whose ``X-Forwarded-For`` names the client."""
+        return parse_networks(self.trusted_proxies)
+
     def cors_origin_list(self) -> list[str]:
         """Configured CORS origins, comma separated in the file."""
         return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
@@ -111,7 +125,18 @@ class ExecutorSettings(SettingsSection):
     container_memory_mb: int = Field(2048, ge=64, le=1024 * 1024)
 
 
-class ClientParams(ExecutorSettings):
+class RetentionSettings(SettingsSection):
+    """How many runs' results a task keeps, and how many bytes of them (oldest pruned first)."""
+
+    keep_runs: int = Field(20, ge=1, le=100_000)
+    keep_mb_per_task: float = Field(1024.0, gt=0)
+
+    def retention(self) -> RetentionPolicy:
+        """The policy these keys make."""
+        return RetentionPolicy(self.keep_runs, int(self.keep_mb_per_task * 1024 * 1024))
+
+
+class ClientParams(ExecutorSettings, RetentionSettings):
     """Client-side parameters (AGATA's ``client.params``)."""
 
     request_interval: float = Field(10.0, gt=0)
@@ -190,7 +215,7 @@ class UserManagerSettings(SettingsSection):
     lost_after_s: float = Field(30.0, gt=0)
 
 
-class CloudTaskManagerSettings(ExecutorSettings):
+class CloudTaskManagerSettings(ExecutorSettings, RetentionSettings):
     """The cloud task manager's database, file limits and task-process policy."""
 
     database_url: str = ""

@@ -95,10 +95,15 @@ class CloudGatewayHttp:
             read_timeout=self.download_timeout_s, what=f"download of {task_id}/{filename}")
         return data, headers.get("X-Content-SHA256", "")
 
-    def task_events(self, after: int, timeout: float, epoch: str = "") -> dict[str, Any]:
+    def task_events(self, after: int, timeout: float, epoch: str = "",
+                    client_id: str | None = None) -> dict[str, Any]:
         """Long poll for task events after a cursor of a feed ``epoch``:
-        ``{"epoch", "cursor", "reset", "events"}``."""
-        query = urlencode({"after": after, "timeout": f"{timeout:g}", "epoch": epoch})
+        ``{"epoch", "cursor", "reset", "events"}`` (``client_id``: whose tasks, for a cloud
+        that cannot tell from the token)."""
+        fields: dict[str, Any] = {"after": after, "timeout": f"{timeout:g}", "epoch": epoch}
+        if client_id:
+            fields["client_id"] = client_id
+        query = urlencode(fields)
         _status, _headers, data = self._call(
             "GET", f"/api/client/task_events?{query}", read_timeout=timeout + self.timeout_s,
             what="task events")

@@ -32,8 +32,9 @@ class TaskEventRelay:
 
     def __init__(self, http: CloudGatewayHttp, publish: Callable[[TaskEvent], None], *,
                  poll_timeout_s: float = POLL_TIMEOUT_S, min_backoff_s: float = MIN_BACKOFF_S,
-                 max_backoff_s: float = MAX_BACKOFF_S) -> None:
+                 max_backoff_s: float = MAX_BACKOFF_S, client_id: str | None = None) -> None:
         self.http = http
+        self.client_id = client_id
         self.publish = publish
         self.poll_timeout_s = poll_timeout_s
         self.min_backoff_s = min_backoff_s
@@ -102,7 +103,8 @@ class TaskEventRelay:
             logger.info("task events: following the cloud gateway at %s from cursor %d",
                         self.http.base_url, self.cursor)
             return
-        answer = self.http.task_events(self.cursor, self.poll_timeout_s, self.epoch)
+        answer = self.http.task_events(self.cursor, self.poll_timeout_s, self.epoch,
+                                       self.client_id)
         cursor = int(answer["cursor"])
         if answer.get("reset"):
             logger.info("task events: the cloud's feed restarted (cursor %d -> %d); clients "

@@ -123,8 +123,10 @@ def start(settings: Settings, *,
     worker = OutboxWorker(runtime.link, outbox_queue(prefix), ReportForwarder(http),
                           probe=http.healthy)
     broadcaster: Broadcaster[TaskEvent] = Broadcaster(runtime.link, task_events_exchange(prefix))
+    client_id = device_id(settings.client_params.client_id,
+                          settings.storage.resolved_data_dir())
     relay = TaskEventRelay(cloud_client(settings, token), broadcaster.publish,
-                           poll_timeout_s=poll_timeout_s)
+                           poll_timeout_s=poll_timeout_s, client_id=client_id)
     runtime.start()
     relay.start()
     logger.info("client gateway forwarding to %s (client broker %s)", http.base_url,

@@ -41,6 +41,7 @@ from client_task_manager.lifecycle import (
     read_task_lifecycle,
     result_uploads,
 )
+from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, warm_argv
 from flower_runtime.jobs import WorkerJob
@@ -131,10 +132,12 @@ class ClientTaskManager:
         executor: Executor | None = None,
         cloud_url: str = "http://127.0.0.1:9001",
         cloud_ca_file: Path | None = None,
+        retention: DeviceRunRetention | None = None,
     ) -> None:
         self.identity = identity
         self.cloud_url = cloud_url
         self.cloud_ca_file = cloud_ca_file
+        self.retention = retention
         self.node_config = dict(node_config or {})
         self.events = events
         self.executor: Executor = executor or SubprocessExecutor()
@@ -424,6 +427,8 @@ class ClientTaskManager:
             del self._children[item.task_id]
             self.warm.prepare()
             self._send_results(entry)
+            if self.retention is not None:
+                self.retention.prune(item.task_id)
             if entry.handled:
                 continue
             outcome = item.outcome

@@ -23,6 +23,7 @@ from agata_contracts.tasks import (
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
+from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import Policy, TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, flower_installed, warm_argv
 from microservice_interconnect.broadcast import Subscriber
@@ -103,6 +104,7 @@ def start(config: Settings) -> RunningClientTaskManager:
         executor=executor,
         cloud_url=params.cloud_url,
         cloud_ca_file=Path(params.cloud_ca_file).expanduser() if params.cloud_ca_file else None,
+        retention=DeviceRunRetention(work_dir, params.retention(), runtime.events),
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                       name="Flower worker", executor=executor,
                       spares=params.flower_workers if flower_installed() else 0),

@@ -33,7 +33,9 @@ from agata_contracts.tasks import (
     UPLOAD_TASK_ARCHIVE,
     UPLOAD_TASK_FILE,
 )
-from cloud_gateway.auth import Authenticator
+from cloud_gateway.auth import Authenticator, Caller
+from cloud_gateway.client_address import ClientAddresses
+from cloud_gateway.event_scope import EventScope
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
 from cloud_gateway.run_relay import RunSockets
@@ -62,6 +64,8 @@ TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 WEB_PAGES = web.AppKey("web_pages", Path)
 JOIN_LIMITER = web.AppKey("join_limiter", RateLimiter)
 RUN_SOCKETS = web.AppKey("run_sockets", RunSockets)
+CLIENT_ADDRESSES = web.AppKey("client_addresses", ClientAddresses)
+EVENT_SCOPE = web.AppKey("event_scope", EventScope)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -157,8 +161,8 @@ async def rpc_route(request: web.Request) -> web.Response:
         return _json_error(404, f"unknown RPC {name!r}")
     caller = await request.app[AUTH].authenticate(request, spec.audiences)
     body = await request.read()
-    if caller.client_id is not None:
-        body = _bind_to_device(body, caller.client_id)
+    if caller.client_id is not None or caller.shared:
+        body = await _bind_to_device(request, body, caller)
     reply = await request.app[RPC_CLIENT].acall_raw(name, body or b"{}")
     return envelope_to_response(reply)
 
@@ -167,18 +171,30 @@ DEVICE_FIELDS = ("client_id", "user_id")
 """The fields of a client RPC's body that name the device it is about."""
 
 
-def _bind_to_device(body: bytes, client_id: str) -> bytes:
-    """A device may only speak for itself: 403 when the body names another device. The body
-    forwarded is the one checked, re-encoded (so no second parser can read another id into it);
-    one that is not a JSON object is a 400 here."""
+async def _may_act_for(request: web.Request, caller: Caller, named: str) -> None:
+    """A device may only speak for itself, and the shared token for no enrolled device: 403
+    otherwise."""
+    if caller.client_id is not None and named != caller.client_id:
+        raise Forbidden(f"you are device {caller.client_id!r}; {named!r} is another device")
+    if caller.client_id is None and caller.shared:
+        await request.app[AUTH].refuse_enrolled(named)
+
+
+async def _bind_to_device(request: web.Request, body: bytes, caller: Caller) -> bytes:
+    """The body of a device's RPC, checked for the devices it names (``_may_act_for``). The
+    body forwarded is the one checked, re-encoded (so no second parser can read another id
+    into it); one that is not a JSON object, or names a device with something other than a
+    string, is a 400 here."""
     value = wire.loads(body) if body.strip() else {}
     if not isinstance(value, dict):
         raise BadRequest("body must be a JSON object")
     for field in DEVICE_FIELDS:
         named = value.get(field)
-        if named is not None and named != client_id:
-            raise Forbidden(f"you are device {client_id!r}; {field} {named!r} is another "
-                            "device")
+        if named is None:
+            continue
+        if not isinstance(named, str):
+            raise BadRequest(f"{field} must be a device id")
+        await _may_act_for(request, caller, named)
     return wire.dumps(value)
 
 
@@ -324,7 +340,10 @@ async def download(request: web.Request) -> web.Response:
         # whose credential it is: the device the token proved (a header only names it for
         # the shared token of earlier versions, which proves no device)
         payload["credential"] = credential
-        payload["client_id"] = caller.client_id or request.headers.get("X-Client-Id")
+        named = caller.client_id or request.headers.get("X-Client-Id")
+        if named is not None:
+            await _may_act_for(request, caller, named)
+        payload["client_id"] = named
         spec = DOWNLOAD_TASK_FILE
     result = await call_rpc(request, spec, payload)
     content = base64.b64decode(result["content"])
@@ -340,8 +359,9 @@ async def download(request: web.Request) -> web.Response:
 
 async def task_events(request: web.Request) -> web.Response:
     """``GET /api/client/task_events?after=N&epoch=E&timeout=S``: long poll for task
-    starts/ends."""
-    await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)
+    starts/ends; a device is told only of the tasks it may take (``event_scope``), and the
+    shared token names its device with ``client_id=`` (without one it is told nothing)."""
+    caller = await request.app[AUTH].authenticate(request, _FILE_ROUTE_AUDIENCES)
     try:
         after = int(request.query.get("after", "0"))
         timeout = float(request.query.get("timeout", "25"))
@@ -351,8 +371,15 @@ async def task_events(request: web.Request) -> web.Response:
         raise BadRequest(f"after must be between 0 and {MAX_EVENT_CURSOR}")
     if not math.isfinite(timeout) or not 0 <= timeout <= MAX_LONG_POLL_S:
         raise BadRequest(f"timeout must be a number of seconds from 0 to {MAX_LONG_POLL_S:g}")
-    feed = request.app[TASK_FEED]
+    feed, scope = request.app[TASK_FEED], request.app[EVENT_SCOPE]
+    named = request.query.get("client_id") or None
+    device = caller.client_id or named
+    if caller.audience is Audience.CLIENT and device is not None:
+        await _may_act_for(request, caller, named or device)
+        await scope.prime(device)
     cursor, events, reset = await feed.wait(after, timeout, request.query.get("epoch", ""))
+    if caller.audience is Audience.CLIENT:
+        events = await scope.events_for(device, events) if device is not None else []
     body = {"epoch": feed.epoch, "cursor": cursor, "reset": reset,
             "events": [event.model_dump(mode="json") for event in events]}
     return web.Response(body=wire.dumps(body), content_type=JSON)
@@ -360,8 +387,9 @@ async def task_events(request: web.Request) -> web.Response:
 
 async def join(request: web.Request) -> web.Response:
     """``POST /api/client/join``: a device spends its one-time join token for its own secret
-    (no other authentication; attempts are rate-limited per address)."""
-    if not request.app[JOIN_LIMITER].allow(request.remote or "?"):
+    (no other authentication; attempts are rate-limited per address: the peer's, or the
+    device's as a trusted proxy forwards it)."""
+    if not request.app[JOIN_LIMITER].allow(request.app[CLIENT_ADDRESSES].of(request)):
         raise web.HTTPTooManyRequests(
             text='{"exception":"too many join attempts from this address; wait a minute"}',
             content_type=JSON, headers={"Retry-After": "60"})

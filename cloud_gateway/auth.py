@@ -5,7 +5,8 @@
   joined (checked by the user manager, then remembered for ``cache_s`` seconds, or until the
   device changes: a revoked device is refused at once).
 * The shared ``client_token`` of earlier versions, only while ``shared_client_token`` allows
-  it: it proves no device in particular.
+  it: it proves no device in particular, so it may speak only for devices that have no
+  credential of their own; any enrolled device (revoked ones too) it names is a 403.
 
 Tokens are compared in constant time; an unset token admits nobody (fail closed).
 """
@@ -23,7 +24,7 @@ from aiohttp import web
 
 from agata_common.config import GatewaySettings
 from agata_contracts.common import CLIENT_ID_PATTERN
-from microservice_interconnect import Audience
+from microservice_interconnect import Audience, Forbidden
 
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{32,128}$")
@@ -31,6 +32,8 @@ MAX_CACHED_DEVICES = 100_000
 
 VerifyDevice = Callable[[str, str], Awaitable[bool]]
 """Whether a device's presented secret is its own (and the device not revoked)."""
+IsEnrolled = Callable[[str], Awaitable[bool]]
+"""Whether a device id belongs to an enrolled device (one with a credential, even revoked)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class Caller:
 
     audience: Audience
     client_id: str | None = None
+    shared: bool = False
+    """The shared client token: a client proving no device in particular."""
 
 
 def bearer_token(request: web.Request) -> str | None:
@@ -78,13 +83,30 @@ class Authenticator:
     device secret it has not seen lately."""
 
     def __init__(self, gateway: GatewaySettings, verify: VerifyDevice | None = None,
-                 cache_s: float = 60.0) -> None:
+                 cache_s: float = 60.0, is_enrolled: IsEnrolled | None = None) -> None:
         self._api_token = gateway.api_token
         self._client_token = gateway.client_token if gateway.shared_client_token else ""
         self.verify = verify
+        self.is_enrolled = is_enrolled
         self.cache_s = cache_s
         self._verified: dict[str, tuple[str, float]] = {}
+        self._enrolled: set[str] = set()
         self._forgotten = 0
+
+    async def refuse_enrolled(self, client_id: str) -> None:
+        """A 403 when ``client_id`` is an enrolled device: the shared token never acts for one
+        (fails closed: without a way to ask, every device counts as enrolled)."""
+        if client_id not in self._enrolled:
+            if self.is_enrolled is None:
+                raise Forbidden(f"cannot tell yet whether device {client_id!r} is enrolled: "
+                                "the shared client token does not speak for it")
+            if not await self.is_enrolled(client_id):
+                return
+            if len(self._enrolled) >= MAX_CACHED_DEVICES:
+                self._enrolled.clear()
+            self._enrolled.add(client_id)
+        raise Forbidden(f"device {client_id!r} is enrolled: only its own credential speaks for "
+                        "it, not the shared client token")
 
     def forget(self, client_id: str) -> None:
         """Check the device's secret again at its next request (it changed or was revoked)."""
@@ -118,7 +140,7 @@ class Authenticator:
         if device is not None and await self._device(*device):
             return Caller(Audience.CLIENT, device[0])
         if _same(token, self._client_token):
-            return Caller(Audience.CLIENT)
+            return Caller(Audience.CLIENT, shared=True)
         return None
 
     async def authenticate(self, request: web.Request,

@@ -150,6 +150,7 @@ def build_openapi() -> dict[str, Any]:
                           "application/json": {
                               "schema": refs[(DeviceCredential, "serialization")]}}},
                       "401": {"description": "Unknown, used or expired token"},
+                      "408": {"description": "The body did not arrive within body_timeout_s"},
                       "429": {"description": "Too many join attempts from this address"}}}}
     run_parameters = [
         {"name": "task_id", "in": "path", "required": True, "schema": {"type": "string"}},

@@ -9,15 +9,18 @@ import ssl
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from agata_common.config import ConfigError, GatewaySettings, Settings
 from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.run_door import OPEN_RUN_DOOR, RUN_ROUTE, OpenRunDoorRequest, RunDoor
-from agata_contracts.tasks import TaskEvent
-from agata_contracts.users import UserInfo
+from agata_contracts.tasks import CLIENT_REQUESTING_TASK, ClientRequestingTaskRequest, TaskEvent
+from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_gateway.app import (
     AUTH,
+    CLIENT_ADDRESSES,
+    EVENT_SCOPE,
     JOIN_LIMITER,
     LINK,
     OPENAPI,
@@ -43,6 +46,9 @@ from cloud_gateway.app import (
     web_interface_index,
 )
 from cloud_gateway.auth import Authenticator
+from cloud_gateway.body_deadline import body_deadline
+from cloud_gateway.client_address import ClientAddresses
+from cloud_gateway.event_scope import EventScope
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
@@ -51,7 +57,7 @@ from cloud_gateway.run_relay import RunSockets, run_socket
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
 from cloud_web_interface import WEB_DIR
-from microservice_interconnect import Unauthorized
+from microservice_interconnect import NotFound, Unauthorized
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.link import AmqpLink
 from microservice_interconnect.rpc_client import RpcClient
@@ -80,13 +86,14 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     gateway = config.server_gateway
     app = web.Application(
         client_max_size=int(gateway.max_body_mb * 1024 * 1024),
-        middlewares=[errors_and_cors],
+        middlewares=[errors_and_cors, body_deadline(gateway.body_timeout_s)],
     )
     app.on_response_prepare.append(add_security_headers)
     app[SETTINGS] = config
     app[AUTH] = Authenticator(gateway)
     app[JOIN_LIMITER] = RateLimiter(gateway.join_rate_per_minute)
     app[RUN_SOCKETS] = RunSockets()
+    app[CLIENT_ADDRESSES] = ClientAddresses(gateway.trusted_proxy_networks())
     app[OPENAPI] = json.dumps(build_openapi()).encode()
     app[SCHEMAS] = json.dumps(request_schemas()).encode()
     if not gateway.api_token:
@@ -115,7 +122,28 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
                 return False
             return True
 
+        async def is_enrolled(client_id: str) -> bool:
+            try:
+                request = GetUserInfoRequest(user_id=client_id)
+            except ValidationError:
+                return False  # no device has such an id; the RPC itself refuses it, saying why
+            try:
+                info = await client.acall(GET_USER_INFO, request)
+            except NotFound:
+                return False
+            return info.enrolled or info.revoked
+
+        async def offered(client_id: str) -> set[str]:
+            try:
+                request = ClientRequestingTaskRequest(client_id=client_id)
+                offers = await client.acall(CLIENT_REQUESTING_TASK, request)
+            except (ValidationError, NotFound):
+                return set()  # no such device: no task is offered to it
+            return {offer.task_id for offer in offers.tasks}
+
         auth.verify = verify
+        auth.is_enrolled = is_enrolled
+        app[EVENT_SCOPE] = EventScope(offered)
 
         def client_changed(info: UserInfo) -> None:
             auth.forget(info.id)

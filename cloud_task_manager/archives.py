@@ -4,7 +4,8 @@ Every entry is checked before anything is stored: its path (the task-path rule),
 links, no devices), its size (announced and actual, so a zip bomb stops at the limit) and the
 number of files. Folders, hidden entries (``.info/`` of a FAB, ``.git/``) and Python caches
 are left out and listed. A zip whose files all sit in one top folder (``zip -r app.zip app``)
-is unpacked from inside that folder.
+is unpacked from inside that folder. An archive holding ``.info/CONTENT`` (a FAB's manifest),
+and any upload named ``*.fab``, must match that manifest file for file (``fab_content``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import zlib
 from dataclasses import dataclass, field
 
 from agata_contracts.common import check_task_path
+from cloud_task_manager.fab_content import FabContentError, verify_fab_content
 
 _CHUNK = 64 * 1024
 
@@ -62,14 +64,20 @@ def _read_limited(archive: zipfile.ZipFile, entry: zipfile.ZipInfo, limit: int) 
 
 
 def unpack_archive(content: bytes, *, max_file_bytes: int, max_files: int,
-                   max_total_bytes: int) -> UnpackedArchive:
-    """The files of a zip archive, checked; ``ArchiveError`` on the first bad entry."""
+                   max_total_bytes: int, fab: bool = False) -> UnpackedArchive:
+    """The files of a zip archive, checked; ``ArchiveError`` on the first bad entry. ``fab``:
+    the upload says it is a ``.fab``, so its ``.info/CONTENT`` must be there."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(content))
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ArchiveError(f"not a zip archive (a .zip or .fab): {exc}") from None
     result = UnpackedArchive()
     with archive:
+        try:
+            verify_fab_content(archive, lambda entry, limit: _read_limited(archive, entry, limit),
+                               required=fab, max_total_bytes=max_total_bytes)
+        except FabContentError as exc:
+            raise ArchiveError(str(exc)) from None
         entries: list[zipfile.ZipInfo] = []
         for entry in archive.infolist():
             name = entry.filename

@@ -12,7 +12,8 @@ database then.
 The task's server leaves its files in a scratch folder of its run (``AGATA_RESULTS_DIR``),
 gathered when it exits; a device uploads its own with the run's download credential. Both pass
 the same checks: task paths only, the count and size limits per process, and nothing lands
-outside the folder of the one who sent it.
+outside the folder of the one who sent it. Once stored, a task's oldest runs' results beyond
+its retention policy are pruned (``result_retention``).
 """
 
 from __future__ import annotations
@@ -26,9 +27,12 @@ import zipfile
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from agata_common.config import RetentionSettings
 from agata_common.database import utcnow
+from agata_common.retention import RetentionPolicy
 from agata_common.run_results import gather_results
 from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
 from agata_contracts.credentials import is_device_credential
@@ -55,8 +59,10 @@ from agata_contracts.results import (
 from cloud_task_manager.models import ResultRecord
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.result_contents import ResultContents, check_result_path
+from cloud_task_manager.result_retention import ResultRetention
 from cloud_task_manager.storage import TaskStorage
 from microservice_interconnect import BadRequest, Forbidden, NotFound
+from microservice_interconnect.events import NO_EVENTS, EventRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -78,13 +84,17 @@ class RunResultsStore:
     scratch folders); ``<data_dir>/results`` holds only results stored before the database
     kept their bytes."""
 
-    def __init__(self, records: TaskRecords, storage: TaskStorage, data_dir: Path) -> None:
+    def __init__(self, records: TaskRecords, storage: TaskStorage, data_dir: Path,
+                 retention: RetentionPolicy | None = None,
+                 events: EventRecorder = NO_EVENTS) -> None:
         self.records = records
         self.storage = storage
         self.root = (data_dir / "results").resolve()
         self.work = (data_dir / "results-work").resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.contents = ResultContents(records.engine, self.root)
+        self.retention = ResultRetention(
+            records.engine, retention or RetentionSettings().retention(), self.root, events)
 
     def scratch(self, task_id: str, run: int, *, keep: bool = False) -> Path:
         """The folder for the server process of a run to leave its results in: fresh and
@@ -162,6 +172,7 @@ class RunResultsStore:
                              request.content)
         logger.info("task %s run %d: stored %s (%d bytes)", request.task_id, request.run,
                     stored.path, stored.size)
+        self._apply_retention(request.task_id)
         return stored
 
     def collect_server(self, task_id: str, run: int, folder: Path) -> int:
@@ -184,7 +195,17 @@ class RunResultsStore:
         shutil.rmtree(folder, ignore_errors=True)
         if kept:
             logger.info("task %s run %d: kept %d server result file(s)", task_id, run, kept)
+            self._apply_retention(task_id)
         return kept
+
+    def _apply_retention(self, task_id: str) -> None:
+        """Prune the task's oldest runs' results; a database error keeps them (and is logged),
+        never failing the store that came before."""
+        try:
+            self.retention.prune(task_id)
+        except SQLAlchemyError as exc:
+            logger.warning("task %s: results retention failed, nothing pruned: %s", task_id,
+                           exc.__class__.__name__)
 
     # -- reading ---------------------------------------------------------------------------
 

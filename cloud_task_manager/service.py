@@ -145,7 +145,8 @@ class CloudTaskManager:
             unpacked = unpack_archive(request.content,
                                       max_file_bytes=self.storage.max_file_bytes,
                                       max_files=self.max_files_per_task,
-                                      max_total_bytes=self.max_task_bytes)
+                                      max_total_bytes=self.max_task_bytes,
+                                      fab=request.filename.lower().endswith(".fab"))
         except ArchiveError as exc:
             raise BadRequest(f"{request.filename}: {exc}") from None
         before = self.records.file_names(request.task_id)

@@ -78,7 +78,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
     storage = TaskStorage(data_dir, int(section.max_file_mb * 1024 * 1024), engine)
     records = TaskRecords(engine, Credentials.from_config(
         section.download_secret, data_dir, shared_database=engine.dialect.name == "postgresql"))
-    results = RunResultsStore(records, storage, data_dir)
+    results = RunResultsStore(records, storage, data_dir, section.retention(), runtime.events)
     executor = make_executor(section.executor, image=section.container_image,
                              cpus=section.container_cpus,
                              memory_mb=section.container_memory_mb)

@@ -22,6 +22,7 @@ from cloud_task_manager import wiring as task_manager_wiring
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.wiring import RunningCloudTaskManager
 from experiments.postgres import ADMIN_URL, PostgresUnavailable, temporary_database
+from microservice_interconnect.events import EventRecorder
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.runtime import ServiceRuntime
 from user_manager import wiring as user_manager_wiring
@@ -179,3 +180,15 @@ def make_server_cert(folder: Path, ca: str) -> tuple[Path, Path]:
             "-CAcreateserial", "-days", "2", "-extfile", "san.cnf", "-out", "server.pem",
             cwd=folder)
     return folder / "server.pem", folder / "server.key"
+
+
+class RecordedEvents(EventRecorder):
+    """An event recorder that keeps what it is given, as (service, function, event)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str, str]] = []
+
+    def register_event(self, service: str, function: str, event: str, *,
+                       at: float | None = None) -> None:
+        self.seen.append((service, function, event))

@@ -227,3 +227,15 @@ def test_the_operator_and_device_tokens_must_differ():
     with pytest.raises(ConfigError, match="must differ"):
         load_settings(environ={"AGATA_SERVER_GATEWAY_API_TOKEN": same,
                                "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": same})
+
+
+def test_trusted_proxies_are_addresses_or_networks_and_a_bad_one_is_named():
+    assert load_settings(environ={}).server_gateway.trusted_proxy_networks() == ()
+    gateway = load_settings(environ={"AGATA_SERVER_GATEWAY_TRUSTED_PROXIES":
+                                     "10.0.0.0/8, 192.168.1.7,::1"}).server_gateway
+    assert [str(n) for n in gateway.trusted_proxy_networks()] == [
+        "10.0.0.0/8", "192.168.1.7/32", "::1/128"]
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"AGATA_SERVER_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,proxy"})
+    assert "AGATA_SERVER_GATEWAY_TRUSTED_PROXIES" in str(caught.value)
+    assert "'proxy'" in str(caught.value)

@@ -73,6 +73,9 @@ async def test_task_events_reach_the_client_broker(gateway: Gateway, cloud: Clou
                             TaskEvent, on_event)
     running = await asyncio.to_thread(start_cg, gateway.url)
     assert await await_until(lambda: subscriber.connected and running.relay.synced.is_set(), 10)
+    # a device is told only of the tasks it may take: this one is known, and the task takes all
+    await asyncio.to_thread(device.runtime.client.call, UPDATE_USER_INFO,
+                            {"user_id": running.relay.client_id})
 
     task = await asyncio.to_thread(start_sleeping_task, cloud)
     started = time.monotonic()

@@ -477,6 +477,132 @@ async def test_body_over_the_limit_is_413_json(make_settings: Callable[..., Sett
         assert status == 404
 
 
+async def slow_body(gateway: Gateway, path: str, headers: dict[str, str], first: bytes
+                    ) -> tuple[bytes, float]:
+    """Send ``path``'s headers announcing 1000 bytes and only ``first`` of them; the raw
+    response once the gateway closes the connection, and how long that took."""
+    host, port = gateway.url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Length: 1000",
+             *(f"{k}: {v}" for k, v in headers.items())]
+    started = time.monotonic()
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + first)
+    await writer.drain()
+    try:
+        answer = await asyncio.wait_for(reader.read(-1), 20)
+    finally:
+        writer.close()
+    return answer, time.monotonic() - started
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_a_408_on_every_route(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    config = make_settings(AGATA_SERVER_GATEWAY_BODY_TIMEOUT_S="1")
+    async with serve(config, tmp_path) as gateway:
+        json_type = {"Content-Type": "application/json"}
+        form = {"Content-Type": "multipart/form-data; boundary=b"}
+        for path, headers, first in (
+                ("/api/client/join", json_type, b'{"join_token": "'),
+                ("/rpc_exec_update_user_info", {**gateway.client(), **json_type}, b"{"),
+                ("/api/tasks", {**gateway.operator(), **json_type}, b"{"),
+                ("/upload_files", {**gateway.operator(), **form},
+                 b'--b\r\nContent-Disposition: form-data; name="task_id"\r\n\r\nt\r\n')):
+            answer, took = await slow_body(gateway, path, headers, first)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 408"), (path, answer)
+            assert b"application/json" in head and b"body_timeout_s" in body, (path, answer)
+            assert b"Traceback" not in answer
+            assert 0.9 < took < 5, (path, took)
+        # the long poll has no body and keeps its own bound, longer than body_timeout_s
+        started = time.monotonic()
+        status, body = await gateway.get("/api/client/task_events?timeout=2",
+                                         headers=gateway.client())
+        assert status == 200 and body["events"] == [], body
+        assert time.monotonic() - started >= 1.9
+        status, body = await post(gateway, "/rpc_exec_update_user_info",
+                                  {"user_id": "quick", "data_qnt": 1}, headers=gateway.client())
+        assert status == 200, body
+
+
+async def join_statuses(gateway: Gateway, forwarded_for: list[str]) -> list[int]:
+    """The status of one join attempt (a wrong token) per entry, with that X-Forwarded-For."""
+    statuses = []
+    for chain in forwarded_for:
+        headers = {"X-Forwarded-For": chain} if chain else {}
+        status, body = await post(gateway, "/api/client/join",
+                                  {"join_token": "z" * 43, "client_id": "dev-x"}, headers)
+        assert status in (401, 429), body
+        statuses.append(status)
+    return statuses
+
+
+async def test_behind_a_trusted_proxy_joins_are_limited_per_device_address(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    config = make_settings(AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE="2",
+                           AGATA_SERVER_GATEWAY_TRUSTED_PROXIES="10.9.0.0/16, 127.0.0.1")
+    async with serve(config, tmp_path) as gateway:
+        # two devices behind the proxy each have their own bucket; a spoofed left part of
+        # the chain is the device's own claim and changes nothing
+        assert await join_statuses(gateway, ["203.0.113.5", "198.51.100.7, 203.0.113.5",
+                                             "203.0.113.5"]) == [401, 401, 429]
+        assert await join_statuses(gateway, ["203.0.113.6", "203.0.113.6, 10.9.1.1"]
+                                   ) == [401, 401]
+        assert await join_statuses(gateway, ["203.0.113.6"]) == [429]
+        # an unreadable chain counts as the proxy itself
+        assert await join_statuses(gateway, ["not-an-address", "", ""]) == [401, 401, 429]
+
+
+async def test_without_trusted_proxies_x_forwarded_for_is_ignored(
+        make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    config = make_settings(AGATA_SERVER_GATEWAY_JOIN_RATE_PER_MINUTE="2")
+    async with serve(config, tmp_path) as gateway:
+        assert await join_statuses(gateway, ["203.0.113.5", "203.0.113.6", "203.0.113.7"]
+                                   ) == [401, 401, 429]
+
+
+async def test_the_shared_token_never_acts_for_an_enrolled_device(gateway: Gateway) -> None:
+    own = await enrolled_device(gateway, "own-1", [])
+    shared = gateway.client()
+    calls = [("/rpc_exec_update_user_info", {"user_id": "{id}", "data_qnt": 3}),
+             ("/rpc_exec_get_user_info", {"user_id": "{id}"}),
+             ("/rpc_exec_client_requesting_task", {"client_id": "{id}"}),
+             ("/rpc_exec_report_client_task", {"client_id": "{id}", "task_id": "nope",
+                                               "status": "failed", "reason": "x"})]
+
+    async def answers(headers: dict[str, str], device: str) -> list[tuple[int, str]]:
+        found = []
+        for path, template in calls:
+            body = {k: v.replace("{id}", device) if isinstance(v, str) else v
+                    for k, v in template.items()}
+            status, answer = await post(gateway, path, body, headers=headers)
+            found.append((status, json.dumps(answer)))
+        async with gateway.http.get(f"{gateway.url}/download/nope/client.py",
+                                    headers={**headers, "X-Client-Id": device,
+                                             "X-Download-Credential": "c" * 43}) as response:
+            found.append((response.status, await response.text()))
+        return found
+
+    for status, answer in await answers(shared, "own-1"):
+        assert status == 403 and "is enrolled" in answer, (status, answer)
+    # the device itself is served; the shared token still speaks for made-up devices
+    assert [s for s, _ in await answers(own, "own-1")][:3] == [200, 200, 200]
+    for status, answer in await answers(shared, "made-up-1"):
+        assert "is enrolled" not in answer, (status, answer)
+    status, answer = await post(gateway, "/rpc_exec_update_user_info",
+                                {"user_id": "made-up-1", "data_qnt": 1}, headers=shared)
+    assert status == 200, answer
+    # revoked, a device is still not the shared token's to speak for
+    await enrolled_device(gateway, "own-2", [])
+    status, _ = await post(gateway, "/api/clients/own-2/revoke", None, gateway.operator())
+    assert status == 200
+    status, answer = await post(gateway, "/rpc_exec_update_user_info",
+                                {"user_id": "own-2", "data_qnt": 9}, headers=shared)
+    assert status == 403 and "is enrolled" in answer["exception"], answer
+    status, answer = await post(gateway, "/rpc_exec_update_user_info",
+                                {"user_id": ["own-1"], "data_qnt": 9}, headers=shared)
+    assert status == 400, answer
+
+
 async def test_without_an_api_token_operator_routes_fail_closed(
         make_settings: Callable[..., Settings], tmp_path: Path) -> None:
     config = make_settings(AGATA_SERVER_GATEWAY_API_TOKEN="")
@@ -508,6 +634,88 @@ async def test_task_event_feed_resets_a_cursor_from_another_epoch(gateway) -> No
         "/api/client/task_events?after=0&timeout=0&epoch=from-before-a-restart",
         headers=gateway.client())
     assert other["reset"] is True and other["epoch"] == first["epoch"]
+
+
+async def enrolled_device(gateway: Gateway, client_id: str, sensors: list[str]
+                          ) -> dict[str, str]:
+    """Enroll and join a device, report its sensors; its own Authorization header."""
+    status, enrollment = await post(gateway, "/api/clients/enroll", {"client_id": client_id},
+                                    headers=gateway.operator())
+    assert status == 200, enrollment
+    status, joined = await post(gateway, "/api/client/join",
+                                {"join_token": enrollment["join_token"], "client_id": client_id})
+    assert status == 200, joined
+    own = {"Authorization": f"Bearer {client_id}:{joined['secret']}"}
+    status, body = await post(gateway, "/rpc_exec_update_user_info",
+                              {"user_id": client_id, "sensors": sensors}, headers=own)
+    assert status == 200, body
+    return own
+
+
+async def test_the_task_event_long_poll_tells_a_device_only_of_tasks_it_may_take(
+        gateway: Gateway) -> None:
+    op = gateway.operator()
+    fits = await enrolled_device(gateway, "cam-1", ["camera"])
+    other = await enrolled_device(gateway, "gps-1", ["gps"])
+    status, body = await post(gateway, "/rpc_exec_update_user_info",
+                              {"user_id": "legacy-cam", "sensors": ["camera"]},
+                              headers=gateway.client())
+    assert status == 200, body
+    pollers = {"fits": (fits, ""), "other": (other, ""),
+               "shared, its device fits": (gateway.client(), "&client_id=legacy-cam"),
+               "shared, no device": (gateway.client(), ""), "operator": (op, "")}
+    status, first = await gateway.get("/api/client/task_events?timeout=0", headers=op)
+    cursor = first["cursor"]
+    for headers, extra in pollers.values():  # each device's first poll here
+        status, body = await gateway.get(f"/api/client/task_events?timeout=0{extra}",
+                                         headers=headers)
+        assert status == 200, body
+
+    status, _ = await post(gateway, "/api/tasks", {
+        "task_id": "cam-only", "port": 8403,
+        "selection_criteria": "'camera' in sensors"}, headers=op)
+    assert status == 200
+    data, headers = multipart([("files", "server.py", STATS_THEN_SLEEP.encode())])
+    status, body = await post_raw(gateway, "/api/tasks/cam-only/files", data, {**op, **headers})
+    assert status == 200, body
+
+    async def told(status_wanted: str) -> dict[str, list[str]]:
+        seen = {}
+        for name, (headers, extra) in pollers.items():
+            status, body = await gateway.get(
+                f"/api/client/task_events?after={cursor}&timeout=0{extra}&epoch="
+                f"{first['epoch']}", headers=headers)
+            assert status == 200 and not body["reset"], (name, body)
+            seen[name] = [e["task_id"] for e in body["events"]
+                          if e["status"] == status_wanted]
+        return seen
+
+    status, body = await post(gateway, "/api/tasks/cam-only/start", None, headers=op)
+    assert status == 200, body
+    deadline = time.monotonic() + 10
+    while not (await told("running"))["operator"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert await told("running") == {"fits": ["cam-only"], "other": [],
+                                     "shared, its device fits": ["cam-only"],
+                                     "shared, no device": [], "operator": ["cam-only"]}
+    status, body = await post(gateway, "/api/tasks/cam-only/stop", None, headers=op)
+    assert status == 200, body
+    deadline = time.monotonic() + 10
+    while not (await told("stopped"))["operator"]:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    # the end reaches the devices the task was offered to, no other
+    assert await told("stopped") == {"fits": ["cam-only"], "other": [],
+                                     "shared, its device fits": ["cam-only"],
+                                     "shared, no device": [], "operator": ["cam-only"]}
+    # the shared token names no enrolled device, and a device only itself
+    status, body = await gateway.get("/api/client/task_events?timeout=0&client_id=cam-1",
+                                     headers=gateway.client())
+    assert status == 403, body
+    status, body = await gateway.get("/api/client/task_events?timeout=0&client_id=cam-1",
+                                     headers=other)
+    assert status == 403, body
 
 
 @pytest.mark.parametrize("query", [
@@ -572,6 +780,30 @@ async def test_an_archive_replaces_the_task_files(gateway: Gateway, cloud: Cloud
     status, task = await get(gateway, "/api/tasks/zap", headers=op)
     assert sorted(f["name"] for f in task["files"]) == ["pkg/app.py", "pyproject.toml"]
     assert not (cloud.task_manager.storage.root.parent / "escape.py").exists()
+
+
+async def test_a_fab_whose_content_hashes_disagree_is_a_400_naming_the_file(
+        gateway: Gateway) -> None:
+    op = gateway.operator()
+    status, _ = await post(gateway, "/api/tasks", {"task_id": "fab", "port": 8402}, headers=op)
+    assert status == 200
+    files = {"pyproject.toml": b"[project]\n", "pkg/app.py": b"a = 1\n"}
+    content = "\n".join(f"{name},{hashlib.sha256(data).hexdigest()},{len(data) * 8}"
+                         for name, data in files.items()).encode()
+    changed = {**files, "pkg/app.py": b"a = 2\n", ".info/CONTENT": content}
+    data, headers = multipart([("task_id", None, b"fab"),
+                               ("archive", "app.fab", zipped(changed))])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 400, body
+    assert "app.fab" in body["exception"] and "pkg/app.py" in body["exception"], body
+    assert "sha256" in body["exception"], body
+    status, task = await get(gateway, "/api/tasks/fab", headers=op)
+    assert task["files"] == []
+    intact = {**files, ".info/CONTENT": content}
+    data, headers = multipart([("task_id", None, b"fab"),
+                               ("archive", "app.fab", zipped(intact))])
+    status, body = await post_raw(gateway, "/upload_files", data, {**op, **headers})
+    assert status == 200 and body["skipped"] == [".info/CONTENT"], body
 
 
 async def test_malformed_or_oversized_forms_are_a_400_and_store_nothing(
