@@ -51,6 +51,8 @@ from microservice_interconnect.spec import RpcSpec
 from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
 from task_daemon_lib.messages import (
     INFO_FIRST_TRAIN,
+    INFO_RUN_FULL,
+    INFO_RUN_OVER,
     REPORT_SPOOL_ENV,
     ErrorMessage,
     InfoMessage,
@@ -94,6 +96,15 @@ class _Running:
     child: TaskProcess
     results: RunResults
     handled: bool = False
+    left: str | None = None
+    """Why the worker left its run without failing (``INFO_RUN_OVER``/``INFO_RUN_FULL``)."""
+
+
+@dataclass(frozen=True)
+class _ChildLeft:
+    task_id: str
+    run: int
+    info: str
 
 
 @dataclass(frozen=True)
@@ -154,7 +165,8 @@ class ClientTaskManager:
         self._next_heartbeat = 0.0
         self.stop_grace_s = stop_grace_s
         self._wake = threading.Event()
-        self._inbox: queue.SimpleQueue[_ChildError | _ChildExit] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_ChildLeft | _ChildError | _ChildExit] = \
+            queue.SimpleQueue()
         self._children: dict[str, _Running] = {}
         self._pending_reports: list[tuple[RpcSpec[Any, Any], BaseModel]] = []
         self._stats_sent: UpdateUserInfoRequest | None = None
@@ -402,6 +414,9 @@ class ClientTaskManager:
             if message.info == INFO_FIRST_TRAIN:
                 self._record("task_client", f"first train {task_id}", at=message.time)
                 self.warm.prepare()
+            elif message.info in (INFO_RUN_OVER, INFO_RUN_FULL):
+                self._inbox.put(_ChildLeft(task_id, run, message.info))
+                self._wake.set()
         elif isinstance(message, PrintMessage):
             logger.info("task %s client says: %s", task_id, message.message)
 
@@ -418,6 +433,9 @@ class ClientTaskManager:
             entry = self._children.get(item.task_id)
             if entry is None or entry.offer.run != item.run:
                 continue
+            if isinstance(item, _ChildLeft):
+                entry.left = item.info
+                continue
             if isinstance(item, _ChildError):
                 if not entry.handled:
                     entry.handled = True
@@ -432,7 +450,9 @@ class ClientTaskManager:
             if entry.handled:
                 continue
             outcome = item.outcome
-            if outcome.status == "finished":
+            if outcome.status == "finished" and entry.left is not None:
+                self._left(entry, entry.left)
+            elif outcome.status == "finished":
                 self.book.finished(item.task_id, item.run)
                 self._record("task_client", f"client finished {item.task_id}")
                 self._report(item.task_id, ClientTaskStatus.FINISHED, None)
@@ -460,6 +480,18 @@ class ClientTaskManager:
         logger.warning("task %s cannot be set up here: %s; not taken again until its files "
                        "change", offer.task_id, reason)
         self._report(offer.task_id, ClientTaskStatus.SETUP_FAILED, reason)
+
+    def _left(self, entry: _Running, info: str) -> None:
+        """The worker left its run without failing: the run is over (done with it), or did not
+        need this device (looked at again at the next poll, when a device may have gone)."""
+        task_id, run = entry.offer.task_id, entry.offer.run
+        if info == INFO_RUN_OVER:
+            self.book.finished(task_id, run)
+        else:
+            self.book.hold(task_id, time.time())
+        reason = info.removeprefix("Left the run: ")
+        logger.info("task %s run %d: left, %s", task_id, run, reason)
+        self._report(task_id, ClientTaskStatus.STOPPED, f"the run {reason}")
 
     def _failed(self, task_id: str, run: int, reason: str) -> None:
         held = self.book.failed(task_id, reason, time.time())

@@ -88,6 +88,15 @@ class TaskBook:
         """The task's client was stopped here (shutdown): nothing to hold against it."""
         self.running.pop(task_id, None)
 
+    def hold(self, task_id: str, now: float) -> None:
+        """The task's run did not need this client: not taken again for ``retry_s``, with
+        nothing held against it (its failures are left as they were)."""
+        self.running.pop(task_id, None)
+        previous = self.quarantine.get(task_id)
+        self.quarantine[task_id] = Quarantined(
+            until=now + self.retry_s, failures=previous.failures if previous else 0,
+            reason="the run had all its devices")
+
     def failed(self, task_id: str, reason: str, now: float) -> Quarantined:
         """The task failed here: set it aside with a doubling back-off; return the hold."""
         self.running.pop(task_id, None)

@@ -42,7 +42,7 @@ from flower_runtime import DEFAULT_PRELOAD, preload, wire
 from flower_runtime.jobs import WorkerJob, read_job
 from flower_runtime.manifest import read_manifest
 from flower_runtime.quiet import quiet_flower
-from task_daemon_lib.messages import INFO_FIRST_TRAIN
+from task_daemon_lib.messages import INFO_FIRST_TRAIN, INFO_RUN_FULL, INFO_RUN_OVER
 from task_daemon_lib.task_main import exit_now, run_task
 from task_daemon_lib.task_reporter import TaskReporter
 
@@ -51,11 +51,21 @@ logger = logging.getLogger("flower_runtime.client_worker")
 CONNECT_TIMEOUT_S = 30.0
 MAX_REJOINS = 10
 RETRY_STATUSES = frozenset({502, 503, 504})
+RUN_OVER_STATUS = 409
 """Gateway answers that mean "not yet": the run's door is not open yet or is moving."""
 
 
 class RunRefused(RuntimeError):
     """The run's host did not take this device."""
+
+
+class RunLeft(Exception):
+    """The device leaves the run without failing: ``info`` says why (it is over, or has all
+    its devices)."""
+
+    def __init__(self, info: str, detail: str) -> None:
+        super().__init__(detail)
+        self.info = info
 
 
 class HostLost(ConnectionError):
@@ -95,6 +105,8 @@ async def _connect(session: aiohttp.ClientSession, job: WorkerJob
                                             max_msg_size=wire.MAX_FRAME_BYTES, compress=0,
                                             ssl=ssl_context)
         except aiohttp.WSServerHandshakeError as exc:
+            if exc.status == RUN_OVER_STATUS:
+                raise RunLeft(INFO_RUN_OVER, f"run {job.run} is over") from None
             if exc.status not in RETRY_STATUSES:
                 raise RunRefused(f"the cloud refused this device's socket for run {job.run} "
                                  f"(HTTP {exc.status}): {exc.message}") from None
@@ -133,6 +145,16 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
     if not isinstance(client_app, ClientApp):
         raise TypeError(f"{manifest.clientapp} is a {type(client_app).__name__}, not a ClientApp")
     part = _Part(job, client_app, reporter)
+    try:
+        await _serve(part)
+    except RunLeft as left:
+        reporter.send_print(f"leaving run {job.run}: {left}")
+        reporter.send_info(left.info)
+
+
+async def _serve(part: _Part) -> None:
+    """Serve the run, rejoining its host when it goes away (``take_part``)."""
+    reporter = part.reporter
     async with aiohttp.ClientSession() as session:
         for attempt in range(MAX_REJOINS + 1):
             try:
@@ -166,6 +188,8 @@ class _Part:
             if first.type != aiohttp.WSMsgType.TEXT:
                 raise HostLost("the run's host closed the connection before welcoming us")
             answer = wire.parse_control(first.data, wire.Welcome, wire.Refusal)
+            if isinstance(answer, wire.Refusal) and answer.full:
+                raise RunLeft(INFO_RUN_FULL, answer.reason)
             if isinstance(answer, wire.Refusal):
                 raise RunRefused(f"the run's host refused this device: {answer.reason}")
             welcome: wire.Welcome = answer

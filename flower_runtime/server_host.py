@@ -126,7 +126,7 @@ class DeviceDoor:
         node = self.grid.join(hello.client_id, channel)
         if node is None:
             await socket.send_str(wire.control(wire.Refusal(
-                reason="the run has all its devices (or is over)")))
+                reason="the run has all its devices (or is over)", full=True)))
             await socket.close()
             return socket
         self.channels[node.node_id] = channel

@@ -54,10 +54,12 @@ class Welcome(BaseModel):
 
 
 class Refusal(BaseModel):
-    """The host will not take this device (wrong credential, run full, run over)."""
+    """The host will not take this device: ``full`` when the run has all its devices or is
+    over (nothing wrong with the device), else a wrong credential or a broken protocol."""
 
     type: Literal["refused"] = "refused"
     reason: str
+    full: bool = False
 
 
 class RunEnded(BaseModel):

@@ -35,6 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 __all__ = [
     "INFO_FINISHED",
     "INFO_FIRST_TRAIN",
+    "INFO_RUN_FULL",
+    "INFO_RUN_OVER",
     "INFO_STARTED",
     "REPORT_FD_ENV",
     "STDOUT_PREFIX",
@@ -62,9 +64,14 @@ INFO_STARTED = "Started"
 """Info sent when a task reporter is created."""
 
 INFO_FINISHED = "Finished"
+"""Info sent when the task ends successfully."""
 INFO_FIRST_TRAIN = "ClientApp train entered"
 """Sent by a Flower App's device worker when it hands the ClientApp its first train message."""
-"""Info sent when the task ends successfully."""
+INFO_RUN_OVER = "Left the run: it is over"
+"""Sent by a device worker that found its run over (it leaves without failing)."""
+INFO_RUN_FULL = "Left the run: it has all its devices"
+"""Sent by a device worker its run did not need (it leaves without failing, and may be asked
+again when a device of the run goes)."""
 
 
 class _ReportBase(BaseModel):

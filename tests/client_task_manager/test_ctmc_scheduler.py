@@ -62,3 +62,14 @@ def test_success_clears_the_failure_count() -> None:
     book.failed("a", "x", now=0)
     book.finished("a", 1)
     assert "a" not in book.quarantine
+
+
+def test_a_run_that_did_not_need_the_client_is_held_without_a_failure() -> None:
+    book = TaskBook(Policy.ONE, max_parallel=1, retry_s=10, retry_max_s=100)
+    book.update_offers([offer("f")])
+    book.started(offer("f"))
+    book.hold("f", now=100)
+    assert book.choose(105) == []
+    assert [o.task_id for o in book.choose(110)] == ["f"]
+    held = book.failed("f", "boom", now=120)
+    assert held.failures == 1, "a hold counted as a failure"
