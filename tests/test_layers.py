@@ -66,6 +66,7 @@ def imported_packages(path: Path) -> set[str]:
     return {name.split(".")[0] for name in imported_modules(path)} & OURS
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
     allowed = ALLOWED[package] | {package}
@@ -77,6 +78,7 @@ def test_a_package_imports_only_what_its_layer_allows(package: str) -> None:
     assert not offences, "\n".join(offences)
 
 
+@pytest.mark.unit
 def test_the_contracts_import_only_the_standard_library_pydantic_and_themselves() -> None:
     offences = [
         f"{path.relative_to(REPO_ROOT)} imports {', '.join(sorted(bad))}"
@@ -87,6 +89,7 @@ def test_the_contracts_import_only_the_standard_library_pydantic_and_themselves(
     assert not offences, "\n".join(offences)
 
 
+@pytest.mark.unit
 def test_the_transport_takes_only_the_rpc_declarations_from_the_contracts() -> None:
     offences = [
         f"{path.relative_to(REPO_ROOT)} imports {', '.join(sorted(bad))}"
@@ -98,6 +101,7 @@ def test_the_transport_takes_only_the_rpc_declarations_from_the_contracts() -> N
     assert not offences, "\n".join(offences)
 
 
+@pytest.mark.unit
 def test_the_rules_cover_every_package() -> None:
     packages = {p.name for p in REPO_ROOT.iterdir() if (p / "__init__.py").is_file()}
     assert packages - {"experiments", "tests"} <= set(ALLOWED), packages - set(ALLOWED)
@@ -114,6 +118,7 @@ def test_loading_a_device_loads_nothing_of_the_cloud_nor_flower() -> None:
     assert result.stdout.strip() == "[]", result.stdout
 
 
+@pytest.mark.unit
 def test_a_forbidden_import_is_caught(tmp_path: Path) -> None:
     module = tmp_path / "offender.py"
     module.write_text("def f():\n    from cloud_task_manager.storage import TaskStorage\n")

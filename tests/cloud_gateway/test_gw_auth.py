@@ -3,11 +3,14 @@ never remembered (the verification itself is the user manager's, tested end to e
 
 from __future__ import annotations
 
+import pytest
 from aiohttp.test_utils import make_mocked_request
 
 from agata_common.config import GatewaySettings
 from cloud_gateway.auth import Authenticator
 from microservice_interconnect import Audience
+
+pytestmark = pytest.mark.unit
 
 SECRET = "s" * 43
 

@@ -8,6 +8,8 @@ import pytest
 
 from cloud_task_manager.archives import ArchiveError, unpack_archive
 
+pytestmark = pytest.mark.unit
+
 LIMITS = {"max_file_bytes": 1000, "max_files": 5, "max_total_bytes": 2500}
 
 
