@@ -8,7 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agata_cli.app_archive import is_app_folder, zip_folder
+from agata_cli.app_archive import (
+    AppArchive,
+    folder_archive,
+    is_app_archive,
+    is_app_folder,
+    read_archive,
+)
 from agata_cli.arguments import assignments, task_files
 from agata_cli.client import (
     EXIT_OK,
@@ -20,7 +26,7 @@ from agata_cli.client import (
     quote,
 )
 from agata_cli.follow import Follower, total_rounds
-from agata_cli.output import key_values, out, out_json, size, table, text, when
+from agata_cli.output import endpoint, key_values, out, out_json, size, table, text, when
 
 SHOWN_ROUNDS = 10
 """``tasks show`` lists this many of the latest rounds (``--json`` has them all)."""
@@ -56,7 +62,7 @@ def tasks_list(gateway: Gateway, args: argparse.Namespace) -> int:
         return EXIT_OK
     _lines(table(
         ["ID", "STATUS", "ENDPOINT", "RUNS", "FILES", "TAGS", "CREATED"],
-        ([t["id"], t["status"], f"{t['host']}:{t['port']}", t["runs"], len(t["files"]),
+        ([t["id"], t["status"], endpoint(t), t["runs"], len(t["files"]),
           t["tags"], when(t["created"])] for t in tasks),
     ))
     _paging_note(len(tasks), int(body.get("total") or 0), args.offset, "tasks")
@@ -84,7 +90,7 @@ def tasks_show(gateway: Gateway, args: argparse.Namespace) -> int:
         ("id", task["id"]),
         ("status", task["status"]),
         ("reason", task.get("status_reason")),
-        ("endpoint", f"{task['host']}:{task['port']}"),
+        ("endpoint", endpoint(task)),
         ("criteria", task["selection_criteria"]),
         ("server args", task["server_arguments"]),
         ("client args", task["client_arguments"]),
@@ -156,29 +162,46 @@ def _upload_failed(task_id: str, path: Path, message: str, code: int, details: l
     )
 
 
-def _upload_app(gateway: Gateway, task_id: str, folder: Path, *, quiet: bool) -> None:
-    """Upload a Flower App folder as one archive (its files replace the task's)."""
-    result = gateway.upload_archive(task_id, f"{folder.name}.zip", zip_folder(folder))
+def _upload_app(gateway: Gateway, task_id: str, app: AppArchive, *, quiet: bool) -> None:
+    """Upload a Flower App as one archive (its files replace the task's)."""
+    result = gateway.upload_archive(task_id, app.name, app.content)
     if not quiet:
-        out(f"uploaded {len(result['files'])} file(s) of the app in {folder}"
+        out(f"uploaded {len(result['files'])} file(s) of the app in {app.source}"
             + (f" (left out: {', '.join(result['skipped'])})" if result["skipped"] else ""))
 
 
-def _app_folder(args: argparse.Namespace) -> Path | None:
+def _app(args: argparse.Namespace) -> AppArchive | None:
+    """The Flower App to upload whole: a ``--from-dir`` app folder, or a ``--file`` that is a
+    ``.fab``/``.zip``; None for plain task files."""
     folder = Path(args.from_dir).expanduser() if args.from_dir else None
-    if folder is None or not is_app_folder(folder):
+    if folder is not None and is_app_folder(folder):
+        if args.file:
+            raise CliError("a Flower App folder is uploaded whole: give --from-dir APP "
+                           "without --file", EXIT_USAGE)
+        return folder_archive(folder)
+    archives = [Path(name).expanduser() for name in args.file or []
+                if is_app_archive(Path(name))]
+    if not archives:
         return None
-    if args.file:
-        raise CliError("a Flower App folder is uploaded whole: give --from-dir APP without "
-                       "--file", EXIT_USAGE)
-    return folder
+    if len(args.file) > 1 or folder is not None:
+        raise CliError(f"an app archive is uploaded whole and replaces the task's files: give "
+                       f"--file {archives[0]} alone", EXIT_USAGE)
+    if not archives[0].is_file():
+        raise CliError(f"--file {archives[0]}: no such file", EXIT_USAGE)
+    try:
+        return read_archive(archives[0])
+    except ValueError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
 
 
 def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
-    """``tasks create``: create a task, then upload its files (a Flower App folder whole)."""
-    app = _app_folder(args)
+    """``tasks create``: create a task, then upload its files (a Flower App folder or archive
+    whole)."""
+    app = _app(args)
     files = [] if app is not None else _files_or_usage_error(args)
-    body: dict[str, Any] = {"port": args.port}
+    body: dict[str, Any] = {}
+    if args.port is not None:
+        body["port"] = args.port
     if args.task_id is not None:
         body["task_id"] = args.task_id
     if args.host is not None:
@@ -195,7 +218,7 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
     task = gateway.post("/api/tasks", body)
     task_id = task["id"]
     if not args.json:
-        out(f"created task {task_id} ({task['host']}:{task['port']})")
+        out(f"created task {task_id} ({endpoint(task)})")
     if app is not None:
         _upload_app(gateway, task_id, app, quiet=args.json)
         task = gateway.get(_task_path(task_id))
@@ -208,8 +231,9 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
 
 
 def tasks_upload(gateway: Gateway, args: argparse.Namespace) -> int:
-    """``tasks upload``: add or replace files of a task (a Flower App folder replaces all)."""
-    app = _app_folder(args)
+    """``tasks upload``: add or replace files of a task (a Flower App folder or archive
+    replaces all)."""
+    app = _app(args)
     if app is not None:
         gateway.get(_task_path(args.task_id))
         _upload_app(gateway, args.task_id, app, quiet=args.json)

@@ -59,6 +59,12 @@ def text(value: Any) -> str:
     return str(value)
 
 
+def endpoint(task: Mapping[str, Any]) -> str:
+    """A task's server address: ``host:port``, or the host alone when the task has no port."""
+    port = task.get("port")
+    return str(task["host"]) if port is None else f"{task['host']}:{port}"
+
+
 def when(value: str | None) -> str:
     """An ISO timestamp of the API as ``YYYY-MM-DD HH:MM:SSZ`` (UTC); '-' if missing."""
     if not value:

@@ -203,6 +203,9 @@ class CloudTaskManagerSettings(ExecutorSettings):
     max_checkpoint_mb: float = Field(64.0, gt=0)
     replica_id: str = Field("", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$|^$")
     replica_lease_s: float = Field(6.0, ge=1.0, le=600.0)
+    run_host: str = Field("127.0.0.1", min_length=1, max_length=253,
+                          pattern=r"^[A-Za-z0-9.:-]+$")
+    max_message_mb: float = Field(4096.0, gt=0, le=1 << 20)
     warm_hosts: int = Field(2, ge=0, le=8)
     stop_grace_s: float = Field(5.0, ge=0)
     download_secret: str = ""

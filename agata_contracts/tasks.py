@@ -118,7 +118,9 @@ class CreateTaskRequest(BaseModel):
 
     task_id: TaskId | None = Field(None, description="Leave empty to get a generated id.")
     host: Host = "127.0.0.1"
-    port: Port
+    port: Port | None = Field(None, description=(
+        "Optional: a TCP port of the task's own for its server (accepted for AGATA "
+        "compatibility). Empty: the task has none; devices reach its runs through the cloud."))
     selection_criteria: Criteria = ""
     server_arguments: Arguments = Field(default_factory=dict)
     client_arguments: Arguments = Field(default_factory=dict)
@@ -132,7 +134,7 @@ class Task(BaseModel):
 
     id: str
     host: str
-    port: int
+    port: int | None = Field(description="The task's own server port; null: it has none.")
     selection_criteria: str
     server_arguments: dict[str, ArgumentValue]
     client_arguments: dict[str, ArgumentValue]
@@ -208,7 +210,9 @@ class RoundMetrics(BaseModel):
     """What the task's server reported for one round."""
 
     round: int
-    metrics: dict[str, float]
+    metrics: dict[str, float] = Field(description=(
+        "Name to value; a list-valued metric of a Flower App comes as one value per element, "
+        "named name[0], name[1], …"))
     reported_at: datetime
 
 
@@ -243,7 +247,7 @@ class TaskOffer(BaseModel):
     task_id: TaskId
     run: int
     host: str
-    port: int
+    port: int | None = Field(description="The task's own server port; null: it has none.")
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
     files: list[TaskFile]

@@ -30,6 +30,7 @@ from agata_contracts.tasks import (
     TaskOffer,
 )
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
+from client_task_manager.dependencies import check_app_dependencies
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.left_runs import forget, left_runs
@@ -87,6 +88,14 @@ SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
 """Hands a report to the durable outbox (raises when the local broker does not take it)."""
 
 
+def _server_port(offer: TaskOffer) -> int:
+    """The port of the task's server this device connects to; ``ValueError`` when the offer
+    names none (the run is then reported failed, saying so)."""
+    if offer.port is None:
+        raise ValueError(f"the offer of task {offer.task_id} names no port of its server")
+    return offer.port
+
+
 class _Callbacks(TypedDict):
     """Where a run's task process reports, writes and exits to."""
 
@@ -137,8 +146,12 @@ class ClientTaskManager:
         events: EventRecorder = NO_EVENTS,
         warm: WarmPool | None = None,
         executor: Executor | None = None,
+        cloud_url: str = "http://127.0.0.1:9001",
+        cloud_ca_file: Path | None = None,
     ) -> None:
         self.identity = identity
+        self.cloud_url = cloud_url
+        self.cloud_ca_file = cloud_ca_file
         self.node_config = dict(node_config or {})
         self.events = events
         self.executor: Executor = executor or SubprocessExecutor()
@@ -327,6 +340,7 @@ class ClientTaskManager:
         try:
             lifecycle = read_task_lifecycle(folder)
             check_setup(lifecycle, self.executor)
+            check_app_dependencies(folder, lifecycle.image)
         except SetupFailed as exc:
             self._cannot_set_up(offer, str(exc))
             return
@@ -349,7 +363,7 @@ class ClientTaskManager:
                              results: RunResults) -> TaskProcess:
         if not (folder / CLIENT_SCRIPT).is_file():
             raise ValueError(f"the task has no {CLIENT_SCRIPT}")
-        arguments = [*script_arguments(offer.host, offer.port, offer.client_arguments),
+        arguments = [*script_arguments(offer.host, _server_port(offer), offer.client_arguments),
                      "--client-id", self.client_id]
         return start_task_process(ProcessSpec(
             python_argv(folder / CLIENT_SCRIPT, *arguments),
@@ -362,7 +376,8 @@ class ClientTaskManager:
 
     def _start_app_worker(self, offer: TaskOffer, folder: Path,
                           results: RunResults) -> TaskProcess:
-        job = WorkerJob(app=folder, server=f"{offer.host}:{offer.port}",
+        job = WorkerJob(app=folder, cloud_url=self.cloud_url, cloud_ca_file=self.cloud_ca_file,
+                        task_id=offer.task_id, run=offer.run,
                         client_id=self.client_id, credential=offer.download_credential,
                         node_config=self.node_config, results_dir=results.folder)
         return start_task_process(ProcessSpec(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -100,6 +101,8 @@ def start(config: Settings) -> RunningClientTaskManager:
         node_config=params.node_config_values(),
         events=runtime.events,
         executor=executor,
+        cloud_url=params.cloud_url,
+        cloud_ca_file=Path(params.cloud_ca_file).expanduser() if params.cloud_ca_file else None,
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                       name="Flower worker", executor=executor,
                       spares=params.flower_workers if flower_installed() else 0),

@@ -36,6 +36,7 @@ from agata_contracts.tasks import (
 from cloud_gateway.auth import Authenticator
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.routes import EXPOSED_RPCS, RestRoute
+from cloud_gateway.run_relay import RunSockets
 from cloud_gateway.task_feed import TaskEventFeed
 from microservice_interconnect import Audience, BadRequest, Forbidden, RpcError, RpcSpec, wire
 from microservice_interconnect.link import AmqpLink
@@ -60,6 +61,7 @@ SCHEMAS = web.AppKey("schemas", bytes)
 TASK_FEED = web.AppKey("task_feed", TaskEventFeed)
 WEB_PAGES = web.AppKey("web_pages", Path)
 JOIN_LIMITER = web.AppKey("join_limiter", RateLimiter)
+RUN_SOCKETS = web.AppKey("run_sockets", RunSockets)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 

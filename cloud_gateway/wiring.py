@@ -13,6 +13,7 @@ from aiohttp import web
 from agata_common.config import ConfigError, GatewaySettings, Settings
 from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
+from agata_contracts.run_door import OPEN_RUN_DOOR, RUN_ROUTE, OpenRunDoorRequest, RunDoor
 from agata_contracts.tasks import TaskEvent
 from agata_contracts.users import UserInfo
 from cloud_gateway.app import (
@@ -21,6 +22,7 @@ from cloud_gateway.app import (
     LINK,
     OPENAPI,
     RPC_CLIENT,
+    RUN_SOCKETS,
     SCHEMAS,
     SETTINGS,
     TASK_FEED,
@@ -45,6 +47,7 @@ from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
 from cloud_gateway.routes import REST_ROUTES
+from cloud_gateway.run_relay import RunSockets, run_socket
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
 from cloud_web_interface import WEB_DIR
@@ -83,6 +86,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     app[SETTINGS] = config
     app[AUTH] = Authenticator(gateway)
     app[JOIN_LIMITER] = RateLimiter(gateway.join_rate_per_minute)
+    app[RUN_SOCKETS] = RunSockets()
     app[OPENAPI] = json.dumps(build_openapi()).encode()
     app[SCHEMAS] = json.dumps(request_schemas()).encode()
     if not gateway.api_token:
@@ -113,12 +117,25 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
             return True
 
         auth.verify = verify
+
+        def client_changed(info: UserInfo) -> None:
+            auth.forget(info.id)
+            if info.revoked:
+                app[RUN_SOCKETS].drop_soon(info.id, "the device's credential was revoked")
+
         Subscriber(link, client_changes_exchange(config.server_broker.queue_prefix), UserInfo,
-                   lambda info: auth.forget(info.id))
+                   client_changed)
         link.start()
 
     async def close_link(app: web.Application) -> None:
+        await app[RUN_SOCKETS].close()
         await app[LINK].aclose()
+
+    async def open_run_door(asked: OpenRunDoorRequest) -> RunDoor:
+        return await app[RPC_CLIENT].acall(OPEN_RUN_DOOR, asked)
+
+    async def run_socket_route(request: web.Request) -> web.StreamResponse:
+        return await run_socket(request, app[RUN_SOCKETS], open_run_door)
 
     async def end_long_polls(app: web.Application) -> None:
         if TASK_FEED in app:
@@ -136,6 +153,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     router.add_get("/download/{task_id}/{filename:.+}", download)
     router.add_get("/api/client/task_events", task_events)
     router.add_post("/api/client/join", join)
+    router.add_get(RUN_ROUTE, run_socket_route)
     router.add_post("/api/tasks/{task_id}/files", upload_task_files)
     router.add_get("/api/tasks/{task_id}/runs/{run}/results.zip", results_archive)
     router.add_get("/api/tasks/{task_id}/runs/{run}/results/{path:.+}", result_file)

@@ -22,7 +22,8 @@ class TaskRecord(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     host: Mapped[str] = mapped_column(String(253))
-    port: Mapped[int] = mapped_column(Integer)
+    own_port: Mapped[int | None] = mapped_column("port", Integer, nullable=True)
+    """The port the operator gave the task; None: it has none of its own."""
     selection_criteria: Mapped[str] = mapped_column(Text, default="")
     server_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     client_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -34,6 +35,7 @@ class TaskRecord(Base):
     runs: Mapped[int] = mapped_column(Integer, default=0)
     server_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    door: Mapped[str | None] = mapped_column(String(300), nullable=True)
     credential_hash: Mapped[str] = mapped_column(String(64))
     credential_nonce: Mapped[str] = mapped_column(String(64))
     previous_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import Engine, func, inspect, select, text
+from sqlalchemy import Engine, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,6 +25,7 @@ from agata_contracts.tasks import (
     TaskStatus,
     kind_of,
 )
+from cloud_task_manager.migrations import upgrade_tasks_table
 from cloud_task_manager.models import (
     Base,
     ClientReportRecord,
@@ -33,12 +34,16 @@ from cloud_task_manager.models import (
     TaskRecord,
 )
 from cloud_task_manager.storage import Credentials, StoredFile
-from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized
+from microservice_interconnect import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    Unauthorized,
+)
 
 MAX_CLIENT_REPORTS = 500
-ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
-                 "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)"}
-"""Columns of ``tasks`` added after the first release: added to older databases at start."""
 SCHEMA_LOCK_KEY = 0x4147415441  # "AGATA": the advisory lock held while the schema is prepared
 
 
@@ -52,7 +57,7 @@ def to_task(record: TaskRecord) -> Task:
     return Task(
         id=record.id,
         host=record.host,
-        port=record.port,
+        port=record.own_port,
         selection_criteria=record.selection_criteria,
         server_arguments=dict(record.server_arguments or {}),
         client_arguments=dict(record.client_arguments or {}),
@@ -89,17 +94,15 @@ class TaskRecords:
         self._listeners: list[Callable[[], None]] = []
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet, and the columns later versions added (one
-        replica at a time on PostgreSQL: replicas starting together wait for each other)."""
+        """Create the tables that do not exist yet, and bring an older ``tasks`` table up to date
+        (``migrations``); one replica at a time on PostgreSQL: replicas starting together wait
+        for each other."""
         with self.engine.begin() as connection:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                                    {"key": SCHEMA_LOCK_KEY})
             Base.metadata.create_all(connection)
-            present = {column["name"] for column in inspect(connection).get_columns("tasks")}
-            for name, definition in ADDED_COLUMNS.items():
-                if name not in present:
-                    connection.execute(text(f"ALTER TABLE tasks ADD COLUMN {name} {definition}"))
+            upgrade_tasks_table(connection)
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every committed transaction (to drop what was derived from
@@ -138,7 +141,7 @@ class TaskRecords:
         record = TaskRecord(
             id=task_id,
             host=request.host,
-            port=request.port,
+            own_port=request.port,
             selection_criteria=request.selection_criteria,
             server_arguments=request.server_arguments,
             client_arguments=request.client_arguments,
@@ -312,6 +315,26 @@ class TaskRecords:
             if record.status != TaskStatus.RUNNING.value:
                 raise Unauthorized(f"task {task_id!r} is not running: its download credential "
                                    "ended with its run")
+
+    def run_door(self, task_id: str, run: int, client_id: str,
+                 credential: str) -> tuple[str, str]:
+        """The door address of the task's current run and the run's credential, for device
+        ``client_id`` presenting ``credential``: 403 when it is not the device's own for that
+        run, 409 when that run is over, 503 while its server is not listening yet."""
+        with Session(self.engine) as session:
+            record = self.get(session, task_id)
+            running = record.status == TaskStatus.RUNNING.value and run == record.runs
+            run_credential = self.run_credential(record, run) if run <= record.runs else None
+            if run_credential is None or not is_device_credential(credential, run_credential,
+                                                                  client_id):
+                raise Forbidden(f"wrong run credential for run {run} of task {task_id!r} "
+                                f"(each device has its own, from its offer)")
+            if not running:
+                raise Conflict(f"run {run} of task {task_id!r} is over")
+            if not record.door:
+                raise ServiceUnavailable(f"the server of task {task_id!r} is not listening "
+                                         "yet; try again")
+            return record.door, run_credential
 
     def file_row(self, task_id: str, name: str) -> TaskFile:
         """A task file's row (404 when the task or the file does not exist)."""

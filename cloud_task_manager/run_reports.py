@@ -12,7 +12,7 @@ from agata_common.database import utcnow
 from agata_contracts.checkpoints import STATE_DIR, checkpoint_name
 from agata_contracts.tasks import TaskStatus
 from cloud_task_manager.records import TaskRecords
-from cloud_task_manager.run_states import RunStates
+from cloud_task_manager.run_states import CheckpointCopier, PendingCheckpoint
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import ServerLaunch, ServerProcesses
 from microservice_interconnect.events import EventRecorder
@@ -37,10 +37,11 @@ FINISHED_AWAY_REASON = "finished while the cloud task manager was away"
 class ServerReports:
     """Stores and acts on the reports of the servers one replica runs."""
 
-    def __init__(self, records: TaskRecords, states: RunStates, storage: TaskStorage,
-                 servers: ServerProcesses, events: EventRecorder, replica_id: str) -> None:
+    def __init__(self, records: TaskRecords, checkpoints: CheckpointCopier,
+                 storage: TaskStorage, servers: ServerProcesses, events: EventRecorder,
+                 replica_id: str) -> None:
         self.records = records
-        self.states = states
+        self.checkpoints = checkpoints
         self.storage = storage
         self.servers = servers
         self.events = events
@@ -95,12 +96,9 @@ class ServerReports:
         size limit): the database copy is what a restarted run starts from."""
         if launch.results_dir is None:
             return
-        why = self.states.keep_checkpoint_file(
+        self.checkpoints.submit(PendingCheckpoint(
             launch.results_dir / STATE_DIR / checkpoint_name(rounds_done), launch.task_id,
-            launch.run, rounds_done, owner=self.replica_id)
-        if why is not None:
-            logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
-                           launch.task_id, launch.run, rounds_done, why)
+            launch.run, rounds_done, self.replica_id))
 
     def _trigger(self, launch: ServerLaunch, message: TriggerMessage) -> None:
         script = self.storage.script(launch.task_id, message.trigger_name)

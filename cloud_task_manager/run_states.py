@@ -7,6 +7,13 @@ run again (this one after a restart, or another replica) finds it. Writes here d
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+import threading
+import time
+import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,8 +24,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from agata_common.database import utcnow
 from agata_common.paths import own_folder, write_new_file
 from agata_common.run_results import read_regular
-from agata_contracts.checkpoints import RESUME_FILE
+from agata_contracts.checkpoints import RESUME_FILE, checkpoint_round
 from cloud_task_manager.models import RunStateRecord, TaskRecord
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -91,6 +100,11 @@ class RunStates:
         """Where a run starts again, and the task's reason saying so: after its checkpoint
         (written as ``resume.npz`` in a state folder of its own), or from round 0 (the folder
         emptied: its spool was read back, its checkpoints are stale)."""
+        local = newest_local_checkpoint(state_dir, state.checkpoint_round)
+        if resumable and local is not None:
+            rounds_done, path = local
+            os.replace(path, own_folder(state_dir) / RESUME_FILE)
+            return True, f"resumed after round {rounds_done} from its checkpoint: {cause}"
         if resumable and state.checkpoint is not None and state.checkpoint_round is not None:
             write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint)
             return True, (f"resumed after round {state.checkpoint_round} from its checkpoint: "
@@ -110,3 +124,134 @@ class RunStates:
                 return None
             return RunState(row.run, dict(row.arguments or {}), row.checkpoint_round,
                             row.checkpoint)
+
+
+def newest_local_checkpoint(state_dir: Path, newer_than: int | None
+                            ) -> tuple[int, Path] | None:
+    """The newest checkpoint file the run's server left in its state folder on this machine,
+    when it is newer than ``newer_than`` (the database's) and whole (a regular file, a zip
+    whose every member's checksum holds); None otherwise."""
+    if not state_dir.is_dir() or state_dir.is_symlink():
+        return None
+    found = sorted(((r, p) for p in state_dir.iterdir()
+                    if (r := checkpoint_round(p.name)) is not None
+                    and (newer_than is None or r > newer_than)), reverse=True)
+    for rounds_done, path in found:
+        if path.is_symlink() or not path.is_file():
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if archive.testzip() is None:
+                    return rounds_done, path
+        except (OSError, zipfile.BadZipFile, ValueError) as exc:
+            logger.warning("checkpoint %s is damaged (%s): not resumed from", path.name, exc)
+    return None
+
+
+@dataclass(frozen=True)
+class PendingCheckpoint:
+    """A checkpoint a run's server reported, waiting to be copied into the database."""
+
+    path: Path
+    task_id: str
+    run: int
+    rounds_done: int
+    owner: str
+
+
+class CheckpointCopier:
+    """Copies reported checkpoints into the database on a thread of its own, the newest of each
+    run only, and spending at most ``duty`` of its time on a run: after a copy that took ``d``
+    seconds, that run's next waits ``d * (1 / duty - 1)`` (the host writes one after every
+    round: a small model is copied at once each time, a large one every few rounds, instead of
+    taking the machine's time from the run).
+    The newest checkpoint is always in the run's state folder too: a restart on this machine
+    resumes from there when it is newer (``restart_point``); the database copy is what another
+    replica resumes from. Reports of rounds and ends never wait behind a model's write."""
+
+    def __init__(self, keep: Callable[[PendingCheckpoint], str | None],
+                 duty: float = 0.2) -> None:
+        self._keep = keep
+        self.duty = duty
+        self._pending: dict[tuple[str, int], PendingCheckpoint] = {}
+        self._copied_at: dict[tuple[str, int], float] = {}
+        self._changed = threading.Condition()
+        self._closed = False
+        self._hurry = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._copy, name="checkpoint-copier",
+                                        daemon=True)
+        self._thread.start()
+
+    def submit(self, checkpoint: PendingCheckpoint) -> None:
+        """Copy this checkpoint (replacing an older one of its run still waiting)."""
+        with self._changed:
+            key = (checkpoint.task_id, checkpoint.run)
+            waiting = self._pending.get(key)
+            if waiting is None or waiting.rounds_done < checkpoint.rounds_done:
+                self._pending[key] = checkpoint
+            self._changed.notify_all()
+
+    def forget(self, task_id: str, run: int) -> None:
+        """The run ended: what it still had waiting is not copied."""
+        with self._changed:
+            self._pending.pop((task_id, run), None)
+            self._copied_at.pop((task_id, run), None)
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Copy what waits now, without waiting for its interval; False on timeout."""
+        with self._changed:
+            self._hurry = True
+            self._changed.notify_all()
+            done = self._changed.wait_for(lambda: not self._pending and not self._busy,
+                                          timeout_s)
+            self._hurry = False
+            return done
+
+    def close(self) -> None:
+        """Copy what waits, then stop."""
+        self.flush()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(5)
+
+    def _due(self) -> tuple[PendingCheckpoint | None, float | None]:
+        """The next checkpoint whose turn it is, else how long until one's turn."""
+        now = time.monotonic()
+        wait: float | None = None
+        for key, checkpoint in self._pending.items():
+            turn = self._copied_at.get(key, -math.inf)
+            if self._hurry or turn <= now:
+                return checkpoint, None
+            wait = turn - now if wait is None else min(wait, turn - now)
+        return None, wait
+
+    def _copy(self) -> None:
+        while True:
+            with self._changed:
+                checkpoint, wait = self._due()
+                while checkpoint is None:
+                    if self._closed:
+                        return
+                    self._changed.wait(wait)
+                    checkpoint, wait = self._due()
+                key = (checkpoint.task_id, checkpoint.run)
+                del self._pending[key]
+                self._busy = True
+            began = time.monotonic()
+            try:
+                why = self._keep(checkpoint)
+            except Exception:
+                logger.exception("task %s run %d: checkpoint after round %d not kept",
+                                 checkpoint.task_id, checkpoint.run, checkpoint.rounds_done)
+            else:
+                if why is not None:
+                    logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
+                                   checkpoint.task_id, checkpoint.run, checkpoint.rounds_done,
+                                   why)
+            with self._changed:
+                took = time.monotonic() - began
+                self._copied_at[key] = time.monotonic() + took * (1 / self.duty - 1)
+                self._busy = False
+                self._changed.notify_all()

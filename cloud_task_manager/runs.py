@@ -27,6 +27,7 @@ from agata_contracts.tasks import (
     UpdateTaskRequest,
     kind_of,
 )
+from cloud_task_manager.doors import DataPlane
 from cloud_task_manager.ownership import RunOwnership
 from cloud_task_manager.records import TaskRecords, to_task
 from cloud_task_manager.recovery import RESTART_REASON, RunRecovery
@@ -54,6 +55,8 @@ __all__ = ["RESTART_REASON", "SHUTDOWN_REASON", "STOPPED_REASON", "Announce", "P
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_CHECKPOINT_BYTES = 64 * 1024 * 1024
+COLUMN_OF_FIELD = {"port": "own_port"}
+"""Task fields kept under another attribute of the row."""
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,7 @@ class RunController:
         warm: WarmPool | None = None,
         executor: Executor | None = None,
         states: RunStates | None = None,
+        data_plane: DataPlane | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
@@ -93,7 +97,7 @@ class RunController:
         self.served = ServedRuns(records, storage, results, self.states,
                                  replica_id=peers.replica_id, timings=timings or RunTimings(),
                                  announce=announce, events=events, warm=warm,
-                                 executor=executor)
+                                 executor=executor, data_plane=data_plane or DataPlane())
         self.recovery = RunRecovery(self.served, storage, self.states)
         self.ownership = RunOwnership(self.served, self.recovery)
 
@@ -188,10 +192,11 @@ class RunController:
 
     def update(self, request: UpdateTaskRequest) -> Task:
         """Change the fields given; host and port only while the task is not running."""
-        changes = request.model_dump(exclude={"task_id"}, exclude_none=True)
+        changes = {COLUMN_OF_FIELD.get(k, k): v for k, v in request.model_dump(
+            exclude={"task_id"}, exclude_none=True).items()}
         with self.served.transition, self.records.transaction() as session:
             record = self.records.get(session, request.task_id)
-            moving = {k for k in ("host", "port") if k in changes
+            moving = {k.replace("own_", "") for k in ("host", "own_port") if k in changes
                       and changes[k] != getattr(record, k)}
             if moving and record.status == TaskStatus.RUNNING.value:
                 raise Conflict(
@@ -224,3 +229,4 @@ class RunController:
         self.served.handing_over = handover
         self.served.deadlines.disarm_all()
         self.servers.stop_all()
+        self.served.checkpoints.close()

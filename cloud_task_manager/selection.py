@@ -16,6 +16,8 @@ from agata_contracts.credentials import device_credential
 from agata_contracts.criteria import Criteria, compile_criteria
 from agata_contracts.tasks import TaskKind, TaskOffer, kind_of
 from cloud_task_manager.clients import ClientLookup
+from cloud_task_manager.doors import split_address
+from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords, to_task_file
 
 
@@ -27,6 +29,14 @@ class _Candidate:
     criteria: Criteria
     offer: TaskOffer
     run_credential: str
+
+
+def _server_address(record: TaskRecord) -> tuple[str, int | None]:
+    """Where the run's server listens: its door (a script task's ``client.py`` connects there
+    itself; a Flower App's devices go through the gateway)."""
+    if record.door:
+        return split_address(record.door)
+    return record.host, record.own_port
 
 
 class TaskSelector:
@@ -58,8 +68,8 @@ class TaskSelector:
                 TaskOffer(
                     task_id=record.id,
                     run=record.runs,
-                    host=record.host,
-                    port=record.port,
+                    host=_server_address(record)[0],
+                    port=_server_address(record)[1],
                     client_arguments=dict(record.client_arguments or {}),
                     tags=list(record.tags or []),
                     files=[to_task_file(f) for f in record.files],

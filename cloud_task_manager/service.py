@@ -18,6 +18,7 @@ from agata_contracts.results import (
     RunResultsRequest,
     UploadResultRequest,
 )
+from agata_contracts.run_door import OPEN_RUN_DOOR, OpenRunDoorRequest, RunDoor
 from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
     CREATE_TASK,
@@ -57,6 +58,7 @@ from agata_contracts.tasks import (
     UploadTaskFileRequest,
 )
 from cloud_task_manager.archives import ArchiveError, unpack_archive
+from cloud_task_manager.doors import RunDoors
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.runs import RunController
@@ -72,7 +74,7 @@ class CloudTaskManager:
     """Tasks, their files and their runs, as RPCs."""
 
     def __init__(self, records: TaskRecords, storage: TaskStorage, runs: RunController,
-                 selector: TaskSelector, results: RunResultsStore, *,
+                 selector: TaskSelector, results: RunResultsStore, doors: RunDoors, *,
                  max_files_per_task: int = 64,
                  max_task_bytes: int = 64 * 1024 * 1024) -> None:
         self.records = records
@@ -81,6 +83,7 @@ class CloudTaskManager:
         self.runs = runs
         self.selector = selector
         self.results = results
+        self.doors = doors
         self.max_files_per_task = max_files_per_task
 
     # -- operator RPCs -------------------------------------------------------------------
@@ -90,7 +93,8 @@ class CloudTaskManager:
         """Store a new task (its criteria were checked by the contract)."""
         task = self.records.create(request)
         self.storage.task_dir(task.id)
-        logger.info("task %s created (%s:%d)", task.id, task.host, task.port)
+        logger.info("task %s created (host %s, port %s)", task.id, task.host,
+                    "none" if task.port is None else task.port)
         return task
 
     @rpc(GET_TASK_BY_ID)
@@ -180,6 +184,11 @@ class CloudTaskManager:
     def client_requesting_task(self, request: ClientRequestingTaskRequest) -> TaskOffers:
         """Running tasks whose criteria the client's stored stats match."""
         return TaskOffers(tasks=self.selector.offers_for(request.client_id))
+
+    @rpc(OPEN_RUN_DOOR)
+    def open_run_door(self, request: OpenRunDoorRequest) -> RunDoor:
+        """Where the gateway forwards a device's socket for a run, once checked."""
+        return self.doors.open(request)
 
     @rpc(DOWNLOAD_TASK_FILE)
     def download_task_file(self, request: DownloadTaskFileRequest) -> TaskFileContent:

@@ -16,12 +16,13 @@ from pathlib import Path
 from agata_contracts.common import ArgumentValue
 from agata_contracts.tasks import TaskEvent, TaskKind, TaskStatus
 from cloud_task_manager.deadlines import RunDeadlines
+from cloud_task_manager.doors import DataPlane, address, allocate_port
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.run_records import RunRecords
 from cloud_task_manager.run_reports import ServerReports
-from cloud_task_manager.run_states import RunStates
+from cloud_task_manager.run_states import CheckpointCopier, RunStates
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import ServerLaunch, ServerProcesses
 from microservice_interconnect.events import EventRecorder
@@ -57,11 +58,12 @@ class ServedRuns:
     def __init__(self, records: TaskRecords, storage: TaskStorage, results: RunResultsStore,
                  states: RunStates, *, replica_id: str, timings: RunTimings,
                  announce: Announce | None, events: EventRecorder, warm: WarmPool | None,
-                 executor: Executor | None) -> None:
+                 executor: Executor | None, data_plane: DataPlane) -> None:
         self.records = records
         self.results = results
         self.replica_id = replica_id
         self.timings = timings
+        self.data_plane = data_plane
         self.announce = announce
         self.events = events
         self.run_records = RunRecords(records, replica_id)
@@ -69,7 +71,11 @@ class ServedRuns:
             stop_grace_s=timings.stop_grace_s, on_report=self._on_report, on_exit=self._on_exit,
             warm=warm, executor=executor,
         )
-        self.reports = ServerReports(records, states, storage, self.servers, events, replica_id)
+        self.checkpoints = CheckpointCopier(lambda pending: states.keep_checkpoint_file(
+            pending.path, pending.task_id, pending.run, pending.rounds_done,
+            owner=pending.owner))
+        self.reports = ServerReports(records, self.checkpoints, storage, self.servers, events,
+                                     replica_id)
         self.transition = threading.Lock()
         self.deadlines = RunDeadlines(self.transition, self.run_records,
                                       self.servers.request_stop, events)
@@ -81,12 +87,18 @@ class ServedRuns:
     def launch(self, record: TaskRecord, folder: Path, kind: TaskKind,
                arguments: Mapping[str, ArgumentValue], image: str | None, results_dir: Path,
                *, resume: bool = False) -> ServerLaunch:
-        """The launch of the record's current run."""
-        return ServerLaunch(record.id, record.runs, folder, record.host, record.port,
+        """The launch of the record's current run, its door (where its server listens)
+        chosen now and kept on the record."""
+        if kind is TaskKind.FLOWER_APP:
+            host, port = self.data_plane.run_host, allocate_port(self.data_plane.run_host)
+        else:
+            host, port = record.host, record.own_port or allocate_port(record.host)
+        record.door = address(host, port)
+        return ServerLaunch(record.id, record.runs, folder, host, port,
                             dict(arguments), kind, record.devices,
                             self.records.run_credential(record) or "",
                             self.timings.device_join_s, self.timings.device_rejoin_s,
-                            results_dir, image, resume)
+                            results_dir, image, resume, self.data_plane.max_message_mb)
 
     def serve(self, launch: ServerLaunch, deadline_s: float) -> OSError | None:
         """Start the launch's server and arm its deadline (caller holds the transition lock);
@@ -105,6 +117,7 @@ class ServedRuns:
     def end_with_results(self, launch: ServerLaunch, status: TaskStatus,
                          reason: str | None) -> None:
         """Keep the results the run's server left, then record the run's end."""
+        self.checkpoints.forget(launch.task_id, launch.run)
         if launch.results_dir is not None:
             try:
                 self.results.collect_server(launch.task_id, launch.run, launch.results_dir)

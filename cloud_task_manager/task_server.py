@@ -51,6 +51,7 @@ class ServerLaunch:
     results_dir: Path | None = None
     image: str | None = None
     resume: bool = False
+    max_message_mb: float = 4096.0
 
     def host_arguments(self) -> list[str]:
         """The ServerApp host's arguments (a Flower App's run)."""
@@ -59,6 +60,7 @@ class ServerLaunch:
                 "--join-timeout-s", str(self.join_timeout_s),
                 "--rejoin-timeout-s", str(self.rejoin_timeout_s),
                 "--run-config", json.dumps(dict(self.arguments)),
+                "--max-message-mb", f"{self.max_message_mb:g}",
                 *(["--results-dir", str(self.results_dir)] if self.results_dir else []),
                 *(["--resume"] if self.resume else [])]
 

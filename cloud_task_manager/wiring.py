@@ -18,6 +18,7 @@ from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.tasks import Task, TaskEvent, TaskIdRequest
 from agata_contracts.users import GET_USER_INFO, GetUserInfoRequest, UserInfo
 from cloud_task_manager.clients import ClientCache
+from cloud_task_manager.doors import DataPlane, RunDoors
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.replicas import (
     STOP_OWNED_RUN,
@@ -91,6 +92,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
                          announce=announcer.publish, events=runtime.events,
                          executor=executor,
                          states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
+                         data_plane=DataPlane(section.run_host, section.max_message_mb),
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
@@ -105,7 +107,7 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
 
     Subscriber(runtime.link, tasks_changed_exchange(prefix), TasksChanged, other_replica_changed)
     return CloudTaskManager(records, storage, runs, selector,
-                            results,
+                            results, RunDoors(records, clients.lookup),
                             max_files_per_task=section.max_files_per_task,
                             max_task_bytes=int(section.max_task_mb * 1024 * 1024))
 

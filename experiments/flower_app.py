@@ -25,10 +25,12 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from experiments.processes import free_port, wait_for_http
+from experiments.rss import PeakRss
 from experiments.stack import Stack, first_event, read_events
 
 logger = logging.getLogger("experiments.flower_app")
@@ -47,30 +49,62 @@ def _split(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
     return grouped
 
 
-def wait_warm(stack: Stack, count: int, timeout: float = 120.0) -> None:
-    """Until the cloud's spare ServerApp host and every device's spare ClientApp worker have
-    imported what they preload (as on a system that has been up a while)."""
-    deadline = time.monotonic() + timeout
+WARM = "waiting for a job"
+"""What a warm ServerApp host or ClientApp worker logs once it imported what it preloads."""
+
+
+def warm_counts(stack: Stack, count: int) -> list[int]:
+    """How often each device's and the cloud's log said a spare got warm so far."""
     logs = [stack.out_dir / "logs" / f"client{i}_task_manager.log" for i in range(count)]
     logs.append(stack.out_dir / "logs" / "cloud_task_manager.log")
+    return [p.read_text(errors="replace").count(WARM) if p.exists() else 0 for p in logs]
+
+
+def wait_warm(stack: Stack, count: int, timeout: float = 120.0,
+              before: list[int] | None = None) -> list[int]:
+    """Until the cloud's spare ServerApp host and every device's spare ClientApp worker have
+    imported what they preload (as on a system that has been up a while): each log says so
+    once more than in ``before`` (the counts when the previous run started); the counts now."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(p.exists() and "waiting for a job" in p.read_text(errors="replace")
-               for p in logs):
-            return
+        now = warm_counts(stack, count)
+        if all(n > b for n, b in zip(now, before or [0] * len(now), strict=True)):
+            return now
         time.sleep(0.1)
     raise TimeoutError("the warm ServerApp host and ClientApp workers did not get ready")
 
 
-def run_app(stack: Stack, task_id: str, app: Path, clients: int, rounds: int,
+def run_app(stack: Stack, task_id: str, app: Path, clients: int, run_config: dict[str, Any],
             timeout: float = RUN_TIMEOUT_S) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Create ``task_id`` from the app folder for ``clients`` devices and ``rounds`` rounds,
-    start it, wait for its end; the ended task and its rounds' metrics."""
+    """Create ``task_id`` from the app folder for ``clients`` devices with ``run_config`` as its
+    server arguments, start it, wait for its end; the ended task and its rounds' metrics."""
     assert stack.api is not None
-    stack.create_task(task_id, app, free_port(), devices=clients,
-                      server_arguments={"num-server-rounds": rounds, "min-nodes": clients})
+    stack.create_task(task_id, app, free_port(), devices=clients, server_arguments=run_config)
     stack.api.post("/rpc_exec_start_server_task", {"task_id": task_id})
     task = stack.api.wait_until_ended(task_id, timeout)
     return task, stack.api.get(f"/api/tasks/{task_id}/metrics")["rounds"]
+
+
+def declared_config(app: Path) -> dict[str, Any]:
+    """The run config keys the app declares (``[tool.flwr.app.config]``) with defaults."""
+    manifest = tomllib.loads((app / "pyproject.toml").read_text())
+    config = manifest.get("tool", {}).get("flwr", {}).get("app", {}).get("config", {})
+    return dict(config) if isinstance(config, dict) else {}
+
+
+def run_config(app: Path, clients: int, rounds: int, model_mb: float | None = None
+               ) -> dict[str, Any]:
+    """What the benchmark sets of the app's run config: only keys the app declares
+    (``num-server-rounds``, ``min-nodes``, and ``vector-size`` for a model of ``model_mb``
+    MB of float64), as Flower too refuses an undeclared key."""
+    declared = declared_config(app)
+    wanted: dict[str, Any] = {"num-server-rounds": rounds, "min-nodes": clients}
+    if model_mb is not None:
+        if "vector-size" not in declared:
+            raise ValueError(f"{app.name} declares no vector-size: --model-mb needs an app "
+                             "whose model size is set by it (tasks/app_numpy)")
+        wanted["vector-size"] = max(1, int(model_mb * 1e6 / 8))
+    return {key: value for key, value in wanted.items() if key in declared}
 
 
 RESULTS_WAIT_S = 30.0
@@ -98,31 +132,55 @@ def collected_results(stack: Stack, task_id: str, clients: int,
     return found
 
 
-def run_ours(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, Any]:
-    """The app on this system; figures from the services' events."""
+OURS_PROCESSES = {"host": "flower_runtime.server_host", "gateway": "-m cloud_gateway",
+                  "device_worker": "flower_runtime.client_worker"}
+FLOWER_PROCESSES = {"superlink": "flower-superlink", "serverapp": "flwr-serverapp",
+                    "supernode": "flower-supernode", "clientapp": "flwr-clientapp"}
+
+
+def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Path
+             ) -> list[dict[str, Any]]:
+    """The app on this system, once per run config, on one stack; figures from the services'
+    events, and each run's peak memory per process role."""
     stack = Stack(out_dir / "ours", client_count=clients,
                   client_params={"request_interval": "5"})
+    outcomes = []
     try:
         stack.start_cloud()
         stack.start_clients()
-        wait_warm(stack, clients)
-        task, metrics = run_app(stack, TASK_ID, app, clients, rounds)
-        results = collected_results(stack, TASK_ID, clients)
+        warm: list[int] | None = None
+        for index, config in enumerate(configs):
+            warm = wait_warm(stack, clients, before=warm)
+            task_id = f"{TASK_ID}-{index}"
+            memory = PeakRss(OURS_PROCESSES).start()
+            try:
+                task, metrics = run_app(stack, task_id, app, clients, config)
+            finally:
+                peaks = memory.stop()
+            outcomes.append((task_id, task, metrics, peaks,
+                             collected_results(stack, task_id, clients)))
     finally:
         stack.stop()
     events = read_events(stack.events_path)
-    started = first_event(events, "received", function="rpc_exec_start_server_task")
-    ended = first_event(events, f"{task['status']} {TASK_ID}", after=started or 0.0)
-    first_train = first_event(events, f"first train {TASK_ID}", after=started or 0.0)
-    return {
-        "status": "completed" if task["status"] == "finished" else task["status"],
-        "reason": task.get("status_reason"),
-        "rounds": [{"round": r["round"], **_split(r["metrics"])} for r in metrics],
-        "wall_s": None if started is None or ended is None else round(ended - started, 4),
-        "start_to_first_train_s": (None if started is None or first_train is None
-                                   else round(first_train - started, 4)),
-        "results": results,
-    }
+    figures = []
+    previous_end = 0.0
+    for task_id, task, metrics, peaks, results in outcomes:
+        started = first_event(events, "received", after=previous_end,
+                              function="rpc_exec_start_server_task")
+        ended = first_event(events, f"{task['status']} {task_id}", after=started or 0.0)
+        previous_end = ended or previous_end
+        first_train = first_event(events, f"first train {task_id}", after=started or 0.0)
+        figures.append({
+            "status": "completed" if task["status"] == "finished" else task["status"],
+            "reason": task.get("status_reason"),
+            "rounds": [{"round": r["round"], **_split(r["metrics"])} for r in metrics],
+            "wall_s": None if started is None or ended is None else round(ended - started, 4),
+            "start_to_first_train_s": (None if started is None or first_train is None
+                                       else round(first_train - started, 4)),
+            "peak_rss_mb": peaks,
+            "results": results,
+        })
+    return figures
 
 
 class FlowerDeployment:
@@ -193,35 +251,83 @@ def _run_status(deployment: FlowerDeployment, run_id: int) -> str:
     return str(runs[0].get("status", "")) if runs else ""
 
 
-def run_flower(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, Any]:
-    """The same app under Flower's SuperLink/SuperNodes/``flwr run``."""
+def run_flower(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Path
+               ) -> list[dict[str, Any]]:
+    """The same app under Flower's SuperLink/SuperNodes/``flwr run``, once per run config."""
     work = out_dir / "flower"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     copy = work / "app"
     shutil.copytree(app, copy, ignore=shutil.ignore_patterns("__pycache__", ".*"))
     deployment = FlowerDeployment(work, clients)
+    figures = []
     try:
         deployment.start()
-        started = time.monotonic()
-        submitted = deployment.flwr("run", str(copy), "task", "--format", "json", "--run-config",
-                                    f"num-server-rounds={rounds} min-nodes={clients}")
-        match = re.search(r'"run-id":\s*"?(\d+)', submitted.stdout)
-        if match is None:
-            raise RuntimeError(f"flwr run gave no run id: {submitted.stdout[-500:]} "
-                               f"{submitted.stderr[-500:]}")
-        run_id = int(match.group(1))
-        deadline = started + RUN_TIMEOUT_S
-        status = ""
-        while not status.startswith("finished"):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"Flower's run still going after {RUN_TIMEOUT_S:.0f} s")
-            time.sleep(0.2)
-            status = _run_status(deployment, run_id)
-        return {"flower_deployment_wall_s": round(time.monotonic() - started, 3),
-                "flower_status": status}
+        for config in configs:
+            memory = PeakRss(FLOWER_PROCESSES).start()
+            try:
+                figures.append(_flower_run(deployment, copy, config))
+            finally:
+                figures[-1:] and figures[-1].update(flower_peak_rss_mb=memory.stop())
     finally:
         deployment.stop()
+    return figures
+
+
+def _flower_run(deployment: FlowerDeployment, app: Path, config: dict[str, Any]
+                ) -> dict[str, Any]:
+    started = time.monotonic()
+    overrides = " ".join(f"{key}={value}" for key, value in config.items())
+    submitted = deployment.flwr("run", str(app), "task", "--format", "json",
+                                *(["--run-config", overrides] if overrides else []))
+    match = re.search(r'"run-id":\s*"?(\d+)', submitted.stdout)
+    if match is None:
+        raise RuntimeError(f"flwr run gave no run id: {submitted.stdout[-500:]} "
+                           f"{submitted.stderr[-500:]}")
+    run_id = int(match.group(1))
+    deadline = started + RUN_TIMEOUT_S
+    status = ""
+    while not status.startswith("finished"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Flower's run still going after {RUN_TIMEOUT_S:.0f} s")
+        time.sleep(0.2)
+        status = _run_status(deployment, run_id)
+    return {"flower_deployment_wall_s": round(time.monotonic() - started, 3),
+            "flower_status": status}
+
+
+def model_bytes_moved(model_mb: float, clients: int, rounds: int) -> int:
+    """Model bytes a FedAvg round of train and evaluate on every device moves: the global
+    model to each device twice (train, evaluate) and each device's update back once."""
+    return int(model_mb * 1e6) * clients * 3 * rounds
+
+
+def _per_size(sizes: list[float], ours: list[dict[str, Any]], theirs: list[dict[str, Any]],
+              clients: int, rounds: int) -> list[dict[str, Any]]:
+    """Each model size's figures against the 1-number run (the first) of the same invocation."""
+    rows = []
+    base = ours[0].get("wall_s")
+    flower_base = theirs[0].get("flower_deployment_wall_s") if theirs else None
+    for index, size in enumerate(sizes, start=1):
+        moved = model_bytes_moved(size, clients, rounds)
+        row: dict[str, Any] = {
+            "model_mb": size, "model_bytes_moved": moved, "status": ours[index]["status"],
+            "wall_s": ours[index]["wall_s"], "peak_rss_mb": ours[index]["peak_rss_mb"],
+            "mb_per_s": _rate(moved, ours[index]["wall_s"], base)}
+        if theirs:
+            row.update(flower_status=theirs[index]["flower_status"],
+                       flower_deployment_wall_s=theirs[index]["flower_deployment_wall_s"],
+                       flower_mb_per_s=_rate(moved, theirs[index]["flower_deployment_wall_s"],
+                                             flower_base),
+                       flower_peak_rss_mb=theirs[index].get("flower_peak_rss_mb"))
+        rows.append(row)
+    return rows
+
+
+def _rate(moved: int, wall_s: float | None, base_s: float | None) -> float | None:
+    if wall_s is None or base_s is None or wall_s <= base_s:
+        return None
+    return round(moved / (wall_s - base_s) / 1e6, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -230,6 +336,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("app", type=Path, help="the Flower App's folder")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--model-mb", default="",
+                        help="model sizes in MB (comma-separated): the app (one that declares "
+                             "vector-size, such as tasks/app_numpy) is run with a float64 model "
+                             "of each size after a 1-number run, on both runtimes; per size: "
+                             "wall_s, flower_deployment_wall_s, model_bytes_moved, mb_per_s "
+                             "(above the 1-number run) and each side's peak RSS")
     parser.add_argument("--no-flower", action="store_true",
                         help="skip the run under Flower's own deployment runtime")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -242,21 +354,41 @@ def main(argv: list[str] | None = None) -> int:
     app = args.app.resolve()
     if not (app / "pyproject.toml").is_file():
         parser.error(f"{app} has no pyproject.toml: not a Flower App folder")
-    figures = run_ours(app, args.clients, args.rounds, args.out)
-    if not args.no_flower:
-        figures.update(run_flower(app, args.clients, args.rounds, args.out))
-        ours, theirs = figures.get("wall_s"), figures.get("flower_deployment_wall_s")
-        figures["ratio"] = round(theirs / ours, 1) if ours and theirs else None
-    figures.update(app=app.name, clients=args.clients, rounds_asked=args.rounds)
+    sizes = [float(size) for size in args.model_mb.split(",")] if args.model_mb else []
+    try:
+        configs = ([run_config(app, args.clients, args.rounds, 8e-6)]
+                   + [run_config(app, args.clients, args.rounds, size) for size in sizes]
+                   if sizes else [run_config(app, args.clients, args.rounds)])
+    except ValueError as exc:
+        parser.error(str(exc))
+    ours = run_ours(app, args.clients, configs, args.out)
+    theirs = [] if args.no_flower else run_flower(app, args.clients, configs, args.out)
+    figures: dict[str, Any] = {**ours[0], **(theirs[0] if theirs else {})}
+    if theirs:
+        mine, flowers = figures.get("wall_s"), figures.get("flower_deployment_wall_s")
+        figures["ratio"] = round(flowers / mine, 1) if mine and flowers else None
+    figures.update(app=app.name, clients=args.clients, rounds_asked=args.rounds,
+                   run_config=configs[0])
+    if sizes:
+        figures["sizes"] = _per_size(sizes, ours, theirs, args.clients, args.rounds)
     (args.out / "figures.json").write_text(json.dumps(figures, indent=1))
     print(f"ours: {figures['status']} in {figures['wall_s']} s "
           f"(first train {figures['start_to_first_train_s']} s after the start call)")
     if "flower_deployment_wall_s" in figures:
         print(f"Flower's deployment runtime: {figures['flower_status']} in "
               f"{figures['flower_deployment_wall_s']} s; ratio {figures['ratio']}")
+    for row in figures.get("sizes", []):
+        print(f"model {row['model_mb']:g} MB ({row['model_bytes_moved'] / 1e6:.0f} MB moved): "
+              f"ours {row['status']} {row['wall_s']} s, {row['mb_per_s']} MB/s, peak RSS "
+              f"{row['peak_rss_mb']}"
+              + (f"; Flower {row['flower_status']} {row['flower_deployment_wall_s']} s, "
+                 f"{row['flower_mb_per_s']} MB/s, peak RSS {row['flower_peak_rss_mb']}"
+                 if "flower_status" in row else ""))
     if args.json:
         print(json.dumps(figures))
-    return 0 if figures["status"] == "completed" else 1
+    ok = figures["status"] == "completed" and all(
+        row["status"] == "completed" for row in figures.get("sizes", []))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

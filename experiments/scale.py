@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from experiments.flower_app import run_app, wait_warm
+from experiments.flower_app import run_app, run_config, wait_warm
 from experiments.stack import TASKS_DIR, Stack, first_event, read_events
 
 logger = logging.getLogger("experiments.scale")
@@ -135,7 +135,8 @@ def run_once(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, A
         assert stack.processes is not None
         sampler = Sampler({process.pid for process in stack.processes.processes.values()})
         sampler.start()
-        task, metrics = run_app(stack, TASK_ID, app, clients, rounds, RUN_TIMEOUT_S)
+        task, metrics = run_app(stack, TASK_ID, app, clients,
+                                run_config(app, clients, rounds), RUN_TIMEOUT_S)
     finally:
         resources = sampler.stop() if sampler is not None else {}
         stack.stop()

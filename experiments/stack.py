@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agata_cli.app_archive import is_app_folder, zip_folder
-from agata_cli.client import ApiError, Gateway
+from agata_cli.client import ApiError, CliError, Gateway
 from agata_cli.local_deployment import LocalDeployment
-from experiments.processes import ProcessGroup, free_port, wait_for_http
+from experiments.processes import ProcessGroup, free_port
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,16 @@ class Api(Gateway):
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the gateway and the services behind it answer."""
-        wait_for_http(f"{self.url}/health", timeout)
         deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._send("GET", "/health", auth=False, timeout_s=1)
+                break
+            except CliError as error:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.url}/health did not answer within "
+                                       f"{timeout:.0f} s ({error})") from None
+            time.sleep(0.05)
         while True:
             try:
                 self.post("/rpc_exec_list_tasks", {"limit": 1})
@@ -66,6 +74,15 @@ class Api(Gateway):
                 if error.status not in (503, 504) or time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """The gateway's certificate and key, and the CA that signed it."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 @dataclass
@@ -88,6 +105,8 @@ class Stack:
     """Put in front of device ``i``'s commands, when given for it."""
     client_overrides: list[dict[str, str]] = field(default_factory=list)
     """Device ``i``'s own ``AGATA_*`` overrides (e.g. its broker), when given for it."""
+    tls: TlsFiles | None = None
+    """Serve the gateway over HTTPS with these files; devices and the API verify it with the CA."""
     replicas: int = 1
     """Cloud task managers sharing one database, each with its own data folder (more than one
     needs ``cloud_overrides`` naming a PostgreSQL ``AGATA_CLOUD_TASK_MANAGER_DATABASE_URL``)."""
@@ -109,13 +128,23 @@ class Stack:
             device_overrides={f"AGATA_CLIENT_PARAMS_{key.upper()}": value
                               for key, value in self.client_params.items()},
             host=self.host)
+        url = deployment.url
+        tls_env: dict[str, str] = {}
+        device_tls: dict[str, str] = {}
+        if self.tls is not None:
+            url = url.replace("http://", "https://", 1)
+            tls_env = {"AGATA_SERVER_GATEWAY_TLS_CERT": str(self.tls.cert),
+                       "AGATA_SERVER_GATEWAY_TLS_KEY": str(self.tls.key)}
+            device_tls = {"AGATA_CLIENT_PARAMS_CLOUD_URL": url,
+                          "AGATA_CLIENT_PARAMS_CLOUD_CA_FILE": str(self.tls.ca)}
         self.cloud_env = {**os.environ, **deployment.cloud_environ(),
                           "AGATA_CLOUD_TASK_MANAGER_DOWNLOAD_SECRET": secrets.token_hex(16),
-                          **self.cloud_overrides}
-        self.client_envs = [{**os.environ, **deployment.device_environ(index),
+                          **tls_env, **self.cloud_overrides}
+        self.client_envs = [{**os.environ, **deployment.device_environ(index), **device_tls,
                              **_item(self.client_overrides, index, {})}
                             for index in range(self.client_count)]
-        self.api = Api(deployment.url, deployment.api_token)
+        self.api = Api(url, deployment.api_token,
+                       ca_file=str(self.tls.ca) if self.tls is not None else "")
 
     def start_cloud(self) -> Api:
         """Start the event reader and the cloud services; wait until they answer."""
@@ -221,16 +250,18 @@ class Stack:
         self.processes.stop_all()
         return codes
 
-    def create_task(self, task_id: str, source: Path, port: int, *,
+    def create_task(self, task_id: str, source: Path, port: int | None, *,
                     server_arguments: dict[str, Any] | None = None,
                     client_arguments: dict[str, Any] | None = None,
                     selection_criteria: str = "", tags: list[str] | None = None,
                     devices: int = 2) -> Any:
-        """Create a task through the gateway and upload ``source``: a Flower App folder as one
-        zip archive, a script task's ``*.py``, ``*.npz`` and ``*.json`` files one by one."""
+        """Create a task through the gateway (``port`` None: the task has none) and upload
+        ``source``: a Flower App folder as one zip archive, a script task's ``*.py``, ``*.npz``
+        and ``*.json`` files one by one."""
         assert self.api is not None
         self.api.post("/rpc_exec_create_task", {
-            "task_id": task_id, "host": self.host, "port": port,
+            "task_id": task_id, "host": self.host,
+            **({} if port is None else {"port": port}),
             "selection_criteria": selection_criteria,
             "server_arguments": server_arguments or {},
             "client_arguments": client_arguments or {}, "tags": tags or [],

@@ -16,12 +16,16 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
+import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
+from flwr.common.constant import SType
 
 from agata_contracts.checkpoints import META_KEY, checkpoint_name, checkpoint_round
 from flower_runtime.grid import round_of
@@ -37,15 +41,31 @@ class CheckpointError(ValueError):
     """A checkpoint file cannot be read; says why."""
 
 
-def checkpoint_bytes(arrays: ArrayRecord, rounds_done: int) -> bytes:
-    """The ``.npz`` of a global model after ``rounds_done`` rounds."""
+def _npy(value: np.ndarray[Any, Any]) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, value, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def write_npz(output: IO[bytes], arrays: ArrayRecord, rounds_done: int) -> None:
+    """Write the ``.npz`` of a global model after ``rounds_done`` rounds to ``output``: the
+    arrays' own ``.npy`` bytes as they are (Flower keeps NumPy arrays in that format), so a
+    large model is not converted or copied on the way."""
     names = list(arrays.keys())
     meta = json.dumps({"round": rounds_done, "time": time.time(), "names": names})
-    entries: dict[str, Any] = {f"a{index}": arrays[name].numpy()
-                               for index, name in enumerate(names)}
-    entries[META_KEY] = np.array(meta)
+    with zipfile.ZipFile(output, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for index, name in enumerate(names):
+            array = arrays[name]
+            data = array.data if array.stype == SType.NUMPY else _npy(array.numpy())
+            with archive.open(f"a{index}.npy", "w", force_zip64=True) as member:
+                member.write(data)
+        archive.writestr(f"{META_KEY}.npy", _npy(np.array(meta)))
+
+
+def checkpoint_bytes(arrays: ArrayRecord, rounds_done: int) -> bytes:
+    """The ``.npz`` of a global model after ``rounds_done`` rounds."""
     buffer = io.BytesIO()
-    np.savez(buffer, **entries)
+    write_npz(buffer, arrays, rounds_done)
     return buffer.getvalue()
 
 
@@ -67,12 +87,16 @@ def read_checkpoint(content: bytes) -> tuple[int, ArrayRecord]:
     return rounds_done, ArrayRecord(array_dict=arrays)
 
 
-def write_atomically(path: Path, content: bytes) -> None:
-    """Write ``content`` at ``path`` so that a reader sees all of it or nothing."""
+def write_atomically(path: Path, content: bytes | Callable[[IO[bytes]], None]) -> None:
+    """Write ``content`` (bytes, or what a writer writes) at ``path`` so that a reader sees
+    all of it or nothing."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".write-")
     try:
         with os.fdopen(handle, "wb") as output:
-            output.write(content)
+            if isinstance(content, bytes):
+                output.write(content)
+            else:
+                content(output)
             output.flush()
             os.fsync(output.fileno())
         os.replace(temporary, path)
@@ -84,8 +108,12 @@ def write_atomically(path: Path, content: bytes) -> None:
 class Checkpointer:
     """Keeps the global model after each round in ``state_dir`` and reports it.
 
-    ``rounds_before`` is how many rounds the run had done before this process (a resumed run):
-    the strategy counts its rounds from 1 again, the checkpoints go on from there.
+    The files are written on a thread of their own, so the ServerApp never waits for a large
+    model to reach the disk; when rounds come faster than that, a checkpoint overtaken before
+    its turn is skipped for the newer one. ``flush`` waits for what is pending, ``close`` also
+    ends the thread (at the end of the run). ``rounds_before`` is how many rounds the run had
+    done before this process (a resumed run): the strategy counts its rounds from 1 again, the
+    checkpoints go on from there.
     """
 
     def __init__(self, state_dir: Path, reporter: TaskReporter, rounds_before: int = 0) -> None:
@@ -94,6 +122,27 @@ class Checkpointer:
         self.rounds_before = rounds_before
         self.last = rounds_before
         self._evaluated: tuple[int, ArrayRecord] | None = None
+        self._queued: tuple[int, ArrayRecord] | None = None
+        self._busy = False
+        self._closed = False
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._write_loop, name="checkpoints",
+                                        daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout_s: float = 60.0) -> bool:
+        """Wait until every checkpoint asked for is written; False on timeout."""
+        with self._changed:
+            return self._changed.wait_for(lambda: self._queued is None and not self._busy,
+                                          timeout_s)
+
+    def close(self, timeout_s: float = 60.0) -> None:
+        """Write what is pending, then stop the writing thread."""
+        self.flush(timeout_s)
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+        self._thread.join(timeout_s)
 
     def replies_seen(self, server_round: int) -> None:
         """A round's replies are in: keep the model its ``evaluate`` instructions carried."""
@@ -126,11 +175,33 @@ class Checkpointer:
         self._keep(done, records[0])
 
     def _keep(self, done: int, arrays: ArrayRecord) -> None:
+        with self._changed:
+            if done <= self.last or (self._queued is not None and done <= self._queued[0]):
+                return
+            self._queued = (done, arrays)
+            self._changed.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._queued is not None or self._closed)
+                if self._queued is None:
+                    return
+                (done, arrays), self._queued = self._queued, None
+                self._busy = True
+            try:
+                self._write(done, arrays)
+            finally:
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()
+
+    def _write(self, done: int, arrays: ArrayRecord) -> None:
         if done <= self.last:
             return
         try:
             write_atomically(self.state_dir / checkpoint_name(done),
-                             checkpoint_bytes(arrays, done))
+                             lambda output: write_npz(output, arrays, done))
         except (OSError, ValueError) as exc:
             logger.warning("checkpoint after round %d not kept: %s", done, exc)
             return

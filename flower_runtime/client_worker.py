@@ -2,9 +2,10 @@
 
 The client task manager starts this process before any run needs it: it imports Flower (and the
 heavy libraries apps use, when installed) and then waits, blocked on its standard input, for one
-job line (JSON: the app's folder, the run host's address, the device's id and run credential).
-It then joins the run over one websocket, calls the app's ClientApp for every message in this
-same process (imports paid once), sends each reply back, and ends when the run does. A ClientApp
+job line (JSON: the app's folder, the cloud and the run, the device's id and run credential).
+It then joins the run over one websocket through the cloud gateway, calls the app's ClientApp
+for every message in this same process (imports paid once), sends each reply back, and ends
+when the run does. A ClientApp
 that raises sends Flower's error reply to the ServerApp, reports the exception and exits 1.
 """
 
@@ -15,6 +16,7 @@ import asyncio
 import json
 import logging
 import os
+import ssl
 import sys
 import time
 import uuid
@@ -28,6 +30,14 @@ from flwr.supercore.object_ref import load_app
 
 from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
+from agata_contracts.run_door import (
+    CLIENT_HEADER,
+    CREDENTIAL_HEADER,
+    NODE_CONFIG_HEADER,
+    check_channel,
+    node_config_header,
+    run_url,
+)
 from flower_runtime import DEFAULT_PRELOAD, preload, wire
 from flower_runtime.jobs import WorkerJob, read_job
 from flower_runtime.manifest import read_manifest
@@ -40,6 +50,8 @@ logger = logging.getLogger("flower_runtime.client_worker")
 
 CONNECT_TIMEOUT_S = 30.0
 MAX_REJOINS = 10
+RETRY_STATUSES = frozenset({502, 503, 504})
+"""Gateway answers that mean "not yet": the run's door is not open yet or is moving."""
 
 
 class RunRefused(RuntimeError):
@@ -58,18 +70,41 @@ class ClientAppFailed(Exception):
         self.error = error
 
 
-async def _connect(session: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+def tls_context(job: WorkerJob) -> ssl.SSLContext | bool:
+    """How the run's socket checks the cloud: the job's CA when it names one, else the
+    system's (plain ``ws://`` for an ``http://`` cloud)."""
+    if job.cloud_ca_file is None:
+        return True
+    return ssl.create_default_context(cafile=str(job.cloud_ca_file))
+
+
+async def _connect(session: aiohttp.ClientSession, job: WorkerJob
+                   ) -> aiohttp.ClientWebSocketResponse:
+    """The run's socket through the cloud gateway; retried while the run's door is not open
+    yet (503) or the cloud cannot be reached, ``RunRefused`` when the cloud says no."""
+    url = run_url(job.cloud_url, job.task_id, job.run)
+    check_channel(job.cloud_url, url)
+    headers = {CLIENT_HEADER: job.client_id, CREDENTIAL_HEADER: job.credential,
+               NODE_CONFIG_HEADER: node_config_header(job.node_config)}
     deadline = time.monotonic() + CONNECT_TIMEOUT_S
     delay = 0.05
+    ssl_context = tls_context(job)
     while True:
         try:
-            return await session.ws_connect(url, heartbeat=15.0,
-                                            max_msg_size=wire.MAX_MESSAGE_BYTES)
-        except (aiohttp.ClientConnectionError, aiohttp.WSServerHandshakeError) as exc:
-            if time.monotonic() + delay > deadline:
-                raise HostLost(f"cannot reach the run's host at {url}: {exc}") from None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            return await session.ws_connect(url, headers=headers, heartbeat=15.0,
+                                            max_msg_size=wire.MAX_FRAME_BYTES, compress=0,
+                                            ssl=ssl_context)
+        except aiohttp.WSServerHandshakeError as exc:
+            if exc.status not in RETRY_STATUSES:
+                raise RunRefused(f"the cloud refused this device's socket for run {job.run} "
+                                 f"(HTTP {exc.status}): {exc.message}") from None
+            failure: Exception = exc
+        except aiohttp.ClientConnectionError as exc:
+            failure = exc
+        if time.monotonic() + delay > deadline:
+            raise HostLost(f"cannot reach the run at {url}: {failure}") from None
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.25)
 
 
 def _error_reply(message: Message, exc: BaseException) -> Message:
@@ -125,10 +160,8 @@ class _Part:
         """One connection to the run's host: returns when the run ended, raises ``HostLost``
         when the host went away first."""
         job, reporter = self.job, self.reporter
-        socket = await _connect(session, f"ws://{job.server}{wire.PATH}")
+        socket = await _connect(session, job)
         async with socket:
-            await socket.send_str(wire.control(wire.Hello(
-                client_id=job.client_id, credential=job.credential, node_config=job.node_config)))
             first = await socket.receive(timeout=CONNECT_TIMEOUT_S)
             if first.type != aiohttp.WSMsgType.TEXT:
                 raise HostLost("the run's host closed the connection before welcoming us")
@@ -143,15 +176,20 @@ class _Part:
             context = Context(run_id=welcome.run_id, node_id=welcome.node_id,
                               node_config=dict(welcome.node_config), state=self.state,
                               run_config=dict(welcome.run_config))
+            inbox = wire.Inbox(welcome.max_message_bytes, wire.RunEnded)
             async for frame in socket:
                 if frame.type == aiohttp.WSMsgType.TEXT:
-                    ended = wire.parse_control(frame.data, wire.RunEnded)
-                    if ended.status == "failed":
-                        reporter.send_print(f"the run ended on the server: {ended.reason}")
-                    return
-                if frame.type != aiohttp.WSMsgType.BINARY:
+                    item = inbox.text(frame.data)
+                elif frame.type == aiohttp.WSMsgType.BINARY:
+                    item = inbox.binary(frame.data)
+                else:
                     break
-                await self._answer(socket, wire.message_from_bytes(frame.data), context)
+                if isinstance(item, wire.RunEnded):
+                    if item.status == "failed":
+                        reporter.send_print(f"the run ended on the server: {item.reason}")
+                    return
+                if isinstance(item, Message):
+                    await self._answer(socket, item, context)
         raise HostLost("the run's host went away before the run ended")
 
     async def _answer(self, socket: aiohttp.ClientWebSocketResponse, message: Message,
@@ -163,11 +201,12 @@ class _Part:
         try:
             reply = await loop.run_in_executor(None, self.client_app, message, context)
         except Exception as exc:
-            await socket.send_bytes(wire.message_bytes(_error_reply(message, exc)))
+            await wire.send(socket, wire.encode(_error_reply(message, exc)))
             raise ClientAppFailed(exc) from exc
+        del message
         if not reply.metadata.message_id:
             reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-        await socket.send_bytes(wire.message_bytes(reply))
+        await wire.send(socket, wire.encode(reply))
 
 
 def work(args: argparse.Namespace, reporter: TaskReporter) -> None:

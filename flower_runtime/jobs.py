@@ -12,16 +12,20 @@ from typing import TextIO, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agata_contracts.common import ClientId
+from agata_contracts.common import ClientId, TaskId
 
 
 class WorkerJob(BaseModel):
-    """A device's part in one run: the app's folder, where its host listens, who we are."""
+    """A device's part in one run: the app's folder, the cloud it reaches the run through,
+    which run, who we are."""
 
     model_config = ConfigDict(extra="forbid")
 
     app: Path
-    server: str = Field(min_length=3, max_length=260, pattern=r"^[A-Za-z0-9.:\[\]-]+:\d{1,5}$")
+    cloud_url: str = Field(min_length=8, max_length=2048)
+    cloud_ca_file: Path | None = Field(None, description="The CA that signs an HTTPS cloud.")
+    task_id: TaskId
+    run: int = Field(ge=1)
     client_id: ClientId
     credential: str = Field(min_length=1, max_length=256)
     node_config: dict[str, bool | int | float | str] = Field(default_factory=dict)

@@ -2,7 +2,9 @@
 
 Aggregated the way FedAvg does (each reply's metrics weighted by its ``num-examples``), and
 kept per device too. Keys: ``train.loss`` for the aggregate, ``train.loss@client-7`` for one
-device's own value.
+device's own value. A list-valued metric (Flower's ``MetricRecord`` allows lists of ints and
+floats) is kept element by element as ``name[0]``, ``name[1]``, … (``evaluate.recall[2]``,
+``evaluate.recall[2]@client-7``), each aggregated like a number.
 """
 
 from __future__ import annotations
@@ -16,13 +18,32 @@ from flwr.app import Message
 WEIGHT_KEY = "num-examples"
 
 
+def element_name(name: str, index: int) -> str:
+    """The key of element ``index`` of list metric ``name``: ``name[index]``."""
+    return f"{name}[{index}]"
+
+
+def _number(value: object) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def flatten_metric(name: str, value: object) -> dict[str, float]:
+    """A metric as finite numbers: ``{name: v}`` for a number, ``{name[i]: v_i}`` for each
+    finite element of a list; nothing for other values (text, booleans, NaN)."""
+    if isinstance(value, list | tuple):
+        return {element_name(name, index): number for index, item in enumerate(value)
+                if (number := _number(item)) is not None}
+    number = _number(value)
+    return {} if number is None else {name: number}
+
+
 def _scalars(reply: Message) -> dict[str, float]:
     values: dict[str, float] = {}
     for record in reply.content.metric_records.values():
         for key, value in record.items():
-            if isinstance(value, int | float) and not isinstance(value, bool) \
-                    and math.isfinite(value):
-                values[key] = float(value)
+            values.update(flatten_metric(key, value))
     return values
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hmac
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from flwr.serverapp import ServerApp
 from flwr.supercore.object_ref import load_app
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
+from pydantic import BaseModel
 
 from agata_contracts.checkpoints import (
     CHECKPOINT_KEY,
@@ -38,6 +40,7 @@ from agata_contracts.checkpoints import (
 )
 from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
+from agata_contracts.run_door import DOOR_KEY_HEADER, door_key
 from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
 from flower_runtime.checkpoint import Checkpointer, read_checkpoint
 from flower_runtime.grid import Node, RunGrid
@@ -50,8 +53,10 @@ from task_daemon_lib.task_reporter import TaskReporter
 
 logger = logging.getLogger("flower_runtime.server_host")
 
-HELLO_TIMEOUT_S = 10.0
+HELLO_TIMEOUT_S = 5.0
 HEARTBEAT_S = 15.0
+
+_Item = wire.Outgoing | str | None
 
 
 class _SocketChannel:
@@ -59,10 +64,10 @@ class _SocketChannel:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.queue: asyncio.Queue[bytes | str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[_Item] = asyncio.Queue()
 
     def send(self, data: Message) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, wire.message_bytes(data))
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, wire.encode(data))
 
     def send_text(self, text: str) -> None:
         self.loop.call_soon_threadsafe(self.queue.put_nowait, text)
@@ -72,26 +77,38 @@ class _SocketChannel:
 
 
 class DeviceDoor:
-    """The run's websocket endpoint: admission, then messages both ways."""
+    """The run's websocket endpoint: admission, then messages both ways.
+
+    Only the cloud gateway, which checked the device first, holds the door key; a socket
+    without it is refused before it is upgraded, and a socket with it must say a valid hello
+    in one small text frame within ``HELLO_TIMEOUT_S`` or it is closed."""
 
     def __init__(self, grid: RunGrid, run_id: int, run_config: dict[str, ConfigValue],
-                 run_credential: str) -> None:
+                 run_credential: str, max_message_bytes: int) -> None:
         self.grid = grid
         self.run_id = run_id
         self.run_config = run_config
         self.run_credential = run_credential
+        self.door_key = door_key(run_credential) if run_credential else ""
+        self.max_message_bytes = max_message_bytes
         self.channels: dict[int, _SocketChannel] = {}
 
-    async def handle(self, request: web.Request) -> web.WebSocketResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         """One device's connection, from hello to the end of the run."""
-        socket = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_MESSAGE_BYTES)
+        presented = request.headers.get(DOOR_KEY_HEADER, "")
+        if not self.door_key or not hmac.compare_digest(presented.encode(),
+                                                        self.door_key.encode()):
+            logger.warning("refused a socket from %s without the door key", request.remote)
+            return web.Response(status=403, text="this door takes sockets from the gateway")
+        socket = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=wire.MAX_FRAME_BYTES,
+                                       compress=False)
         await socket.prepare(request)
         try:
             first = await socket.receive(timeout=HELLO_TIMEOUT_S)
         except TimeoutError:
             await socket.close(message=b"no hello")
             return socket
-        if first.type != WSMsgType.TEXT:
+        if first.type != WSMsgType.TEXT or len(first.data) > wire.MAX_CONTROL_BYTES:
             await socket.close(message=b"expected hello")
             return socket
         try:
@@ -118,7 +135,7 @@ class DeviceDoor:
         await socket.send_str(wire.control(wire.Welcome(
             run_id=self.run_id, node_id=node.node_id,
             node_config={**hello.node_config, **self.node_config(node)},
-            run_config=self.run_config)))
+            run_config=self.run_config, max_message_bytes=self.max_message_bytes)))
         writer = asyncio.create_task(self._write(socket, channel))
         try:
             await self._read(socket, node)
@@ -135,20 +152,28 @@ class DeviceDoor:
 
     async def _write(self, socket: web.WebSocketResponse, channel: _SocketChannel) -> None:
         while (item := await channel.queue.get()) is not None:
-            if isinstance(item, bytes):
-                await socket.send_bytes(item)
-            else:
+            if isinstance(item, str):
                 await socket.send_str(item)
+            else:
+                await wire.send(socket, item)
         await socket.close()
 
     async def _read(self, socket: web.WebSocketResponse, node: Node) -> None:
+        inbox = wire.Inbox(self.max_message_bytes)
         async for frame in socket:
-            if frame.type != WSMsgType.BINARY:
-                continue
+            reply: BaseModel | Message | None
             try:
-                reply = wire.message_from_bytes(frame.data)
+                if frame.type == WSMsgType.BINARY:
+                    reply = inbox.binary(frame.data)
+                elif frame.type == WSMsgType.TEXT:
+                    reply = inbox.text(frame.data)
+                else:
+                    continue
             except wire.WireError as exc:
-                logger.warning("device %s sent a bad frame: %s", node.client_id, exc)
+                logger.warning("device %s broke the protocol: %s", node.client_id, exc)
+                await socket.close(message=b"protocol error")
+                return
+            if not isinstance(reply, Message):
                 continue
             if not self.grid.deliver(reply, node.node_id):
                 logger.warning("device %s sent a reply nobody waits for", node.client_id)
@@ -221,8 +246,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The host's command line (set by the cloud task manager)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--app", type=Path, required=True, help="the app's folder")
-    parser.add_argument("--host", required=True, help="address devices connect to")
+    parser.add_argument("--host", required=True,
+                        help="the internal address the run's door listens on (the cloud "
+                             "gateway forwards devices there)")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-message-mb", type=float,
+                        default=wire.DEFAULT_MAX_MESSAGE_BYTES / 2**20,
+                        help="the largest Flower message (model included) either way, MiB")
     parser.add_argument("--run-id", type=int, required=True)
     parser.add_argument("--devices", type=int, required=True, help="devices in this run")
     parser.add_argument("--run-config", default="{}", help="the fused run config, JSON")
@@ -288,7 +318,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
                    rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report,
                    on_instructions=checkpointer.instructions_sent if checkpointer else None)
-    door = DeviceDoor(grid, args.run_id, run_config, run_credential)
+    door = DeviceDoor(grid, args.run_id, run_config, run_credential,
+                      max_message_bytes=int(args.max_message_mb * 2**20))
     server = DeviceServer(door, args.host, args.port)
     server.start()
     reporter.send_print(f"waiting for {args.devices} device(s) on {args.host}:{args.port}")
@@ -307,6 +338,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     finally:
         grid.close()
         server.stop()
+        if checkpointer is not None:
+            checkpointer.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

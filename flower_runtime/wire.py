@@ -1,38 +1,45 @@
 """What travels between a run's ServerApp host and a device's ClientApp worker.
 
-One websocket per device. Text frames carry JSON control messages (the device's hello, the
-host's welcome or refusal, the end of the run); binary frames carry Flower ``Message`` objects
-as their protobuf bytes, so any app's records cross unchanged.
+One websocket per device (through the cloud gateway, see ``agata_contracts.run_door``). Text
+frames carry JSON: control messages (the host's welcome or refusal, the end of the run) and the
+head of every Flower ``Message``. Binary frames carry the message's bytes, streamed in chunks of
+at most ``CHUNK_BYTES``: first the message without its arrays (Flower's protobuf), then a JSON
+table of its arrays, then the arrays' own bytes, untouched. So any app's records cross
+unchanged, no frame is ever larger than a chunk, the model is never re-encoded (the bytes sent
+are the ``Array`` objects' own, shared by every device a strategy broadcasts to), and the
+receiver knows the size of what comes before it accepts a byte of it.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-from flwr.app import Message
-from flwr.common.serde import message_from_proto, message_to_proto
+from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app.message.message import make_message
+from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
+from flwr.common.serde_utils import (
+    error_from_proto,
+    error_to_proto,
+    metadata_from_proto,
+    metadata_to_proto,
+)
 from flwr.proto.message_pb2 import Message as ProtoMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from agata_contracts.common import ClientId
+from agata_contracts.run_door import CHUNK_BYTES, DOOR_PATH, MAX_FRAME_BYTES, Hello
 
-PATH = "/flower"
-"""The websocket's path on the host's port."""
-MAX_MESSAGE_BYTES = 512 * 1024 * 1024
-"""The largest Flower message accepted either way (model weights included)."""
+__all__ = ["CHUNK_BYTES", "MAX_FRAME_BYTES", "PATH", "Hello"]
 
-
-class Hello(BaseModel):
-    """A device asking to join the run."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["hello"] = "hello"
-    client_id: ClientId
-    credential: str = Field(min_length=1, max_length=256)
-    node_config: dict[str, bool | int | float | str] = Field(default_factory=dict,
-                                                              max_length=64)
+PATH = DOOR_PATH
+MAX_CONTROL_BYTES = 64 << 10
+"""The largest control (text) frame."""
+MAX_TABLE_BYTES = 64 << 20
+"""The largest array table (some 500,000 arrays)."""
+DEFAULT_MAX_MESSAGE_BYTES = 4 << 30
+"""The default per-run limit on one Flower message (its arrays included)."""
 
 
 class Welcome(BaseModel):
@@ -43,6 +50,7 @@ class Welcome(BaseModel):
     node_id: int
     node_config: dict[str, bool | int | float | str]
     run_config: dict[str, bool | int | float | str]
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 class Refusal(BaseModel):
@@ -60,24 +68,247 @@ class RunEnded(BaseModel):
     reason: str | None = None
 
 
+class MessageHead(BaseModel):
+    """A Flower message follows in binary frames: ``proto_bytes`` of the message without its
+    arrays, ``table_bytes`` of the array table (JSON), then ``array_bytes`` of array data."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["message"] = "message"
+    proto_bytes: int = Field(ge=0)
+    table_bytes: int = Field(ge=0, le=MAX_TABLE_BYTES)
+    array_bytes: int = Field(ge=0)
+
+    @property
+    def total(self) -> int:
+        """Bytes that follow the head."""
+        return self.proto_bytes + self.table_bytes + self.array_bytes
+
+
 class WireError(ValueError):
     """A frame that is not what the protocol allows."""
 
 
-def message_bytes(message: Message) -> bytes:
-    """A Flower message as protobuf bytes."""
-    data: bytes = message_to_proto(message).SerializeToString()
-    return data
+class FrameSocket(Protocol):
+    """The websocket operations the protocol uses (aiohttp's client and server sockets)."""
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        """Send a text frame."""
+
+    async def send_bytes(self, data: bytes, compress: int | None = None) -> None:
+        """Send a binary frame."""
 
 
-def message_from_bytes(data: bytes) -> Message:
-    """A Flower message from protobuf bytes; ``WireError`` when they are not one."""
-    proto = ProtoMessage()
-    try:
-        proto.ParseFromString(data)
-        return message_from_proto(proto)
-    except Exception as exc:
-        raise WireError(f"not a Flower message: {exc}") from None
+@dataclass(frozen=True)
+class Outgoing:
+    """A message ready to send: its head and the buffers that follow it, in order."""
+
+    head: str
+    parts: tuple[bytes | memoryview, ...]
+
+    @property
+    def size(self) -> int:
+        """Bytes after the head."""
+        return sum(len(part) for part in self.parts)
+
+
+def encode(message: Message) -> Outgoing:
+    """A Flower message as a head and its byte parts (arrays are referenced, not copied)."""
+    small = RecordDict()
+    order: list[str] = []
+    table: dict[str, list[list[Any]]] = {}
+    data: list[bytes] = []
+    if message.has_content():
+        for key, record in message.content.items():
+            order.append(key)
+            if isinstance(record, ArrayRecord):
+                table[key] = [[name, array.dtype, list(array.shape), array.stype,
+                               len(array.data)] for name, array in record.items()]
+                data.extend(array.data for array in record.values())
+            else:
+                small[key] = record
+    proto = ProtoMessage(
+        metadata=metadata_to_proto(message.metadata),
+        content=recorddict_to_proto(small) if message.has_content() else None,
+        error=error_to_proto(message.error) if message.has_error() else None,
+    ).SerializeToString()
+    table_json = json.dumps({"order": order, "arrays": table},
+                            separators=(",", ":")).encode()
+    head = MessageHead(proto_bytes=len(proto), table_bytes=len(table_json),
+                       array_bytes=sum(len(d) for d in data))
+    return Outgoing(head.model_dump_json(), (proto, table_json, *data))
+
+
+def chunks(parts: Sequence[bytes | memoryview], size: int = CHUNK_BYTES
+           ) -> Iterator[bytes | memoryview]:
+    """The parts as frames of at most ``size`` bytes: small parts are joined, large ones
+    sliced without copying."""
+    pending = bytearray()
+    for part in parts:
+        view = memoryview(part).cast("B")
+        offset = 0
+        if pending:
+            take = min(size - len(pending), len(view))
+            pending += view[:take]
+            offset = take
+            if len(pending) < size:
+                continue
+            yield bytes(pending)
+            pending = bytearray()
+        while len(view) - offset >= size:
+            yield view[offset:offset + size]
+            offset += size
+        if offset < len(view):
+            pending += view[offset:]
+    if pending:
+        yield bytes(pending)
+
+
+async def send(socket: FrameSocket, outgoing: Outgoing) -> None:
+    """Send a message: its head, then its bytes in chunks (each send waits for the socket
+    to drain, so memory stays bounded whatever the model's size)."""
+    await socket.send_str(outgoing.head)
+    for chunk in chunks(outgoing.parts):
+        await socket.send_bytes(chunk)  # type: ignore[arg-type]
+
+
+class Assembler:
+    """Collects a message's binary frames after its head; ``decode`` once ``complete``."""
+
+    def __init__(self, head: MessageHead, max_message_bytes: int) -> None:
+        if head.total > max_message_bytes:
+            raise WireError(f"message of {head.total} bytes is over this run's limit of "
+                            f"{max_message_bytes} bytes")
+        self.head = head
+        self._frames: list[bytes] = []
+        self._received = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether every byte the head announced has arrived."""
+        return self._received == self.head.total
+
+    def add(self, frame: bytes) -> None:
+        """One binary frame of the message."""
+        if self._received + len(frame) > self.head.total:
+            raise WireError("more message bytes than the head announced")
+        self._frames.append(frame)
+        self._received += len(frame)
+
+    def decode(self) -> Message:
+        """The Flower message; ``WireError`` when the bytes are not one."""
+        head = self.head
+        reader = _Reader(self._frames)
+        self._frames = []
+        proto = ProtoMessage()
+        try:
+            proto.ParseFromString(reader.take(head.proto_bytes))
+            table = json.loads(reader.take(head.table_bytes))
+            arrays = _array_records(table, reader, head.array_bytes)
+            small = recorddict_from_proto(proto.content) if proto.HasField("content") else None
+            content = None
+            if small is not None:
+                content = RecordDict()
+                for key in table["order"]:
+                    content[key] = arrays[key] if key in arrays else small[key]
+            return make_message(
+                metadata=metadata_from_proto(proto.metadata), content=content,
+                error=error_from_proto(proto.error) if proto.HasField("error") else None)
+        except WireError:
+            raise
+        except Exception as exc:
+            raise WireError(f"not a Flower message: {type(exc).__name__}: {exc}") from None
+
+
+class Inbox:
+    """Turns a socket's frames back into messages: text frames are control messages (one of
+    ``controls``) or message heads, binary frames the bytes of the message being received."""
+
+    def __init__(self, max_message_bytes: int, *controls: type[BaseModel]) -> None:
+        self.max_message_bytes = max_message_bytes
+        self.controls = controls
+        self._assembler: Assembler | None = None
+
+    def text(self, data: str) -> BaseModel | Message | None:
+        """A text frame: a control message, or None when it began a message."""
+        if self._assembler is not None:
+            raise WireError("a text frame came in the middle of a message")
+        item = parse_control(data, MessageHead, *self.controls)
+        if not isinstance(item, MessageHead):
+            return item  # type: ignore[no-any-return]
+        self._assembler = Assembler(item, self.max_message_bytes)
+        return self._finish()
+
+    def binary(self, data: bytes) -> Message | None:
+        """A binary frame: the message once its last byte came, else None."""
+        if self._assembler is None:
+            raise WireError("a binary frame came without a message head")
+        self._assembler.add(data)
+        return self._finish()
+
+    def _finish(self) -> Message | None:
+        assembler = self._assembler
+        if assembler is None or not assembler.complete:
+            return None
+        self._assembler = None
+        return assembler.decode()
+
+
+class _Reader:
+    """Takes consecutive byte ranges out of a list of frames, copying each range once."""
+
+    def __init__(self, frames: list[bytes]) -> None:
+        self._frames = frames
+        self._index = 0
+        self._offset = 0
+
+    def take(self, count: int) -> bytes:
+        pieces: list[memoryview] = []
+        while count > 0:
+            frame = self._frames[self._index]
+            piece = memoryview(frame)[self._offset:self._offset + count]
+            pieces.append(piece)
+            count -= len(piece)
+            self._offset += len(piece)
+            if self._offset == len(frame):
+                self._frames[self._index] = b""
+                self._index += 1
+                self._offset = 0
+        if len(pieces) == 1 and isinstance(pieces[0].obj, bytes) \
+                and len(pieces[0]) == len(pieces[0].obj):
+            return pieces[0].obj
+        return b"".join(pieces)
+
+
+def _array_records(table: Any, reader: _Reader, announced: int) -> dict[str, ArrayRecord]:
+    if (not isinstance(table, dict) or not isinstance(table.get("order"), list)
+            or not isinstance(table.get("arrays"), dict)):
+        raise WireError("bad array table")
+    records: dict[str, ArrayRecord] = {}
+    total = 0
+    for key, entries in table["arrays"].items():
+        if key not in table["order"] or not isinstance(entries, list):
+            raise WireError(f"bad array table entry {key!r}")
+        arrays: dict[str, Array] = {}
+        for entry in entries:
+            name, dtype, shape, stype, size = _array_entry(entry)
+            total += size
+            if total > announced:
+                raise WireError("the array table announces more bytes than the head")
+            arrays[name] = Array(dtype=dtype, shape=shape, stype=stype, data=reader.take(size))
+        records[key] = ArrayRecord(array_dict=arrays, keep_input=False)
+    if total != announced:
+        raise WireError("the array table and the head disagree on the array bytes")
+    return records
+
+
+def _array_entry(entry: Any) -> tuple[str, str, tuple[int, ...], str, int]:
+    if not (isinstance(entry, list) and len(entry) == 5 and isinstance(entry[0], str)
+            and isinstance(entry[1], str) and isinstance(entry[2], list)
+            and all(isinstance(n, int) and n >= 0 for n in entry[2])
+            and isinstance(entry[3], str) and isinstance(entry[4], int) and entry[4] >= 0):
+        raise WireError("bad array entry in the table")
+    return entry[0], entry[1], tuple(entry[2]), entry[3], entry[4]
 
 
 def control(model: BaseModel) -> str:
@@ -87,6 +318,8 @@ def control(model: BaseModel) -> str:
 
 def parse_control(text: str, *models: type[BaseModel]) -> Any:
     """The first of ``models`` that ``text`` is; ``WireError`` otherwise."""
+    if len(text) > MAX_CONTROL_BYTES:
+        raise WireError("control frame too large")
     try:
         raw = json.loads(text)
     except ValueError:

@@ -50,6 +50,11 @@ export function taskUrl(id) {
   return `task.html?id=${encodeURIComponent(id)}`;
 }
 
+/** A task's server address: host:port, or the host alone when the task has no port. */
+export function endpoint(task) {
+  return task.port === null || task.port === undefined ? task.host : `${task.host}:${task.port}`;
+}
+
 export function clientUrl(id) {
   return `client.html?id=${encodeURIComponent(id)}`;
 }

@@ -1,5 +1,7 @@
 // Per-round metrics as inline SVG line charts (one small chart per metric, accuracy and loss
-// first), plus the same numbers as a table for screen readers and copying.
+// first), plus the same numbers as a table for screen readers and copying. A list-valued
+// metric arrives element by element (name[0], name[1], …): one chart of it, one series per
+// element.
 
 import { el, formatNumber } from "./app.js";
 
@@ -7,6 +9,7 @@ const SVG = "http://www.w3.org/2000/svg";
 const WIDTH = 400;
 const HEIGHT = 220;
 const MARGIN = { top: 14, right: 16, bottom: 40, left: 48 };
+const SERIES_STYLES = 6; // the elements of a list metric cycle through series-0 … series-5
 
 function svg(tag, attributes = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -24,7 +27,26 @@ export function metricNames(rounds) {
   const names = new Set();
   for (const r of rounds) Object.keys(r.metrics || {}).forEach((n) => names.add(n));
   const rank = (name) => (name === "accuracy" ? 0 : name === "loss" ? 1 : 2);
-  return [...names].sort((a, b) => rank(a) - rank(b) || a.localeCompare(b));
+  return [...names].sort(
+    (a, b) => rank(a) - rank(b) || a.localeCompare(b, undefined, { numeric: true }),
+  );
+}
+
+const ELEMENT = /^(.*)\[(\d+)\](@.*)?$/;
+
+/**
+ * Metric names grouped into charts: the elements name[i] of a list metric (per device too:
+ * name[i]@device) share the chart of name (name@device); any other name has its own.
+ */
+export function chartGroups(names) {
+  const groups = new Map();
+  for (const name of names) {
+    const match = ELEMENT.exec(name);
+    const chart = match ? `${match[1]}${match[3] || ""}` : name;
+    if (!groups.has(chart)) groups.set(chart, []);
+    groups.get(chart).push(name);
+  }
+  return [...groups].map(([name, series]) => ({ name, series }));
 }
 
 function niceStep(span, count) {
@@ -59,11 +81,34 @@ function label(name) {
   return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
-function chartFigure(name, points, index) {
+function describe(series, values) {
+  return series
+    .map(({ name, points }) => {
+      const last = points[points.length - 1];
+      const head = series.length > 1 ? `${name}: ` : "";
+      return `${head}round ${last.round} ${formatNumber(last.value)}`;
+    })
+    .join("; ") +
+    `; lowest ${formatNumber(Math.min(...values))}, highest ${formatNumber(Math.max(...values))}.`;
+}
+
+function legend(series) {
+  return el(
+    "ul",
+    { class: "chart-legend" },
+    series.map(({ name }, i) =>
+      el("li", { dataset: { series: name } },
+        el("span", { class: `swatch series-${i % SERIES_STYLES}`, "aria-hidden": "true" }), name),
+    ),
+  );
+}
+
+function chartFigure(name, series, index) {
   const captionId = `chart-${index}-caption`;
   const descId = `chart-${index}-desc`;
   const innerW = WIDTH - MARGIN.left - MARGIN.right;
   const innerH = HEIGHT - MARGIN.top - MARGIN.bottom;
+  const points = series.flatMap((s) => s.points);
   const rounds = points.map((p) => p.round);
   const values = points.map((p) => p.value);
   let [x0, x1] = [Math.min(...rounds), Math.max(...rounds)];
@@ -75,11 +120,9 @@ function chartFigure(name, points, index) {
   const x = (r) => MARGIN.left + ((r - x0) / (x1 - x0)) * innerW;
   const y = (v) => MARGIN.top + innerH - ((v - y0) / (y1 - y0)) * innerH;
 
-  const last = points[points.length - 1];
+  const count = new Set(rounds).size;
   const description =
-    `${label(name)} over ${points.length} round${points.length === 1 ? "" : "s"}: ` +
-    `round ${last.round} ${formatNumber(last.value)}; lowest ${formatNumber(Math.min(...values))}, ` +
-    `highest ${formatNumber(Math.max(...values))}.`;
+    `${label(name)} over ${count} round${count === 1 ? "" : "s"}: ${describe(series, values)}`;
 
   const chart = svg("svg", {
     viewBox: `0 0 ${WIDTH} ${HEIGHT}`,
@@ -115,23 +158,30 @@ function chartFigure(name, points, index) {
   );
   chart.append(grid);
 
-  const path = points.map((p, i) => `${i === 0 ? "M" : "L"}${x(p.round).toFixed(1)},${y(p.value).toFixed(1)}`);
-  chart.append(svg("path", { class: "series-line", d: path.join(" "), "aria-hidden": "true" }));
-  const dots = svg("g", { class: "series-points" });
-  for (const p of points) {
-    dots.append(
-      svg("circle", { class: "series-point", cx: x(p.round), cy: y(p.value), r: 4,
-        "data-round": p.round, "data-value": p.value },
-      svg("title", {}, `round ${p.round}: ${formatNumber(p.value)}`)),
-    );
-  }
-  chart.append(dots);
+  const several = series.length > 1;
+  series.forEach(({ name: seriesName, points: line }, i) => {
+    const style = several ? ` series-${i % SERIES_STYLES}` : "";
+    const named = several ? seriesName : undefined;
+    const path = line.map((p, j) => `${j === 0 ? "M" : "L"}${x(p.round).toFixed(1)},${y(p.value).toFixed(1)}`);
+    chart.append(svg("path", { class: `series-line${style}`, d: path.join(" "),
+      "data-series": named, "aria-hidden": "true" }));
+    const dots = svg("g", { class: "series-points" });
+    for (const p of line) {
+      dots.append(
+        svg("circle", { class: `series-point${style}`, cx: x(p.round), cy: y(p.value), r: 4,
+          "data-round": p.round, "data-value": p.value, "data-series": named },
+        svg("title", {}, `${several ? `${seriesName} ` : ""}round ${p.round}: ${formatNumber(p.value)}`)),
+      );
+    }
+    chart.append(dots);
+  });
 
   return el(
     "figure",
     { class: "chart", dataset: { metric: name } },
     el("figcaption", { id: captionId }, `${label(name)} per round`),
     chart,
+    several ? legend(series) : [],
   );
 }
 
@@ -169,12 +219,15 @@ export function renderMetrics(container, rounds) {
     container.replaceChildren(el("p", { class: "muted" }, "No rounds reported yet."));
     return;
   }
-  const charts = names.map((name, i) =>
+  const pointsOf = (name) =>
+    rounds
+      .filter((r) => typeof r.metrics?.[name] === "number")
+      .map((r) => ({ round: r.round, value: r.metrics[name] }));
+  const charts = chartGroups(names).map(({ name, series }, i) =>
     chartFigure(
       name,
-      rounds
-        .filter((r) => typeof r.metrics?.[name] === "number")
-        .map((r) => ({ round: r.round, value: r.metrics[name] })),
+      series.map((member) => ({ name: member, points: pointsOf(member) }))
+        .filter((member) => member.points.length),
       i,
     ),
   );

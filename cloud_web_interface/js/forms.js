@@ -255,6 +255,8 @@ export function showErrors(form, errors, { focus = true } = {}) {
       : text;
     parts.error.hidden = false;
     parts.control.setAttribute("aria-invalid", "true");
+    const fold = parts.control.closest("details");
+    if (fold) fold.open = true; // an optional field folded away is shown with its error
     if (!first) first = parts.control;
   }
   if (general.length) {

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -201,7 +202,7 @@ def test_cli_follow_of_a_failing_server_exits_1_with_the_reason(stack: Stack,
 def test_cli_list_and_show_in_table_and_json_forms(stack: Stack) -> None:
     for task_id in ("cli-list-a", "cli-list-b"):
         created = agata(stack, "--json", "tasks", "create", "--id", task_id,
-                        "--port", str(free_port()), "--criteria", "data_qnt >= 10")
+                        "--criteria", "data_qnt >= 10")  # no port: it is optional
         assert created.returncode == 0, created.stderr
         assert json.loads(created.stdout)["selection_criteria"] == "data_qnt >= 10"
     status, _ = _http(f"{stack.url}/rpc_exec_update_user_info",
@@ -216,7 +217,7 @@ def test_cli_list_and_show_in_table_and_json_forms(stack: Stack) -> None:
     assert listed.returncode == 0
     assert listed.stdout.splitlines()[0].split() == [
         "ID", "STATUS", "ENDPOINT", "RUNS", "FILES", "TAGS", "CREATED"]
-    assert _lines_with(listed.stdout, "cli-list-a")[0].split()[1] == "created"
+    assert _lines_with(listed.stdout, "cli-list-a")[0].split()[1:3] == ["created", "127.0.0.1"]
 
     as_json = json.loads(agata(stack, "tasks", "list", "--status", "created", "--json").stdout)
     ids = {task["id"] for task in as_json["tasks"]}
@@ -230,11 +231,12 @@ def test_cli_list_and_show_in_table_and_json_forms(stack: Stack) -> None:
     shown = agata(stack, "tasks", "show", "cli-list-a")
     assert shown.returncode == 0
     assert "data_qnt >= 10" in _lines_with(shown.stdout, "criteria:")[0]
+    assert _lines_with(shown.stdout, "endpoint:")[0].split() == ["endpoint:", "127.0.0.1"]
     assert "files (0):" in shown.stdout
     report = _lines_with(shown.stdout, "cli-reporter")[0]
     assert "failed" in report and "out of memory" in report
     detail = json.loads(agata(stack, "tasks", "show", "cli-list-a", "--json").stdout)
-    assert detail["id"] == "cli-list-a" and detail["files"] == []
+    assert detail["id"] == "cli-list-a" and detail["files"] == [] and detail["port"] is None
     assert detail["client_reports"][0]["reason"] == "out of memory"
 
 
@@ -394,8 +396,8 @@ def test_cli_installed_script_documents_exit_codes() -> None:
 
 def test_cli_creates_a_flower_app_from_its_folder(stack: Stack, tmp_path: Path) -> None:
     app = REPO_ROOT / "tasks" / "app_numpy"
-    created = agata(stack, "tasks", "create", "--id", "cli-app", "--port", str(free_port()),
-                    "--devices", "3", "--deadline", "600",
+    created = agata(stack, "tasks", "create", "--id", "cli-app", "--devices", "3",
+                    "--deadline", "600",
                     "--server-arg", "num-server-rounds=2", "--from-dir", str(app))
     assert created.returncode == 0, created.stderr
     assert "uploaded 4 file(s) of the app" in created.stdout
@@ -424,3 +426,51 @@ def test_the_default_url_is_the_configured_gateway(host: str, url: str,
         assert _default_url() == url
     finally:
         settings.cache_clear()
+
+
+def built_fab(tmp_path: Path) -> Path:
+    """The ``.fab`` that the installed ``flwr build`` makes of tasks/app_numpy (offline)."""
+    folder = tmp_path / "numpyapp"  # flwr build wants a name of letters, digits and hyphens
+    shutil.copytree(REPO_ROOT / "tasks" / "app_numpy", folder,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    flwr = Path(sys.executable).with_name("flwr")
+    built = subprocess.run([str(flwr), "build", "--app", str(folder)], cwd=tmp_path,
+                           env={**os.environ, "HOME": str(tmp_path), "FLWR_HOME": str(tmp_path)},
+                           capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (fab,) = tmp_path.glob("*.fab")
+    return fab
+
+
+def test_cli_creates_a_flower_app_from_the_fab_flwr_build_makes_and_it_starts(
+        stack: Stack, tmp_path: Path) -> None:
+    fab = built_fab(tmp_path)
+    created = agata(stack, "tasks", "create", "--id", "cli-fab", "--port", str(free_port()),
+                    "--server-arg", "num-server-rounds=1", "--file", str(fab))
+    assert created.returncode == 0, created.stderr
+    assert f"uploaded 4 file(s) of the app in {fab}" in created.stdout
+    assert "(left out: .info/CONTENT)" in created.stdout
+    task = json.loads(agata(stack, "tasks", "show", "cli-fab", "--json").stdout)
+    assert task["kind"] == "flower_app"
+    assert sorted(f["name"] for f in task["files"]) == [
+        "numpyapp/__init__.py", "numpyapp/client_app.py", "numpyapp/server_app.py",
+        "pyproject.toml"]
+    started = agata(stack, "--json", "tasks", "start", "cli-fab")
+    assert started.returncode == 0, started.stderr
+    assert json.loads(started.stdout)["status"] == "running"
+    assert agata(stack, "tasks", "stop", "cli-fab").returncode == 0
+
+    # The same archive through `tasks upload`, as a .zip too; an archive goes up alone.
+    again = agata(stack, "tasks", "upload", "cli-fab", "--file", str(fab))
+    assert again.returncode == 0, again.stderr
+    as_zip = fab.with_name("app.zip")
+    shutil.copyfile(fab, as_zip)
+    assert agata(stack, "tasks", "upload", "cli-fab", "--file", str(as_zip)).returncode == 0
+    mixed = agata(stack, "tasks", "upload", "cli-fab", "--file", str(fab),
+                  "--file", str(REPO_ROOT / "tasks" / "app_numpy" / "pyproject.toml"))
+    assert mixed.returncode == 2 and "alone" in mixed.stderr
+    broken = tmp_path / "broken.fab"
+    broken.write_bytes(b"not a zip")
+    refused = agata(stack, "tasks", "create", "--id", "cli-fab-bad", "--file", str(broken))
+    assert refused.returncode == 2 and "broken.fab: not a zip archive" in refused.stderr
+    assert agata(stack, "tasks", "show", "cli-fab-bad").returncode == 4  # nothing created

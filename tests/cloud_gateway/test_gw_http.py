@@ -204,6 +204,8 @@ async def test_openapi_document_lists_exposed_rpcs_only(gateway: Gateway) -> Non
                   "StartTaskRequest", "Task", "ErrorBody"):
         assert model in schemas, model
     assert "selection_criteria" in schemas["CreateTaskRequest"]["properties"]
+    assert "port" in schemas["CreateTaskRequest"]["properties"]  # optional (issue 21)
+    assert "port" not in schemas["CreateTaskRequest"].get("required", [])
     text = json.dumps(document)
     assert "rpc_exec_download_task_file" not in text
     assert "DownloadTaskFileRequest" not in schemas and "TaskFileContent" not in schemas

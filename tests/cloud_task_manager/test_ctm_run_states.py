@@ -24,7 +24,7 @@ def engine(database_url: str, tmp_path: Path) -> Iterator[Engine]:
 def test_only_a_newer_checkpoint_of_the_latest_run_is_kept(engine: Engine) -> None:
     states = RunStates(engine, max_checkpoint_bytes=100)
     with states._sessions.begin() as session:
-        session.add(TaskRecord(id="t", host="127.0.0.1", port=1, credential_hash="h",
+        session.add(TaskRecord(id="t", host="127.0.0.1", own_port=1, credential_hash="h",
                                credential_nonce="n"))
         session.flush()
         RunStates.begin(session, "t", 1, {"num-server-rounds": 5})
@@ -43,3 +43,29 @@ def test_only_a_newer_checkpoint_of_the_latest_run_is_kept(engine: Engine) -> No
         RunStates.begin(session, "t", 2, {})
     fresh = states.get("t", 2)
     assert fresh is not None and fresh.checkpoint is None and fresh.checkpoint_round is None
+
+
+def test_the_copier_copies_a_runs_newest_checkpoint_and_skips_the_overtaken(
+        tmp_path: Path) -> None:
+    import threading
+
+    from cloud_task_manager.run_states import CheckpointCopier, PendingCheckpoint
+
+    release = threading.Event()
+    copied: list[int] = []
+
+    def keep(checkpoint: PendingCheckpoint) -> str | None:
+        release.wait(10)
+        copied.append(checkpoint.rounds_done)
+        return None
+
+    copier = CheckpointCopier(keep, duty=1.0)
+    for rounds_done in (1, 2, 3, 4):
+        copier.submit(PendingCheckpoint(tmp_path / "c.npz", "t", 1, rounds_done, "r"))
+    release.set()
+    assert copier.flush(10)
+    assert copied[-1] == 4 and not {2, 3} & set(copied)  # overtaken while 1 or 4 was copied
+    copier.submit(PendingCheckpoint(tmp_path / "c.npz", "t", 1, 5, "r"))
+    copier.forget("t", 1)
+    copier.close()
+    assert 5 not in copied

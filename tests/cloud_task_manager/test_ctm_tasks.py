@@ -258,7 +258,7 @@ def test_offers_running_matching_tasks_without_any_stored_secret(
                               "selection_criteria": "data_qnt >= 30 and 'camera' in sensors",
                               "client_arguments": {"epochs": 2, "lr": 0.01},
                               "tags": ["vision"]})
-    record(CREATE_TASK.name, {"task_id": "open", "port": 7501})
+    record(CREATE_TASK.name, {"task_id": "open"})  # no port of its own
     record(CREATE_TASK.name, {"task_id": "idle", "port": 7502})  # never started
     model = b"weights" * 100
     for task_id in ("vision", "open", "idle"):
@@ -271,6 +271,7 @@ def test_offers_running_matching_tasks_without_any_stored_secret(
     small = record(CLIENT_REQUESTING_TASK.name, {"client_id": "small"})["tasks"]
     assert sorted(offer["task_id"] for offer in cam) == ["open", "vision"]
     assert [offer["task_id"] for offer in small] == ["open"]
+    assert small[0]["port"] is None
     vision = next(offer for offer in cam if offer["task_id"] == "vision")
     assert (vision["host"], vision["port"]) == ("10.0.0.5", 7500)
     assert vision["client_arguments"] == {"epochs": 2, "lr": 0.01}

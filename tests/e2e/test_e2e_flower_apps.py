@@ -23,6 +23,7 @@ from experiments.stack import TASKS_DIR, Api, Stack, first_event, read_events
 NUMPY_APP = TASKS_DIR / "app_numpy"
 DIGITS_APP = TASKS_DIR / "app_digits"
 ERROR_APP = TASKS_DIR / "app_error"
+LIST_METRICS_APP = Path(__file__).resolve().parents[1] / "apps" / "app_list_metrics"
 
 
 @pytest.fixture
@@ -148,6 +149,68 @@ def test_the_digits_app_learns_on_two_devices(stack: Stack) -> None:
     assert final["evaluate.accuracy"] > 0.6, final
     assert {f"evaluate.accuracy@{device}" for device in devices} <= set(final)
     assert final["train.loss"] < rounds[0]["metrics"]["train.loss"]
+
+
+def test_list_metrics_are_recorded_element_by_element(stack: Stack) -> None:
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("lists", LIST_METRICS_APP, free_port(), devices=2)
+    api.post("/rpc_exec_start_server_task", {"task_id": "lists"})
+    task = ended(api, "lists")
+    assert task["status"] == "finished", task
+    rounds = api.get("/api/tasks/lists/metrics")["rounds"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for entry in rounds:
+        metrics = entry["metrics"]
+        # partitions 0 and 1 evaluate [0, .1, .2] and [.1, .2, .3], weighted equally
+        for index, mean in enumerate((0.05, 0.15, 0.25)):
+            assert metrics[f"evaluate.recall[{index}]"] == pytest.approx(mean), metrics
+        assert metrics["evaluate.accuracy"] == pytest.approx(0.5)
+        assert metrics["train.epoch-losses[0]"] == pytest.approx(1.5), metrics
+        assert metrics["train.epoch-losses[1]"] == pytest.approx(1.0), metrics
+        own = sorted(metrics[f"evaluate.recall[2]@{device}"] for device in devices)
+        assert own == pytest.approx([0.2, 0.3]), metrics
+
+
+def test_a_device_missing_a_dependency_of_the_app_reports_setup_failed_naming_it(
+        stack: Stack, tmp_path: Path) -> None:
+    app = tmp_path / "needsdeps"
+    shutil.copytree(NUMPY_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = app / "pyproject.toml"
+    manifest.write_text(manifest.read_text().replace(
+        'dependencies = ["flwr>=1.41", "numpy>=1.26"]',
+        'dependencies = ["flwr>=1.41", "numpy>=1.26", "agata-no-such-dist>=1.0"]'))
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("needsdeps", app, free_port(), devices=2)
+    api.post("/rpc_exec_start_server_task", {"task_id": "needsdeps"})
+
+    def setup_failures() -> list[dict[str, Any]] | None:
+        found = [r for r in reports(api, "needsdeps") if r["status"] == "setup_failed"]
+        return found if len(found) >= 2 else None
+
+    failures = wait_for(setup_failures, 30, "both devices' setup failures")
+    assert sorted(r["client_id"] for r in failures) == sorted(devices)
+    assert all(r["reason"] == "setup: agata-no-such-dist (import agata_no_such_dist) cannot be "
+               "imported on this device ([project] dependencies)" for r in failures), failures
+    assert not [r for r in reports(api, "needsdeps") if r["status"] == "started"]
+    api.post("/rpc_exec_stop_server_task", {"task_id": "needsdeps"})
+
+
+def test_a_task_without_a_port_trains_through_the_gateway(stack: Stack) -> None:
+    api = stack.start_cloud()
+    devices = stack.start_clients()
+    stack.create_task("portless", NUMPY_APP, None, devices=2,
+                      server_arguments={"num-server-rounds": 2})
+    assert api.get("/api/tasks/portless")["port"] is None
+    api.post("/rpc_exec_start_server_task", {"task_id": "portless"})
+    assert ended(api, "portless")["status"] == "finished"
+    finals = final_reports(api, "portless", 2)
+    assert sorted(r["client_id"] for r in finals) == sorted(devices)
+    assert all(r["status"] == "finished" for r in finals), finals
+    gateway_log = (stack.out_dir / "logs" / "cloud_gateway.log").read_text()
+    assert all(f"device {device} joined run 1 of task portless through this gateway"
+               in gateway_log for device in devices)
 
 
 def test_a_device_whose_client_app_raises_moves_on_to_the_next_task(stack: Stack) -> None:

@@ -73,6 +73,8 @@ def test_replicas_own_hand_over_and_take_over_runs(tmp_path: Path, postgres_url:
         stack.processes.environ = stack.cloud_env
         other_gateway = Api(f"http://127.0.0.1:{port}", api.token)
         wait_for_http(f"http://127.0.0.1:{port}/health", 30)
+        # device-1 reaches the cloud, and its runs, through the second gateway
+        stack.client_envs[1]["AGATA_CLIENT_PARAMS_CLOUD_URL"] = other_gateway.url
         stack.start_clients()
         assert other_gateway.get("/api/clients")["total"] == 2
         for task_id, device in TASKS.items():
@@ -106,6 +108,12 @@ def test_replicas_own_hand_over_and_take_over_runs(tmp_path: Path, postgres_url:
             other_gateway.post("/rpc_exec_stop_server_task", {"task_id": "b"})
         assert task(api, "b")["replica"] == owner_first, "b never started on the first replica"
         training(api, "b", rounds(api, "b"))
+        # each gateway relays its own device to its run, whichever replica owns the run
+        logs = stack.out_dir / "logs"
+        assert f"device device-1 joined run {task(api, 'b')['runs']} of task b through this " \
+            "gateway" in (logs / "cloud_gateway_2.log").read_text()
+        assert "device device-0 joined run 1 of task a through this gateway" in \
+            (logs / "cloud_gateway.log").read_text()
         b_run = task(api, "b")["runs"]
 
         # the first replica dies: its run is taken over once its lease runs out, while the

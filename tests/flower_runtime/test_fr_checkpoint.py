@@ -105,15 +105,18 @@ def test_the_model_after_each_round_is_kept_and_reported(
     sent(read_end)  # "Started"
     keeper = Checkpointer(tmp_path, reporter)
     keeper.instructions_sent(instruction("train", 1, 0.0))  # the initial model: nothing done
+    keeper.flush()
     assert sent(read_end) == [] and not list(tmp_path.iterdir())
     for server_round in (1, 2, 3):
         keeper.replies_seen(server_round)  # the train replies: nothing held yet
         keeper.instructions_sent(instruction("evaluate", server_round, float(server_round)))
+        keeper.flush()
         assert sent(read_end) == [], "kept before the round's evaluation came back"
         keeper.replies_seen(server_round)
         if server_round < 3:
             keeper.instructions_sent(instruction("train", server_round + 1,
                                                  float(server_round)))  # the same model
+        keeper.flush()
         assert [(type(m), m.round) for m in sent(read_end)  # type: ignore[attr-defined]
                 ] == [(CheckpointMessage, server_round)]
     assert sorted(p.name for p in tmp_path.iterdir()) == [checkpoint_name(2), checkpoint_name(3)]
@@ -129,6 +132,7 @@ def test_an_evaluation_without_replies_is_kept_by_the_next_training(
     keeper = Checkpointer(tmp_path, reporter)
     keeper.instructions_sent(instruction("evaluate", 1, 1.0))
     keeper.instructions_sent(instruction("train", 2, 1.0))
+    keeper.flush()
     assert [m.round for m in sent(read_end)] == [1]  # type: ignore[attr-defined]
 
 
@@ -140,6 +144,7 @@ def test_a_resumed_run_numbers_its_checkpoints_after_the_rounds_done(
     keeper.instructions_sent(instruction("train", 1, 0.0))
     keeper.instructions_sent(instruction("evaluate", 1, 1.0))
     keeper.replies_seen(1)
+    keeper.flush()
     assert [m.round for m in sent(read_end)] == [6]  # type: ignore[attr-defined]
     assert [p.name for p in tmp_path.iterdir()] == [checkpoint_name(6)]
 
@@ -156,4 +161,5 @@ def test_instructions_without_a_round_or_arrays_are_not_kept(
     keeper.instructions_sent(Message(RecordDict({"arrays": ArrayRecord([np.ones(1)]),
                                                  "config": ConfigRecord({"server-round": 4})}),
                                      dst_node_id=7, message_type="query"))
+    keeper.flush()
     assert sent(read_end) == [] and not list(tmp_path.iterdir())

@@ -21,6 +21,8 @@ def unique(prefix: str) -> str:
 
 def fill(ui, values: dict[str, str]) -> None:
     for field_id, value in values.items():
+        ui.js("const fold = document.getElementById(arguments[0]).closest('details');"
+              "if (fold) fold.open = true;", field_id)  # an optional field folded away
         element = ui.find(f"#{field_id}")
         element.clear()
         element.send_keys(value)
@@ -41,9 +43,10 @@ def test_create_with_files_start_and_follow_the_run(ui):
     task_id = unique("webflow")
     server_py, client_py = stack.task_files(rounds=5, pause=0.8)
     ui.signed_in("create.html")
+    # The port is optional and folded away: the task is created without one.
+    assert ui.js("return document.getElementById('port').checkVisibility()") is False
     fill(ui, {
         "task_id": task_id,
-        "port": str(free_port()),
         "selection_criteria": "data_qnt >= 10 and 'camera' in sensors",
         "server_arguments": "rounds=5\nlearning-rate=0.01",
         "client_arguments": '{"epochs": 2, "note": "web"}',
@@ -61,6 +64,7 @@ def test_create_with_files_start_and_follow_the_run(ui):
     assert task["tags"] == ["web", "browser"]
     assert sorted(f["name"] for f in task["files"]) == ["client.py", "server.py"]
     assert "server.py" in ui.text("#task-files")
+    assert task["port"] is None and "null" not in ui.text("#content")
 
     ui.find("#start-button").click()
     ui.wait(lambda: ui.text("#task-status") == "running", "status running")
@@ -183,6 +187,9 @@ def test_create_form_works_with_the_keyboard_only(ui):
 
     type_here(task_id)
     tab_to("host")  # keeps its default 127.0.0.1
+    ui.driver.switch_to.active_element.send_keys(Keys.TAB)  # the optional port's fold
+    assert ui.js("return document.activeElement.tagName") == "SUMMARY"
+    type_here(Keys.ENTER)  # unfolds it
     tab_to("port")
     type_here("70000")
     type_here(Keys.ENTER)  # Enter in a text field submits the form
@@ -365,4 +372,45 @@ def test_a_folder_is_checked_before_anything_is_sent(ui):
     ui.find("#upload-form button[type=submit]").click()
     ui.wait(lambda: "a folder or at least one file" in ui.field_error("files"),
             "the nothing-chosen error")
+    ui.no_alert()
+
+
+LIST_METRIC_SERVER = """\
+from task_daemon_lib import TaskReporter
+
+reporter = TaskReporter()
+for task_round in (1, 2):
+    # A Flower App's list metric arrives element by element (flower_runtime.metrics).
+    reporter.send_stats(task_round, accuracy=0.4 * task_round, **{
+        "evaluate.recall[0]": 0.1 * task_round, "evaluate.recall[1]": 0.2 * task_round,
+        "evaluate.recall[10]": 0.3 * task_round, "evaluate.recall[1]@dev-a": 0.5})
+reporter.send_info("Finished")
+"""
+
+
+def test_a_list_metric_is_one_chart_with_a_series_per_element(ui):
+    stack = ui.stack
+    task_id = unique("weblist")
+    stack.api.post("/api/tasks", {"task_id": task_id})
+    server = stack.files_dir / task_id / "server.py"
+    server.parent.mkdir(parents=True)
+    server.write_text(LIST_METRIC_SERVER)
+    stack.api.upload_files(task_id, [server])
+    stack.api.post(f"/api/tasks/{task_id}/start", {})
+    ui.signed_in(f"task.html?id={task_id}")
+    ui.wait(lambda: ui.text("#task-status") == "finished", "status finished", timeout=20)
+    ui.wait(lambda: chart_points(ui, "accuracy") == 2, "two rounds of accuracy")
+    charts = ui.js("return [...document.querySelectorAll('.chart')].map(c => c.dataset.metric)")
+    assert charts == ["accuracy", "evaluate.recall", "evaluate.recall@dev-a"]
+    recall = ".chart[data-metric='evaluate.recall']"
+    assert ui.js(f"return [...document.querySelectorAll(\"{recall} path.series-line\")]"
+                 ".map(p => p.dataset.series)") == [
+        "evaluate.recall[0]", "evaluate.recall[1]", "evaluate.recall[10]"]
+    assert ui.js(f"return [...document.querySelectorAll(\"{recall} .chart-legend li\")]"
+                 ".map(li => li.innerText.trim())") == [
+        "evaluate.recall[0]", "evaluate.recall[1]", "evaluate.recall[10]"]
+    assert ui.js(f"return document.querySelectorAll(\"{recall} circle.series-point\").length"
+                 ) == 6
+    assert ui.js("return document.querySelector(\"" + recall + " circle[data-series="
+                 "'evaluate.recall[1]'][data-round='2']\").dataset.value") == "0.4"
     ui.no_alert()

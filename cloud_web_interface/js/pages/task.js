@@ -10,6 +10,7 @@ import {
   chips,
   clientUrl,
   el,
+  endpoint,
   every,
   formatBytes,
   getSchemas,
@@ -57,7 +58,7 @@ function kindText(task) {
 function definition(task) {
   const rows = [
     ["Kind", kindText(task)],
-    ["Server", el("code", {}, `${task.host}:${task.port}`)],
+    ["Server", el("code", {}, endpoint(task))],
     ["Devices per run", String(task.devices)],
     ["Run deadline", task.deadline_s === null || task.deadline_s === undefined
       ? el("span", { class: "muted" }, "the cloud's default")

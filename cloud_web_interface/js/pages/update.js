@@ -26,7 +26,7 @@ initPage(async () => {
   const fill = (task) => {
     const field = (name) => form.elements.namedItem(name);
     field("host").value = task.host;
-    field("port").value = String(task.port);
+    field("port").value = task.port === null ? "" : String(task.port);
     field("selection_criteria").value = task.selection_criteria;
     field("server_arguments").value = formatArguments(task.server_arguments);
     field("client_arguments").value = formatArguments(task.client_arguments);

@@ -1,0 +1,1 @@
+"""A Flower App reporting list-valued metrics (tests only)."""

@@ -1,0 +1,121 @@
+"""The run socket's framing: messages cross whole, in bounded frames, never over their limit."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app.message.message import make_message
+from flwr.app.metadata import Metadata
+
+from flower_runtime import wire
+
+
+def _message(arrays: list[np.ndarray], **config: int | str | bytes) -> Message:
+    content = RecordDict({"arrays": ArrayRecord(arrays), "config": ConfigRecord(dict(config)),
+                          "metrics": MetricRecord({"loss": 0.5, "per_class": [0.1, 0.2]})})
+    metadata = Metadata(run_id=7, message_id="m1", src_node_id=1, dst_node_id=42,
+                        reply_to_message_id="", group_id="3", created_at=1.0, ttl=60.0,
+                        message_type="train")
+    return make_message(metadata=metadata, content=content)
+
+
+def _frames(outgoing: wire.Outgoing) -> list[bytes]:
+    return [bytes(chunk) for chunk in wire.chunks(outgoing.parts)]
+
+
+def _roundtrip(message: Message, limit: int = 1 << 30) -> tuple[Message, list[bytes]]:
+    outgoing = wire.encode(message)
+    inbox = wire.Inbox(limit)
+    assert inbox.text(outgoing.head) is None
+    frames = _frames(outgoing)
+    decoded = [inbox.binary(frame) for frame in frames]
+    assert all(item is None for item in decoded[:-1])
+    assert isinstance(decoded[-1], Message)
+    return decoded[-1], frames
+
+
+def test_a_message_crosses_whole_in_bounded_frames() -> None:
+    big = np.arange(3 * wire.CHUNK_BYTES // 8 + 5, dtype=np.float64)
+    small = np.ones((3, 4), dtype=np.float32)
+    message = _message([small, big, small * 2], server_round=3, blob=b"\x00\x01")
+    back, frames = _roundtrip(message)
+    assert max(len(frame) for frame in frames) <= wire.CHUNK_BYTES
+    assert len(frames) >= 3
+    arrays = back.content["arrays"].to_numpy_ndarrays()
+    np.testing.assert_array_equal(arrays[1], big)
+    np.testing.assert_array_equal(arrays[2], small * 2)
+    assert list(back.content.keys()) == ["arrays", "config", "metrics"]
+    assert back.content["config"]["blob"] == b"\x00\x01"
+    assert back.content["metrics"]["per_class"] == [0.1, 0.2]
+    assert back.metadata.message_type == "train"
+    assert back.metadata.group_id == "3"
+    assert back.metadata.dst_node_id == 42
+
+
+def test_the_arrays_own_bytes_are_sent_not_copies() -> None:
+    message = _message([np.zeros(2 * wire.CHUNK_BYTES, dtype=np.uint8)])
+    outgoing = wire.encode(message)
+    array = next(iter(message.content["arrays"].values()))
+    assert any(part is array.data for part in outgoing.parts)
+    views = [c for c in wire.chunks(outgoing.parts) if isinstance(c, memoryview)]
+    assert views and all(view.obj is array.data for view in views)
+
+
+def test_an_error_message_crosses() -> None:
+    from flwr.app import Error
+
+    instruction = _message([np.zeros(1)])
+    error = make_message(metadata=instruction.metadata, error=Error(code=3, reason="boom"))
+    back, _ = _roundtrip(error)
+    assert back.has_error() and back.error.reason == "boom"
+
+
+def test_a_message_over_the_runs_limit_is_refused_at_its_head() -> None:
+    outgoing = wire.encode(_message([np.zeros(10_000)]))
+    with pytest.raises(wire.WireError, match="over this run's limit"):
+        wire.Inbox(1000).text(outgoing.head)
+
+
+def test_frames_beyond_the_announced_size_are_refused() -> None:
+    outgoing = wire.encode(_message([np.zeros(100)]))
+    inbox = wire.Inbox(1 << 20)
+    inbox.text(outgoing.head)
+    with pytest.raises(wire.WireError, match="more message bytes"):
+        inbox.binary(b"x" * (wire.MessageHead.model_validate_json(outgoing.head).total + 1))
+
+
+@pytest.mark.parametrize("frame", ['{"type":"message","proto_bytes":-1,"table_bytes":0,'
+                                   '"array_bytes":0}', "not json", '{"type":"welcome"}'])
+def test_bad_heads_are_wire_errors(frame: str) -> None:
+    with pytest.raises(wire.WireError):
+        wire.Inbox(1 << 20).text(frame)
+
+
+def test_binary_without_a_head_is_a_wire_error() -> None:
+    with pytest.raises(wire.WireError, match="without a message head"):
+        wire.Inbox(1 << 20).binary(b"abc")
+
+
+def test_a_lying_array_table_is_a_wire_error() -> None:
+    outgoing = wire.encode(_message([np.zeros(4)]))
+    head = wire.MessageHead.model_validate_json(outgoing.head)
+    proto, table = outgoing.parts[0], bytes(outgoing.parts[1])
+    parsed = json.loads(table)
+    parsed["arrays"]["arrays"][0][4] += 8
+    lying = json.dumps(parsed).encode()
+    forged = wire.MessageHead(proto_bytes=head.proto_bytes, table_bytes=len(lying),
+                              array_bytes=head.array_bytes)
+    inbox = wire.Inbox(1 << 20)
+    inbox.text(forged.model_dump_json())
+    with pytest.raises(wire.WireError):
+        inbox.binary(bytes(proto) + lying + b"".join(bytes(p) for p in outgoing.parts[2:]))
+
+
+def test_chunks_join_small_parts_and_keep_order() -> None:
+    parts = [b"a" * 3, b"b" * 10, b"c" * 2, b"d"]
+    frames = [bytes(c) for c in wire.chunks(parts, size=4)]
+    assert b"".join(frames) == b"aaabbbbbbbbbbccd"
+    assert all(len(f) <= 4 for f in frames)
