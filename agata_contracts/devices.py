@@ -16,8 +16,8 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict, Field
 
 from agata_contracts.common import ClientId
+from agata_contracts.rpc import Audience, RpcSpec
 from agata_contracts.users import SERVICE
-from microservice_interconnect import Audience, RpcSpec
 
 MAX_JOIN_TTL_S: Final = 30 * 24 * 3600
 SECRET_FIELD: Final = Field(min_length=32, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")

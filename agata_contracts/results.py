@@ -16,8 +16,8 @@ from typing import Final
 from pydantic import Base64Bytes, BaseModel, ConfigDict, Field
 
 from agata_contracts.common import MAX_RUN, ClientId, TaskId, TaskPath
+from agata_contracts.rpc import Audience, RpcSpec
 from agata_contracts.tasks import SERVICE
-from microservice_interconnect import Audience, RpcSpec
 
 SERVER_FOLDER: Final = "server"
 DEVICES_FOLDER: Final = "devices"

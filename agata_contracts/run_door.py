@@ -20,7 +20,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from agata_contracts.common import ClientId, TaskId
-from microservice_interconnect import Audience, RpcSpec
+from agata_contracts.rpc import Audience, RpcSpec
 
 SERVICE = "cloud_task_manager"
 RUN_ROUTE = "/api/runs/{task_id}/{run}/flower"

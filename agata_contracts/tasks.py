@@ -22,7 +22,7 @@ from agata_contracts.common import (
     TaskPath,
 )
 from agata_contracts.criteria import CLIENT_ATTRIBUTES, CriteriaError, compile_criteria
-from microservice_interconnect import Audience, RpcSpec
+from agata_contracts.rpc import Audience, RpcSpec
 
 SERVICE = "cloud_task_manager"
 

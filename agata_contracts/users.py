@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agata_contracts.common import MAX_OFFSET, ClientId, SensorName
 from agata_contracts.criteria import CLIENT_ATTRIBUTES
-from microservice_interconnect import Audience, RpcSpec
+from agata_contracts.rpc import Audience, RpcSpec
 
 SERVICE = "user_manager"
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from pydantic import BaseModel
 
@@ -48,7 +48,16 @@ from flower_runtime.jobs import WorkerJob
 from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.spec import RpcSpec
-from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
+from task_daemon_lib.executors import (
+    Executor,
+    OnExit,
+    OnMessage,
+    OnOutput,
+    ProcessSpec,
+    SubprocessExecutor,
+    TaskProcess,
+)
+from task_daemon_lib.launcher import start_task_process
 from task_daemon_lib.messages import (
     INFO_FIRST_TRAIN,
     INFO_RUN_FULL,
@@ -88,6 +97,14 @@ def _server_port(offer: TaskOffer) -> int:
     if offer.port is None:
         raise ValueError(f"the offer of task {offer.task_id} names no port of its server")
     return offer.port
+
+
+class _Callbacks(TypedDict):
+    """Where a run's task process reports, writes and exits to."""
+
+    on_message: OnMessage
+    on_output: OnOutput
+    on_exit: OnExit
 
 
 @dataclass
@@ -363,42 +380,37 @@ class ClientTaskManager:
             raise ValueError(f"the task has no {CLIENT_SCRIPT}")
         arguments = [*script_arguments(offer.host, _server_port(offer), offer.client_arguments),
                      "--client-id", self.client_id]
-        task_id, run = offer.task_id, offer.run
-        child = self.executor.process(
+        return start_task_process(ProcessSpec(
             python_argv(folder / CLIENT_SCRIPT, *arguments),
             cwd=folder,
             env=task_environ({RESULTS_DIR_ENV: str(results.folder.resolve()),
                               REPORT_SPOOL_ENV: str(results.spool.resolve())}),
-            on_message=lambda message: self._on_child_message(task_id, run, message),
-            on_output=results.log,
-            on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
-            name=f"task {task_id} client",
-        )
-        child.start()
-        return child
+            name=f"task {offer.task_id} client",
+            **self._child_callbacks(offer, results),
+        ), self.executor)
 
     def _start_app_worker(self, offer: TaskOffer, folder: Path,
                           results: RunResults) -> TaskProcess:
-        task_id, run = offer.task_id, offer.run
-        child = self.warm.take(
-            f"task {task_id} ClientApp",
-            on_message=lambda message: self._on_child_message(task_id, run, message),
-            on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
-            on_output=results.log,
-            image=results.lifecycle.image,
-            task_dir=folder,
-            results_dir=results.folder,
-        )
         job = WorkerJob(app=folder, cloud_url=self.cloud_url, cloud_ca_file=self.cloud_ca_file,
-                        task_id=task_id, run=run,
+                        task_id=offer.task_id, run=offer.run,
                         client_id=self.client_id, credential=offer.download_credential,
                         node_config=self.node_config, results_dir=results.folder)
-        try:
-            child.send_input(job.model_dump_json())
-        except OSError:
-            child.request_stop(self.stop_grace_s)
-            raise
-        return child
+        return start_task_process(ProcessSpec(
+            self.warm.argv, cwd=folder, env=self.warm.env,
+            name=f"task {offer.task_id} ClientApp",
+            image=results.lifecycle.image, task_dir=folder, results_dir=results.folder,
+            **self._child_callbacks(offer, results),
+        ), self.executor, warm=self.warm, job=job.model_dump_json(),
+            stop_grace_s=self.stop_grace_s)
+
+    def _child_callbacks(self, offer: TaskOffer, results: RunResults) -> _Callbacks:
+        """Where the run's task process reports, writes and exits to."""
+        task_id, run = offer.task_id, offer.run
+        return _Callbacks(
+            on_message=lambda message: self._on_child_message(task_id, run, message),
+            on_output=results.log,
+            on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
+        )
 
     # -- children ----------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from aiohttp import web
 
 from agata_common.config import GatewaySettings
 from agata_contracts.common import CLIENT_ID_PATTERN
-from microservice_interconnect import Audience, Forbidden
+from agata_contracts.rpc import Audience
+from microservice_interconnect import Forbidden
 
 _CLIENT_ID = re.compile(CLIENT_ID_PATTERN)
 _SECRET = re.compile(r"^[A-Za-z0-9_-]{32,128}$")

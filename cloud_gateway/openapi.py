@@ -10,8 +10,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from agata_contracts.devices import DeviceCredential, JoinRequest
+from agata_contracts.rpc import Audience
 from cloud_gateway.routes import EXPOSED_RPCS, REST_ROUTES
-from microservice_interconnect import Audience
 
 _REF = "#/components/schemas/{model}"
 

@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from agata_contracts.results import READ_RESULT, RESULTS_ARCHIVE
+from agata_contracts.rpc import Audience
 from cloud_gateway.app import AUTH, call_rpc
-from microservice_interconnect import Audience, BadRequest
+from microservice_interconnect import BadRequest
 
 _OPERATOR = frozenset({Audience.OPERATOR})
 SAFE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",

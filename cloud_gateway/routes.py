@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agata_contracts import devices, results, tasks, users
-from microservice_interconnect import Audience, RpcSpec
+from agata_contracts.rpc import Audience, RpcSpec
 
 ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + devices.RPCS + tasks.RPCS + results.RPCS
 RPCS_BY_NAME: dict[str, RpcSpec[Any, Any]] = {spec.name: spec for spec in ALL_RPCS}

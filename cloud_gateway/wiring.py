@@ -98,8 +98,9 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     app[SCHEMAS] = json.dumps(request_schemas()).encode()
     if not gateway.api_token:
         logger.warning("no api_token configured: operator routes refuse every request")
-    if not gateway.client_token:
-        logger.warning("no client_token configured: client routes refuse every request")
+    if gateway.shared_client_token and not gateway.client_token:
+        logger.warning("shared_client_token is on but no client_token is configured: client "
+                       "routes accept only each device's own credential")
 
     async def start_link(app: web.Application) -> None:
         link = AmqpLink(config.server_broker, name="cloud_gateway",

@@ -28,10 +28,10 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import sessionmaker
 
 from agata_common.database import database_now
+from agata_contracts.rpc import Audience, RpcSpec
 from agata_contracts.tasks import Task, TaskIdRequest
 from cloud_task_manager.models import ReplicaRecord
 from microservice_interconnect.service import rpc
-from microservice_interconnect.spec import Audience, RpcSpec
 
 logger = logging.getLogger(__name__)
 

@@ -183,6 +183,16 @@ class CheckpointCopier:
                                         daemon=True)
         self._thread.start()
 
+    def copy_now(self, checkpoint: PendingCheckpoint) -> None:
+        """Copy this (small) checkpoint in the caller's thread, dropping an older one of its
+        run still waiting (a newer copy is never overwritten by an older one)."""
+        with self._changed:
+            key = (checkpoint.task_id, checkpoint.run)
+            waiting = self._pending.get(key)
+            if waiting is not None and waiting.rounds_done <= checkpoint.rounds_done:
+                del self._pending[key]
+        self._copy_one(checkpoint)
+
     def submit(self, checkpoint: PendingCheckpoint) -> None:
         """Copy this checkpoint (replacing an older one of its run still waiting)."""
         with self._changed:
@@ -216,6 +226,17 @@ class CheckpointCopier:
             self._changed.notify_all()
         self._thread.join(5)
 
+    def _copy_one(self, checkpoint: PendingCheckpoint) -> None:
+        try:
+            why = self._keep(checkpoint)
+        except Exception:
+            logger.exception("task %s run %d: checkpoint after round %d not kept",
+                             checkpoint.task_id, checkpoint.run, checkpoint.rounds_done)
+            return
+        if why is not None:
+            logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
+                           checkpoint.task_id, checkpoint.run, checkpoint.rounds_done, why)
+
     def _due(self) -> tuple[PendingCheckpoint | None, float | None]:
         """The next checkpoint whose turn it is, else how long until one's turn."""
         now = time.monotonic()
@@ -240,16 +261,7 @@ class CheckpointCopier:
                 del self._pending[key]
                 self._busy = True
             began = time.monotonic()
-            try:
-                why = self._keep(checkpoint)
-            except Exception:
-                logger.exception("task %s run %d: checkpoint after round %d not kept",
-                                 checkpoint.task_id, checkpoint.run, checkpoint.rounds_done)
-            else:
-                if why is not None:
-                    logger.warning("task %s run %d: checkpoint after round %d not kept: %s",
-                                   checkpoint.task_id, checkpoint.run, checkpoint.rounds_done,
-                                   why)
+            self._copy_one(checkpoint)
             with self._changed:
                 took = time.monotonic() - began
                 self._copied_at[key] = time.monotonic() + took * (1 / self.duty - 1)

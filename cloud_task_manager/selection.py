@@ -32,9 +32,10 @@ class _Candidate:
 
 
 def _server_address(record: TaskRecord) -> tuple[str, int | None]:
-    """Where the run's server listens: its door (a script task's ``client.py`` connects there
-    itself; a Flower App's devices go through the gateway)."""
-    if record.door:
+    """Where a script task's ``client.py`` connects: its run's door. A Flower App's devices go
+    through the gateway, so its offer names only the task's own host and port (the door is
+    internal and never offered)."""
+    if record.door and kind_of(f.name for f in record.files) is TaskKind.SCRIPT:
         return split_address(record.door)
     return record.host, record.own_port
 

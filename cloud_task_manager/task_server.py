@@ -18,7 +18,8 @@ from agata_contracts.results import MAX_OUTPUT_LOG_BYTES
 from agata_contracts.tasks import SERVER_SCRIPT, TaskKind
 from flower_runtime import RUN_CREDENTIAL_ENV, SERVER_HOST_MODULE
 from flower_runtime.jobs import HostJob
-from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
+from task_daemon_lib.executors import Executor, ProcessSpec, SubprocessExecutor, TaskProcess
+from task_daemon_lib.launcher import start_task_process
 from task_daemon_lib.lines import OutputLog
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import (
@@ -107,11 +108,18 @@ class ServerProcesses:
         output = OutputLog(launch.results_dir / output_log_name("server"),
                            MAX_OUTPUT_LOG_BYTES, name, append=True) if launch.results_dir else None
 
+        held: list[TaskProcess] = []
+
+        def hold(child: TaskProcess) -> None:
+            with self._lock:
+                held.append(child)
+                self._children[launch.task_id] = child
+
         def exited(outcome: ChildOutcome) -> None:
             if output is not None:
                 output.close()
             with self._lock:
-                if self._children.get(launch.task_id) is child:
+                if held and self._children.get(launch.task_id) is held[0]:
                     del self._children[launch.task_id]
             self._on_exit(launch, outcome)
 
@@ -121,32 +129,22 @@ class ServerProcesses:
         with self._lock:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
-        if launch.kind is TaskKind.FLOWER_APP and self.warm is not None:
-            child = self.warm.take(name, report, exited, output, image=launch.image,
-                                   task_dir=launch.folder, results_dir=launch.results_dir)
-            with self._lock:
-                self._children[launch.task_id] = child
-            job = HostJob(arguments=launch.host_arguments(),
-                          run_credential=launch.run_credential)
-            try:
-                child.send_input(job.model_dump_json())
-            except OSError:
-                child.request_stop(self.stop_grace_s)
-                raise
-        else:
-            child = self.executor.process(launch.argv(), cwd=launch.folder, env=env,
-                                          on_message=report, on_output=output, on_exit=exited,
-                                          name=name, image=launch.image,
-                                          task_dir=launch.folder,
-                                          results_dir=launch.results_dir)
-            with self._lock:
-                self._children[launch.task_id] = child
-            try:
-                child.start()
-            except BaseException:
+        warm = launch.kind is TaskKind.FLOWER_APP and self.warm is not None
+        job = HostJob(arguments=launch.host_arguments(),
+                      run_credential=launch.run_credential).model_dump_json() if warm else None
+        spec = ProcessSpec(launch.argv(), cwd=launch.folder, env=env, name=name,
+                           on_message=report, on_output=output, on_exit=exited,
+                           image=launch.image, task_dir=launch.folder,
+                           results_dir=launch.results_dir)
+        try:
+            child = start_task_process(spec, self.executor, warm=self.warm,
+                                       job=job,
+                                       stop_grace_s=self.stop_grace_s, hold=hold)
+        except BaseException:
+            if not warm:  # a spare that refused its job is held until it exits
                 with self._lock:
                     self._children.pop(launch.task_id, None)
-                raise
+            raise
         assert child.pid is not None
         return child.pid
 
@@ -198,7 +196,7 @@ class ServerProcesses:
             else:
                 logger.info("task %s trigger %s %s", task_id, script.name, outcome.status)
 
-        trigger = self.executor.process(
+        start_task_process(ProcessSpec(
             python_argv(script, *([arguments] if arguments else [])),
             cwd=script.parent,
             env=task_environ(),
@@ -207,8 +205,7 @@ class ServerProcesses:
             require_finished=False,
             task_dir=script.parent,
             results_dir=results_dir,
-        )
-        trigger.start()
+        ), self.executor)
 
 
 def kill_orphan(pid: int, folder: Path) -> bool:

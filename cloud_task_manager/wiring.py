@@ -32,7 +32,7 @@ from cloud_task_manager.replicas import (
 )
 from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.run_states import RunStates
-from cloud_task_manager.runs import RunController
+from cloud_task_manager.runs import Peers, RunController, RunTimings
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
@@ -82,15 +82,16 @@ def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
     executor = make_executor(section.executor, image=section.container_image,
                              cpus=section.container_cpus,
                              memory_mb=section.container_memory_mb)
-    runs = RunController(records, storage, results, stop_grace_s=section.stop_grace_s,
+    timings = RunTimings(stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
                          default_deadline_s=section.default_deadline_s,
+                         lease_s=replicas.lease_s)
+    runs = RunController(records, storage, results, timings=timings,
+                         peers=Peers(replicas.replica_id, forward_stop, replicas.alive),
                          announce=announcer.publish, events=runtime.events,
                          executor=executor,
                          states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
-                         replica_id=replicas.replica_id, forward_stop=forward_stop,
-                         alive_replicas=replicas.alive, lease_s=replicas.lease_s,
                          data_plane=DataPlane(section.run_host, section.max_message_mb),
                          warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,

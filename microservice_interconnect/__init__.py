@@ -1,5 +1,6 @@
 """The only code that knows AMQP: one connection per process, RPC services and clients, events."""
 
+from agata_contracts.rpc import Audience, Empty, RpcSpec
 from microservice_interconnect.errors import (
     BadRequest,
     Conflict,
@@ -11,7 +12,6 @@ from microservice_interconnect.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from microservice_interconnect.spec import Audience, Empty, RpcSpec
 
 __all__ = [
     "Audience",

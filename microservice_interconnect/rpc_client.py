@@ -24,10 +24,10 @@ from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 from pydantic import BaseModel, ValidationError
 
+from agata_contracts.rpc import RequestT, ResponseT, RpcSpec
 from microservice_interconnect import wire
 from microservice_interconnect.errors import RpcError, RpcTimeout, ServiceUnavailable
 from microservice_interconnect.link import AmqpLink, await_callback
-from microservice_interconnect.spec import RequestT, ResponseT, RpcSpec
 
 logger = logging.getLogger(__name__)
 

@@ -24,11 +24,11 @@ from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 from pydantic import BaseModel, ValidationError
 
+from agata_contracts.rpc import RpcSpec
 from microservice_interconnect import wire
 from microservice_interconnect.errors import RpcError
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 from microservice_interconnect.link import AmqpLink, await_callback
-from microservice_interconnect.spec import RpcSpec
 
 logger = logging.getLogger(__name__)
 

@@ -1,46 +1,7 @@
-"""Declaring RPCs: each one is a name, a pydantic request model and a response model.
+"""The RPC declaration types the transport serves and calls, declared in the contracts' leaf
+module ``agata_contracts.rpc`` (re-exported here for the code that imports them from the
+transport)."""
 
-Services implement specs (``@rpc(SPEC)``), clients call them (``client.call(SPEC, request)``),
-the gateway routes and documents them: one declaration serves every side.
-"""
+from agata_contracts.rpc import Audience, Empty, RequestT, ResponseT, RpcSpec
 
-from __future__ import annotations
-
-from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Generic, TypeVar
-
-from pydantic import BaseModel, ConfigDict
-
-RequestT = TypeVar("RequestT", bound=BaseModel)
-ResponseT = TypeVar("ResponseT", bound=BaseModel)
-
-
-class Audience(StrEnum):
-    """Who may call an RPC through the gateway."""
-
-    OPERATOR = "operator"
-    CLIENT = "client"
-    INTERNAL = "internal"
-
-
-class Empty(BaseModel):
-    """A request or response without fields."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class RpcSpec(Generic[RequestT, ResponseT]):
-    """One RPC: its AGATA name, owning service, models, audience and a one-line summary."""
-
-    name: str
-    service: str
-    request: type[RequestT]
-    response: type[ResponseT]
-    summary: str
-    audiences: frozenset[Audience] = field(default_factory=lambda: frozenset({Audience.OPERATOR}))
-
-    def queue(self, prefix: str = "") -> str:
-        """The AMQP queue this RPC is served on (AGATA: the RPC's own name)."""
-        return f"{prefix}{self.name}"
+__all__ = ["Audience", "Empty", "RequestT", "ResponseT", "RpcSpec"]

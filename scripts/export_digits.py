@@ -3,8 +3,10 @@
 ``load_digits`` reads a file shipped inside scikit-learn, so nothing is downloaded.  The file
 holds ``pixels`` (1797 rows of 64 values 0..16, as scikit-learn has them) and ``labels``
 (0..9); JSON, because a Flower App Bundle carries only source and text files.  It is written
-to ``tasks/data/digits.json`` and copied into every task folder that reads it, because each
-task folder is uploaded (and run) on its own.
+to the shipped copy, ``tasks/app_digits/digitsapp/digits.json``, and copied into every other
+app that reads it: each task folder is uploaded (and run) on its own, and an app's upload
+leaves links out.  ``tasks/data/digits.json`` and ``tasks/task_digits/digits.json`` are links
+to the shipped copy.
 
 Usage: ``python scripts/export_digits.py [--root REPO_ROOT]``
 """
@@ -20,9 +22,10 @@ from pathlib import Path
 import numpy as np
 
 DATA_FILE = "digits.json"
-TASKS_NEEDING_DATA = ("app_digits/digitsapp",)
-"""Folders (under ``tasks/``) that get their own copy of the data (``task_digits`` links to
-the app's copy)."""
+SHIPPED = "app_digits/digitsapp"
+"""The folder (under ``tasks/``) of the one exported file."""
+COPIES = ("app_dcgan/dcganapp",)
+"""Folders (under ``tasks/``) of apps that carry a copy (an app's upload leaves links out)."""
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -50,11 +53,11 @@ def export(root: Path) -> list[Path]:
     """Write the data file under ``root/tasks``; return the paths written."""
     x, y = digits_arrays()
     data = json_bytes(x, y)
-    main = root / "tasks" / "data" / DATA_FILE
+    main = root / "tasks" / SHIPPED / DATA_FILE
     main.parent.mkdir(parents=True, exist_ok=True)
     main.write_bytes(data)
     written = [main]
-    for task in TASKS_NEEDING_DATA:
+    for task in COPIES:
         copy = root / "tasks" / task / DATA_FILE
         copy.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(main, copy)

@@ -1,16 +1,31 @@
 #!/usr/bin/env bash
 # Run the whole test suite (lint, type check, then pytest) on a prepared machine; prepares it first.
+# --quick: lint, type check and the unit tests only (marker "unit"), on an already prepared
+# machine (scripts/bootstrap.sh once); further arguments go to pytest either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/bootstrap.sh
-# The container tests need a Docker engine and the task image; without them they are skipped.
-if ! scripts/docker_engine.sh; then
-  echo "[test] no Docker engine (see above): the container tests will be skipped" >&2
+quick=false
+if [ "${1:-}" = "--quick" ]; then
+  quick=true
+  shift
+fi
+if $quick; then
+  [ -x .venv/bin/pytest ] || { echo "[test] no .venv: run scripts/bootstrap.sh first" >&2; exit 1; }
+else
+  scripts/bootstrap.sh
+  # The container tests need a Docker engine and the task image; without them they are skipped.
+  if ! scripts/docker_engine.sh; then
+    echo "[test] no Docker engine (see above): the container tests will be skipped" >&2
+  fi
 fi
 .venv/bin/ruff check .
 .venv/bin/mypy
 set +e
-.venv/bin/pytest "$@"
+if $quick; then
+  .venv/bin/pytest -m unit "$@"
+else
+  .venv/bin/pytest "$@"
+fi
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then

@@ -86,6 +86,28 @@ OnOutput = Callable[[str, str], None]
 OnExit = Callable[[ChildOutcome], None]
 
 
+@dataclass(frozen=True)
+class ProcessSpec:
+    """One task process to make: ``argv`` run in ``cwd`` with exactly ``env``, where its
+    reports, output lines and exit go, and, where containers are used, the ``image`` the task
+    asks for, the only task folder it sees (``task_dir``, read-only) and the only one it may
+    write (``results_dir``)."""
+
+    argv: Sequence[str]
+    cwd: Path
+    env: Mapping[str, str]
+    name: str = "task"
+    on_message: OnMessage | None = None
+    on_output: OnOutput | None = None
+    on_exit: OnExit | None = None
+    require_finished: bool = True
+    """Whether ending without ``Finished`` is a failure (a trigger script need not report)."""
+    stdin_pipe: bool = False
+    image: str | None = None
+    task_dir: Path | None = None
+    results_dir: Path | None = None
+
+
 class Executor(Protocol):
     """Makes (unstarted) task processes."""
 
@@ -93,15 +115,8 @@ class Executor(Protocol):
     """Whether processes may be started before their run is known (a container is given only
     its own run's folders, so it cannot)."""
 
-    def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
-                on_message: OnMessage | None = None, on_output: OnOutput | None = None,
-                on_exit: OnExit | None = None, name: str = "task",
-                require_finished: bool = True, stdin_pipe: bool = False,
-                image: str | None = None, task_dir: Path | None = None,
-                results_dir: Path | None = None) -> TaskProcess:
-        """A task process running ``argv`` in ``cwd`` with exactly ``env``. Where containers
-        are used: ``image`` is the one the task asks for, ``task_dir`` the only task folder it
-        sees (read-only) and ``results_dir`` the only one it may write."""
+    def process(self, spec: ProcessSpec) -> TaskProcess:
+        """An unstarted task process as ``spec`` describes it."""
 
     def unavailable(self, image: str | None = None) -> str | None:
         """Why a task (asking for ``image``) cannot run here; None when it can."""
@@ -112,16 +127,12 @@ class SubprocessExecutor:
 
     spares_allowed = True
 
-    def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
-                on_message: OnMessage | None = None, on_output: OnOutput | None = None,
-                on_exit: OnExit | None = None, name: str = "task",
-                require_finished: bool = True, stdin_pipe: bool = False,
-                image: str | None = None, task_dir: Path | None = None,
-                results_dir: Path | None = None) -> TaskProcess:
+    def process(self, spec: ProcessSpec) -> TaskProcess:
         """A :class:`ChildProcess`; ``image`` and the folders are not needed."""
-        return ChildProcess(argv, cwd=cwd, env=env, on_message=on_message, on_output=on_output,
-                            on_exit=on_exit, name=name, require_finished=require_finished,
-                            stdin_pipe=stdin_pipe)
+        return ChildProcess(spec.argv, cwd=spec.cwd, env=spec.env, on_message=spec.on_message,
+                            on_output=spec.on_output, on_exit=spec.on_exit, name=spec.name,
+                            require_finished=spec.require_finished,
+                            stdin_pipe=spec.stdin_pipe)
 
     def unavailable(self, image: str | None = None) -> str | None:
         """Always None: a child process needs nothing more."""
@@ -139,12 +150,7 @@ class DockerExecutor:
     limits: ContainerLimits | None = None
     spares_allowed = False
 
-    def process(self, argv: Sequence[str], *, cwd: Path, env: Mapping[str, str],
-                on_message: OnMessage | None = None, on_output: OnOutput | None = None,
-                on_exit: OnExit | None = None, name: str = "task",
-                require_finished: bool = True, stdin_pipe: bool = False,
-                image: str | None = None, task_dir: Path | None = None,
-                results_dir: Path | None = None) -> TaskProcess:
+    def process(self, spec: ProcessSpec) -> TaskProcess:
         """A :class:`~task_daemon_lib.containers.ContainerProcess` working in its task folder
         (``ValueError`` without the run's two folders)."""
         from task_daemon_lib.containers import (
@@ -154,17 +160,20 @@ class DockerExecutor:
             python_mounts,
         )
 
+        task_dir, results_dir = spec.task_dir, spec.results_dir
         if task_dir is None or results_dir is None:
-            raise ValueError(f"{name}: a container is started for one run only, with its task "
-                             "and results folders")
+            raise ValueError(f"{spec.name}: a container is started for one run only, with its "
+                             "task and results folders")
         results_dir.mkdir(parents=True, exist_ok=True)
-        spec = ContainerSpec(
-            task_dir=task_dir, results_dir=results_dir, image=image or self.image,
+        container = ContainerSpec(
+            task_dir=task_dir, results_dir=results_dir, image=spec.image or self.image,
             read_only_mounts=(*python_mounts(), *runtime_mounts()),
             network_mode="host", limits=self.limits or ContainerLimits(), working_dir=task_dir)
-        return ContainerProcess(argv, spec=spec, env=env, on_message=on_message,
-                                on_output=on_output, on_exit=on_exit, name=name,
-                                require_finished=require_finished, stdin_pipe=stdin_pipe)
+        return ContainerProcess(spec.argv, spec=container, env=spec.env,
+                                on_message=spec.on_message, on_output=spec.on_output,
+                                on_exit=spec.on_exit, name=spec.name,
+                                require_finished=spec.require_finished,
+                                stdin_pipe=spec.stdin_pipe)
 
     def unavailable(self, image: str | None = None) -> str | None:
         """Why a container of ``image`` (default: this executor's) cannot start here: no

@@ -10,19 +10,23 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from task_daemon_lib.executors import Executor, SubprocessExecutor, TaskProcess
+from task_daemon_lib.executors import (
+    Executor,
+    OnExit,
+    OnMessage,
+    OnOutput,
+    ProcessSpec,
+    SubprocessExecutor,
+    TaskProcess,
+)
 from task_daemon_lib.lines import log_output
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import ChildOutcome, task_environ
 
 logger = logging.getLogger(__name__)
-
-OnMessage = Callable[[ReportMessage], None]
-OnExit = Callable[[ChildOutcome], None]
-OnOutput = Callable[[str, str], None]
 
 
 class _Binding:
@@ -82,10 +86,10 @@ class WarmPool:
                results_dir: Path | None = None) -> tuple[TaskProcess, _Binding]:
         binding = _Binding(self.name)
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        child = self.executor.process(self.argv, cwd=self.work_dir, env=self.env,
-                                      on_message=binding.message, on_output=binding.output,
-                                      on_exit=binding.exited, name=self.name, stdin_pipe=True,
-                                      image=image, task_dir=task_dir, results_dir=results_dir)
+        child = self.executor.process(ProcessSpec(
+            self.argv, cwd=self.work_dir, env=self.env, name=self.name,
+            on_message=binding.message, on_output=binding.output, on_exit=binding.exited,
+            stdin_pipe=True, image=image, task_dir=task_dir, results_dir=results_dir))
         child.start()
         return child, binding
 
@@ -103,7 +107,7 @@ class WarmPool:
                     logger.warning("cannot start a spare %s: %s", self.name, exc)
                     return
 
-    def take(self, name: str, on_message: OnMessage, on_exit: OnExit,
+    def take(self, name: str, on_message: OnMessage | None, on_exit: OnExit | None,
              on_output: OnOutput | None = None, *, image: str | None = None,
              task_dir: Path | None = None, results_dir: Path | None = None) -> TaskProcess:
         """A started child bound to a run's callbacks (its output to ``on_output`` when given):

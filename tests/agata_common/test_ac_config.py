@@ -7,6 +7,8 @@ import pytest
 
 from agata_common.config import DEFAULT_CONFIG_PATH, ConfigError, env_name, load_settings
 
+pytestmark = pytest.mark.unit
+
 
 def write_ini(tmp_path: Path, text: str, name: str = "other.ini") -> Path:
     path = tmp_path / name

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from agata_common.paths import own_folder, write_new_file
+
+pytestmark = pytest.mark.unit
 
 
 def test_a_folder_replaced_by_a_link_is_made_again_without_following_it(tmp_path: Path) -> None:

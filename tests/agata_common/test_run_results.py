@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from agata_common import run_results
 from agata_common.run_results import gather_results
 from agata_contracts.lifecycle import NO_LIFECYCLE, read_lifecycle
+
+pytestmark = pytest.mark.unit
 
 
 def test_declared_files_are_gathered_in_path_order(tmp_path: Path) -> None:

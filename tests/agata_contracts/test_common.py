@@ -4,6 +4,8 @@ import pytest
 
 from agata_contracts.common import check_file_name, check_task_path
 
+pytestmark = pytest.mark.unit
+
 GOOD = ["server.py", "app/client_app.py", "a/b/c/d/e/f/g/h.py", "data_1.npz", "_init.py"]
 BAD = {
     "": "empty",

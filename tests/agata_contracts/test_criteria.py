@@ -27,6 +27,8 @@ from agata_contracts.criteria import (
     compile_criteria,
 )
 
+pytestmark = pytest.mark.unit
+
 CAMERA = {
     "id": "a",
     "data_qnt": 50,

@@ -13,6 +13,8 @@ from agata_contracts.lifecycle import (
     read_lifecycle,
 )
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_manifest_without_the_table_declares_nothing() -> None:
     assert read_lifecycle(b'[project]\nname = "x"\n') is NO_LIFECYCLE

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agata_contracts.tasks import TaskOffer
 from client_task_manager.scheduler import Policy, TaskBook
+
+pytestmark = pytest.mark.unit
 
 
 def offer(task_id: str, run: int = 1) -> TaskOffer:

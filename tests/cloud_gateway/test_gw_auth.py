@@ -10,6 +10,8 @@ from agata_common.config import GatewaySettings
 from cloud_gateway.auth import Authenticator
 from microservice_interconnect import Audience, Forbidden
 
+pytestmark = pytest.mark.unit
+
 SECRET = "s" * 43
 
 

@@ -13,6 +13,8 @@ from flwr.cli.build import build_fab_from_disk
 
 from cloud_task_manager.archives import ArchiveError, unpack_archive
 
+pytestmark = pytest.mark.unit
+
 LIMITS = {"max_file_bytes": 1000, "max_files": 5, "max_total_bytes": 2500}
 
 

@@ -19,7 +19,7 @@ from agata_common.database import utcnow
 from agata_contracts.tasks import GET_TASK_BY_ID, START_SERVER_TASK, STOP_SERVER_TASK, Task
 from cloud_task_manager.models import ReplicaRecord, TaskRecord
 from cloud_task_manager.replicas import Replicas
-from cloud_task_manager.runs import STOPPED_REASON, RunController
+from cloud_task_manager.runs import STOPPED_REASON, Peers, RunController
 from cloud_task_manager.task_server import ServerLaunch
 from microservice_interconnect import Conflict
 
@@ -55,8 +55,8 @@ def test_a_stop_for_a_run_a_live_replica_owns_is_handed_to_it(cloud: Cloud) -> N
         return task(cloud, task_id)
 
     other = RunController(manager.records, manager.storage, manager.results,
-                          replica_id="replica-b", forward_stop=forward,
-                          alive_replicas=lambda: {"replica-b", manager.runs.replica_id})
+                          peers=Peers("replica-b", forward_stop=forward,
+                                      alive=lambda: {"replica-b", manager.runs.replica_id}))
     new_task(cloud, "owned", SLEEPING_SERVER)
     cloud.client.call(START_SERVER_TASK, {"task_id": "owned"})
     try:
@@ -64,8 +64,8 @@ def test_a_stop_for_a_run_a_live_replica_owns_is_handed_to_it(cloud: Cloud) -> N
         assert handed == [(manager.runs.replica_id, "owned")]
         # an owner no replica hears from any more: the stop is recorded where it lands
         lonely = RunController(manager.records, manager.storage, manager.results,
-                               replica_id="replica-c", forward_stop=forward,
-                               alive_replicas=lambda: {"replica-c"})
+                               peers=Peers("replica-c", forward_stop=forward,
+                                           alive=lambda: {"replica-c"}))
         assert lonely.stop("owned").status.value == "stopped"
         assert len(handed) == 1
     finally:
@@ -84,7 +84,7 @@ def test_a_run_whose_owner_is_gone_is_claimed_by_one_replica(cloud: Cloud) -> No
         session.execute(update(TaskRecord).where(TaskRecord.id == "orphaned")
                         .values(status="running", runs=1, owner="replica-z"))
     claimers = [RunController(manager.records, manager.storage, manager.results,
-                              replica_id=name) for name in ("replica-x", "replica-y")]
+                              peers=Peers(name)) for name in ("replica-x", "replica-y")]
     try:
         assert claimers[0].take_over({"replica-x", "replica-y"}) == 1
         assert claimers[1].take_over({"replica-x", "replica-y"}) == 0
@@ -106,7 +106,7 @@ def test_a_replica_whose_lease_was_renewed_keeps_its_run(cloud: Cloud) -> None:
         session.execute(update(TaskRecord).where(TaskRecord.id == "kept")
                         .values(status="running", runs=1, owner="replica-back"))
     late = RunController(manager.records, manager.storage, manager.results,
-                         replica_id="replica-late")
+                         peers=Peers("replica-late"))
     # it read the replica as gone before the replica renewed: the claim still fails
     assert late.take_over(alive={"replica-late"}) == 0
     assert task(cloud, "kept").replica == "replica-back"
@@ -145,7 +145,7 @@ def test_a_stop_handed_to_a_replica_that_no_longer_owns_the_run_is_refused(cloud
     new_task(cloud, "moved", SLEEPING_SERVER)
     cloud.client.call(START_SERVER_TASK, {"task_id": "moved"})
     former = RunController(manager.records, manager.storage, manager.results,
-                           replica_id="replica-former")
+                           peers=Peers("replica-former"))
     try:
         with pytest.raises(Conflict, match=manager.runs.replica_id):
             former.stop("moved", forward=False)

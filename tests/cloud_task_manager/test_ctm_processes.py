@@ -32,7 +32,7 @@ from agata_contracts.tasks import (
 )
 from agata_contracts.users import UPDATE_USER_INFO
 from cloud_task_manager.models import TaskRecord
-from cloud_task_manager.runs import RESTART_REASON, SHUTDOWN_REASON, RunController
+from cloud_task_manager.runs import RESTART_REASON, SHUTDOWN_REASON, RunController, RunTimings
 from microservice_interconnect import BadRequest, Conflict, NotFound, Unauthorized, wire
 
 FINISHING_SERVER = """\
@@ -284,7 +284,7 @@ def test_a_restarted_manager_kills_the_orphaned_server(cloud: Cloud) -> None:
         set_running(cloud, "orphan", orphan.pid)
         manager = cloud.task_manager
         restarted = RunController(manager.records, manager.storage, manager.results,
-                                   stop_grace_s=2)
+                                   timings=RunTimings(stop_grace_s=2))
         try:
             restarted.reconcile()
             assert orphan.wait(10) < 0, "the orphan was not killed"

@@ -24,6 +24,8 @@ from flower_runtime.checkpoint import (
 from task_daemon_lib.messages import CheckpointMessage, parse_report_line
 from task_daemon_lib.task_reporter import TaskReporter
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture(autouse=True)
 def server_identity() -> None:

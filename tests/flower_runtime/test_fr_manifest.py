@@ -4,6 +4,8 @@ import pytest
 
 from flower_runtime.manifest import ManifestError, fuse_run_config, read_manifest
 
+pytestmark = pytest.mark.unit
+
 PYPROJECT = b"""
 [project]
 name = "numpyapp"

@@ -18,6 +18,8 @@ from microservice_interconnect.errors import (
     error_for_status,
 )
 
+pytestmark = pytest.mark.unit
+
 
 class Inner(BaseModel):
     level: int = Field(ge=0)

@@ -15,6 +15,8 @@ from task_daemon_lib.messages import (
     parse_report_line,
 )
 
+pytestmark = pytest.mark.unit
+
 ALL_MESSAGES = [
     InfoMessage(info="Started", time=1.5),
     StatsMessage(round=3, metrics={"accuracy": 0.91, "loss": 0.2}, time=2.0),

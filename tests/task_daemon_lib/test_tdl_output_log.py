@@ -9,6 +9,8 @@ import pytest
 
 from task_daemon_lib.lines import OutputLog
 
+pytestmark = pytest.mark.unit
+
 
 def test_the_output_log_stops_at_its_limit_and_says_so(tmp_path: Path) -> None:
     log = OutputLog(tmp_path / "output-x.txt", limit=20)

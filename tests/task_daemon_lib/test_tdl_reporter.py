@@ -18,6 +18,8 @@ from task_daemon_lib.messages import (
 )
 from task_daemon_lib.task_reporter import TaskReporter
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def pipe():

@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from task_daemon_lib.messages import ErrorMessage, InfoMessage, StatsMessage, encode_report
 from task_daemon_lib.spool import read_spool
+
+pytestmark = pytest.mark.unit
 
 
 def write(path: Path, *messages: object) -> None:

@@ -8,6 +8,8 @@ from task_daemon_lib.messages import ErrorMessage, InfoMessage, parse_report_lin
 from task_daemon_lib.task_main import run_task
 from task_daemon_lib.task_reporter import TaskReporter
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def reporter_and_reader():
