@@ -1,0 +1,161 @@
+"""Flower's Control API at the gateway: run ids and statuses, the FAB's facts, run config
+overrides, and every call refused without a CLI session's token (the operator token's too)."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from typing import Any
+
+import pytest
+from flwr.proto.control_pb2 import (
+    GetAuthTokensRequest,
+    GetAuthTokensResponse,
+    GetLoginDetailsRequest,
+    GetLoginDetailsResponse,
+    ListRunsRequest,
+    ListRunsResponse,
+    RefreshAuthTokensRequest,
+    RefreshAuthTokensResponse,
+    StartRunRequest,
+)
+from flwr.proto.transport_pb2 import Scalar
+from flwr_calls import control
+from support import OPERATOR_TOKEN, Gateway
+
+from cloud_gateway.flwr_runs import (
+    FabError,
+    app_config,
+    app_label,
+    check_run_id,
+    devices_for,
+    fab_manifest,
+    overrides_from,
+    run_id_of,
+    run_message,
+    task_id_of,
+)
+
+
+def test_flwr_cli_run_ids_are_task_ids_and_back() -> None:
+    assert task_id_of(42) == "flwr-42" and run_id_of("flwr-42") == 42
+    for task_id in ("flwr-0", "flwr-042", "flwr-x", "digits", "flwr-99999999999999999"):
+        assert run_id_of(task_id) is None, task_id
+    with pytest.raises(ValueError):
+        check_run_id(0)
+    with pytest.raises(ValueError):
+        check_run_id(2**53)
+
+
+@pytest.mark.parametrize(("status", "shown"), [
+    ("created", "pending"), ("running", "running"), ("finished", "finished:completed"),
+    ("failed", "finished:failed"), ("stopped", "finished:stopped")])
+def test_flwr_cli_run_status_is_flowers(status: str, shown: str) -> None:
+    task: dict[str, Any] = {
+        "id": "flwr-7", "status": status, "status_reason": "why", "tags": [
+            "flwr-app:agata/numpyapp==1.0.0"], "server_arguments": {"num-server-rounds": 2},
+        "created": "2026-12-07T03:00:00", "started_at": "2026-12-07T03:00:01+00:00",
+        "ended_at": "2026-12-07T03:00:05+00:00"}
+    run = run_message(task)
+    text = f"{run.status.status}:{run.status.sub_status}".rstrip(":")
+    assert (run.run_id, text) == (7, shown)
+    assert (run.fab_id, run.fab_version) == ("agata/numpyapp", "1.0.0")
+    assert run.pending_at == "2026-12-07T03:00:00+00:00"
+    assert run.override_config["num-server-rounds"].sint64 == 2
+    assert bool(run.finished_at) == shown.startswith("finished")
+    explained = shown in ("finished:failed", "finished:stopped")
+    assert run.status.details == ("why" if explained else "")
+
+
+def fab(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+MANIFEST = """[project]\nname = "numpyapp"\nversion = "1.0.0"\n[tool.flwr.app]
+publisher = "agata"\n[tool.flwr.app.config]\nnum-server-rounds = 3\nmin-nodes = 3\n"""
+
+
+def test_flwr_cli_fab_facts_and_the_runs_devices() -> None:
+    manifest = fab_manifest(fab({"pyproject.toml": MANIFEST, "numpyapp/a.py": ""}))
+    assert app_label(manifest) == "agata/numpyapp==1.0.0"
+    config = app_config(manifest)
+    assert devices_for(config, {}, None) == 3
+    assert devices_for(config, {"min-nodes": 4}, None) == 4
+    assert devices_for(config, {}, 5) == 5  # the federation config says so
+    assert devices_for({"num-server-rounds": 3}, {}, None) == 2
+    assert devices_for(config, {"min-nodes": True}, None) == 3
+    for broken in (b"not a zip", fab({"other.toml": ""}), fab({"pyproject.toml": "[x"})):
+        with pytest.raises(FabError):
+            fab_manifest(broken)
+
+
+def test_flwr_cli_run_config_overrides_become_server_arguments() -> None:
+    asked = StartRunRequest()
+    asked.override_config["num-server-rounds"].CopyFrom(Scalar(sint64=2))
+    asked.override_config["lr"].CopyFrom(Scalar(double=0.5))
+    asked.override_config["name"].CopyFrom(Scalar(string="x"))
+    asked.override_config["on"].CopyFrom(Scalar(bool=True))
+    assert overrides_from(asked.override_config) == {
+        "num-server-rounds": 2, "lr": 0.5, "name": "x", "on": True}
+    asked.override_config["blob"].CopyFrom(Scalar(bytes=b"\0"))
+    with pytest.raises(ValueError, match="blob"):
+        overrides_from(asked.override_config)
+
+
+async def test_flwr_cli_control_api_refuses_calls_without_a_session(gateway: Gateway) -> None:
+    for method in ("start-run", "list-runs", "stop-run", "stream-logs", "pull-artifacts"):
+        for token in (None, OPERATOR_TOKEN, "made-up"):
+            status, error = await control(gateway, method, ListRunsRequest(), None, token)
+            assert status == 401 and error["code"] == 36, (method, token, error)
+            assert "flwr login" in error["detail"]
+    async with gateway.http.post(f"{gateway.url}/v1/control/get-login-details",
+                                 data=b"{}", headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 415 and (await r.json())["code"] == 1002
+    status, error = await control(gateway, "get-login-details", GetLoginDetailsRequest(), None,
+                                  **{"flwr-package-version": "1.40.0"})
+    assert status == 412 and error["code"] == 1001 and "1.41" in error["detail"]
+    status, _ = await gateway.get("/api/flwr/artifacts/unknown-token")
+    assert status == 404
+
+
+async def session_tokens(gateway: Gateway) -> GetAuthTokensResponse:
+    """A CLI session's tokens, the login approved by the operator."""
+    _, details = await control(gateway, "get-login-details", GetLoginDetailsRequest(),
+                               GetLoginDetailsResponse)
+    code = details.verification_uri_complete.rsplit("=", 1)[1]
+    status, _ = await gateway.post("/api/flwr/logins/approve", {"user_code": code},
+                                   gateway.operator())
+    assert status == 200
+    _, tokens = await control(gateway, "get-auth-tokens",
+                              GetAuthTokensRequest(device_code=details.device_code),
+                              GetAuthTokensResponse)
+    return tokens
+
+
+async def test_flwr_cli_session_token_opens_the_control_api_until_refreshed_or_revoked(
+        gateway: Gateway) -> None:
+    tokens = await session_tokens(gateway)
+    status, listed = await control(gateway, "list-runs", ListRunsRequest(), ListRunsResponse,
+                                   tokens.access_token)
+    assert status == 200 and dict(listed.run_dict) == {} and listed.now
+    status, error = await control(gateway, "list-runs", ListRunsRequest(run_id=5), None,
+                                  tokens.access_token)
+    assert status == 404 and error["code"] == 16
+
+    status, renewed = await control(gateway, "refresh-auth-tokens",
+                                    RefreshAuthTokensRequest(refresh_token=tokens.refresh_token),
+                                    RefreshAuthTokensResponse)
+    assert status == 200 and renewed.access_token != tokens.access_token
+    status, _ = await control(gateway, "list-runs", ListRunsRequest(), None, tokens.access_token)
+    assert status == 401
+    status, sessions = await gateway.get("/api/flwr/sessions", gateway.operator())
+    assert status == 200 and len(sessions["sessions"]) == 1
+    status, revoked = await gateway.post("/api/flwr/sessions/revoke", {}, gateway.operator())
+    assert (status, revoked) == (200, {"revoked": 1})
+    status, _ = await control(gateway, "list-runs", ListRunsRequest(), None,
+                              renewed.access_token)
+    assert status == 401

@@ -1,0 +1,125 @@
+"""``flwr login`` at the gateway: Flower's device-code login approved by a signed-in
+operator, tokens kept only as hashes, expiring, refreshed (the old pair then refused) and
+revoked; the CLI's Flower version checked."""
+
+from __future__ import annotations
+
+import pytest
+from aiohttp.test_utils import make_mocked_request
+from flwr.proto.control_pb2 import (
+    GetAuthTokensRequest,
+    GetAuthTokensResponse,
+    GetLoginDetailsRequest,
+    GetLoginDetailsResponse,
+    RefreshAuthTokensRequest,
+    RefreshAuthTokensResponse,
+)
+from flwr_calls import control
+from support import Gateway
+
+from cloud_gateway.flwr_accounts import FlowerAccounts, LoginRefused, normal_user_code
+from cloud_gateway.flwr_wire import ControlError, check_version, frame
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_flwr_cli_login_hands_tokens_once_after_approval_and_keeps_only_hashes() -> None:
+    clock = Clock()
+    accounts = FlowerAccounts(clock=clock)
+    pending = accounts.begin()
+    assert accounts.poll(pending.device_code) is None  # waiting for the operator
+    accounts.approve(pending.user_code.lower().replace("-", ""))
+    tokens = accounts.poll(pending.device_code)
+    assert tokens is not None and tokens.access_token != tokens.refresh_token
+    with pytest.raises(LoginRefused):  # the device code is spent
+        accounts.poll(pending.device_code)
+    kept = repr(accounts._sessions) + repr(accounts._pending)
+    assert tokens.access_token not in kept and tokens.refresh_token not in kept
+    assert pending.device_code not in kept
+    session = accounts.session_of(tokens.access_token)
+    assert session is not None and accounts.session_of("guess") is None
+
+    clock.now += accounts.access_ttl_s  # the access token expired: a refresh renews both
+    assert accounts.session_of(tokens.access_token) is None
+    renewed = accounts.refresh(tokens.refresh_token)
+    assert accounts.session_of(renewed.access_token) == session
+    with pytest.raises(LoginRefused):  # the old refresh token went with the old pair
+        accounts.refresh(tokens.refresh_token)
+    assert [s.session_id for s in accounts.sessions()] == [session]
+    assert accounts.revoke(session) == 1
+    assert accounts.session_of(renewed.access_token) is None
+    with pytest.raises(LoginRefused):
+        accounts.refresh(renewed.refresh_token)
+
+
+def test_flwr_cli_login_expires_and_refuses_unknown_codes() -> None:
+    clock = Clock()
+    accounts = FlowerAccounts(clock=clock)
+    pending = accounts.begin()
+    with pytest.raises(LoginRefused):
+        accounts.approve("BCDF-GHJK" if pending.user_code != "BCDF-GHJK" else "ZZZZ-ZZZZ")
+    with pytest.raises(LoginRefused):
+        accounts.poll("not-a-device-code")
+    clock.now += accounts.login_ttl_s
+    with pytest.raises(LoginRefused):
+        accounts.approve(pending.user_code)
+    with pytest.raises(LoginRefused):
+        accounts.poll(pending.device_code)
+    assert normal_user_code("kmtr qxbd") == "KMTR-QXBD" and normal_user_code("KMT") == ""
+
+
+def test_flwr_cli_versions_other_than_1_41_are_refused() -> None:
+    check_version(make_mocked_request("POST", "/", headers={}))
+    check_version(make_mocked_request("POST", "/", headers={"flwr-package-version": "1.41.3"}))
+    for other in ("1.40.0", "2.41.0", "nonsense"):
+        with pytest.raises(ControlError) as refused:
+            check_version(make_mocked_request("POST", "/",
+                                              headers={"flwr-package-version": other}))
+        assert (refused.value.status, refused.value.code) == (412, 1001)
+    message = GetLoginDetailsRequest()
+    framed = frame(GetAuthTokensRequest(device_code="abc"))
+    assert int.from_bytes(framed[:4], "big") == len(framed) - 4
+    assert message.SerializeToString() == b""
+
+
+async def test_flwr_cli_login_over_http_approved_by_an_operator(gateway: Gateway) -> None:
+    status, details = await control(gateway, "get-login-details", GetLoginDetailsRequest(),
+                                    GetLoginDetailsResponse)
+    assert status == 200 and details.authn_type == "oidc" and details.interval >= 1
+    assert details.verification_uri_complete.startswith(f"{gateway.url}/ui/flwr-login.html?code=")
+    code = details.verification_uri_complete.rsplit("=", 1)[1]
+    poll = GetAuthTokensRequest(device_code=details.device_code)
+    status, waiting = await control(gateway, "get-auth-tokens", poll, GetAuthTokensResponse)
+    assert status == 200 and not waiting.access_token
+
+    status, _ = await gateway.post("/api/flwr/logins/approve", {"user_code": code})
+    assert status == 401  # only a signed-in operator approves
+    status, _ = await gateway.post("/api/flwr/logins/approve", {"user_code": "BCDF-BCDF"},
+                                   gateway.operator())
+    assert status == 404
+    status, body = await gateway.post("/api/flwr/logins/approve", {"user_code": code},
+                                      gateway.operator())
+    assert (status, body) == (200, {"approved": True})
+    status, tokens = await control(gateway, "get-auth-tokens", poll, GetAuthTokensResponse)
+    assert status == 200 and tokens.access_token and tokens.refresh_token
+
+    status, sessions = await gateway.get("/api/flwr/sessions", gateway.operator())
+    assert status == 200 and len(sessions["sessions"]) == 1
+    status, renewed = await control(gateway, "refresh-auth-tokens",
+                                    RefreshAuthTokensRequest(refresh_token=tokens.refresh_token),
+                                    RefreshAuthTokensResponse)
+    assert status == 200 and renewed.access_token != tokens.access_token
+    status, error = await control(gateway, "refresh-auth-tokens",
+                                  RefreshAuthTokensRequest(refresh_token=tokens.refresh_token),
+                                  None)
+    assert status == 401 and "flwr login" in error["detail"]
+    status, revoked = await gateway.post("/api/flwr/sessions/revoke", {}, gateway.operator())
+    assert (status, revoked) == (200, {"revoked": 1})
+    status, _ = await gateway.get("/api/flwr/sessions")
+    assert status == 401
