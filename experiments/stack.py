@@ -55,7 +55,7 @@ class Api(Gateway):
 
     def wait_ready(self, timeout: float = 60) -> None:
         """Wait until the gateway and the services behind it answer."""
-        wait_for_http(f"{self.url}/health", timeout)
+        wait_for_http(f"{self.url}/health", timeout, self.ca_file)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -66,6 +66,15 @@ class Api(Gateway):
                 if error.status not in (503, 504) or time.monotonic() > deadline:
                     raise
             time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class GatewayTls:
+    """A certificate and key for the gateway, and the CA (PEM) that verifies it."""
+
+    cert: Path
+    key: Path
+    ca: Path
 
 
 @dataclass
@@ -88,6 +97,8 @@ class Stack:
     """Put in front of device ``i``'s commands, when given for it."""
     client_overrides: list[dict[str, str]] = field(default_factory=list)
     """Device ``i``'s own ``AGATA_*`` overrides (e.g. its broker), when given for it."""
+    tls: GatewayTls | None = None
+    """The gateway serves HTTPS with this certificate; devices and ``api`` verify it."""
     replicas: int = 1
     """Cloud task managers sharing one database, each with its own data folder (more than one
     needs ``cloud_overrides`` naming a PostgreSQL ``AGATA_CLOUD_TASK_MANAGER_DATABASE_URL``)."""
@@ -116,6 +127,14 @@ class Stack:
                              **_item(self.client_overrides, index, {})}
                             for index in range(self.client_count)]
         self.api = Api(deployment.url, deployment.api_token)
+        if self.tls is not None:
+            url = deployment.url.replace("http://", "https://", 1)
+            self.cloud_env |= {"AGATA_SERVER_GATEWAY_TLS_CERT": str(self.tls.cert),
+                               "AGATA_SERVER_GATEWAY_TLS_KEY": str(self.tls.key)}
+            for env in self.client_envs:
+                env |= {"AGATA_CLIENT_PARAMS_CLOUD_URL": url,
+                        "AGATA_CLIENT_PARAMS_CLOUD_CA_FILE": str(self.tls.ca)}
+            self.api = Api(url, deployment.api_token, ca_file=str(self.tls.ca))
 
     def start_cloud(self) -> Api:
         """Start the event reader and the cloud services; wait until they answer."""
