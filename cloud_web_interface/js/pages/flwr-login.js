@@ -2,10 +2,19 @@
 // sessions.
 
 import { announce, api, byId, initPage, param } from "../app.js";
-import { busy, clearErrors, showApiError } from "../forms.js";
+import { busy, clearErrors, decorate, showApiError } from "../forms.js";
+
+const CODE_SCHEMA = {
+  type: "object",
+  properties: {
+    user_code: { type: "string", description: "The code your terminal shows, e.g. KMTR-QXBD." },
+  },
+  required: ["user_code"],
+};
 
 initPage(async () => {
   const form = byId("approve-form");
+  decorate(form, CODE_SCHEMA, ["user_code"]);
   const code = param("code");
   if (code) form.elements.namedItem("user_code").value = code;
 
