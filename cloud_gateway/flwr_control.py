@@ -72,6 +72,7 @@ from cloud_gateway.flwr_runs import (
     run_id_of,
     run_message,
     task_id_of,
+    unknown_keys,
 )
 from cloud_gateway.flwr_wire import (
     FAILED_TO_CREATE_RUN,
@@ -141,10 +142,13 @@ async def start_run(request: web.Request, asked: StartRunRequest) -> web.Respons
         overrides = overrides_from(asked.override_config)
     except (FabError, ValueError) as exc:
         raise ControlError(400, INVALID_RUN_CONFIG, str(exc)) from None
+    app = app_config(manifest)
+    if (problem := unknown_keys(app, overrides)) is not None:
+        raise ControlError(412, INVALID_RUN_CONFIG, problem)
     nodes = (asked.override_federation_config.num_supernodes
              if asked.HasField("override_federation_config")
              and asked.override_federation_config.HasField("num_supernodes") else None)
-    task = {"devices": devices_for(app_config(manifest), overrides, nodes),
+    task = {"devices": devices_for(app, overrides, nodes),
             "server_arguments": overrides, "tags": [APP_TAG + app_label(manifest)]}
     run_id, task_id = await _create(request, task)
     try:

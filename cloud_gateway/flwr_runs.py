@@ -98,9 +98,30 @@ def app_label(manifest: dict[str, Any]) -> str:
     return f"{publisher}/{project.get('name', '')}=={project.get('version', '')}"[:60]
 
 
+def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
 def app_config(manifest: dict[str, Any]) -> dict[str, Any]:
-    """The app's run config (``[tool.flwr.app.config]``)."""
-    return _table(manifest, "tool", "flwr", "app", "config")
+    """The app's run config (``[tool.flwr.app.config]``, nested tables' keys joined with dots
+    as Flower does)."""
+    return _flat(_table(manifest, "tool", "flwr", "app", "config"))
+
+
+def unknown_keys(app: dict[str, Any], overrides: dict[str, Any]) -> str | None:
+    """What is wrong with overrides naming keys the app's run config lacks, None if nothing."""
+    unknown = sorted(set(overrides) - set(app))
+    if not unknown:
+        return None
+    return (f"unknown run config key(s) {', '.join(unknown)}; the app's "
+            f"[tool.flwr.app.config] has: {', '.join(sorted(app)) or 'none'}")
 
 
 def overrides_from(config: Any) -> dict[str, str | int | float | bool]:

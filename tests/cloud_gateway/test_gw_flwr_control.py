@@ -34,6 +34,7 @@ from cloud_gateway.flwr_runs import (
     run_id_of,
     run_message,
     task_id_of,
+    unknown_keys,
 )
 
 
@@ -88,6 +89,13 @@ def test_flwr_cli_fab_facts_and_the_runs_devices() -> None:
     assert devices_for(config, {}, 5) == 5  # the federation config says so
     assert devices_for({"num-server-rounds": 3}, {}, None) == 2
     assert devices_for(config, {"min-nodes": True}, None) == 3
+    assert unknown_keys(config, {"num-server-rounds": 1}) is None
+    assert unknown_keys(config, {"nope": 1}) == (
+        "unknown run config key(s) nope; the app's [tool.flwr.app.config] has: min-nodes, "
+        "num-server-rounds")
+    with_table = MANIFEST + "[tool.flwr.app.config.opt]\nlr = 1\n"
+    nested = fab_manifest(fab({"pyproject.toml": with_table}))
+    assert app_config(nested)["opt.lr"] == 1
     for broken in (b"not a zip", fab({"other.toml": ""}), fab({"pyproject.toml": "[x"})):
         with pytest.raises(FabError):
             fab_manifest(broken)

@@ -157,6 +157,11 @@ def test_flwr_cli_logs_in_runs_lists_follows_stops_and_pulls_over_tls(
     login(flwr, lambda code: api.post("/api/flwr/logins/approve", {"user_code": code}))
     assert len(api.get("/api/flwr/sessions")["sessions"]) == 1
 
+    refused = flwr("run", str(app), CONNECTION, "--run-config", "no-such-key=1")
+    assert refused.returncode != 0 and "unknown run config key(s) no-such-key" in (
+        refused.stdout + refused.stderr), refused
+    assert api.get("/api/tasks")["total"] == 0  # nothing was created for it
+
     started = flwr("run", str(app), CONNECTION, "--run-config", "num-server-rounds=2",
                    "--stream", timeout=180)
     output = started.stdout + started.stderr
