@@ -79,6 +79,7 @@ from cloud_gateway.flwr_wire import (
     INVALID_APP_SPEC,
     INVALID_RUN_CONFIG,
     NO_PERMISSIONS,
+    NOT_SERVED,
     PROTOBUF_STREAM,
     PULL_UNFINISHED_RUN,
     RUN_ALREADY_FINISHED,
@@ -288,7 +289,21 @@ ROUTES: tuple[tuple[str, type[Message], Handler, bool], ...] = (
     ("stream-logs", StreamLogsRequest, stream_logs, False),
     ("pull-artifacts", PullArtifactsRequest, pull_artifacts, False),
 )
-"""The Control API methods served (``POST /v1/control/<name>``); any other is a 404."""
+"""The Control API methods served (``POST /v1/control/<name>``); any other is a 501 (to a
+CLI session; a 401 to anyone else)."""
+
+
+async def not_served(request: web.Request) -> web.Response:
+    """Any other Control API method: a session is still required, then a 501 saying what
+    this cloud serves."""
+    try:
+        check_version(request)
+        require_session(request)
+    except ControlError as error:
+        return error_response(error)
+    return error_response(ControlError(
+        501, NOT_SERVED, "this cloud serves flwr login, run, ls, log, stop and pull; not "
+        f"{request.match_info['method'][:60]!r}"))
 
 
 def add_control_routes(app: web.Application) -> None:
@@ -297,4 +312,5 @@ def add_control_routes(app: web.Application) -> None:
     for name, kind, handler, public in ROUTES:
         app.router.add_post(f"/v1/control/{name}", control_handler(kind, handler,
                                                                    public=public))
+    app.router.add_post("/v1/control/{method}", not_served)
     app.router.add_get(ARTIFACTS_ROUTE, download_artifacts)

@@ -22,6 +22,8 @@ SUPPORTED_FLOWER = (1, 41)
 """The Flower release (major, minor) whose CLI this gateway serves."""
 VERSION_HEADER = "flwr-package-version"
 
+NOT_SERVED = 1
+"""Flower's code for "SuperLink does not support federation management"."""
 NO_PERMISSIONS = 9
 FAILED_TO_CREATE_RUN = 14
 INVALID_RUN_CONFIG = 15

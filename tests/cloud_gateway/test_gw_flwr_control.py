@@ -115,7 +115,8 @@ def test_flwr_cli_run_config_overrides_become_server_arguments() -> None:
 
 
 async def test_flwr_cli_control_api_refuses_calls_without_a_session(gateway: Gateway) -> None:
-    for method in ("start-run", "list-runs", "stop-run", "stream-logs", "pull-artifacts"):
+    for method in ("start-run", "list-runs", "stop-run", "stream-logs", "pull-artifacts",
+                   "list-federations"):
         for token in (None, OPERATOR_TOKEN, "made-up"):
             status, error = await control(gateway, method, ListRunsRequest(), None, token)
             assert status == 401 and error["code"] == 36, (method, token, error)
@@ -153,6 +154,9 @@ async def test_flwr_cli_session_token_opens_the_control_api_until_refreshed_or_r
     status, error = await control(gateway, "list-runs", ListRunsRequest(run_id=5), None,
                                   tokens.access_token)
     assert status == 404 and error["code"] == 16
+    status, error = await control(gateway, "list-federations", ListRunsRequest(), None,
+                                  tokens.access_token)
+    assert status == 501 and "'list-federations'" in error["detail"]
 
     status, renewed = await control(gateway, "refresh-auth-tokens",
                                     RefreshAuthTokensRequest(refresh_token=tokens.refresh_token),
