@@ -1,64 +1,74 @@
 """Download links for ``flwr pull``: Flower's PullArtifacts answers with a URL, so the
-gateway hands out a short-lived link to the run's results archive.
+gateway hands out a short-lived signed link to the run's results archive.
 
-A link is a random token in the path (kept only as its SHA-256, valid ``ttl_s`` seconds,
-naming one task's one run), so the CLI's user can fetch it with any HTTP client without the
-operator token; it opens that run's ``results.zip`` and nothing else.
+A link names one run's task, its run number and when it expires, signed with HMAC-SHA256
+under a key derived from the operator token (``[server.gateway] api_token``, which every
+gateway of the cloud shares): any gateway serves it, none keeps it, nobody forges or changes
+it, and it opens that run's ``results.zip`` and nothing else, without the operator token, for
+``LINK_TTL_S`` seconds. Without an operator token no link is made (fail closed).
 """
 
 from __future__ import annotations
 
-import secrets
-import threading
+import hashlib
+import hmac
+import re
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from cloud_gateway.flwr_accounts import digest
+from cloud_gateway.app import SETTINGS
+from cloud_gateway.flwr_runs import run_id_of
 from cloud_gateway.result_files import archive_response
 from microservice_interconnect import NotFound
 
 ARTIFACTS_ROUTE = "/api/flwr/artifacts/{token}"
-MAX_LINKS = 4096
+LINK_TTL_S = 900
+_LINK = re.compile(r"^(flwr-[0-9]{1,16})\.([0-9]{1,10})\.([0-9]{1,12})\.([0-9a-f]{64})$")
 
 
-@dataclass
-class ArtifactLinks:
-    """Links to runs' results archives (thread-safe; ``clock`` in seconds, for tests)."""
-
-    ttl_s: float = 900.0
-    clock: Callable[[], float] = time.time
-    _links: dict[str, tuple[str, int, float]] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def issue(self, task_id: str, run: int) -> str:
-        """A new link token for the task's run."""
-        token = secrets.token_urlsafe(32)
-        now = self.clock()
-        with self._lock:
-            self._links = {k: v for k, v in self._links.items() if v[2] > now}
-            if len(self._links) >= MAX_LINKS:
-                del self._links[min(self._links, key=lambda k: self._links[k][2])]
-            self._links[digest(token)] = (task_id, run, now + self.ttl_s)
-        return token
-
-    def resolve(self, token: str) -> tuple[str, int] | None:
-        """The task and run a token opens, None when it is unknown or expired."""
-        with self._lock:
-            found = self._links.get(digest(token))
-        if found is None or found[2] <= self.clock():
-            return None
-        return found[0], found[1]
+class LinkKeyMissing(Exception):
+    """No operator token is configured, so no link can be signed."""
 
 
-ARTIFACT_LINKS = web.AppKey("flwr_artifact_links", ArtifactLinks)
+def link_key(api_token: str) -> bytes:
+    """The links' signing key, derived from the operator token (never the token itself)."""
+    if not api_token:
+        raise LinkKeyMissing("[server.gateway] api_token is not set")
+    return hmac.new(api_token.encode(), b"agata flwr artifact links", hashlib.sha256).digest()
+
+
+def _mac(key: bytes, body: str) -> str:
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def sign_link(key: bytes, task_id: str, run: int, now: float | None = None) -> str:
+    """A link token for the task's run, valid ``LINK_TTL_S`` seconds from ``now``."""
+    expires = int((time.time() if now is None else now) + LINK_TTL_S)
+    body = f"{task_id}.{run}.{expires}"
+    return f"{body}.{_mac(key, body)}"
+
+
+def open_link(key: bytes, token: str, now: float | None = None) -> tuple[str, int] | None:
+    """The task and run a link token opens, None when it is malformed, forged or expired."""
+    match = _LINK.match(token)
+    if match is None or run_id_of(match.group(1)) is None:
+        return None
+    task_id, run, expires, mac = match.groups()
+    if not hmac.compare_digest(mac, _mac(key, f"{task_id}.{run}.{expires}")):
+        return None
+    if int(expires) <= (time.time() if now is None else now):
+        return None
+    return task_id, int(run)
 
 
 async def download_artifacts(request: web.Request) -> web.Response:
     """``GET /api/flwr/artifacts/{token}``: the results archive a link opens."""
-    found = request.app[ARTIFACT_LINKS].resolve(request.match_info["token"][:100])
+    try:
+        key = link_key(request.app[SETTINGS].server_gateway.api_token)
+    except LinkKeyMissing:
+        key = b""
+    found = open_link(key, request.match_info["token"][:200]) if key else None
     if found is None:
         raise NotFound("this download link is unknown or expired; run flwr pull again")
     return await archive_response(request, *found)

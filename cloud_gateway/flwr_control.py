@@ -47,10 +47,11 @@ from agata_contracts.tasks import (
 )
 from cloud_gateway.app import SETTINGS, call_rpc
 from cloud_gateway.flwr_artifacts import (
-    ARTIFACT_LINKS,
     ARTIFACTS_ROUTE,
-    ArtifactLinks,
+    LinkKeyMissing,
     download_artifacts,
+    link_key,
+    sign_link,
 )
 from cloud_gateway.flwr_login import (
     get_auth_tokens,
@@ -223,7 +224,12 @@ async def pull_artifacts(request: web.Request, asked: PullArtifactsRequest) -> w
     listing = await call_rpc(request, LIST_RESULTS, {"task_id": task["id"], "run": 0})
     if not listing["files"]:
         raise ControlError(404, PULL_UNFINISHED_RUN, f"run {asked.run_id} left no results")
-    token = request.app[ARTIFACT_LINKS].issue(task["id"], int(listing["run"]))
+    try:
+        key = link_key(request.app[SETTINGS].server_gateway.api_token)
+    except LinkKeyMissing:
+        raise ControlError(503, UNAVAILABLE, "download links need the cloud's operator token "
+                           "configured ([server.gateway] api_token)") from None
+    token = sign_link(key, task["id"], int(listing["run"]))
     base = public_base(request, request.app[SETTINGS].server_gateway)
     return message_response(PullArtifactsResponse(
         url=base + ARTIFACTS_ROUTE.replace("{token}", token)))
@@ -269,7 +275,7 @@ def control_handler(kind: type[Message], handler: Handler, *,
         try:
             check_version(request)
             if not public:
-                request[SESSION] = require_session(request)
+                request[SESSION] = await require_session(request)
             return await handler(request, await read_message(request, kind))
         except ControlError as error:
             return error_response(error)
@@ -298,7 +304,7 @@ async def not_served(request: web.Request) -> web.Response:
     this cloud serves."""
     try:
         check_version(request)
-        require_session(request)
+        await require_session(request)
     except ControlError as error:
         return error_response(error)
     return error_response(ControlError(
@@ -308,7 +314,6 @@ async def not_served(request: web.Request) -> web.Response:
 
 def add_control_routes(app: web.Application) -> None:
     """The Control API's routes and the artifacts links' download route."""
-    app[ARTIFACT_LINKS] = ArtifactLinks()
     for name, kind, handler, public in ROUTES:
         app.router.add_post(f"/v1/control/{name}", control_handler(kind, handler,
                                                                    public=public))

@@ -1,17 +1,18 @@
 """``flwr login`` against this gateway: Flower's device-code login (its ``oidc`` CLI plugin)
-served from :class:`~cloud_gateway.flwr_accounts.FlowerAccounts`, and the operators' routes
-that approve a login and list or revoke the CLI's sessions.
+over the user manager's CLI sessions (``agata_contracts.cli_sessions``), and the operators'
+routes that approve a login and list or revoke the CLI's sessions.
 
 The CLI calls ``get-login-details`` (anyone may, rate-limited per address) and opens the
 verification page ``/ui/flwr-login.html?code=<user code>``; the operator, signed in there,
 approves it (``POST /api/flwr/logins/approve``, operator token); the CLI's ``get-auth-tokens``
-poll then gets its tokens, and every other Control API call must carry the access token.
+poll then gets its tokens, and every other Control API call must carry the access token,
+checked with the user manager at every call (so a revoked session is refused by every
+gateway at once, and a gateway that cannot ask refuses).
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
@@ -25,9 +26,17 @@ from flwr.proto.control_pb2 import (
 )
 
 from agata_common.config import GatewaySettings
-from cloud_gateway.app import AUTH, SETTINGS
+from agata_contracts.cli_sessions import (
+    APPROVE_CLI_LOGIN,
+    BEGIN_CLI_LOGIN,
+    LIST_CLI_SESSIONS,
+    POLL_CLI_LOGIN,
+    REFRESH_CLI_SESSION,
+    REVOKE_CLI_SESSIONS,
+    VERIFY_CLI_TOKEN,
+)
+from cloud_gateway.app import AUTH, SETTINGS, call_rpc
 from cloud_gateway.auth import bearer_token
-from cloud_gateway.flwr_accounts import FlowerAccounts, LoginRefused
 from cloud_gateway.flwr_wire import (
     ACCOUNT_AUTHENTICATION_FAILED,
     ControlError,
@@ -35,15 +44,15 @@ from cloud_gateway.flwr_wire import (
     unauthenticated,
 )
 from cloud_gateway.rate_limit import RateLimiter
-from microservice_interconnect import Audience, BadRequest, NotFound, wire
+from microservice_interconnect import Audience, BadRequest, RpcError, Unauthorized, wire
 
-FLWR_ACCOUNTS = web.AppKey("flwr_accounts", FlowerAccounts)
 LOGIN_LIMITER = web.AppKey("flwr_login_limiter", RateLimiter)
 AUTHN_TYPE = "oidc"
 """The CLI plugin Flower's CLI uses for a device-code login."""
 POLL_INTERVAL_S = 1
 VERIFICATION_PAGE = "/ui/flwr-login.html"
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 _OPERATOR = frozenset({Audience.OPERATOR})
 
 
@@ -55,15 +64,30 @@ def public_base(request: web.Request, gateway: GatewaySettings) -> str:
     return f"{request.scheme}://{host}"
 
 
-def require_session(request: web.Request) -> str:
+def _refused(error: RpcError) -> ControlError:
+    """The user manager's refusal of a token or code: a 401 saying so; its absence a 503
+    (the call is refused either way)."""
+    if isinstance(error, Unauthorized):
+        return unauthenticated(error.message)
+    return ControlError(503, ACCOUNT_AUTHENTICATION_FAILED,
+                        "sessions cannot be checked right now; try again in a moment")
+
+
+async def require_session(request: web.Request) -> str:
     """The CLI session whose access token the request carries; a 401 otherwise (nothing
     else, the operator token included, opens the Control API)."""
     token = bearer_token(request)
-    session = request.app[FLWR_ACCOUNTS].session_of(token) if token else None
-    if session is None:
+    if token is None or not _TOKEN.match(token):
         raise unauthenticated("log in first: flwr login <connection> (the token is missing, "
                               "expired or revoked)")
-    return session
+    try:
+        verified = await call_rpc(request, VERIFY_CLI_TOKEN, {"access_token": token})
+    except Unauthorized:
+        raise unauthenticated("log in first: flwr login <connection> (the token is missing, "
+                              "expired or revoked)") from None
+    except RpcError as exc:
+        raise _refused(exc) from None
+    return str(verified["session_id"])
 
 
 async def get_login_details(request: web.Request,
@@ -73,37 +97,42 @@ async def get_login_details(request: web.Request,
         raise ControlError(429, ACCOUNT_AUTHENTICATION_FAILED,
                            "too many logins from this address; wait a minute")
     try:
-        pending = request.app[FLWR_ACCOUNTS].begin()
-    except LoginRefused as exc:
-        raise ControlError(503, ACCOUNT_AUTHENTICATION_FAILED, str(exc)) from None
+        pending = await call_rpc(request, BEGIN_CLI_LOGIN, {})
+    except RpcError as exc:
+        raise ControlError(503, ACCOUNT_AUTHENTICATION_FAILED, exc.message) from None
     base = public_base(request, request.app[SETTINGS].server_gateway)
     return message_response(GetLoginDetailsResponse(
-        authn_type=AUTHN_TYPE, device_code=pending.device_code,
-        verification_uri_complete=f"{base}{VERIFICATION_PAGE}?code={pending.user_code}",
-        expires_in=pending.expires_in, interval=POLL_INTERVAL_S))
+        authn_type=AUTHN_TYPE, device_code=pending["device_code"],
+        verification_uri_complete=f"{base}{VERIFICATION_PAGE}?code={pending['user_code']}",
+        expires_in=pending["expires_in"], interval=POLL_INTERVAL_S))
 
 
 async def get_auth_tokens(request: web.Request, asked: GetAuthTokensRequest) -> web.Response:
     """The CLI's poll: empty while the login waits, its tokens once approved."""
+    if not _TOKEN.match(asked.device_code):
+        raise ControlError(400, ACCOUNT_AUTHENTICATION_FAILED, "this is not a device code")
     try:
-        tokens = request.app[FLWR_ACCOUNTS].poll(asked.device_code)
-    except LoginRefused as exc:
-        raise ControlError(400, ACCOUNT_AUTHENTICATION_FAILED, str(exc)) from None
-    if tokens is None:
-        return message_response(GetAuthTokensResponse())
-    return message_response(GetAuthTokensResponse(access_token=tokens.access_token,
-                                                  refresh_token=tokens.refresh_token))
+        tokens = await call_rpc(request, POLL_CLI_LOGIN, {"device_code": asked.device_code})
+    except RpcError as exc:
+        error = _refused(exc)
+        raise ControlError(400 if error.status == 401 else error.status, error.code,
+                           error.detail) from None
+    return message_response(GetAuthTokensResponse(access_token=tokens["access_token"],
+                                                  refresh_token=tokens["refresh_token"]))
 
 
 async def refresh_auth_tokens(request: web.Request,
                               asked: RefreshAuthTokensRequest) -> web.Response:
     """New tokens for a refresh token (the CLI does this once when its access token expired)."""
+    if not _TOKEN.match(asked.refresh_token):
+        raise unauthenticated("this is not a refresh token; run flwr login")
     try:
-        tokens = request.app[FLWR_ACCOUNTS].refresh(asked.refresh_token)
-    except LoginRefused as exc:
-        raise unauthenticated(str(exc)) from None
-    return message_response(RefreshAuthTokensResponse(access_token=tokens.access_token,
-                                                      refresh_token=tokens.refresh_token))
+        tokens = await call_rpc(request, REFRESH_CLI_SESSION,
+                                {"refresh_token": asked.refresh_token})
+    except RpcError as exc:
+        raise _refused(exc) from None
+    return message_response(RefreshAuthTokensResponse(access_token=tokens["access_token"],
+                                                      refresh_token=tokens["refresh_token"]))
 
 
 async def _json_object(request: web.Request) -> dict[str, Any]:
@@ -120,42 +149,27 @@ async def approve_login(request: web.Request) -> web.Response:
     code = (await _json_object(request)).get("user_code")
     if not isinstance(code, str) or not code.strip() or len(code) > 32:
         raise BadRequest("user_code: give the code the flwr login page shows, e.g. KMTR-QXBD")
-    try:
-        request.app[FLWR_ACCOUNTS].approve(code)
-    except LoginRefused as exc:
-        raise NotFound(str(exc)) from None
+    await call_rpc(request, APPROVE_CLI_LOGIN, {"user_code": code})
     return web.json_response({"approved": True})
-
-
-def _when(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 async def list_sessions(request: web.Request) -> web.Response:
     """``GET /api/flwr/sessions``: the CLI's live sessions (operators; never a token)."""
     await request.app[AUTH].authenticate(request, _OPERATOR)
-    sessions = [{"session_id": s.session_id, "created": _when(s.created_at),
-                 "expires": _when(s.expires_at)}
-                for s in request.app[FLWR_ACCOUNTS].sessions()]
-    return web.json_response({"sessions": sessions})
+    return web.json_response(await call_rpc(request, LIST_CLI_SESSIONS, {}))
 
 
 async def revoke_sessions(request: web.Request) -> web.Response:
     """``POST /api/flwr/sessions/revoke`` ``{"session_id": …}``, or ``{}`` for all (operators):
     the tokens are refused from now on."""
     await request.app[AUTH].authenticate(request, _OPERATOR)
-    session_id = (await _json_object(request)).get("session_id")
-    if session_id is not None and not isinstance(session_id, str):
-        raise BadRequest("session_id must be a string (leave it out to revoke every session)")
-    revoked = request.app[FLWR_ACCOUNTS].revoke(session_id)
-    if session_id is not None and not revoked:
-        raise NotFound(f"no CLI session {session_id[:32]!r}")
-    return web.json_response({"revoked": revoked})
+    body = await _json_object(request)
+    payload = {"session_id": body["session_id"]} if "session_id" in body else {}
+    return web.json_response(await call_rpc(request, REVOKE_CLI_SESSIONS, payload))
 
 
 def add_login_routes(app: web.Application, gateway: GatewaySettings) -> None:
-    """The operators' routes and the stores behind them."""
-    app[FLWR_ACCOUNTS] = FlowerAccounts()
+    """The operators' routes, and the rate limit of logins."""
     app[LOGIN_LIMITER] = RateLimiter(gateway.join_rate_per_minute)
     app.router.add_post("/api/flwr/logins/approve", approve_login)
     app.router.add_get("/api/flwr/sessions", list_sessions)

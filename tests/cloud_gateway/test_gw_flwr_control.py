@@ -1,5 +1,6 @@
 """Flower's Control API at the gateway: run ids and statuses, the FAB's facts, run config
-overrides, and every call refused without a CLI session's token (the operator token's too)."""
+overrides, signed pull links, every call refused without a CLI session's token (the operator
+token's too), and a session that holds on every gateway until it is revoked on one."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import zipfile
 from typing import Any
 
 import pytest
+from aiohttp import web
 from flwr.proto.control_pb2 import (
     GetAuthTokensRequest,
     GetAuthTokensResponse,
@@ -21,8 +23,9 @@ from flwr.proto.control_pb2 import (
 )
 from flwr.proto.transport_pb2 import Scalar
 from flwr_calls import control
-from support import OPERATOR_TOKEN, Gateway
+from support import OPERATOR_TOKEN, Cloud, Gateway, free_port
 
+from cloud_gateway.flwr_artifacts import LINK_TTL_S, LinkKeyMissing, link_key, open_link, sign_link
 from cloud_gateway.flwr_runs import (
     FabError,
     app_config,
@@ -36,6 +39,7 @@ from cloud_gateway.flwr_runs import (
     task_id_of,
     unknown_keys,
 )
+from cloud_gateway.wiring import create_app
 
 
 def test_flwr_cli_run_ids_are_task_ids_and_back() -> None:
@@ -66,6 +70,21 @@ def test_flwr_cli_run_status_is_flowers(status: str, shown: str) -> None:
     assert bool(run.finished_at) == shown.startswith("finished")
     explained = shown in ("finished:failed", "finished:stopped")
     assert run.status.details == ("why" if explained else "")
+
+
+def test_flwr_cli_pull_links_open_one_run_until_they_expire() -> None:
+    key = link_key("an-operator-token-of-the-cloud")
+    token = sign_link(key, "flwr-42", 3, now=1000.0)
+    assert open_link(key, token, now=1000.0 + LINK_TTL_S - 1) == ("flwr-42", 3)
+    assert open_link(key, token, now=1000.0 + LINK_TTL_S) is None  # expired
+    assert open_link(link_key("another-cloud's-operator-token"), token, now=1000.0) is None
+    body, mac = token.rsplit(".", 1)
+    for forged in (token.replace("flwr-42", "flwr-43"), token.replace(".3.", ".2."),
+                   f"{body}.{'0' * 64}", sign_link(key, "digits", 1, now=1000.0), "x"):
+        assert open_link(key, forged, now=1000.0) is None, forged
+    assert "an-operator-token" not in token and mac not in key.hex()
+    with pytest.raises(LinkKeyMissing):
+        link_key("")
 
 
 def fab(files: dict[str, str]) -> bytes:
@@ -171,3 +190,25 @@ async def test_flwr_cli_session_token_opens_the_control_api_until_refreshed_or_r
     status, _ = await control(gateway, "list-runs", ListRunsRequest(), None,
                               renewed.access_token)
     assert status == 401
+
+
+async def test_flwr_cli_session_holds_on_every_gateway_and_is_revoked_on_all(
+        gateway: Gateway, cloud: Cloud) -> None:
+    tokens = await session_tokens(gateway)
+    other_app = create_app(cloud.settings)
+    runner = web.AppRunner(other_app, access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        other = Gateway(f"http://127.0.0.1:{port}", gateway.http)
+        status, _ = await control(other, "list-runs", ListRunsRequest(), ListRunsResponse,
+                                  tokens.access_token)
+        assert status == 200  # a session opened on one gateway holds on another
+        status, _ = await gateway.post("/api/flwr/sessions/revoke", {}, gateway.operator())
+        assert status == 200
+        status, _ = await control(other, "list-runs", ListRunsRequest(), None,
+                                  tokens.access_token)
+        assert status == 401  # revoked on one, refused by all at once
+    finally:
+        await runner.cleanup()

@@ -1,5 +1,5 @@
 """``flwr login`` at the gateway: Flower's device-code login approved by a signed-in
-operator, tokens kept only as hashes, expiring, refreshed (the old pair then refused) and
+operator over the user manager's CLI sessions, refreshed (the old pair then refused) and
 revoked; the CLI's Flower version checked."""
 
 from __future__ import annotations
@@ -17,61 +17,7 @@ from flwr.proto.control_pb2 import (
 from flwr_calls import control
 from support import Gateway
 
-from cloud_gateway.flwr_accounts import FlowerAccounts, LoginRefused, normal_user_code
 from cloud_gateway.flwr_wire import ControlError, check_version, frame
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_flwr_cli_login_hands_tokens_once_after_approval_and_keeps_only_hashes() -> None:
-    clock = Clock()
-    accounts = FlowerAccounts(clock=clock)
-    pending = accounts.begin()
-    assert accounts.poll(pending.device_code) is None  # waiting for the operator
-    accounts.approve(pending.user_code.lower().replace("-", ""))
-    tokens = accounts.poll(pending.device_code)
-    assert tokens is not None and tokens.access_token != tokens.refresh_token
-    with pytest.raises(LoginRefused):  # the device code is spent
-        accounts.poll(pending.device_code)
-    kept = repr(accounts._sessions) + repr(accounts._pending)
-    assert tokens.access_token not in kept and tokens.refresh_token not in kept
-    assert pending.device_code not in kept
-    session = accounts.session_of(tokens.access_token)
-    assert session is not None and accounts.session_of("guess") is None
-
-    clock.now += accounts.access_ttl_s  # the access token expired: a refresh renews both
-    assert accounts.session_of(tokens.access_token) is None
-    renewed = accounts.refresh(tokens.refresh_token)
-    assert accounts.session_of(renewed.access_token) == session
-    with pytest.raises(LoginRefused):  # the old refresh token went with the old pair
-        accounts.refresh(tokens.refresh_token)
-    assert [s.session_id for s in accounts.sessions()] == [session]
-    assert accounts.revoke(session) == 1
-    assert accounts.session_of(renewed.access_token) is None
-    with pytest.raises(LoginRefused):
-        accounts.refresh(renewed.refresh_token)
-
-
-def test_flwr_cli_login_expires_and_refuses_unknown_codes() -> None:
-    clock = Clock()
-    accounts = FlowerAccounts(clock=clock)
-    pending = accounts.begin()
-    with pytest.raises(LoginRefused):
-        accounts.approve("BCDF-GHJK" if pending.user_code != "BCDF-GHJK" else "ZZZZ-ZZZZ")
-    with pytest.raises(LoginRefused):
-        accounts.poll("not-a-device-code")
-    clock.now += accounts.login_ttl_s
-    with pytest.raises(LoginRefused):
-        accounts.approve(pending.user_code)
-    with pytest.raises(LoginRefused):
-        accounts.poll(pending.device_code)
-    assert normal_user_code("kmtr qxbd") == "KMTR-QXBD" and normal_user_code("KMT") == ""
 
 
 def test_flwr_cli_versions_other_than_1_41_are_refused() -> None:

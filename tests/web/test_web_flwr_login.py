@@ -48,5 +48,5 @@ def test_flwr_cli_login_is_approved_on_the_page_then_revoked(ui):
     ui.open("flwr-login.html?code=BCDF-BCDF")
     ui.find("#approve-form button[type=submit]").click()
     ui.wait(lambda: ui.field_error("user_code"), "the code's error")
-    assert "no login is waiting" in ui.field_error("user_code")
+    assert "no flwr login is waiting" in ui.field_error("user_code")
     assert not [line for line in ui.console() if "SEVERE" in line], ui.console()
