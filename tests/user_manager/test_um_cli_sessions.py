@@ -1,6 +1,7 @@
 """Sessions of Flower's CLI in the user manager: a login hands its tokens over once, after an
 operator approved it; codes and tokens are kept only as hashes; tokens expire, a refresh
-replaces both, revoking refuses them; the RPCs over the broker answer the same."""
+replaces both, revoking refuses them; the RPCs over the broker answer the same, on SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
@@ -116,8 +117,8 @@ def test_flwr_cli_logins_expire_and_unknown_codes_are_refused(
     assert normal_user_code("kmtr qxbd") == "KMTR-QXBD" and normal_user_code("KMT") == ""
 
 
-def test_flwr_cli_session_rpcs_over_the_broker(cloud: Cloud) -> None:
-    call = cloud.client.call
+def test_flwr_cli_session_rpcs_over_the_broker(cloud_on_each_db: Cloud) -> None:
+    call = cloud_on_each_db.client.call
     pending = call(BEGIN_CLI_LOGIN, {})
     call(APPROVE_CLI_LOGIN, {"user_code": pending.user_code})
     tokens = call(POLL_CLI_LOGIN, {"device_code": pending.device_code})
