@@ -103,6 +103,8 @@ MAX_LISTED_TASKS = 10_000
 PAGE = 1000
 START_ATTEMPTS = 5
 
+CLOSING = web.AppKey("flwr_closing", asyncio.Event)
+"""Set when the gateway shuts down: followed logs end then."""
 SESSION = web.RequestKey("flwr_session", str)
 """Where a Control API request keeps the CLI session its token proved."""
 
@@ -254,8 +256,8 @@ async def stream_logs(request: web.Request, asked: StreamLogsRequest) -> web.Str
             offset = chunk["next_offset"]
             if chunk["ended"] and not chunk["text"]:
                 break
-            if not chunk["text"]:
-                await asyncio.sleep(LOG_POLL_S)
+            if not chunk["text"] and await _closing_within(request, LOG_POLL_S):
+                break
     except NotFound:
         pass  # the run has not started: nothing to show
     except RpcError as exc:
@@ -264,6 +266,15 @@ async def stream_logs(request: web.Request, asked: StreamLogsRequest) -> web.Str
         return response
     await response.write_eof()
     return response
+
+
+async def _closing_within(request: web.Request, seconds: float) -> bool:
+    """Wait ``seconds``; True at once when the gateway shuts down meanwhile."""
+    try:
+        await asyncio.wait_for(request.app[CLOSING].wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 def control_handler(kind: type[Message], handler: Handler, *,
@@ -313,7 +324,14 @@ async def not_served(request: web.Request) -> web.Response:
 
 
 def add_control_routes(app: web.Application) -> None:
-    """The Control API's routes and the artifacts links' download route."""
+    """The Control API's routes and the artifacts links' download route (followed logs end
+    when the gateway shuts down)."""
+    closing = app[CLOSING] = asyncio.Event()
+
+    async def end_followed_logs(_: web.Application) -> None:
+        closing.set()
+
+    app.on_shutdown.append(end_followed_logs)
     for name, kind, handler, public in ROUTES:
         app.router.add_post(f"/v1/control/{name}", control_handler(kind, handler,
                                                                    public=public))

@@ -4,7 +4,9 @@ token's too), and a session that holds on every gateway until it is revoked on o
 
 from __future__ import annotations
 
+import base64
 import io
+import time
 import zipfile
 from typing import Any
 
@@ -20,11 +22,19 @@ from flwr.proto.control_pb2 import (
     RefreshAuthTokensRequest,
     RefreshAuthTokensResponse,
     StartRunRequest,
+    StreamLogsRequest,
+    StreamLogsResponse,
 )
 from flwr.proto.transport_pb2 import Scalar
 from flwr_calls import control
 from support import OPERATOR_TOKEN, Cloud, Gateway, free_port
 
+from agata_contracts.tasks import (
+    CREATE_TASK,
+    START_SERVER_TASK,
+    STOP_SERVER_TASK,
+    UPLOAD_TASK_FILE,
+)
 from cloud_gateway.flwr_artifacts import LINK_TTL_S, LinkKeyMissing, link_key, open_link, sign_link
 from cloud_gateway.flwr_runs import (
     FabError,
@@ -212,3 +222,43 @@ async def test_flwr_cli_session_holds_on_every_gateway_and_is_revoked_on_all(
         assert status == 401  # revoked on one, refused by all at once
     finally:
         await runner.cleanup()
+
+
+PRINTING_SERVER = (b"import time\nfrom task_daemon_lib import TaskReporter\nTaskReporter()\n"
+                   b"print('first line', flush=True)\ntime.sleep(120)\n")
+
+
+async def test_flwr_cli_log_follows_a_run_and_ends_when_the_gateway_stops(
+        gateway: Gateway, cloud: Cloud) -> None:
+    tokens = await session_tokens(gateway)
+    cloud.client.call(CREATE_TASK, {"task_id": "flwr-5", "port": free_port()})
+    cloud.client.call(UPLOAD_TASK_FILE, {"task_id": "flwr-5", "filename": "server.py",
+                                         "content": base64.b64encode(PRINTING_SERVER).decode()})
+    cloud.client.call(START_SERVER_TASK, {"task_id": "flwr-5"})
+    other_app = create_app(cloud.settings)
+    runner = web.AppRunner(other_app, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    headers = {"Content-Type": "application/protobuf",
+               "Authorization": f"Bearer {tokens.access_token}"}
+    try:
+        async with gateway.http.post(
+                f"http://127.0.0.1:{port}/v1/control/stream-logs", headers=headers,
+                data=StreamLogsRequest(run_id=5).SerializeToString()) as response:
+            assert response.status == 200
+            assert response.content_type == "application/flower-protobuf-stream"
+            size = int.from_bytes(await response.content.readexactly(4), "big")
+            first = StreamLogsResponse()
+            first.ParseFromString(await response.content.readexactly(size))
+            assert first.log_output == "first line\n"
+            started = time.monotonic()
+            await runner.cleanup()  # the gateway stops: the followed log ends
+            assert await response.content.read() == b""
+            assert time.monotonic() - started < 5
+    finally:
+        await runner.cleanup()
+        cloud.client.call(STOP_SERVER_TASK, {"task_id": "flwr-5"})
+    listed = await control(gateway, "list-runs", ListRunsRequest(run_id=5), ListRunsResponse,
+                           tokens.access_token)
+    assert listed[1].run_dict[5].status.sub_status == "stopped"
