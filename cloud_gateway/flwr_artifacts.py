@@ -22,7 +22,6 @@ from cloud_gateway.flwr_runs import run_id_of
 from cloud_gateway.result_files import archive_response
 from microservice_interconnect import NotFound
 
-ARTIFACTS_ROUTE = "/api/flwr/artifacts/{token}"
 LINK_TTL_S = 900
 _LINK = re.compile(r"^(flwr-[0-9]{1,16})\.([0-9]{1,10})\.([0-9]{1,12})\.([0-9a-f]{64})$")
 

@@ -46,13 +46,7 @@ from agata_contracts.tasks import (
     UPLOAD_TASK_ARCHIVE,
 )
 from cloud_gateway.app import SETTINGS, call_rpc
-from cloud_gateway.flwr_artifacts import (
-    ARTIFACTS_ROUTE,
-    LinkKeyMissing,
-    download_artifacts,
-    link_key,
-    sign_link,
-)
+from cloud_gateway.flwr_artifacts import LinkKeyMissing, link_key, sign_link
 from cloud_gateway.flwr_login import (
     get_auth_tokens,
     get_login_details,
@@ -60,6 +54,7 @@ from cloud_gateway.flwr_login import (
     refresh_auth_tokens,
     require_session,
 )
+from cloud_gateway.flwr_routes import ARTIFACTS_ROUTE, CLOSING
 from cloud_gateway.flwr_runs import (
     APP_TAG,
     FabError,
@@ -103,8 +98,6 @@ MAX_LISTED_TASKS = 10_000
 PAGE = 1000
 START_ATTEMPTS = 5
 
-CLOSING = web.AppKey("flwr_closing", asyncio.Event)
-"""Set when the gateway shuts down: followed logs end then."""
 SESSION = web.RequestKey("flwr_session", str)
 """Where a Control API request keeps the CLI session its token proved."""
 
@@ -323,17 +316,11 @@ async def not_served(request: web.Request) -> web.Response:
         f"{request.match_info['method'][:60]!r}"))
 
 
-def add_control_routes(app: web.Application) -> None:
-    """The Control API's routes and the artifacts links' download route (followed logs end
-    when the gateway shuts down)."""
-    closing = app[CLOSING] = asyncio.Event()
+_HANDLERS = {name: control_handler(kind, handler, public=public)
+             for name, kind, handler, public in ROUTES}
 
-    async def end_followed_logs(_: web.Application) -> None:
-        closing.set()
 
-    app.on_shutdown.append(end_followed_logs)
-    for name, kind, handler, public in ROUTES:
-        app.router.add_post(f"/v1/control/{name}", control_handler(kind, handler,
-                                                                   public=public))
-    app.router.add_post("/v1/control/{method}", not_served)
-    app.router.add_get(ARTIFACTS_ROUTE, download_artifacts)
+async def dispatch(request: web.Request) -> web.StreamResponse:
+    """``POST /v1/control/{method}``: the method's handler, or the 501 of one not served."""
+    handler = _HANDLERS.get(request.match_info["method"], not_served)
+    return await handler(request)

@@ -37,16 +37,15 @@ from agata_contracts.cli_sessions import (
 )
 from cloud_gateway.app import AUTH, SETTINGS, call_rpc
 from cloud_gateway.auth import bearer_token
+from cloud_gateway.flwr_routes import LOGIN_LIMITER
 from cloud_gateway.flwr_wire import (
     ACCOUNT_AUTHENTICATION_FAILED,
     ControlError,
     message_response,
     unauthenticated,
 )
-from cloud_gateway.rate_limit import RateLimiter
 from microservice_interconnect import Audience, BadRequest, RpcError, Unauthorized, wire
 
-LOGIN_LIMITER = web.AppKey("flwr_login_limiter", RateLimiter)
 AUTHN_TYPE = "oidc"
 """The CLI plugin Flower's CLI uses for a device-code login."""
 POLL_INTERVAL_S = 1
@@ -166,11 +165,3 @@ async def revoke_sessions(request: web.Request) -> web.Response:
     body = await _json_object(request)
     payload = {"session_id": body["session_id"]} if "session_id" in body else {}
     return web.json_response(await call_rpc(request, REVOKE_CLI_SESSIONS, payload))
-
-
-def add_login_routes(app: web.Application, gateway: GatewaySettings) -> None:
-    """The operators' routes, and the rate limit of logins."""
-    app[LOGIN_LIMITER] = RateLimiter(gateway.join_rate_per_minute)
-    app.router.add_post("/api/flwr/logins/approve", approve_login)
-    app.router.add_get("/api/flwr/sessions", list_sessions)
-    app.router.add_post("/api/flwr/sessions/revoke", revoke_sessions)

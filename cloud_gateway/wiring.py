@@ -43,8 +43,7 @@ from cloud_gateway.app import (
     web_interface_index,
 )
 from cloud_gateway.auth import Authenticator
-from cloud_gateway.flwr_control import add_control_routes
-from cloud_gateway.flwr_login import add_login_routes
+from cloud_gateway.flwr_routes import add_flwr_routes
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
@@ -160,8 +159,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     router.add_get("/api/tasks/{task_id}/runs/{run}/results/{path:.+}", result_file)
     for route in REST_ROUTES:
         router.add_route(route.method, route.path, rest_handler(route))
-    add_login_routes(app, gateway)
-    add_control_routes(app)
+    add_flwr_routes(app, gateway)
     router.add_post("/{rpc_name}", rpc_route)
     app[WEB_PAGES] = web_dir
     if web_dir.is_dir():

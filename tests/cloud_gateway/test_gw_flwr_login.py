@@ -4,7 +4,12 @@ revoked; the CLI's Flower version checked."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from flwr.proto.control_pb2 import (
     GetAuthTokensRequest,
@@ -15,8 +20,10 @@ from flwr.proto.control_pb2 import (
     RefreshAuthTokensResponse,
 )
 from flwr_calls import control
-from support import Gateway
+from support import REPO_ROOT, Gateway
 
+from agata_common.config import GatewaySettings
+from cloud_gateway.flwr_routes import add_flwr_routes, lazy_handler
 from cloud_gateway.flwr_wire import ControlError, check_version, frame
 
 
@@ -69,3 +76,21 @@ async def test_flwr_cli_login_over_http_approved_by_an_operator(gateway: Gateway
     assert (status, revoked) == (200, {"revoked": 1})
     status, _ = await gateway.get("/api/flwr/sessions")
     assert status == 401
+
+
+def test_flwr_cli_gateway_loads_flower_only_when_the_cli_calls() -> None:
+    probe = ("import sys, cloud_gateway.wiring, cloud_gateway.flwr_routes;"
+             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'flwr'))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert loaded.stdout.strip() == "[]", loaded.stdout
+
+
+async def test_flwr_cli_routes_answer_503_where_flower_is_missing() -> None:
+    app = web.Application()
+    add_flwr_routes(app, GatewaySettings())
+    handler = lazy_handler("cloud_gateway.no_such_flower_module", "dispatch")
+    answer = await handler(make_mocked_request("POST", "/v1/control/list-runs", app=app))
+    assert isinstance(answer, web.Response) and answer.status == 503
+    body = json.loads(answer.text or "")
+    assert body["code"] == 3005 and "flwr package" in body["detail"]
