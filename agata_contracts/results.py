@@ -113,6 +113,32 @@ class ResultsArchive(BaseModel):
     content: Base64Bytes
 
 
+MAX_LOG_CHUNK_BYTES: Final = 64 * 1024
+"""The most bytes of a server's output log one read returns."""
+
+
+class RunLogRequest(BaseModel):
+    """A piece of a run's server output log (``output-server.txt``) from a byte offset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task_id: TaskId
+    run: int = Field(0, ge=0, le=MAX_RUN, description="0: the latest run.")
+    offset: int = Field(0, ge=0, le=MAX_OUTPUT_LOG_BYTES * 2)
+    max_bytes: int = Field(MAX_LOG_CHUNK_BYTES, ge=1, le=MAX_LOG_CHUNK_BYTES)
+
+
+class RunLogChunk(BaseModel):
+    """What the log holds from the offset asked for, and whether more may come."""
+
+    task_id: str
+    run: int
+    offset: int = Field(description="Where ``text`` starts in the log, in bytes.")
+    next_offset: int = Field(description="The offset to ask for next.")
+    text: str = Field(description="The log's bytes from ``offset``, decoded as UTF-8.")
+    ended: bool = Field(description="The run has ended: the log will not grow any more.")
+
+
 UPLOAD_RESULT: RpcSpec[UploadResultRequest, ResultFile] = RpcSpec(
     "rpc_exec_upload_result", SERVICE, UploadResultRequest, ResultFile,
     "A device stores one result file of a run it took part in.", frozenset({Audience.CLIENT}))
@@ -126,4 +152,9 @@ RESULTS_ARCHIVE: RpcSpec[RunResultsRequest, ResultsArchive] = RpcSpec(
     "rpc_exec_results_archive", SERVICE, RunResultsRequest, ResultsArchive,
     "Every result file of a run as one zip archive.", frozenset({Audience.INTERNAL}))
 
-RPCS = (UPLOAD_RESULT, LIST_RESULTS, READ_RESULT, RESULTS_ARCHIVE)
+READ_RUN_LOG: RpcSpec[RunLogRequest, RunLogChunk] = RpcSpec(
+    "rpc_exec_read_run_log", SERVICE, RunLogRequest, RunLogChunk,
+    "A piece of a run's server output log: live while the run goes, then from its results.",
+    frozenset({Audience.INTERNAL}))
+
+RPCS = (UPLOAD_RESULT, LIST_RESULTS, READ_RESULT, RESULTS_ARCHIVE, READ_RUN_LOG)

@@ -57,7 +57,12 @@ async def result_file(request: web.Request) -> web.Response:
 async def results_archive(request: web.Request) -> web.Response:
     """``GET /api/tasks/{task_id}/runs/{run}/results.zip``: every result file of the run."""
     await request.app[AUTH].authenticate(request, _OPERATOR)
-    payload = {"task_id": request.match_info["task_id"], "run": _run(request)}
+    return await archive_response(request, request.match_info["task_id"], _run(request))
+
+
+async def archive_response(request: web.Request, task_id: str, run: int) -> web.Response:
+    """Every result file of a task's run (0: the latest) as one zip attachment."""
+    payload = {"task_id": task_id, "run": run}
     result = await call_rpc(request, RESULTS_ARCHIVE, payload, timeout=120)
     return _attachment(base64.b64decode(result["content"]), result["name"], "application/zip",
                        {"X-Result-Files": str(result["files"])})

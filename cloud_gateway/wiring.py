@@ -49,6 +49,7 @@ from cloud_gateway.auth import Authenticator
 from cloud_gateway.body_deadline import body_deadline
 from cloud_gateway.client_address import ClientAddresses
 from cloud_gateway.event_scope import EventScope
+from cloud_gateway.flwr_routes import add_flwr_routes
 from cloud_gateway.openapi import build_openapi, request_schemas
 from cloud_gateway.rate_limit import RateLimiter
 from cloud_gateway.result_files import result_file, results_archive
@@ -187,6 +188,7 @@ def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
     router.add_get("/api/tasks/{task_id}/runs/{run}/results/{path:.+}", result_file)
     for route in REST_ROUTES:
         router.add_route(route.method, route.path, rest_handler(route))
+    add_flwr_routes(app, gateway)
     router.add_post("/{rpc_name}", rpc_route)
     app[WEB_PAGES] = web_dir
     if web_dir.is_dir():

@@ -100,11 +100,15 @@ class RunResultsStore:
         """The folder for the server process of a run to leave its results in: fresh and
         empty, or with what an earlier process of the same run left (``keep``, a resume)."""
         self.storage.task_dir(task_id)
-        folder = self.work / f"task_{task_id}" / f"run_{run}"
+        folder = self.scratch_path(task_id, run)
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    def scratch_path(self, task_id: str, run: int) -> Path:
+        """Where the server process of a run leaves its results (nothing is created)."""
+        return self.work / f"task_{task_id}" / f"run_{run}"
 
     def lifecycle(self, task_id: str) -> Lifecycle:
         """The task's ``[tool.agata]`` table (none when its manifest has none or is broken)."""

@@ -8,12 +8,15 @@ import logging
 from agata_contracts.results import (
     LIST_RESULTS,
     READ_RESULT,
+    READ_RUN_LOG,
     RESULTS_ARCHIVE,
     UPLOAD_RESULT,
     ReadResultRequest,
     ResultContent,
     ResultFile,
     ResultsArchive,
+    RunLogChunk,
+    RunLogRequest,
     RunResults,
     RunResultsRequest,
     UploadResultRequest,
@@ -61,6 +64,7 @@ from cloud_task_manager.archives import ArchiveError, unpack_archive
 from cloud_task_manager.doors import RunDoors
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.results import RunResultsStore
+from cloud_task_manager.run_logs import RunLogs
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.storage import TaskStorage
@@ -84,6 +88,7 @@ class CloudTaskManager:
         self.selector = selector
         self.results = results
         self.doors = doors
+        self.logs = RunLogs(results)
         self.max_files_per_task = max_files_per_task
 
     # -- operator RPCs -------------------------------------------------------------------
@@ -178,6 +183,11 @@ class CloudTaskManager:
     def results_archive(self, request: RunResultsRequest) -> ResultsArchive:
         """Every result file of a run as one zip archive."""
         return self.results.archive(request.task_id, request.run)
+
+    @rpc(READ_RUN_LOG)
+    def read_run_log(self, request: RunLogRequest) -> RunLogChunk:
+        """A piece of a run's server output log, from a byte offset."""
+        return self.logs.read(request)
 
     # -- client RPCs ---------------------------------------------------------------------
 

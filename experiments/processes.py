@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -28,13 +29,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_for_http(url: str, timeout: float) -> None:
-    """Wait until ``url`` answers 200, or raise TimeoutError."""
+def wait_for_http(url: str, timeout: float, ca_file: str = "") -> None:
+    """Wait until ``url`` answers 200 (an https one verified against ``ca_file`` when given),
+    or raise TimeoutError."""
     deadline = time.monotonic() + timeout
     last = "no answer"
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 (local URL)
+            with urllib.request.urlopen(url, timeout=1,  # noqa: S310 (local URL)
+                                        context=context) as response:
                 if response.status == 200:
                     return
                 last = f"status {response.status}"

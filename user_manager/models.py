@@ -50,3 +50,28 @@ class JoinTokenRecord(Base):
     created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class CliLoginRecord(Base):
+    """A ``flwr login`` waiting for an operator, by the hash of its device code."""
+
+    __tablename__ = "cli_logins"
+
+    device_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_code: Mapped[str] = mapped_column(String(16), unique=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    approved_at: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
+
+
+class CliSessionRecord(Base):
+    """A session of Flower's CLI: the hashes of its access and refresh tokens."""
+
+    __tablename__ = "cli_sessions"
+
+    session_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    access_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    access_expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    refresh_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    refresh_expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    created: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -14,6 +14,7 @@ from agata_contracts.users import UserInfo
 from microservice_interconnect.broadcast import Broadcaster
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
+from user_manager.cli_sessions import CliSessionRegistry
 from user_manager.devices import DeviceRegistry
 from user_manager.service import UserManager
 
@@ -54,6 +55,7 @@ def start(config: Settings, engine: Engine | None = None, *,
         changes.publish(info)
 
     runtime.serve(DeviceRegistry(engine, manager.describe, changed))
+    runtime.serve(CliSessionRegistry(engine))
     host = runtime.serve(manager)
     runtime.start()
     return RunningUserManager(manager, runtime, host, engine)
