@@ -49,20 +49,23 @@ class RunRecovery:
             logger.warning("recovered %d task(s) left running by an earlier manager", len(stale))
         return len(stale)
 
-    def recover_or_fail(self, task_id: str, *, previous: str | None = None) -> None:
+    def recover_or_fail(self, task_id: str, *, previous: str | None = None,
+                        cause: str | None = None) -> None:
         """Recover the task's run; record it failed when that goes wrong."""
         try:
-            self.recover(task_id, previous=previous)
+            self.recover(task_id, previous=previous, cause=cause)
         except Exception:
             logger.exception("task %s: could not %s", task_id, "recover its run"
                              if previous is None else "take its run over")
             self.served.run_records.fail_running(task_id, RESTART_REASON)
 
-    def recover(self, task_id: str, *, previous: str | None = None) -> None:
+    def recover(self, task_id: str, *, previous: str | None = None,
+                cause: str | None = None) -> None:
         """Settle or restart a run without a server. Its spool is read back only when this
         replica ran it last; a run taken over from another replica starts from the
         database alone, and whatever an earlier tenure here left in its state folder goes.
-        ``previous`` names the replica it is taken over from (None: this replica's own run)."""
+        ``previous`` names the replica it is taken over from (None: this replica's own run);
+        ``cause`` says why its server is gone (default: this manager restarted)."""
         served = self.served
         records = served.records
         with served.transition:
@@ -99,7 +102,8 @@ class RunRecovery:
                 return
             resume, reason = self.states.restart_point(
                 launch.task_id, state, lifecycle.resume, state_dir,
-                "the cloud task manager restarted during the run" if previous is None
+                cause if cause is not None
+                else "the cloud task manager restarted during the run" if previous is None
                 else f"its replica {previous} stopped answering and replica "
                      f"{served.replica_id} took the run over")
             launch = dataclasses.replace(launch, resume=resume)

@@ -99,6 +99,8 @@ class RunController:
                                  announce=announce, events=events, warm=warm,
                                  executor=executor, data_plane=data_plane or DataPlane())
         self.recovery = RunRecovery(self.served, storage, self.states)
+        self.served.restart_crashed = lambda task_id, cause: self.recovery.recover_or_fail(
+            task_id, cause=cause)
         self.ownership = RunOwnership(self.served, self.recovery)
 
     @property

@@ -34,6 +34,8 @@ from task_daemon_lib.warm import WarmPool
 logger = logging.getLogger(__name__)
 
 SERVICE = "cloud_task_manager"
+MAX_HOST_RESTARTS = 3
+"""How often one run's ServerApp host is started again after it died of a signal."""
 SHUTDOWN_REASON = "the cloud task manager was shut down"
 STOPPED_REASON = "stopped by the operator"
 
@@ -82,6 +84,9 @@ class ServedRuns:
         self.shutting_down = False
         self.handing_over = False
         self.fenced: set[tuple[str, int]] = set()
+        self.restart_crashed: Callable[[str, str], None] | None = None
+        """Starts a run whose host died again (``task_id``, the cause), set by the controller."""
+        self.crash_restarts: dict[tuple[str, int], int] = {}
         self.launches: dict[str, ServerLaunch] = {}
 
     def launch(self, record: TaskRecord, folder: Path, kind: TaskKind,
@@ -146,6 +151,26 @@ class ServedRuns:
         if (launch.task_id, launch.run) not in self.fenced:  # else another replica records
             self.reports.on_report(launch, message)
 
+    def _restarts_after_crash(self, launch: ServerLaunch, outcome: ChildOutcome) -> bool:
+        """A Flower App's host killed by a signal (not by us, not after reporting an error) is
+        started again from its last good checkpoint, up to ``MAX_HOST_RESTARTS`` times a run;
+        whether it is."""
+        key = (launch.task_id, launch.run)
+        if (self.restart_crashed is None or self.shutting_down or outcome.stopped
+                or outcome.returncode >= 0 or outcome.error is not None
+                or launch.kind is not TaskKind.FLOWER_APP):
+            return False
+        tries = self.crash_restarts.get(key, 0)
+        if tries >= MAX_HOST_RESTARTS:
+            return False
+        self.crash_restarts[key] = tries + 1
+        cause = (f"its ServerApp host died ({(outcome.reason or '').split(':')[0]}) and was "
+                 f"started again ({tries + 1} of {MAX_HOST_RESTARTS})")
+        logger.warning("task %s run %d: %s", launch.task_id, launch.run, cause)
+        threading.Thread(target=self.restart_crashed, args=(launch.task_id, cause),
+                         name=f"restart-{launch.task_id}", daemon=True).start()
+        return True
+
     def _on_exit(self, launch: ServerLaunch, outcome: ChildOutcome) -> None:
         if self.launches.get(launch.task_id) is launch:
             del self.launches[launch.task_id]
@@ -158,6 +183,8 @@ class ServedRuns:
             return
         status = TaskStatus(outcome.status)
         reason = outcome.reason
+        if forced is None and self._restarts_after_crash(launch, outcome):
+            return
         if forced is not None and status is not TaskStatus.FINISHED:
             status, reason = TaskStatus.FAILED, forced
         elif status is TaskStatus.STOPPED:

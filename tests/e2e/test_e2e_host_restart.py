@@ -1,0 +1,76 @@
+"""A run outlives its ServerApp host (real processes): the host killed with SIGKILL is started
+again from its last good checkpoint, the devices rejoin it, and no round is lost."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import wait_for
+
+from experiments.stack import TASKS_DIR, Stack
+
+NUMPY_APP = TASKS_DIR / "app_numpy"
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    started = Stack(tmp_path / "stack", client_count=2,
+                    client_params={"request_interval": "1", "task_retry_s": "300"})
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def rounds(stack: Stack, task_id: str) -> int:
+    assert stack.api is not None
+    found = stack.api.get(f"/api/tasks/{task_id}/metrics")["rounds"]
+    return max((r["round"] for r in found), default=0)
+
+
+def host_pid(task_id: str) -> int | None:
+    """The ServerApp host serving ``task_id`` (it works in the task's folder)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes()
+            cwd = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"flower_runtime.server_host" in command and Path(cwd).name == f"task_{task_id}":
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_host_is_started_again_from_its_checkpoint(stack: Stack) -> None:
+    api = stack.start_cloud()
+    stack.start_clients()
+    stack.create_task("sturdy", NUMPY_APP, None, devices=2, server_arguments={
+        "num-server-rounds": 60, "train-delay-s": 0.1})
+    api.post("/rpc_exec_start_server_task", {"task_id": "sturdy"})
+    wait_for(lambda: rounds(stack, "sturdy") >= 3, 90, "three rounds")
+    pid = wait_for(lambda: host_pid("sturdy"), 10, "the host's pid")
+    recorded = rounds(stack, "sturdy")
+    killed_at = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+    task: dict[str, Any] = wait_for(
+        lambda: (t := api.get("/api/tasks/sturdy"))["status_reason"] and t, 20,
+        "the run to be started again")
+    assert task["status"] == "running", task
+    assert "ServerApp host died (killed by signal SIGKILL)" in task["status_reason"], task
+    resumed = re.match(r"resumed after round (\d+)", task["status_reason"])
+    assert resumed and int(resumed.group(1)) >= recorded - 1, task
+    wait_for(lambda: rounds(stack, "sturdy") > recorded, 30, "training after the restart")
+    assert time.monotonic() - killed_at < 30
+    ended = wait_for(lambda: (t := api.get("/api/tasks/sturdy"))["status"] != "running" and t,
+                     120, "the run to end")
+    assert ended["status"] == "finished", ended
+    assert rounds(stack, "sturdy") == 60
