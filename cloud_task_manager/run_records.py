@@ -124,3 +124,16 @@ class RunRecords:
             record.server_pid = None
             record.ended_at = record.modified = utcnow()
         return True
+
+    def pause(self, task_id: str, run: int, reason: str) -> bool:
+        """Leave the run recorded running, its server gone, saying why (the next start of this
+        replica resumes it); whether it was still this replica's running run."""
+        with self.records.transaction() as session:
+            record = session.get(TaskRecord, task_id)
+            if record is None or record.runs != run or record.owner not in (
+                    None, self.replica_id) or record.status != TaskStatus.RUNNING.value:
+                return False
+            record.status_reason = reason
+            record.server_pid = None
+            record.modified = utcnow()
+        return True

@@ -37,6 +37,8 @@ SERVICE = "cloud_task_manager"
 MAX_HOST_RESTARTS = 3
 """How often one run's ServerApp host is started again after it died of a signal."""
 SHUTDOWN_REASON = "the cloud task manager was shut down"
+PAUSED_REASON = ("paused: the cloud task manager was shut down; the run resumes when it "
+                 "starts again")
 STOPPED_REASON = "stopped by the operator"
 
 Announce = Callable[[TaskEvent], None]
@@ -181,6 +183,12 @@ class ServedRuns:
             logger.info("task %s server %s; its run is left to another replica",
                         launch.task_id, outcome.status)
             return
+        if (self.shutting_down and outcome.stopped and forced is None
+                and launch.kind is TaskKind.FLOWER_APP):
+            if self.run_records.pause(launch.task_id, launch.run, PAUSED_REASON):
+                logger.info("task %s run %d paused until this manager starts again",
+                            launch.task_id, launch.run)
+                return
         status = TaskStatus(outcome.status)
         reason = outcome.reason
         if forced is None and self._restarts_after_crash(launch, outcome):

@@ -1,5 +1,6 @@
-"""A run outlives its ServerApp host (real processes): the host killed with SIGKILL is started
-again from its last good checkpoint, the devices rejoin it, and no round is lost."""
+"""A run outlives its ServerApp host and its manager's clean shutdown (real processes): a host
+killed with SIGKILL is started again from its last good checkpoint, a SIGTERM of the manager
+pauses the run until it starts again; the devices rejoin, and no round is lost."""
 
 from __future__ import annotations
 
@@ -74,3 +75,26 @@ def test_a_killed_host_is_started_again_from_its_checkpoint(stack: Stack) -> Non
                      120, "the run to end")
     assert ended["status"] == "finished", ended
     assert rounds(stack, "sturdy") == 60
+
+
+def test_a_clean_shutdown_pauses_a_run_and_the_next_start_resumes_it(stack: Stack) -> None:
+    api = stack.start_cloud()
+    stack.start_clients()
+    stack.create_task("paused", NUMPY_APP, None, devices=2, server_arguments={
+        "num-server-rounds": 60, "train-delay-s": 0.1})
+    api.post("/rpc_exec_start_server_task", {"task_id": "paused"})
+    wait_for(lambda: rounds(stack, "paused") >= 3, 90, "three rounds")
+    assert stack.processes is not None
+    recorded = rounds(stack, "paused")
+    assert stack.processes.stop(Stack.replica_name(0)) == 0  # SIGTERM
+    log = (stack.out_dir / "logs" / f"{Stack.replica_name(0)}.log").read_text()
+    assert "task paused run 1 paused until this manager starts again" in log
+    stack.start_replica(0)
+    task = wait_for(lambda: (t := api.get("/api/tasks/paused"))["status_reason"].startswith(
+        "resumed") and t, 30, "the run to resume")
+    resumed = re.match(r"resumed after round (\d+)", task["status_reason"])
+    assert resumed and int(resumed.group(1)) >= recorded - 1, task
+    ended = wait_for(lambda: (t := api.get("/api/tasks/paused"))["status"] != "running" and t,
+                     120, "the run to end")
+    assert ended["status"] == "finished", ended
+    assert rounds(stack, "paused") == 60
