@@ -43,7 +43,8 @@ class RunRecovery:
         stale = [(task_id, pid) for task_id, pid in stale if served.run_records.claim(task_id)]
         for task_id, pid in stale:
             if pid:
-                kill_orphan(pid, self.storage.task_dir(task_id))
+                kill_orphan(pid, self.storage.task_dir(task_id),
+                            served.results.scratch_path(task_id, 1).parent)
             self.recover_or_fail(task_id)
         if stale:
             logger.warning("recovered %d task(s) left running by an earlier manager", len(stale))

@@ -208,21 +208,22 @@ class ServerProcesses:
         ), self.executor)
 
 
-def kill_orphan(pid: int, folder: Path) -> bool:
+def kill_orphan(pid: int, *folders: Path) -> bool:
     """Kill a server left by an earlier manager if ``pid`` still runs something of this task's
-    folder (its ``server.py``, or the ServerApp host of its app, which works in that folder)."""
+    folders (its ``server.py`` in the task's folder, or the ServerApp host of its app, which
+    works in its run's results folder)."""
     try:
         command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\x00")
         cwd = os.readlink(f"/proc/{pid}/cwd").encode()
     except OSError:
         return False
-    inside = str(folder).encode()
+    insides = [str(folder).encode() for folder in folders]
     if not any(argument == inside or argument.startswith(inside + b"/")
-               for argument in [*command, cwd]):
+               for argument in [*command, cwd] for inside in insides):
         return False
     try:
         os.killpg(pid, signal.SIGKILL)
     except OSError:
         return False
-    logger.warning("killed orphaned server process %d of %s", pid, folder.name)
+    logger.warning("killed orphaned server process %d of %s", pid, folders[0].name)
     return True

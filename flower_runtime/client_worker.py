@@ -138,6 +138,7 @@ async def take_part(job: WorkerJob, reporter: TaskReporter) -> None:
     os.chdir(app_dir)
     if job.results_dir is not None:
         job.results_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(job.results_dir)  # what the app writes where it works is a result of the run
         os.environ[RESULTS_DIR_ENV] = str(job.results_dir.resolve())
         (job.results_dir / STATE_DIR).mkdir(exist_ok=True)
         reporter.spool_to(job.results_dir / STATE_DIR / SPOOL_FILE)

@@ -287,6 +287,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     os.chdir(app_dir)
     state_dir: Path | None = None
     if args.results_dir is not None:
+        args.results_dir.mkdir(parents=True, exist_ok=True)
+        os.chdir(args.results_dir)  # what the app writes where it works is a result of the run
         os.environ[RESULTS_DIR_ENV] = str(args.results_dir.resolve())
         state_dir = args.results_dir.resolve() / STATE_DIR
         state_dir.mkdir(parents=True, exist_ok=True)

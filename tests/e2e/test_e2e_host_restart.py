@@ -37,7 +37,7 @@ def rounds(stack: Stack, task_id: str) -> int:
 
 
 def host_pid(task_id: str) -> int | None:
-    """The ServerApp host serving ``task_id`` (it works in the task's folder)."""
+    """The ServerApp host serving ``task_id`` (it works in its run's results folder)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -46,7 +46,7 @@ def host_pid(task_id: str) -> int | None:
             cwd = os.readlink(entry / "cwd")
         except OSError:
             continue
-        if b"flower_runtime.server_host" in command and Path(cwd).name == f"task_{task_id}":
+        if b"flower_runtime.server_host" in command and Path(cwd).parent.name == f"task_{task_id}":
             return int(entry.name)
     return None
 
