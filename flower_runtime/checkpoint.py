@@ -25,9 +25,9 @@ from typing import IO, Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message
-from flwr.common.constant import SType
 
 from agata_contracts.checkpoints import META_KEY, checkpoint_name, checkpoint_round
+from flower_runtime.flower_internals import SType
 from flower_runtime.grid import round_of
 from task_daemon_lib.task_reporter import TaskReporter
 

@@ -25,8 +25,6 @@ from collections.abc import Sequence
 import aiohttp
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.common.constant import ErrorCode
-from flwr.supercore.object_ref import load_app
 
 from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
@@ -39,6 +37,7 @@ from agata_contracts.run_door import (
     run_url,
 )
 from flower_runtime import DEFAULT_PRELOAD, preload, wire
+from flower_runtime.flower_internals import ErrorCode, load_app
 from flower_runtime.jobs import WorkerJob, read_job
 from flower_runtime.manifest import read_manifest
 from flower_runtime.quiet import quiet_flower

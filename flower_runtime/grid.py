@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from flwr.app import Error, Message, RecordDict
-from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
-from flwr.supercore.run import Run
+
+from flower_runtime.flower_internals import ErrorCode, Run
 
 MAX_NODE_ID = 2**63 - 1
 

@@ -23,11 +23,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.serverapp import ServerApp
-from flwr.supercore.object_ref import load_app
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
 from pydantic import BaseModel
 
 from agata_contracts.checkpoints import (
@@ -43,6 +39,7 @@ from agata_contracts.lifecycle import RESULTS_DIR_ENV
 from agata_contracts.run_door import DOOR_KEY_HEADER, door_key
 from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
 from flower_runtime.checkpoint import Checkpointer, read_checkpoint
+from flower_runtime.flower_internals import SUPERLINK_NODE_ID, Run, TaskIdentity, load_app
 from flower_runtime.grid import Node, RunGrid
 from flower_runtime.jobs import HostJob, read_job
 from flower_runtime.manifest import ConfigValue, read_manifest

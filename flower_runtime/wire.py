@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from flwr.app import Array, ArrayRecord, Message, RecordDict
-from flwr.app.message.message import make_message
-from flwr.common.serde import recorddict_from_proto, recorddict_to_proto
-from flwr.common.serde_utils import (
-    error_from_proto,
-    error_to_proto,
-    metadata_from_proto,
-    metadata_to_proto,
-)
-from flwr.proto.message_pb2 import Message as ProtoMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agata_contracts.run_door import CHUNK_BYTES, DOOR_PATH, MAX_FRAME_BYTES, Hello
+from flower_runtime.flower_internals import (
+    ProtoMessage,
+    error_from_proto,
+    error_to_proto,
+    make_message,
+    metadata_from_proto,
+    metadata_to_proto,
+    recorddict_from_proto,
+    recorddict_to_proto,
+)
 
 __all__ = ["CHUNK_BYTES", "MAX_FRAME_BYTES", "PATH", "Hello"]
 
