@@ -7,6 +7,7 @@ run again (this one after a restart, or another replica) finds it. Writes here d
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -105,15 +106,18 @@ class RunStates:
             rounds_done, path = local
             os.replace(path, own_folder(state_dir) / RESUME_FILE)
             return True, f"resumed after round {rounds_done} from its checkpoint: {cause}"
-        if resumable and state.checkpoint is not None and state.checkpoint_round is not None:
-            write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint)
+        kept = state.checkpoint is not None and state.checkpoint_round is not None
+        damaged = kept and not is_whole_checkpoint(state.checkpoint or b"")
+        if resumable and kept and not damaged:
+            write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint or b"")
             return True, (f"resumed after round {state.checkpoint_round} from its checkpoint: "
                           f"{cause}")
         own_folder(state_dir, empty=True)
         with self._sessions.begin() as session:
             self.begin(session, task_id, state.run, state.arguments)
         why = ("the app does not declare [tool.agata] resume = true" if not resumable
-               else "no checkpoint was kept yet")
+               else f"its checkpoint after round {state.checkpoint_round} is damaged"
+               if damaged else "no checkpoint was kept yet")
         return False, f"started again from round 0 ({why}): {cause}"
 
     def get(self, task_id: str, run: int) -> RunState | None:
@@ -124,6 +128,16 @@ class RunStates:
                 return None
             return RunState(row.run, dict(row.arguments or {}), row.checkpoint_round,
                             row.checkpoint)
+
+
+def is_whole_checkpoint(content: bytes) -> bool:
+    """Whether a checkpoint's bytes are a whole ``.npz``: a zip whose every member's CRC-32
+    holds (a truncated or altered file is not)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(content)) as archive:
+            return archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
 
 
 def newest_local_checkpoint(state_dir: Path, newer_than: int | None

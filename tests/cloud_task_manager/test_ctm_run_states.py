@@ -69,3 +69,23 @@ def test_the_copier_copies_a_runs_newest_checkpoint_and_skips_the_overtaken(
     copier.forget("t", 1)
     copier.close()
     assert 5 not in copied
+
+
+def test_a_damaged_checkpoint_is_skipped_for_the_previous_good_one(tmp_path: Path) -> None:
+    import numpy as np
+    from flwr.app import ArrayRecord
+
+    from agata_contracts.checkpoints import checkpoint_name
+    from cloud_task_manager.run_states import is_whole_checkpoint, newest_local_checkpoint
+    from flower_runtime.checkpoint import checkpoint_bytes
+
+    good = checkpoint_bytes(ArrayRecord([np.arange(1000.0)]), 4)
+    assert is_whole_checkpoint(good)
+    assert not is_whole_checkpoint(good[: len(good) // 2])
+    flipped = bytearray(good)
+    flipped[len(good) // 3] ^= 0xFF
+    assert not is_whole_checkpoint(bytes(flipped))
+    (tmp_path / checkpoint_name(4)).write_bytes(good)
+    (tmp_path / checkpoint_name(5)).write_bytes(good[: len(good) // 2])  # truncated newest
+    assert newest_local_checkpoint(tmp_path, None) == (4, tmp_path / checkpoint_name(4))
+    assert newest_local_checkpoint(tmp_path, 4) is None
