@@ -125,6 +125,15 @@ class RunRecords:
             record.ended_at = record.modified = utcnow()
         return True
 
+    def note(self, task_id: str, run: int, reason: str) -> None:
+        """Set the reason of the task's running run ``run`` (a warning while it runs)."""
+        with self.records.transaction() as session:
+            record = session.get(TaskRecord, task_id)
+            if (record is not None and record.runs == run
+                    and record.status == TaskStatus.RUNNING.value):
+                record.status_reason = reason
+                record.modified = utcnow()
+
     def pause(self, task_id: str, run: int, reason: str) -> bool:
         """Leave the run recorded running, its server gone, saying why (the next start of this
         replica resumes it); whether it was still this replica's running run."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
@@ -44,8 +45,10 @@ class ServerReports:
 
     def __init__(self, records: TaskRecords, checkpoints: CheckpointCopier,
                  storage: TaskStorage, servers: ServerProcesses, events: EventRecorder,
-                 replica_id: str) -> None:
+                 replica_id: str,
+                 on_round: Callable[[ServerLaunch, int], None] | None = None) -> None:
         self.records = records
+        self.on_round = on_round
         self.checkpoints = checkpoints
         self.storage = storage
         self.servers = servers
@@ -57,6 +60,8 @@ class ServerReports:
         if isinstance(message, StatsMessage):
             self.store_round(launch, message)
             self.servers.prepare_spare()
+            if self.on_round is not None:
+                self.on_round(launch, message.round)
         elif isinstance(message, ErrorMessage):
             logger.warning("task %s server reported an error: %s", launch.task_id,
                            message.exception)

@@ -79,7 +79,7 @@ class ServedRuns:
             pending.path, pending.task_id, pending.run, pending.rounds_done,
             owner=pending.owner))
         self.reports = ServerReports(records, self.checkpoints, storage, self.servers, events,
-                                     replica_id)
+                                     replica_id, on_round=self._round_done)
         self.transition = threading.Lock()
         self.deadlines = RunDeadlines(self.transition, self.run_records,
                                       self.servers.request_stop, events)
@@ -148,6 +148,12 @@ class ServedRuns:
         except Exception as exc:
             logger.warning("task %s: could not announce %s: %s", launch.task_id,
                            status.value, exc)
+
+    def _round_done(self, launch: ServerLaunch, round_number: int) -> None:
+        """Say early, as the run's reason, when its pace will miss its deadline."""
+        why = self.deadlines.round_done(launch, round_number)
+        if why is not None:
+            self.run_records.note(launch.task_id, launch.run, why)
 
     def _on_report(self, launch: ServerLaunch, message: ReportMessage) -> None:
         if (launch.task_id, launch.run) not in self.fenced:  # else another replica records

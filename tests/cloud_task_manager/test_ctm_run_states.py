@@ -89,3 +89,11 @@ def test_a_damaged_checkpoint_is_skipped_for_the_previous_good_one(tmp_path: Pat
     (tmp_path / checkpoint_name(5)).write_bytes(good[: len(good) // 2])  # truncated newest
     assert newest_local_checkpoint(tmp_path, None) == (4, tmp_path / checkpoint_name(4))
     assert newest_local_checkpoint(tmp_path, 4) is None
+
+
+def test_a_runs_pace_says_early_whether_it_makes_its_deadline() -> None:
+    from cloud_task_manager.deadlines import projected_miss
+
+    assert projected_miss(0.5, 10, 6.0) is None
+    why = projected_miss(2.0, 100, 30.0)
+    assert why is not None and "100 round(s) left need about 200 s" in why and "30 s" in why

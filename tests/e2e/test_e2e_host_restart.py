@@ -98,3 +98,18 @@ def test_a_clean_shutdown_pauses_a_run_and_the_next_start_resumes_it(stack: Stac
                      120, "the run to end")
     assert ended["status"] == "finished", ended
     assert rounds(stack, "paused") == 60
+
+
+def test_a_run_that_will_miss_its_deadline_says_so_before_it_is_stopped(stack: Stack) -> None:
+    api = stack.start_cloud()
+    stack.start_clients()
+    stack.create_task("late", NUMPY_APP, None, devices=2, deadline_s=15, server_arguments={
+        "num-server-rounds": 500, "train-delay-s": 0.1})
+    api.post("/rpc_exec_start_server_task", {"task_id": "late"})
+    warned = wait_for(lambda: (t := api.get("/api/tasks/late"))["status_reason"] and t, 30,
+                      "the run's early word")
+    assert warned["status"] == "running", warned
+    assert warned["status_reason"].startswith("will miss its deadline"), warned
+    ended = wait_for(lambda: (t := api.get("/api/tasks/late"))["status"] != "running" and t,
+                     40, "the deadline")
+    assert ended["status"] == "failed" and "deadline of 15 s" in ended["status_reason"], ended
