@@ -13,8 +13,8 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agata_contracts.rpc import Audience, Empty, RpcSpec
 from agata_contracts.users import SERVICE
-from microservice_interconnect import Audience, Empty, RpcSpec
 
 CLI_SECRET: Final = Field(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_-]+$")
 USER_CODE_ALPHABET: Final = "BCDFGHJKLMNPQRSTVWXZ"

@@ -134,8 +134,9 @@ def _server_log(stack: Stack) -> list[str]:
 
 
 def device_kill(out: Path) -> Figures:
-    """kill -9 device 0's task manager mid-run, then restart it."""
-    stack = _stack(out, "device_kill")
+    """kill -9 device 0's task manager mid-run, then restart it (the run waits up to 30 s for
+    it: a restarted device imports its worker's libraries again, slow on a loaded machine)."""
+    stack = _stack(out, "device_kill", AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S="30")
     try:
         api = _start_run(stack)
         assert stack.processes is not None
