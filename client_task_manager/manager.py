@@ -361,6 +361,8 @@ class ClientTaskManager:
             on_output=results.log,
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
             name=f"task {task_id} client",
+            task_dir=folder,
+            results_dir=results.folder,
         )
         child.start()
         return child
@@ -368,7 +370,7 @@ class ClientTaskManager:
     def _start_app_worker(self, offer: TaskOffer, folder: Path,
                           results: RunResults) -> TaskProcess:
         task_id, run = offer.task_id, offer.run
-        child = self.warm.take(
+        taken = self.warm.take(
             f"task {task_id} ClientApp",
             on_message=lambda message: self._on_child_message(task_id, run, message),
             on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
@@ -377,16 +379,16 @@ class ClientTaskManager:
             task_dir=folder,
             results_dir=results.folder,
         )
-        job = WorkerJob(app=folder, cloud_url=self.cloud_url, cloud_ca_file=self.cloud_ca_file,
-                        task_id=task_id, run=run,
+        job = WorkerJob(app=taken.app or folder, cloud_url=self.cloud_url,
+                        cloud_ca_file=self.cloud_ca_file, task_id=task_id, run=run,
                         client_id=self.client_id, credential=offer.download_credential,
-                        node_config=self.node_config, results_dir=results.folder)
+                        node_config=self.node_config, results_dir=taken.results)
         try:
-            child.send_input(job.model_dump_json())
+            taken.process.send_input(job.model_dump_json())
         except OSError:
-            child.request_stop(self.stop_grace_s)
+            taken.process.request_stop(self.stop_grace_s)
             raise
-        return child
+        return taken.process
 
     # -- children ----------------------------------------------------------------------------
 

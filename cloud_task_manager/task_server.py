@@ -3,6 +3,7 @@ task, the ServerApp host (``python -m flower_runtime.server_host``) for a Flower
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -122,12 +123,14 @@ class ServerProcesses:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
         if launch.kind is TaskKind.FLOWER_APP and self.warm is not None:
-            child = self.warm.take(name, report, exited, output, image=launch.image,
+            taken = self.warm.take(name, report, exited, output, image=launch.image,
                                    task_dir=launch.folder, results_dir=launch.results_dir)
+            child = taken.process
             with self._lock:
                 self._children[launch.task_id] = child
-            job = HostJob(arguments=launch.host_arguments(),
-                          run_credential=launch.run_credential)
+            seen = dataclasses.replace(launch, folder=taken.app or launch.folder,
+                                       results_dir=taken.results)
+            job = HostJob(arguments=seen.host_arguments(), run_credential=launch.run_credential)
             try:
                 child.send_input(job.model_dump_json())
             except OSError:
