@@ -38,6 +38,7 @@ from agata_cli.local_deployment import DEVICE_SERVICES, LocalDeployment
 from agata_cli.output import out, table
 from agata_cli.supervisor import Supervisor, pid_alive
 from agata_common.device_identity import load_secret
+from task_daemon_lib import confinement
 
 logger = logging.getLogger("agata.up")
 
@@ -281,14 +282,36 @@ def status(args: argparse.Namespace) -> int:
         if not running:
             shown = "stopped"
         uptime = f"{now - float(service.get('since') or now):.0f} s" if alive else "-"
+        confined = _confinement(service)
+        if confined is not None:
+            service["confinement"] = confined
         rows.append([service.get("name"), shown, service.get("pid") or "-", uptime,
-                     service.get("restarts", 0)])
+                     service.get("restarts", 0), _confinement_cell(confined)])
     if args.json:
         out(json.dumps({"up": running, **state}, indent=1))
         return 0 if running else EXIT_NOT_UP
     heading = (f"agata is up (pid {state['supervisor_pid']}) at {state.get('url')}/ui/"
                if running else "agata is not up here (state of its last run below)")
     out(heading)
-    for line in table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"], rows):
+    for line in table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "TASK CONFINEMENT"],
+                      rows):
         out(line)
     return 0 if running else EXIT_NOT_UP
+
+
+def _confinement(service: dict[str, Any]) -> dict[str, str] | None:
+    """What confines a task manager's task processes, as it recorded it (None for the other
+    services)."""
+    data_dir = service.get("data_dir")
+    if not str(service.get("module", "")).endswith("task_manager") or not data_dir:
+        return None
+    return confinement.read(Path(data_dir)) or {"mechanism": "unknown",
+                                                 "detail": "not recorded yet"}
+
+
+def _confinement_cell(confined: dict[str, str] | None) -> str:
+    """The table's cell: the mechanism, loud when there is none."""
+    if confined is None:
+        return "-"
+    mechanism = confined.get("mechanism", "unknown")
+    return "NONE (unconfined!)" if mechanism == "none" else mechanism
