@@ -13,15 +13,13 @@ waits until the sandbox has bound the stage (a spare taken the moment it starts 
 
 from __future__ import annotations
 
-import logging
+import errno
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 PREFIX = "spare-"
 BIND_WAIT_S = 10.0
@@ -60,6 +58,9 @@ class SpareStage:
             self.wait_bound(sandbox_pid)
         _link_tree(app_dir, self.app)
         results_dir.mkdir(parents=True, exist_ok=True)
+        if os.stat(results_dir).st_dev != os.stat(self.results).st_dev:
+            raise OSError(errno.EXDEV, f"{results_dir} is on another file system than the "
+                                       "spare's stage")
         for entry in list(results_dir.iterdir()):
             os.rename(entry, self.results / entry.name)
         os.rename(self.results, results_dir)
