@@ -1,7 +1,8 @@
 """The default executor: each task process a child of its manager, in a bubblewrap sandbox of
-its own (see :mod:`task_daemon_lib.confinement` for what it sees and why bubblewrap).
+its own (see :mod:`task_daemon_lib.confinement` for what it sees and why bubblewrap), else under
+a Landlock ruleset (:mod:`task_daemon_lib.landlock`, without warm spares).
 
-Where the kernel allows no sandbox, the processes run as plain children, and the executor says
+Where the kernel allows neither, the processes run as plain children, and the executor says
 so (:attr:`ConfinedExecutor.confinement`, logged as an error by the manager and shown by
 ``agata status``).
 """
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from task_daemon_lib import confinement
+from task_daemon_lib import confinement, landlock
 from task_daemon_lib.confinement import Confinement, Mechanism, SandboxView
 from task_daemon_lib.executors import (
     OnExit,
@@ -25,14 +26,16 @@ from task_daemon_lib.executors import (
 )
 from task_daemon_lib.runner import ChildProcess
 
+SCRATCH = ".agata/tmp"
+"""Under Landlock, a process's ``HOME`` and ``TMPDIR``, in its results folder (never collected
+as a result; the host's ``/tmp`` is not granted)."""
+
 
 class ConfinedExecutor:
     """Task processes each in a sandbox showing only its task folder (read-only), its results
     folder (writable) and ``readable`` (read-only, e.g. the cloud's CA file) beyond the
     system; the mechanism is chosen once, at first use. Spares are staged
-    (:mod:`task_daemon_lib.staging`)."""
-
-    spares_allowed = True
+    (:mod:`task_daemon_lib.staging`); under Landlock no spare is started."""
 
     def __init__(self, readable: Sequence[Path] = ()) -> None:
         self.readable = tuple(readable)
@@ -49,6 +52,12 @@ class ConfinedExecutor:
                 if self._chosen.mechanism is Mechanism.BWRAP:
                     self._system = confinement.system_arguments()
             return self._chosen
+
+    @property
+    def spares_allowed(self) -> bool:
+        """Whether spares may be started (not under Landlock: a spare's folders are only known
+        when it takes its run)."""
+        return self.confinement.mechanism is not Mechanism.LANDLOCK
 
     @property
     def stages_spares(self) -> bool:
@@ -81,9 +90,27 @@ class ConfinedExecutor:
                 results_dir.mkdir(parents=True, exist_ok=True)
             command = confinement.bwrap_argv(bwrap, self.view(cwd, task_dir, results_dir),
                                              argv, user_namespace=chosen.user_namespace)
+        elif chosen.mechanism is Mechanism.LANDLOCK:
+            command, env = self._landlocked(argv, cwd, env, task_dir, results_dir)
         return ChildProcess(command, cwd=cwd, env=env, on_message=on_message,
                             on_output=on_output, on_exit=on_exit, name=name,
                             require_finished=require_finished, stdin_pipe=stdin_pipe)
+
+    def _landlocked(self, argv: Sequence[str], cwd: Path, env: Mapping[str, str],
+                    task_dir: Path | None, results_dir: Path | None
+                    ) -> tuple[list[str], dict[str, str]]:
+        """``argv`` under Landlock with this executor's view, and its environment (its
+        scratch folder as ``HOME`` and ``TMPDIR``)."""
+        if results_dir is None:
+            raise OSError("under Landlock a task process needs its results folder")
+        scratch = results_dir / SCRATCH
+        scratch.mkdir(parents=True, exist_ok=True)
+        view = self.view(cwd, task_dir, results_dir)
+        read_only = [str(path) for path in (*confinement.system_paths(), *view.read_only)]
+        packages_in = {str(path.parent) for path in runtime_mounts()}
+        command = landlock.command(read_only, [str(path) for path in view.writable], argv,
+                                   sorted(packages_in))
+        return command, {**env, "HOME": str(scratch), "TMPDIR": str(scratch)}
 
     def unavailable(self, image: str | None = None) -> str | None:
         """Always None: without a sandbox the process still runs (and the manager said so)."""
