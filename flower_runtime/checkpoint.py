@@ -89,7 +89,9 @@ def read_checkpoint(content: bytes) -> tuple[int, ArrayRecord]:
 
 def write_atomically(path: Path, content: bytes | Callable[[IO[bytes]], None]) -> None:
     """Write ``content`` (bytes, or what a writer writes) at ``path`` so that a reader sees
-    all of it or nothing."""
+    all of it or nothing. It is not forced to the disk (a large model's fsync would hold the
+    next round): a checkpoint a power loss tore fails its checksums when it is read, and the
+    previous one is taken instead."""
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".write-")
     try:
         with os.fdopen(handle, "wb") as output:
@@ -97,8 +99,6 @@ def write_atomically(path: Path, content: bytes | Callable[[IO[bytes]], None]) -
                 output.write(content)
             else:
                 content(output)
-            output.flush()
-            os.fsync(output.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
