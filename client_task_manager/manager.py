@@ -8,28 +8,26 @@ interval, or by the end of a quarantine. Child processes report through ``task_d
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
-
-from pydantic import BaseModel
 
 from agata_contracts.lifecycle import NO_LIFECYCLE, RESULTS_DIR_ENV
-from agata_contracts.results import UPLOAD_RESULT
 from agata_contracts.tasks import (
     CLIENT_SCRIPT,
-    REPORT_CLIENT_TASK,
     ClientTaskStatus,
-    ReportClientTaskRequest,
     TaskEvent,
     TaskKind,
     TaskOffer,
 )
-from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
+from client_task_manager.children import (
+    ChildCallbacks,
+    ChildError,
+    ChildInbox,
+    ChildLeft,
+    Running,
+)
 from client_task_manager.dependencies import check_app_dependencies
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
@@ -41,36 +39,25 @@ from client_task_manager.lifecycle import (
     read_task_lifecycle,
     result_uploads,
 )
+from client_task_manager.reports import PendingReports, SendReport
 from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import TaskBook
 from flower_runtime import CLIENT_WORKER_MODULE, warm_argv
 from flower_runtime.jobs import WorkerJob
 from microservice_interconnect import NotFound, RpcError
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
-from microservice_interconnect.spec import RpcSpec
 from task_daemon_lib.executors import (
     Executor,
-    OnExit,
-    OnMessage,
-    OnOutput,
     ProcessSpec,
     SubprocessExecutor,
     TaskProcess,
 )
 from task_daemon_lib.launcher import start_task_process
 from task_daemon_lib.messages import (
-    INFO_FIRST_TRAIN,
-    INFO_RUN_FULL,
     INFO_RUN_OVER,
     REPORT_SPOOL_ENV,
-    ErrorMessage,
-    InfoMessage,
-    PrintMessage,
-    ReportMessage,
-    StatsMessage,
 )
 from task_daemon_lib.runner import (
-    ChildOutcome,
     python_argv,
     script_arguments,
     task_environ,
@@ -87,8 +74,6 @@ LOOP_STOP_WAIT_S = 2.0
 
 QueryOffers = Callable[[str], list[TaskOffer]]
 """Asks the cloud which running tasks fit this client."""
-SendReport = Callable[[RpcSpec[Any, Any], BaseModel], None]
-"""Hands a report to the durable outbox (raises when the local broker does not take it)."""
 
 
 def _server_port(offer: TaskOffer) -> int:
@@ -97,45 +82,6 @@ def _server_port(offer: TaskOffer) -> int:
     if offer.port is None:
         raise ValueError(f"the offer of task {offer.task_id} names no port of its server")
     return offer.port
-
-
-class _Callbacks(TypedDict):
-    """Where a run's task process reports, writes and exits to."""
-
-    on_message: OnMessage
-    on_output: OnOutput
-    on_exit: OnExit
-
-
-@dataclass
-class _Running:
-    offer: TaskOffer
-    child: TaskProcess
-    results: RunResults
-    handled: bool = False
-    left: str | None = None
-    """Why the worker left its run without failing (``INFO_RUN_OVER``/``INFO_RUN_FULL``)."""
-
-
-@dataclass(frozen=True)
-class _ChildLeft:
-    task_id: str
-    run: int
-    info: str
-
-
-@dataclass(frozen=True)
-class _ChildError:
-    task_id: str
-    run: int
-    reason: str
-
-
-@dataclass(frozen=True)
-class _ChildExit:
-    task_id: str
-    run: int
-    outcome: ChildOutcome
 
 
 class ClientTaskManager:
@@ -174,7 +120,6 @@ class ClientTaskManager:
         self.book = book
         self.query_offers = query_offers
         self.fetch_file = fetch_file
-        self.send_report = send_report
         self.work_dir = work_dir
         self.request_interval_s = request_interval_s
         self.heartbeat = heartbeat
@@ -182,11 +127,9 @@ class ClientTaskManager:
         self._next_heartbeat = 0.0
         self.stop_grace_s = stop_grace_s
         self._wake = threading.Event()
-        self._inbox: queue.SimpleQueue[_ChildLeft | _ChildError | _ChildExit] = \
-            queue.SimpleQueue()
-        self._children: dict[str, _Running] = {}
-        self._pending_reports: list[tuple[RpcSpec[Any, Any], BaseModel]] = []
-        self._stats_sent: UpdateUserInfoRequest | None = None
+        self._inbox = ChildInbox(self._wake, self._record, self.warm.prepare)
+        self._children: dict[str, Running] = {}
+        self.reports = PendingReports(send_report, lambda: self.identity.client_id)
         self._next_poll = 0.0
         self._next_stats_check = 0.0
         self._cloud_down = False
@@ -229,8 +172,7 @@ class ClientTaskManager:
                     self.work_dir / f"task_{offer.task_id}" / f"run_{offer.run}")
             except SetupFailed:
                 lifecycle = NO_LIFECYCLE
-            for upload in result_uploads(left.folder, offer, self.client_id, lifecycle):
-                self._pending_reports.append((UPLOAD_RESULT, upload))
+            self.reports.results(result_uploads(left.folder, offer, self.client_id, lifecycle))
             status, reason = left.ended
             logger.warning("task %s run %d had %s before the previous task manager stopped; "
                            "reporting it now", offer.task_id, offer.run, status.value)
@@ -238,7 +180,7 @@ class ClientTaskManager:
                 self._failed(offer.task_id, offer.run, reason or "failed")
             else:
                 self.book.finished(offer.task_id, offer.run)
-                self._report(offer.task_id, ClientTaskStatus.FINISHED, None)
+                self.reports.task(offer.task_id, ClientTaskStatus.FINISHED, None)
 
     def on_task_event(self, event: TaskEvent) -> None:
         """A task started or ended on the cloud: look again at once (any thread)."""
@@ -265,7 +207,7 @@ class ClientTaskManager:
         for entry in running:
             entry.child.wait(self.stop_grace_s + 5)
         self.warm.close()
-        self._flush_reports()
+        self.reports.flush()
 
     # -- the loop ----------------------------------------------------------------------------
 
@@ -293,8 +235,8 @@ class ClientTaskManager:
         self._handle_children()
         now = time.monotonic()
         if now >= self._next_stats_check:
-            self._report_stats()
-            self._flush_reports()
+            self.reports.stats(self.identity.stats())
+            self.reports.flush()
             self._next_stats_check = now + STATS_CHECK_S
         if self.heartbeat is not None and time.monotonic() >= self._next_heartbeat:
             self._beat(self.heartbeat)
@@ -317,7 +259,7 @@ class ClientTaskManager:
             offers = self.query_offers(self.client_id)
         except NotFound as exc:
             logger.info("cloud does not know this client yet (%s); retrying", exc.message)
-            self._stats_sent = None
+            self.reports.stats_unknown()
             self._next_poll = time.monotonic() + NOT_REGISTERED_RETRY_S
             self._next_stats_check = 0.0
             return
@@ -369,10 +311,10 @@ class ClientTaskManager:
             results.discard()
             self._failed(task_id, run, f"client could not start: {exc}")
             return
-        self._children[task_id] = _Running(offer, child, results)
+        self._children[task_id] = Running(offer, child, results)
         self.book.started(offer)
         self._record("start_client", f"client started {task_id}")
-        self._report(task_id, ClientTaskStatus.STARTED, None)
+        self.reports.task(task_id, ClientTaskStatus.STARTED, None)
 
     def _start_client_script(self, offer: TaskOffer, folder: Path,
                              results: RunResults) -> TaskProcess:
@@ -403,52 +345,21 @@ class ClientTaskManager:
         ), self.executor, warm=self.warm, job=job.model_dump_json(),
             stop_grace_s=self.stop_grace_s)
 
-    def _child_callbacks(self, offer: TaskOffer, results: RunResults) -> _Callbacks:
+    def _child_callbacks(self, offer: TaskOffer, results: RunResults) -> ChildCallbacks:
         """Where the run's task process reports, writes and exits to."""
-        task_id, run = offer.task_id, offer.run
-        return _Callbacks(
-            on_message=lambda message: self._on_child_message(task_id, run, message),
-            on_output=results.log,
-            on_exit=lambda outcome: self._on_child_exit(task_id, run, outcome),
-        )
+        return self._inbox.callbacks(offer.task_id, offer.run, results.log)
 
     # -- children ----------------------------------------------------------------------------
 
-    def _on_child_message(self, task_id: str, run: int, message: ReportMessage) -> None:
-        if isinstance(message, ErrorMessage):
-            self._record("task_client", f"client error {task_id}", at=message.time)
-            self._inbox.put(_ChildError(task_id, run, message.exception))
-            self._wake.set()
-        elif isinstance(message, StatsMessage):
-            logger.info("task %s round %d: %s", task_id, message.round, message.metrics)
-        elif isinstance(message, InfoMessage):
-            logger.info("task %s client: %s", task_id, message.info)
-            if message.info == INFO_FIRST_TRAIN:
-                self._record("task_client", f"first train {task_id}", at=message.time)
-                self.warm.prepare()
-            elif message.info in (INFO_RUN_OVER, INFO_RUN_FULL):
-                self._inbox.put(_ChildLeft(task_id, run, message.info))
-                self._wake.set()
-        elif isinstance(message, PrintMessage):
-            logger.info("task %s client says: %s", task_id, message.message)
-
-    def _on_child_exit(self, task_id: str, run: int, outcome: ChildOutcome) -> None:
-        self._inbox.put(_ChildExit(task_id, run, outcome))
-        self._wake.set()
-
     def _handle_children(self) -> None:
-        while True:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                return
+        for item in self._inbox.drain():
             entry = self._children.get(item.task_id)
             if entry is None or entry.offer.run != item.run:
                 continue
-            if isinstance(item, _ChildLeft):
+            if isinstance(item, ChildLeft):
                 entry.left = item.info
                 continue
-            if isinstance(item, _ChildError):
+            if isinstance(item, ChildError):
                 if not entry.handled:
                     entry.handled = True
                     entry.child.request_stop(self.stop_grace_s)
@@ -467,33 +378,32 @@ class ClientTaskManager:
             elif outcome.status == "finished":
                 self.book.finished(item.task_id, item.run)
                 self._record("task_client", f"client finished {item.task_id}")
-                self._report(item.task_id, ClientTaskStatus.FINISHED, None)
+                self.reports.task(item.task_id, ClientTaskStatus.FINISHED, None)
                 logger.info("task %s finished here", item.task_id)
             elif outcome.status == "stopped":
                 self.book.stopped(item.task_id)
-                self._report(item.task_id, ClientTaskStatus.STOPPED, "client shut down")
+                self.reports.task(item.task_id, ClientTaskStatus.STOPPED, "client shut down")
             else:
                 self._failed(item.task_id, item.run, outcome.reason or "failed")
 
-    def _send_results(self, entry: _Running) -> None:
+    def _send_results(self, entry: Running) -> None:
         """Hand the run's result files to the outbox, before the run's last report."""
         uploads = entry.results.uploads()
-        for upload in uploads:
-            self._pending_reports.append((UPLOAD_RESULT, upload))
+        self.reports.results(uploads)
         if uploads:
             logger.info("task %s run %d: sending %d result file(s) (%d bytes)",
                         entry.offer.task_id, entry.offer.run, len(uploads),
                         sum(len(upload.content) for upload in uploads))
-        self._flush_reports()
+        self.reports.flush()
 
     def _cannot_set_up(self, offer: TaskOffer, reason: str) -> None:
         self.book.cannot_set_up(offer)
         self._record("task_client", f"setup failed {offer.task_id}")
         logger.warning("task %s cannot be set up here: %s; not taken again until its files "
                        "change", offer.task_id, reason)
-        self._report(offer.task_id, ClientTaskStatus.SETUP_FAILED, reason)
+        self.reports.task(offer.task_id, ClientTaskStatus.SETUP_FAILED, reason)
 
-    def _left(self, entry: _Running, info: str) -> None:
+    def _left(self, entry: Running, info: str) -> None:
         """The worker left its run without failing: the run is over (done with it), or did not
         need this device (looked at again at the next poll, when a device may have gone)."""
         task_id, run = entry.offer.task_id, entry.offer.run
@@ -503,39 +413,11 @@ class ClientTaskManager:
             self.book.hold(task_id, time.time())
         reason = info.removeprefix("Left the run: ")
         logger.info("task %s run %d: left, %s", task_id, run, reason)
-        self._report(task_id, ClientTaskStatus.STOPPED, f"the run {reason}")
+        self.reports.task(task_id, ClientTaskStatus.STOPPED, f"the run {reason}")
 
     def _failed(self, task_id: str, run: int, reason: str) -> None:
         held = self.book.failed(task_id, reason, time.time())
         self._record("task_client", f"client failed {task_id}")
         logger.warning("task %s failed here: %s; set aside for %.0f s (failure %d)", task_id,
                        reason, held.until - time.time(), held.failures)
-        self._report(task_id, ClientTaskStatus.FAILED, reason)
-
-    # -- reports -----------------------------------------------------------------------------
-
-    def _report(self, task_id: str, status: ClientTaskStatus, reason: str | None) -> None:
-        report = ReportClientTaskRequest(task_id=task_id, client_id=self.client_id,
-                                         status=status, reason=reason[:4000] if reason else None)
-        self._pending_reports.append((REPORT_CLIENT_TASK, report))
-        self._flush_reports()
-
-    def _report_stats(self) -> None:
-        stats = self.identity.stats()
-        if stats == self._stats_sent:
-            return
-        self._pending_reports.append((UPDATE_USER_INFO, stats))
-        self._stats_sent = stats
-        logger.info("reporting stats: %s", stats.model_dump(exclude_none=True,
-                                                            exclude={"user_id"}))
-
-    def _flush_reports(self) -> None:
-        while self._pending_reports:
-            spec, report = self._pending_reports[0]
-            try:
-                self.send_report(spec, report)
-            except RpcError as exc:
-                logger.warning("local broker did not take a report (%s); will retry",
-                               exc.message)
-                return
-            self._pending_reports.pop(0)
+        self.reports.task(task_id, ClientTaskStatus.FAILED, reason)

@@ -2,8 +2,7 @@
 
 * ``POST /<rpc_name>``: AGATA's route; the JSON body goes to the RPC, the envelope's status
   becomes the HTTP status, ``return`` (or the error) the body.
-* ``POST /upload_files`` (multipart ``task_id``, ``files``) and
-  ``GET /download/<task_id>/<filename>``: AGATA's file routes.
+* ``GET /download/<task_id>/<filename>``: AGATA's download route (uploads: ``uploads``).
 * ``/api/...``: REST routes for people, ``/health``, ``/openapi.json``, ``/api/schemas``.
 * ``GET /ui/...``: the operators' web interface (static files of ``cloud_web_interface/``).
 """
@@ -16,22 +15,16 @@ import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from aiohttp import BodyPartReader, web
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.streams import EofStream
+from aiohttp import web
 
 from agata_common.config import Settings
-from agata_contracts.common import check_task_path
 from agata_contracts.devices import JOIN
 from agata_contracts.tasks import (
     DOWNLOAD_TASK_FILE,
     READ_TASK_FILE,
-    UPLOAD_TASK_ARCHIVE,
-    UPLOAD_TASK_FILE,
 )
 from cloud_gateway.auth import Authenticator, Caller
 from cloud_gateway.client_address import ClientAddresses
@@ -51,7 +44,8 @@ MAX_LONG_POLL_S = 55.0
 """The longest a task-event long poll may wait."""
 MAX_EVENT_CURSOR = 2**62
 _OK_PREFIX = b'{"status_code":200,"return":'
-_OPERATOR = frozenset({Audience.OPERATOR})
+OPERATOR_ONLY = frozenset({Audience.OPERATOR})
+"""The audiences of the routes only operators may call."""
 _FILE_ROUTE_AUDIENCES = frozenset({Audience.OPERATOR, Audience.CLIENT})
 
 RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
@@ -200,7 +194,7 @@ async def _bind_to_device(request: web.Request, body: bytes, caller: Caller) -> 
 
 def rest_handler(route: RestRoute) -> Handler:
     """A handler that builds the RPC request from the path, query and body."""
-    audiences = route.spec.audiences & _OPERATOR or _OPERATOR
+    audiences = route.spec.audiences & OPERATOR_ONLY or OPERATOR_ONLY
 
     async def handle(request: web.Request) -> web.Response:
         await request.app[AUTH].authenticate(request, audiences)
@@ -214,111 +208,6 @@ def rest_handler(route: RestRoute) -> Handler:
         return envelope_to_response(reply)
 
     return handle
-
-
-@dataclass
-class _FormFile:
-    """One file part of an upload form, read and checked."""
-
-    field: str
-    name: str
-    content: bytes
-
-
-async def _read_form(request: web.Request, task_id: str | None
-                     ) -> tuple[str, list[_FormFile]]:
-    """The whole upload form, read and checked before anything is stored: the task id, part
-    names, file paths, per-file and total sizes, and the file count; a malformed body is a 400.
-    """
-    settings = request.app[SETTINGS]
-    section = settings.cloud_task_manager
-    file_limit = int(section.max_file_mb * 1024 * 1024)
-    archive_limit = int(section.max_task_mb * 1024 * 1024)
-    body_limit = int(settings.server_gateway.max_body_mb * 1024 * 1024)
-    files: list[_FormFile] = []
-    total = 0
-    try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                raise BadRequest("nested multipart is not supported")
-            if part.name == "task_id" and part.filename is None:
-                task_id = (await part.read(decode=False)).decode("utf-8").strip()
-                continue
-            if part.name not in ("files", "archive") or part.filename is None:
-                raise BadRequest(f"unexpected form field {part.name!r}; send task_id, then "
-                                 "files or an archive")
-            if part.name == "files":
-                try:
-                    check_task_path(part.filename)
-                except ValueError as exc:
-                    raise BadRequest(f"file name {part.filename!r}: {exc}") from None
-                if len(files) >= section.max_files_per_task:
-                    raise BadRequest(f"more than {section.max_files_per_task} files in one "
-                                     "upload (max_files_per_task)")
-            limit = archive_limit if part.name == "archive" else file_limit
-            content = await _read_limited(part, min(limit, body_limit - total))
-            total += len(content)
-            files.append(_FormFile(part.name, part.filename, content))
-    except (ValueError, UnicodeDecodeError, AssertionError, HttpProcessingError,
-            asyncio.IncompleteReadError, EofStream) as exc:
-        raise BadRequest(f"malformed multipart body: {exc or type(exc).__name__}") from None
-    if not task_id:
-        raise BadRequest("the form has no task_id (send it before the files)")
-    if not files:
-        raise BadRequest("no files in the form (field names: files, archive)")
-    if sum(f.field == "archive" for f in files) > 1:
-        raise BadRequest("send one archive at a time")
-    return task_id, files
-
-
-async def _upload(request: web.Request, task_id: str | None) -> web.Response:
-    """Read a multipart form: ``task_id`` unless given, then one or more ``files`` (each named
-    by its path in the task) and/or one ``archive`` (a zip or .fab replacing the task's files).
-    Nothing is stored until the whole form has been read and checked.
-    """
-    await request.app[AUTH].authenticate(request, _OPERATOR)
-    if not request.content_type.startswith("multipart/"):
-        raise BadRequest("send multipart/form-data with task_id and files")
-    task_id, files = await _read_form(request, task_id)
-    stored: list[Any] = []
-    skipped: list[str] = []
-    for item in files:
-        archive = item.field == "archive"
-        payload = {"task_id": task_id, "filename": item.name,
-                   "content": base64.b64encode(item.content).decode()}
-        spec = UPLOAD_TASK_ARCHIVE if archive else UPLOAD_TASK_FILE
-        result = await call_rpc(request, spec, payload)
-        if archive:
-            stored.extend(result["files"])
-            skipped.extend(result["skipped"])
-        else:
-            stored.append(result)
-    return web.Response(
-        body=wire.dumps({"task_id": task_id, "files": stored, "skipped": skipped}),
-        content_type=JSON)
-
-
-async def _read_limited(part: BodyPartReader, limit: int) -> bytes:
-    chunks = []
-    size = 0
-    while chunk := await part.read_chunk():
-        size += len(chunk)
-        if size > limit:
-            raise BadRequest(f"file {part.filename!r} is over the size limit of {limit} bytes "
-                             "(or the form over max_body_mb)")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-async def upload_files(request: web.Request) -> web.Response:
-    """``POST /upload_files``: AGATA's upload route."""
-    return await _upload(request, None)
-
-
-async def upload_task_files(request: web.Request) -> web.Response:
-    """``POST /api/tasks/{task_id}/files``."""
-    return await _upload(request, request.match_info["task_id"])
 
 
 async def download(request: web.Request) -> web.Response:

@@ -35,7 +35,7 @@ from agata_contracts.cli_sessions import (
     REVOKE_CLI_SESSIONS,
     VERIFY_CLI_TOKEN,
 )
-from cloud_gateway.app import AUTH, SETTINGS, call_rpc
+from cloud_gateway.app import AUTH, OPERATOR_ONLY, SETTINGS, call_rpc
 from cloud_gateway.auth import bearer_token
 from cloud_gateway.flwr_routes import LOGIN_LIMITER
 from cloud_gateway.flwr_wire import (
@@ -44,7 +44,7 @@ from cloud_gateway.flwr_wire import (
     message_response,
     unauthenticated,
 )
-from microservice_interconnect import Audience, BadRequest, RpcError, Unauthorized, wire
+from microservice_interconnect import BadRequest, RpcError, Unauthorized, wire
 
 AUTHN_TYPE = "oidc"
 """The CLI plugin Flower's CLI uses for a device-code login."""
@@ -52,7 +52,6 @@ POLL_INTERVAL_S = 1
 VERIFICATION_PAGE = "/ui/flwr-login.html"
 _HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?$")
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
-_OPERATOR = frozenset({Audience.OPERATOR})
 
 
 def public_base(request: web.Request, gateway: GatewaySettings) -> str:
@@ -144,7 +143,7 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
 
 async def approve_login(request: web.Request) -> web.Response:
     """``POST /api/flwr/logins/approve`` ``{"user_code": "KMTR-QXBD"}`` (operators)."""
-    await request.app[AUTH].authenticate(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, OPERATOR_ONLY)
     code = (await _json_object(request)).get("user_code")
     if not isinstance(code, str) or not code.strip() or len(code) > 32:
         raise BadRequest("user_code: give the code the flwr login page shows, e.g. KMTR-QXBD")
@@ -154,14 +153,14 @@ async def approve_login(request: web.Request) -> web.Response:
 
 async def list_sessions(request: web.Request) -> web.Response:
     """``GET /api/flwr/sessions``: the CLI's live sessions (operators; never a token)."""
-    await request.app[AUTH].authenticate(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, OPERATOR_ONLY)
     return web.json_response(await call_rpc(request, LIST_CLI_SESSIONS, {}))
 
 
 async def revoke_sessions(request: web.Request) -> web.Response:
     """``POST /api/flwr/sessions/revoke`` ``{"session_id": …}``, or ``{}`` for all (operators):
     the tokens are refused from now on."""
-    await request.app[AUTH].authenticate(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, OPERATOR_ONLY)
     body = await _json_object(request)
     payload = {"session_id": body["session_id"]} if "session_id" in body else {}
     return web.json_response(await call_rpc(request, REVOKE_CLI_SESSIONS, payload))

@@ -14,11 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from agata_contracts.results import READ_RESULT, RESULTS_ARCHIVE
-from agata_contracts.rpc import Audience
-from cloud_gateway.app import AUTH, call_rpc
+from cloud_gateway.app import AUTH, OPERATOR_ONLY, call_rpc
 from microservice_interconnect import BadRequest
 
-_OPERATOR = frozenset({Audience.OPERATOR})
 SAFE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
               ".txt": "text/plain; charset=utf-8", ".csv": "text/plain; charset=utf-8",
               ".log": "text/plain; charset=utf-8"}
@@ -44,7 +42,7 @@ def _attachment(body: bytes, name: str, content_type: str,
 
 async def result_file(request: web.Request) -> web.Response:
     """``GET /api/tasks/{task_id}/runs/{run}/results/{path}``: one result file."""
-    await request.app[AUTH].authenticate(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, OPERATOR_ONLY)
     payload: dict[str, Any] = {"task_id": request.match_info["task_id"], "run": _run(request),
                                "path": request.match_info["path"]}
     result = await call_rpc(request, READ_RESULT, payload)
@@ -56,7 +54,7 @@ async def result_file(request: web.Request) -> web.Response:
 
 async def results_archive(request: web.Request) -> web.Response:
     """``GET /api/tasks/{task_id}/runs/{run}/results.zip``: every result file of the run."""
-    await request.app[AUTH].authenticate(request, _OPERATOR)
+    await request.app[AUTH].authenticate(request, OPERATOR_ONLY)
     return await archive_response(request, request.match_info["task_id"], _run(request))
 
 

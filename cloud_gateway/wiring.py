@@ -40,8 +40,6 @@ from cloud_gateway.app import (
     schemas,
     task_events,
     to_web_interface,
-    upload_files,
-    upload_task_files,
     web_file,
     web_interface_index,
 )
@@ -57,6 +55,7 @@ from cloud_gateway.routes import REST_ROUTES
 from cloud_gateway.run_relay import RunSockets, run_socket
 from cloud_gateway.security_headers import add_security_headers
 from cloud_gateway.task_feed import TaskEventFeed
+from cloud_gateway.uploads import upload_files, upload_task_files
 from cloud_web_interface import WEB_DIR
 from microservice_interconnect import NotFound, Unauthorized
 from microservice_interconnect.broadcast import Subscriber
