@@ -201,12 +201,6 @@ class RunSockets:
             if not sockets:
                 del self._by_client[client_id]
 
-    def count(self, client_id: str | None = None) -> int:
-        """How many sockets are relayed (for one device, or in all)."""
-        if client_id is not None:
-            return len(self._by_client.get(client_id, ()))
-        return sum(len(s) for s in self._by_client.values())
-
     def drop(self, client_id: str, reason: str) -> None:
         """Close every run socket of a device (it was revoked)."""
         sockets = list(self._by_client.get(client_id, ()))

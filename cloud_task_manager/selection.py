@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from agata_contracts.credentials import device_credential
 from agata_contracts.criteria import Criteria, compile_criteria
@@ -31,13 +32,14 @@ class _Candidate:
     run_credential: str
 
 
-def _server_address(record: TaskRecord) -> tuple[str, int | None]:
+def _server_address(record: TaskRecord) -> dict[str, Any]:
     """Where a script task's ``client.py`` connects: its run's door. A Flower App's devices go
     through the gateway, so its offer names only the task's own host and port (the door is
     internal and never offered)."""
     if record.door and kind_of(f.name for f in record.files) is TaskKind.SCRIPT:
-        return split_address(record.door)
-    return record.host, record.own_port
+        host, port = split_address(record.door)
+        return {"host": host, "port": port}
+    return {"host": record.host, "port": record.own_port}
 
 
 class TaskSelector:
@@ -69,8 +71,7 @@ class TaskSelector:
                 TaskOffer(
                     task_id=record.id,
                     run=record.runs,
-                    host=_server_address(record)[0],
-                    port=_server_address(record)[1],
+                    **_server_address(record),
                     client_arguments=dict(record.client_arguments or {}),
                     tags=list(record.tags or []),
                     files=[to_task_file(f) for f in record.files],

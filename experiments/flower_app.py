@@ -266,9 +266,10 @@ def run_flower(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: 
         for config in configs:
             memory = PeakRss(FLOWER_PROCESSES).start()
             try:
-                figures.append(_flower_run(deployment, copy, config))
+                run = _flower_run(deployment, copy, config)
             finally:
-                figures[-1:] and figures[-1].update(flower_peak_rss_mb=memory.stop())
+                peaks = memory.stop()
+            figures.append({**run, "flower_peak_rss_mb": peaks})
     finally:
         deployment.stop()
     return figures

@@ -109,11 +109,6 @@ class Outgoing:
     head: str
     parts: tuple[bytes | memoryview, ...]
 
-    @property
-    def size(self) -> int:
-        """Bytes after the head."""
-        return sum(len(part) for part in self.parts)
-
 
 def encode(message: Message) -> Outgoing:
     """A Flower message as a head and its byte parts (arrays are referenced, not copied)."""
