@@ -126,12 +126,14 @@ class RunRecords:
         return True
 
     def note(self, task_id: str, run: int, reason: str) -> None:
-        """Set the reason of the task's running run ``run`` (a warning while it runs)."""
+        """Add a warning to the reason of the task's running run ``run`` (after what the
+        reason already says, such as where the run resumed)."""
         with self.records.transaction() as session:
             record = session.get(TaskRecord, task_id)
             if (record is not None and record.runs == run
                     and record.status == TaskStatus.RUNNING.value):
-                record.status_reason = reason
+                record.status_reason = (f"{record.status_reason}; {reason}"
+                                        if record.status_reason else reason)
                 record.modified = utcnow()
 
     def pause(self, task_id: str, run: int, reason: str) -> bool:
