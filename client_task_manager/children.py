@@ -84,11 +84,9 @@ ChildItem = ChildLeft | ChildError | ChildExit
 class ChildInbox:
     """Turns task processes' reports and exits into queued items and wakes the loop."""
 
-    def __init__(self, wake: threading.Event, record: Record,
-                 first_train: Callable[[], None]) -> None:
+    def __init__(self, wake: threading.Event, record: Record) -> None:
         self._wake = wake
         self._record = record
-        self._first_train = first_train
         self._items: queue.SimpleQueue[ChildItem] = queue.SimpleQueue()
 
     def callbacks(self, task_id: str, run: int, output: OnOutput) -> ChildCallbacks:
@@ -110,7 +108,6 @@ class ChildInbox:
             logger.info("task %s client: %s", task_id, message.info)
             if message.info == INFO_FIRST_TRAIN:
                 self._record("task_client", f"first train {task_id}", at=message.time)
-                self._first_train()
             elif message.info in (INFO_RUN_OVER, INFO_RUN_FULL):
                 self._put(ChildLeft(task_id, run, message.info))
         elif isinstance(message, PrintMessage):

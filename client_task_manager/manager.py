@@ -127,7 +127,7 @@ class ClientTaskManager:
         self._next_heartbeat = 0.0
         self.stop_grace_s = stop_grace_s
         self._wake = threading.Event()
-        self._inbox = ChildInbox(self._wake, self._record, self.warm.prepare)
+        self._inbox = ChildInbox(self._wake, self._record)
         self._children: dict[str, Running] = {}
         self.reports = PendingReports(send_report, lambda: self.identity.client_id)
         self._next_poll = 0.0

@@ -43,7 +43,7 @@ a larger one on the copier's thread."""
 class ServerReports:
     """Stores and acts on the reports of the servers one replica runs."""
 
-    def __init__(self, records: TaskRecords, checkpoints: CheckpointCopier,
+    def __init__(self, records: TaskRecords, checkpoints: CheckpointCopier | None,
                  storage: TaskStorage, servers: ServerProcesses, events: EventRecorder,
                  replica_id: str,
                  on_round: Callable[[ServerLaunch, int], None] | None = None) -> None:
@@ -59,7 +59,6 @@ class ServerReports:
         """Handle one message of the run's server (its reader thread)."""
         if isinstance(message, StatsMessage):
             self.store_round(launch, message)
-            self.servers.prepare_spare()
             if self.on_round is not None:
                 self.on_round(launch, message.round)
         elif isinstance(message, ErrorMessage):
@@ -102,9 +101,10 @@ class ServerReports:
                     ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def _keep_checkpoint(self, launch: ServerLaunch, rounds_done: int) -> None:
-        """Store the checkpoint file the server reported, read safely (no link, within the
-        size limit): the database copy is what a restarted run starts from."""
-        if launch.results_dir is None:
+        """Copy the checkpoint file the server reported into the database (read safely: no
+        link, within the size limit), where another replica resumes from; none is copied into
+        a database no other replica reads (``checkpoints`` None)."""
+        if launch.results_dir is None or self.checkpoints is None:
             return
         pending = PendingCheckpoint(launch.results_dir / STATE_DIR / checkpoint_name(rounds_done),
                                     launch.task_id, launch.run, rounds_done, self.replica_id)

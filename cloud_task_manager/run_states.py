@@ -47,6 +47,9 @@ class RunStates:
     def __init__(self, engine: Engine, max_checkpoint_bytes: int) -> None:
         self.max_checkpoint_bytes = max_checkpoint_bytes
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self.shared = engine.dialect.name != "sqlite"
+        """Whether other replicas may read this database (a file database is this machine's
+        alone: a run's checkpoints stay in its state folder, which a restart here reads)."""
 
     @staticmethod
     def begin(session: Session, task_id: str, run: int, arguments: dict[str, Any]) -> None:

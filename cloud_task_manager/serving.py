@@ -78,7 +78,8 @@ class ServedRuns:
         self.checkpoints = CheckpointCopier(lambda pending: states.keep_checkpoint_file(
             pending.path, pending.task_id, pending.run, pending.rounds_done,
             owner=pending.owner))
-        self.reports = ServerReports(records, self.checkpoints, storage, self.servers, events,
+        self.reports = ServerReports(records, self.checkpoints if states.shared else None,
+                                     storage, self.servers, events,
                                      replica_id, on_round=self._round_done)
         self.transition = threading.Lock()
         self.deadlines = RunDeadlines(self.transition, self.run_records,

@@ -133,7 +133,8 @@ def collected_results(stack: Stack, task_id: str, clients: int,
 
 
 OURS_PROCESSES = {"host": "flower_runtime.server_host", "gateway": "-m cloud_gateway",
-                  "device_worker": "flower_runtime.client_worker"}
+                  "device_worker": "flower_runtime.client_worker",
+                  "manager": "-m cloud_task_manager"}
 FLOWER_PROCESSES = {"superlink": "flower-superlink", "serverapp": "flwr-serverapp",
                     "supernode": "flower-supernode", "clientapp": "flwr-clientapp"}
 
@@ -157,14 +158,14 @@ def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Pa
                 task, metrics = run_app(stack, task_id, app, clients, config)
             finally:
                 peaks = memory.stop()
-            outcomes.append((task_id, task, metrics, peaks,
+            outcomes.append((task_id, task, metrics, (peaks, memory.cpu_s()),
                              collected_results(stack, task_id, clients)))
     finally:
         stack.stop()
     events = read_events(stack.events_path)
     figures = []
     previous_end = 0.0
-    for task_id, task, metrics, peaks, results in outcomes:
+    for task_id, task, metrics, (peaks, cpu), results in outcomes:
         started = first_event(events, "received", after=previous_end,
                               function="rpc_exec_start_server_task")
         ended = first_event(events, f"{task['status']} {task_id}", after=started or 0.0)
@@ -178,6 +179,7 @@ def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Pa
             "start_to_first_train_s": (None if started is None or first_train is None
                                        else round(first_train - started, 4)),
             "peak_rss_mb": peaks,
+            "cpu_s": cpu,
             "results": results,
         })
     return figures
@@ -269,7 +271,8 @@ def run_flower(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: 
                 run = _flower_run(deployment, copy, config)
             finally:
                 peaks = memory.stop()
-            figures.append({**run, "flower_peak_rss_mb": peaks})
+            figures.append({**run, "flower_peak_rss_mb": peaks,
+                            "flower_cpu_s": memory.cpu_s()})
     finally:
         deployment.stop()
     return figures
@@ -314,13 +317,14 @@ def _per_size(sizes: list[float], ours: list[dict[str, Any]], theirs: list[dict[
         row: dict[str, Any] = {
             "model_mb": size, "model_bytes_moved": moved, "status": ours[index]["status"],
             "wall_s": ours[index]["wall_s"], "peak_rss_mb": ours[index]["peak_rss_mb"],
-            "mb_per_s": _rate(moved, ours[index]["wall_s"], base)}
+            "cpu_s": ours[index]["cpu_s"], "mb_per_s": _rate(moved, ours[index]["wall_s"], base)}
         if theirs:
             row.update(flower_status=theirs[index]["flower_status"],
                        flower_deployment_wall_s=theirs[index]["flower_deployment_wall_s"],
                        flower_mb_per_s=_rate(moved, theirs[index]["flower_deployment_wall_s"],
                                              flower_base),
-                       flower_peak_rss_mb=theirs[index].get("flower_peak_rss_mb"))
+                       flower_peak_rss_mb=theirs[index].get("flower_peak_rss_mb"),
+                       flower_cpu_s=theirs[index].get("flower_cpu_s"))
         rows.append(row)
     return rows
 
@@ -342,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                              "vector-size, such as tasks/app_numpy) is run with a float64 model "
                              "of each size after a 1-number run, on both runtimes; per size: "
                              "wall_s, flower_deployment_wall_s, model_bytes_moved, mb_per_s "
-                             "(above the 1-number run) and each side's peak RSS")
+                             "(above the 1-number run) and each side's peak RSS and CPU seconds")
     parser.add_argument("--no-flower", action="store_true",
                         help="skip the run under Flower's own deployment runtime")
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -381,9 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in figures.get("sizes", []):
         print(f"model {row['model_mb']:g} MB ({row['model_bytes_moved'] / 1e6:.0f} MB moved): "
               f"ours {row['status']} {row['wall_s']} s, {row['mb_per_s']} MB/s, peak RSS "
-              f"{row['peak_rss_mb']}"
+              f"{row['peak_rss_mb']}, CPU s {row['cpu_s']}"
               + (f"; Flower {row['flower_status']} {row['flower_deployment_wall_s']} s, "
-                 f"{row['flower_mb_per_s']} MB/s, peak RSS {row['flower_peak_rss_mb']}"
+                 f"{row['flower_mb_per_s']} MB/s, peak RSS {row['flower_peak_rss_mb']}, "
+                 f"CPU s {row['flower_cpu_s']}"
                  if "flower_status" in row else ""))
     if args.json:
         print(json.dumps(figures))

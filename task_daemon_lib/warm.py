@@ -2,8 +2,8 @@
 
 Starting Python with Flower and torch takes seconds; a child started early has paid that before
 its run begins. ``take`` hands the spare to a run (its reports and exit now go to that run's
-callbacks); the caller says when to start the next spare with ``prepare``, so the next one's
-imports do not compete with the run's own start for the CPU.
+callbacks); the caller says when to start the next spare with ``prepare`` (both managers: when
+a run ends), so the next one's imports do not compete with a run for the CPU.
 """
 
 from __future__ import annotations
