@@ -204,8 +204,8 @@ class FlowerDeployment:
     def _start(self, name: str, argv: list[str]) -> None:
         log = (self.work / f"{name}.log").open("wb")
         self.processes.append(subprocess.Popen(
-            argv, env=self.environ(name), stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True))
+            argv, env=self.environ(name), cwd=self.work / name, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True))
 
     def start(self) -> None:
         """The SuperLink, then the SuperNodes (they retry until it answers)."""
