@@ -12,6 +12,7 @@ receiver knows the size of what comes before it accepts a byte of it.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -171,14 +172,21 @@ async def send(socket: FrameSocket, outgoing: Outgoing) -> None:
 
 
 class Assembler:
-    """Collects a message's binary frames after its head; ``decode`` once ``complete``."""
+    """Collects a message's binary frames after its head; ``decode`` once ``complete``.
+
+    The small lead (the protobuf and the array table) is kept as it comes; once the table is
+    read, every array's bytes object is made at its final size and each later frame is copied
+    straight into it and dropped, so a message costs its own size once, not its frames and
+    their join."""
 
     def __init__(self, head: MessageHead, max_message_bytes: int) -> None:
         if head.total > max_message_bytes:
             raise WireError(f"message of {head.total} bytes is over this run's limit of "
                             f"{max_message_bytes} bytes")
         self.head = head
-        self._frames: list[bytes] = []
+        self._lead = bytearray()
+        self._lead_size = head.proto_bytes + head.table_bytes
+        self._table: _ArrayTable | None = None
         self._received = 0
 
     @property
@@ -190,24 +198,33 @@ class Assembler:
         """One binary frame of the message."""
         if self._received + len(frame) > self.head.total:
             raise WireError("more message bytes than the head announced")
-        self._frames.append(frame)
         self._received += len(frame)
+        view = memoryview(frame)
+        if self._table is None:
+            take = min(self._lead_size - len(self._lead), len(view))
+            self._lead += view[:take]
+            view = view[take:]
+            if len(self._lead) == self._lead_size:
+                self._table = _ArrayTable(bytes(self._lead[self.head.proto_bytes:]),
+                                          self.head.array_bytes)
+        if len(view):
+            assert self._table is not None
+            self._table.fill(view)
 
     def decode(self) -> Message:
         """The Flower message; ``WireError`` when the bytes are not one."""
-        head = self.head
-        reader = _Reader(self._frames)
-        self._frames = []
+        if not self.complete or self._table is None:
+            raise WireError("the message is not complete")
         proto = ProtoMessage()
         try:
-            proto.ParseFromString(reader.take(head.proto_bytes))
-            table = json.loads(reader.take(head.table_bytes))
-            arrays = _array_records(table, reader, head.array_bytes)
+            proto.ParseFromString(bytes(self._lead[:self.head.proto_bytes]))
+            self._lead = bytearray()
+            arrays = self._table.records()
             small = recorddict_from_proto(proto.content) if proto.HasField("content") else None
             content = None
             if small is not None:
                 content = RecordDict()
-                for key in table["order"]:
+                for key in self._table.order:
                     content[key] = arrays[key] if key in arrays else small[key]
             return make_message(
                 metadata=metadata_from_proto(proto.metadata), content=content,
@@ -252,52 +269,86 @@ class Inbox:
         return assembler.decode()
 
 
-class _Reader:
-    """Takes consecutive byte ranges out of a list of frames, copying each range once."""
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.restype = ctypes.py_object
+_new_bytes.argtypes = (ctypes.c_void_p, ctypes.c_ssize_t)
+_bytes_address = ctypes.pythonapi.PyBytes_AsString
+_bytes_address.restype = ctypes.c_void_p
+_bytes_address.argtypes = (ctypes.py_object,)
 
-    def __init__(self, frames: list[bytes]) -> None:
-        self._frames = frames
+
+def _fresh_bytes(size: int) -> tuple[bytes, memoryview]:
+    """A new bytes object of ``size`` bytes and a writable view of its contents, to be filled
+    before the object is used anywhere (how C code makes bytes, ``PyBytes_FromStringAndSize``
+    with no source): Flower's ``Array`` takes ``bytes`` only, and filling one in place spares
+    a second copy of the array."""
+    if size == 0:
+        return b"", memoryview(bytearray())
+    data: bytes = _new_bytes(None, size)
+    address = _bytes_address(data)
+    return data, memoryview((ctypes.c_char * size).from_address(address)).cast("B")
+
+
+class _ArrayTable:
+    """The arrays a message announced (its JSON table), each filled in place as bytes come."""
+
+    def __init__(self, table_json: bytes, announced: int) -> None:
+        try:
+            table = json.loads(table_json)
+        except ValueError:
+            raise WireError("bad array table") from None
+        if (not isinstance(table, dict) or not isinstance(table.get("order"), list)
+                or not isinstance(table.get("arrays"), dict)):
+            raise WireError("bad array table")
+        self.order: list[Any] = table["order"]
+        entries: list[tuple[str, str, str, tuple[int, ...], str, int]] = []
+        total = 0
+        for key, listed in table["arrays"].items():
+            if key not in self.order or not isinstance(listed, list):
+                raise WireError(f"bad array table entry {key!r}")
+            for entry in listed:
+                name, dtype, shape, stype, size = _array_entry(entry)
+                total += size
+                if total > announced:
+                    raise WireError("the array table announces more bytes than the head")
+                entries.append((key, name, dtype, shape, stype, size))
+        if total != announced:
+            raise WireError("the array table and the head disagree on the array bytes")
+        self._entries = entries
+        self._data: list[bytes] = []
+        self._views: list[memoryview] = []
+        for *_, size in entries:
+            data, view = _fresh_bytes(size)
+            self._data.append(data)
+            self._views.append(view)
         self._index = 0
         self._offset = 0
 
-    def take(self, count: int) -> bytes:
-        pieces: list[memoryview] = []
-        while count > 0:
-            frame = self._frames[self._index]
-            piece = memoryview(frame)[self._offset:self._offset + count]
-            pieces.append(piece)
-            count -= len(piece)
-            self._offset += len(piece)
-            if self._offset == len(frame):
-                self._frames[self._index] = b""
+    def fill(self, view: memoryview) -> None:
+        """Copy the next array bytes into their arrays."""
+        while len(view):
+            while len(self._views[self._index]) == self._offset:
+                self._views[self._index].release()
                 self._index += 1
                 self._offset = 0
-        if len(pieces) == 1 and isinstance(pieces[0].obj, bytes) \
-                and len(pieces[0]) == len(pieces[0].obj):
-            return pieces[0].obj
-        return b"".join(pieces)
+            target = self._views[self._index]
+            count = min(len(target) - self._offset, len(view))
+            target[self._offset:self._offset + count] = view[:count]
+            self._offset += count
+            view = view[count:]
 
-
-def _array_records(table: Any, reader: _Reader, announced: int) -> dict[str, ArrayRecord]:
-    if (not isinstance(table, dict) or not isinstance(table.get("order"), list)
-            or not isinstance(table.get("arrays"), dict)):
-        raise WireError("bad array table")
-    records: dict[str, ArrayRecord] = {}
-    total = 0
-    for key, entries in table["arrays"].items():
-        if key not in table["order"] or not isinstance(entries, list):
-            raise WireError(f"bad array table entry {key!r}")
-        arrays: dict[str, Array] = {}
-        for entry in entries:
-            name, dtype, shape, stype, size = _array_entry(entry)
-            total += size
-            if total > announced:
-                raise WireError("the array table announces more bytes than the head")
-            arrays[name] = Array(dtype=dtype, shape=shape, stype=stype, data=reader.take(size))
-        records[key] = ArrayRecord(array_dict=arrays, keep_input=False)
-    if total != announced:
-        raise WireError("the array table and the head disagree on the array bytes")
-    return records
+    def records(self) -> dict[str, ArrayRecord]:
+        """The filled arrays as Flower ``ArrayRecord`` objects, per key (once, when whole)."""
+        for view in self._views:
+            view.release()
+        records: dict[str, dict[str, Array]] = {}
+        for (key, name, dtype, shape, stype, _), data in zip(self._entries, self._data,
+                                                              strict=True):
+            records.setdefault(key, {})[name] = Array(dtype=dtype, shape=shape, stype=stype,
+                                                       data=data)
+        self._data = []
+        return {key: ArrayRecord(array_dict=arrays, keep_input=False)
+                for key, arrays in records.items()}
 
 
 def _array_entry(entry: Any) -> tuple[str, str, tuple[int, ...], str, int]:

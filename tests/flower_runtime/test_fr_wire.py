@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -112,6 +113,44 @@ def test_a_lying_array_table_is_a_wire_error() -> None:
     inbox.text(forged.model_dump_json())
     with pytest.raises(wire.WireError):
         inbox.binary(bytes(proto) + lying + b"".join(bytes(p) for p in outgoing.parts[2:]))
+
+
+def test_odd_frame_cuts_and_empty_arrays_cross_whole() -> None:
+    arrays = [np.arange(1000, dtype=np.int64), np.zeros(0, dtype=np.float32),
+              np.ones((7, 3), dtype=np.float16), np.zeros(0, dtype=np.uint8)]
+    outgoing = wire.encode(_message(arrays, server_round=1))
+    stream = b"".join(bytes(part) for part in outgoing.parts)
+    for cut in (1, 7, 333, 4096):
+        inbox = wire.Inbox(1 << 20)
+        inbox.text(outgoing.head)
+        pieces = [stream[i:i + cut] for i in range(0, len(stream), cut)]
+        decoded = [inbox.binary(piece) for piece in pieces]
+        back = decoded[-1]
+        assert isinstance(back, Message) and all(item is None for item in decoded[:-1])
+        for sent, got in zip(arrays, back.content["arrays"].to_numpy_ndarrays(), strict=True):
+            np.testing.assert_array_equal(sent, got)
+            assert sent.dtype == got.dtype
+
+
+def test_a_message_costs_its_own_size_once_while_it_arrives() -> None:
+    size = 16 * wire.CHUNK_BYTES
+    outgoing = wire.encode(_message([np.ones(size // 8, dtype=np.float64)]))
+    stream = b"".join(bytes(part) for part in outgoing.parts)
+    inbox = wire.Inbox(1 << 30)
+    inbox.text(outgoing.head)
+    tracemalloc.start()
+    try:
+        back = None
+        for offset in range(0, len(stream), wire.CHUNK_BYTES):
+            back = inbox.binary(stream[offset:offset + wire.CHUNK_BYTES])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(back, Message)
+    # the arrays' bytes once, plus the frame in hand: not the frames kept and then joined
+    assert peak < size + 3 * wire.CHUNK_BYTES, peak
+    np.testing.assert_array_equal(back.content["arrays"].to_numpy_ndarrays()[0],
+                                  np.ones(size // 8))
 
 
 def test_chunks_join_small_parts_and_keep_order() -> None:
