@@ -6,7 +6,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from agata_common.config import ConfigError, Settings
+from agata_common.config import ConfigError, DeviceSettings
 from agata_common.device_identity import device_id, load_secret, save_secret
 from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue, task_events_exchange
@@ -30,7 +30,7 @@ JOIN_WAIT_S = 60.0
 """How long a first start keeps trying to reach the cloud to join, before giving up."""
 
 
-def _http(settings: Settings, token: str) -> CloudGatewayHttp:
+def _http(settings: DeviceSettings, token: str) -> CloudGatewayHttp:
     params = settings.client_params
     try:
         return CloudGatewayHttp(params.cloud_url, token, params.cloud_timeout_s,
@@ -40,7 +40,7 @@ def _http(settings: Settings, token: str) -> CloudGatewayHttp:
                           f"{exc}") from None
 
 
-def _join(settings: Settings, client_id: str) -> str:
+def _join(settings: DeviceSettings, client_id: str) -> str:
     """Spend the configured join token for this device's secret, and keep the secret."""
     params = settings.client_params
     http = _http(settings, "")
@@ -65,7 +65,7 @@ def _join(settings: Settings, client_id: str) -> str:
     return secret
 
 
-def device_token(settings: Settings) -> str:
+def device_token(settings: DeviceSettings) -> str:
     """This device's token for the cloud gateway: ``<client_id>:<secret>`` from its kept
     credential, joining first when it has none but a join token; the shared client token of
     earlier versions when it has neither. ``ConfigError`` when there is nothing to send."""
@@ -86,7 +86,7 @@ def device_token(settings: Settings) -> str:
         "AGATA_CLIENT_PARAMS_JOIN_TOKEN) to a join token from `agata clients enroll`")
 
 
-def cloud_client(settings: Settings, token: str | None = None) -> CloudGatewayHttp:
+def cloud_client(settings: DeviceSettings, token: str | None = None) -> CloudGatewayHttp:
     """An HTTP client for the configured cloud gateway with this device's token."""
     return _http(settings, token if token is not None else device_token(settings))
 
@@ -109,7 +109,7 @@ class RunningClientGateway:
         self.http.close()
 
 
-def start(settings: Settings, *,
+def start(settings: DeviceSettings, *,
                          poll_timeout_s: float = POLL_TIMEOUT_S) -> RunningClientGateway:
     """Serve the client RPCs on the client broker, deliver the outbox, relay task events.
 

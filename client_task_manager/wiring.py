@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agata_common.config import ConfigError, Settings
+from agata_common.config import ConfigError, DeviceSettings
 from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue, task_events_exchange
 from agata_contracts.tasks import (
@@ -36,7 +36,7 @@ from task_daemon_lib.warm import WarmPool
 NAME = "client_task_manager"
 
 
-def policy_of(config: Settings) -> Policy:
+def policy_of(config: DeviceSettings) -> Policy:
     """The configured policy, or ``ConfigError`` naming the allowed ones."""
     raw = config.client_params.policy
     try:
@@ -61,7 +61,7 @@ class RunningClientTaskManager:
         self.runtime.stop()
 
 
-def start(config: Settings) -> RunningClientTaskManager:
+def start(config: DeviceSettings) -> RunningClientTaskManager:
     """Connect to the client broker and start the loop."""
     params = config.client_params
     policy = policy_of(config)
@@ -83,7 +83,7 @@ def start(config: Settings) -> RunningClientTaskManager:
 
     def heartbeat(client_id: str) -> None:
         runtime.client.call(UPDATE_USER_INFO, UpdateUserInfoRequest(user_id=client_id),
-                            timeout=params.heartbeat_s)
+                            timeout=params.cloud_heartbeat_s)
 
     work_dir = data_dir / "client_tasks"
     executor = make_executor(params.executor, image=params.container_image,
@@ -98,7 +98,7 @@ def start(config: Settings) -> RunningClientTaskManager:
         work_dir=work_dir,
         request_interval_s=params.request_interval,
         heartbeat=heartbeat,
-        heartbeat_s=params.heartbeat_s,
+        heartbeat_s=params.cloud_heartbeat_s,
         node_config=params.node_config_values(),
         events=runtime.events,
         executor=executor,

@@ -7,7 +7,7 @@ import sys
 
 from aiohttp import web
 
-from agata_common.config import ConfigError, settings
+from agata_common.config import ConfigError, cloud_settings
 from agata_common.process import configure_logging
 from cloud_gateway.wiring import create_app, server_tls
 
@@ -18,7 +18,7 @@ def main() -> int:
     """Run the gateway (aiohttp handles SIGINT/SIGTERM with a graceful shutdown)."""
     configure_logging("cloud_gateway")
     try:
-        config = settings()
+        config = cloud_settings()
         tls = server_tls(config.server_gateway)
     except ConfigError as exc:
         logger.error("%s", exc)

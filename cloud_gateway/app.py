@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from agata_common.config import Settings
+from agata_common.config import CloudSettings
 from agata_contracts.devices import JOIN
 from agata_contracts.tasks import (
     DOWNLOAD_TASK_FILE,
@@ -51,7 +51,7 @@ _FILE_ROUTE_AUDIENCES = frozenset({Audience.OPERATOR, Audience.CLIENT})
 RPC_CLIENT = web.AppKey("rpc_client", RpcClient)
 LINK = web.AppKey("link", AmqpLink)
 AUTH = web.AppKey("auth", Authenticator)
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", CloudSettings)
 OPENAPI = web.AppKey("openapi", bytes)
 SCHEMAS = web.AppKey("schemas", bytes)
 TASK_FEED = web.AppKey("task_feed", TaskEventFeed)

@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 from pydantic import ValidationError
 
-from agata_common.config import ConfigError, GatewaySettings, Settings
+from agata_common.config import CloudSettings, ConfigError, GatewaySettings
 from agata_contracts.devices import VERIFY_DEVICE, VerifyDeviceRequest
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
 from agata_contracts.run_door import OPEN_RUN_DOOR, RUN_ROUTE, OpenRunDoorRequest, RunDoor
@@ -81,7 +81,7 @@ def server_tls(gateway: GatewaySettings) -> ssl.SSLContext | None:
     return context
 
 
-def create_app(config: Settings, web_dir: Path = WEB_DIR) -> web.Application:
+def create_app(config: CloudSettings, web_dir: Path = WEB_DIR) -> web.Application:
     """The gateway application; its AMQP link starts with the app, on the app's loop."""
     gateway = config.server_gateway
     app = web.Application(

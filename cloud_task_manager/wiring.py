@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from agata_common.config import Settings
+from agata_common.config import CloudSettings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
 from agata_contracts.queues import client_changes_exchange, task_events_exchange
@@ -46,7 +46,7 @@ from task_daemon_lib.warm import WarmPool
 NAME = "cloud_task_manager"
 
 
-def build(config: Settings, runtime: ServiceRuntime, engine: Engine,
+def build(config: CloudSettings, runtime: ServiceRuntime, engine: Engine,
           replicas: Replicas) -> CloudTaskManager:
     """The manager and its parts (this process being the replica ``replicas`` names); client
     lookups, task events and stops handed to the replica owning a run use the runtime's
@@ -140,7 +140,7 @@ class RunningCloudTaskManager:
         self.engine.dispose()
 
 
-def start(config: Settings, engine: Engine | None = None, *,
+def start(config: CloudSettings, engine: Engine | None = None, *,
           name: str = NAME) -> RunningCloudTaskManager:
     """Open the database (the configured one unless ``engine`` is given), reconcile, serve."""
     if engine is None:

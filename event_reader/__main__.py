@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from agata_common.config import settings
+from agata_common.config import cloud_settings
 from agata_common.process import run_service
 from event_reader.wiring import NAME, start
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--output", type=Path, help="events file (default: [events] output)")
     args = parser.parse_args(argv)
-    return run_service(NAME, lambda: start(settings(), args.output).stop)
+    return run_service(NAME, lambda: start(cloud_settings(), args.output).stop)
 
 
 if __name__ == "__main__":

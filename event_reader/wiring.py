@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agata_common.config import Settings
+from agata_common.config import CloudSettings
 from microservice_interconnect.event_reader import EventReader
 from microservice_interconnect.link import AmqpLink
 
@@ -35,7 +35,7 @@ class RunningEventReader:
         logger.info("wrote %d events to %s", count, self.reader.output)
 
 
-def start(config: Settings, output: Path | None = None) -> RunningEventReader:
+def start(config: CloudSettings, output: Path | None = None) -> RunningEventReader:
     """Collect events from the configured exchange into ``output`` (default ``[events] output``),
     flushing every second."""
     link = AmqpLink(config.server_broker, name=NAME)

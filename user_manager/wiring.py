@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from agata_common.config import Settings
+from agata_common.config import CloudSettings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
 from agata_contracts.queues import client_changes_exchange
@@ -36,7 +36,7 @@ class RunningUserManager:
         self.engine.dispose()
 
 
-def start(config: Settings, engine: Engine | None = None, *,
+def start(config: CloudSettings, engine: Engine | None = None, *,
           name: str = NAME) -> RunningUserManager:
     """Open the database (the configured one unless ``engine`` is given) and serve the RPCs."""
     if engine is None:
