@@ -255,9 +255,9 @@ def _default_url() -> str:
     (``AGATA_CONFIG``, overrides); a gateway listening on every address is called on
     127.0.0.1."""
     try:
-        from agata_common.config import cloud_settings
+        from agata_common.config import settings
 
-        gateway = cloud_settings().server_gateway
+        gateway = settings().server_gateway
     except Exception as error:
         raise CliError(f"no gateway URL: {URL_ENV} is not set and the AGATA configuration "
                        f"could not be read ({error}); set {URL_ENV} or use --url",

@@ -1,6 +1,8 @@
 """Keeping a set of ``python -m`` services running: start, watch, restart, stop, and a state file.
 
-Each service runs in its own process group with its log in a file. One that exits while it
+Each service runs in its own process group with its log in a file, with the caller's
+environment less any variable that would carry a secret's value (secrets reach services as
+files, see :mod:`agata_cli.local_deployment`). One that exits while it
 should run is restarted after a back-off that doubles from ``MIN_BACKOFF_S`` to
 ``MAX_BACKOFF_S``; after ``MAX_RESTARTS`` restarts inside ``RESTART_WINDOW_S`` it is given up
 (state ``failed``). The state of every service is written atomically to a JSON file that
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from agata_cli.local_deployment import Service
+from agata_common.config_loader import secret_env_names
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +95,9 @@ class Supervisor:
         self.watched = [Watched(service) for service in services]
         self.log_dir = log_dir
         self.state_file = state_file
-        self.base_environ = dict(os.environ if base_environ is None else base_environ)
+        base = os.environ if base_environ is None else base_environ
+        hidden = secret_env_names()
+        self.base_environ = {name: value for name, value in base.items() if name not in hidden}
         self.grace_s = grace_s
         self.extra_state = dict(extra_state or {})
         self.stopping = threading.Event()

@@ -2,7 +2,8 @@
 
 ``up`` makes sure RabbitMQ answers (starting a local one when it is installed), generates the
 operator and client tokens on first use (kept 0600 in the data directory, never printed),
-starts every service as its own process (optionally with local devices), restarts one that
+starts every service as its own process (optionally with local devices; secrets reach each
+only as 0600 files in its data directory, never in its environment), restarts one that
 crashes, prints where the web interface is and how to sign in, and stops everything on Ctrl-C
 or SIGTERM. ``status`` reads the state file ``up`` keeps and shows each service.
 """
@@ -37,6 +38,7 @@ from agata_cli.client import (
 from agata_cli.local_deployment import DEVICE_SERVICES, LocalDeployment
 from agata_cli.output import out, table
 from agata_cli.supervisor import Supervisor, pid_alive
+from agata_common.config_loader import secret_env_names
 from agata_common.device_identity import load_secret
 
 logger = logging.getLogger("agata.up")
@@ -207,7 +209,9 @@ def up(args: argparse.Namespace) -> int:
         data_dir=data_dir, port=args.port or config.server_gateway.port,
         api_token=ensure_token(api_token_file),
         devices=args.devices, prefix=args.queue_prefix,
-        device_overrides={"AGATA_CLIENT_PARAMS_REQUEST_INTERVAL": "5"})
+        device_overrides={"AGATA_CLIENT_PARAMS_REQUEST_INTERVAL": "5"},
+        secrets={name: os.environ[name] for name in sorted(secret_env_names())
+                 if os.environ.get(name)})
     if _answers("127.0.0.1", deployment.port):
         raise CliError(f"port {deployment.port} is taken; choose another with --port",
                        EXIT_USAGE)

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from agata_cli.app_archive import is_app_folder, zip_folder
 from agata_cli.client import ApiError, CliError, Gateway
-from agata_cli.local_deployment import LocalDeployment
+from agata_cli.local_deployment import LocalDeployment, secret_files_for
 from experiments.processes import ProcessGroup, free_port
 
 logger = logging.getLogger(__name__)
@@ -95,6 +95,7 @@ class Stack:
     cloud_overrides: dict[str, str] = field(default_factory=dict)
     processes: ProcessGroup | None = None
     api: Api | None = None
+    deployment: LocalDeployment | None = None
     cloud_env: dict[str, str] = field(default_factory=dict)
     client_envs: list[dict[str, str]] = field(default_factory=list)
     host: str = "127.0.0.1"
@@ -137,12 +138,16 @@ class Stack:
                        "AGATA_SERVER_GATEWAY_TLS_KEY": str(self.tls.key)}
             device_tls = {"AGATA_CLIENT_PARAMS_CLOUD_URL": url,
                           "AGATA_CLIENT_PARAMS_CLOUD_CA_FILE": str(self.tls.ca)}
+        download_secret = secret_files_for(
+            {"AGATA_CLOUD_TASK_MANAGER_DOWNLOAD_SECRET": secrets.token_hex(16)},
+            deployment.cloud_data_dir / "secrets")
         self.cloud_env = {**os.environ, **deployment.cloud_environ(),
-                          "AGATA_CLOUD_TASK_MANAGER_DOWNLOAD_SECRET": secrets.token_hex(16),
+                          **deployment.api_token_environ(), **download_secret,
                           **tls_env, **self.cloud_overrides}
         self.client_envs = [{**os.environ, **deployment.device_environ(index), **device_tls,
                              **_item(self.client_overrides, index, {})}
                             for index in range(self.client_count)]
+        self.deployment = deployment
         self.api = Api(url, deployment.api_token,
                        ca_file=str(self.tls.ca) if self.tls is not None else "")
 
@@ -207,7 +212,8 @@ class Stack:
         ids = []
         for index, env in enumerate(self.client_envs):
             token = self.api.enroll(env["AGATA_CLIENT_PARAMS_CLIENT_ID"])["join_token"]
-            self.processes.environ = {**env, "AGATA_CLIENT_PARAMS_JOIN_TOKEN": token}
+            assert self.deployment is not None
+            self.processes.environ = {**env, **self.deployment.join_token_environ(index, token)}
             prefix = _item(self.client_commands, index, [])
             self.processes.start(f"client{index}_gateway", "client_gateway", prefix=prefix)
             self.processes.start(f"client{index}_task_manager", "client_task_manager",

@@ -39,10 +39,39 @@ def status(data_dir: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30)
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.decode(errors="replace").partition("=")[::2]
+                for item in raw.split(b"\0") if item)
+
+
+def assert_no_secret_in_any_environment(data_dir: Path, secrets: set[str]) -> None:
+    """No service's environment (as /proc shows it) holds a secret's value; only the cloud
+    gateway is told where the operator token is; secrets reach processes as 0600 files."""
+    for service in state(data_dir)["services"]:
+        environ = environ_of(service["pid"])
+        text = "\n".join(f"{k}={v}" for k, v in environ.items())
+        assert not any(secret in text for secret in secrets), service["name"]
+        assert not any(name.startswith("AGATA_") and name.endswith(("_TOKEN", "_PASSWORD",
+                                                                     "_SECRET"))
+                       for name in environ), (service["name"], sorted(environ))
+        has_operator_token = "AGATA_SERVER_GATEWAY_API_TOKEN_FILE" in environ
+        assert has_operator_token == (service["name"] == "cloud_gateway"), service["name"]
+        for name, value in environ.items():
+            if name.startswith("AGATA_") and name.endswith("_FILE"):
+                assert Path(value).stat().st_mode & 0o777 == 0o600, (name, value)
+                if service["name"].startswith("device-"):
+                    assert Path(value).is_relative_to(data_dir / "device-0"), (name, value)
+
+
 def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     assert status(data_dir).returncode == 1
-    environ = {**os.environ, "AGATA_STORAGE_DATA_DIR": str(tmp_path / "unused")}
+    # secrets given the deprecated way, in up's own environment: each side gets them as files
+    shared_token, device_token = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+    environ = {**os.environ, "AGATA_STORAGE_DATA_DIR": str(tmp_path / "unused"),
+               "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": shared_token,
+               "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": device_token}
     supervisor = subprocess.Popen(
         [*AGATA, "up", "--devices", "1", "--data-dir", str(data_dir), "--port",
          str(free_port()), "--queue-prefix", f"up-{uuid.uuid4().hex[:8]}."],
@@ -67,6 +96,9 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         wait_for(credential.exists, 60, "device-0 to join and keep its credential")
         assert credential.stat().st_mode & 0o777 == 0o600
         assert json.loads(credential.read_text())["client_id"] == "device-0"
+        join_token = (data_dir / "device-0" / "secrets" / "join_token").read_text().strip()
+        assert_no_secret_in_any_environment(data_dir, {token, join_token, shared_token,
+                                                       device_token})
 
         victim = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
         started = [s["pid"] for s in state(data_dir)["services"]]

@@ -94,7 +94,8 @@ def test_the_numpy_app_runs_in_containers_with_no_host_secret_inside(
         return found if len(found) == 2 else None
 
     paths = wait_for(probes, 30, "both devices' probes")
-    secrets = {stack.cloud_env["AGATA_SERVER_GATEWAY_API_TOKEN"],
+    assert stack.deployment is not None
+    secrets = {stack.deployment.api_token,
                *(load_secret(stack.out_dir / device, device) for device in devices)}
     assert None not in secrets
     for path in paths:
