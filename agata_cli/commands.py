@@ -333,8 +333,8 @@ def clients_enroll(gateway: Gateway, args: argparse.Namespace) -> int:
     who = f"device {enrollment['client_id']}" if enrollment.get("client_id") else "one device"
     out(f"join token for {who}, valid once until {when(enrollment['expires_at'])}:")
     out(enrollment["join_token"])
-    out("on the device: set [client.params] join_token (or AGATA_CLIENT_PARAMS_JOIN_TOKEN) "
-        "to it before its first start; it is shown only now")
+    out("on the device: put it in a file only you can read (chmod 600) and name that file in "
+        "[client.params] join_token_file before its first start; it is shown only now")
     return EXIT_OK
 
 

@@ -57,7 +57,7 @@ def _join(settings: DeviceSettings, client_id: str) -> str:
                 time.sleep(1.0)
             except RpcError as exc:
                 raise ConfigError(f"the cloud refused this device's join token "
-                                  f"([client.params] join_token): {exc.message}") from None
+                                  f"([client.params] join_token_file): {exc.message}") from None
     finally:
         http.close()
     path = save_secret(settings.storage.resolved_data_dir(), client_id, secret)
@@ -82,8 +82,9 @@ def device_token(settings: DeviceSettings) -> str:
                        "(enroll it: agata clients enroll %s)", client_id, client_id)
         return params.client_token.strip()
     raise ConfigError(
-        f"device {client_id} has no credential: set [client.params] join_token (or "
-        "AGATA_CLIENT_PARAMS_JOIN_TOKEN) to a join token from `agata clients enroll`")
+        f"device {client_id} has no credential: put a join token from `agata clients enroll` "
+        "in a file only you can read (chmod 600) and name it in [client.params] "
+        "join_token_file (or AGATA_CLIENT_PARAMS_JOIN_TOKEN_FILE)")
 
 
 def cloud_client(settings: DeviceSettings, token: str | None = None) -> CloudGatewayHttp:
