@@ -124,10 +124,30 @@ def _resolve_secrets(section: str, values: dict[str, str], environ: Mapping[str,
                               f"{exc}") from None
 
 
+STOCK_BROKER_PASSWORD = "guest"  # noqa: S105 (RabbitMQ's local-only default, no secret)
+
+
+def _warn_secrets_in_a_shared_file(parser: configparser.ConfigParser, section: str,
+                                   environ: Mapping[str, str], path: Path) -> None:
+    """A secret written in a configuration file that others may read is logged as such."""
+    try:
+        shared = bool(path.stat().st_mode & 0o077)
+    except OSError:
+        return
+    for key in SECRET_KEYS.get(section, ()) if shared else ():
+        value = parser.get(section, key, fallback="").strip()
+        if (value and env_name(section, key) not in environ
+                and value != STOCK_BROKER_PASSWORD and _carries_secret(key, value)):
+            logger.warning("config: [%s] %s is written in %s, which others may read "
+                           "(deprecated): put it in a 0600 file named by [%s] %s_file",
+                           section, key, path, section, key)
+
+
 def load_section(parser: configparser.ConfigParser, section: str, model: type[BaseModel],
                  environ: Mapping[str, str], path: Path) -> Any:
     """One validated section of the file at ``path``."""
     values = _section_values(parser, section, model, environ)
+    _warn_secrets_in_a_shared_file(parser, section, environ, path)
     _resolve_secrets(section, values, environ)
     for key in sorted(set(values) - set(model.model_fields)):
         logger.warning("config: [%s] %s is not a known key; ignored", section, key)

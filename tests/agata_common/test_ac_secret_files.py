@@ -115,3 +115,19 @@ def test_a_database_url_warns_only_when_it_holds_a_password(
     with caplog.at_level(logging.WARNING, logger="agata_common.config"):
         load_cloud_settings(environ={variable: "postgresql+psycopg://agata:pw@db/agata"})
     assert f"{variable} puts a secret" in caplog.text and ":pw@" not in caplog.text
+
+
+def test_a_secret_written_in_a_config_file_others_may_read_is_logged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    ini = tmp_path / "c.ini"
+    ini.write_text(f"[server.gateway]\napi_token = {TOKEN}\n[server.broker]\npassword = guest\n")
+    ini.chmod(0o644)
+    with caplog.at_level(logging.WARNING, logger="agata_common.config"):
+        assert load_cloud_settings(ini, environ={}).server_gateway.api_token == TOKEN
+    assert "[server.gateway] api_token is written in" in caplog.text
+    assert "api_token_file" in caplog.text and "password" not in caplog.text
+    caplog.clear()
+    ini.chmod(0o600)
+    with caplog.at_level(logging.WARNING, logger="agata_common.config"):
+        load_cloud_settings(ini, environ={})
+    assert "is written in" not in caplog.text

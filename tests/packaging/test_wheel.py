@@ -87,3 +87,12 @@ def test_the_installed_gateway_serves_the_web_interface(installed: Path, tmp_pat
         gateway.terminate()
         _, errors = gateway.communicate(timeout=20)
     assert "Traceback" not in errors, errors
+
+
+def test_the_wheel_carries_the_top_level_config_as_a_file(installed: Path,
+                                                          tmp_path: Path) -> None:
+    probe = "import agata_common.config as c; print(c.DEFAULT_CONFIG_PATH)"
+    shipped = Path(run([str(installed / "bin" / "python"), "-c", probe], cwd=tmp_path,
+                       env=clean_environ(tmp_path)).stdout.strip())
+    assert not shipped.is_symlink()
+    assert shipped.read_text() == (REPO_ROOT / "config.ini").read_text()
