@@ -38,12 +38,14 @@ from agata_cli.client import (
 from agata_cli.local_deployment import DEVICE_SERVICES, LocalDeployment
 from agata_cli.output import out, table
 from agata_cli.supervisor import Supervisor, pid_alive
-from agata_common.config_loader import secret_env_names
+from agata_common.config_loader import env_name, secret_env_names
 from agata_common.device_identity import load_secret
 
 logger = logging.getLogger("agata.up")
 
 STATE_FILE = "up.json"
+OPERATOR_TOKEN_ENV = env_name("server.gateway", "api_token")
+"""Not passed on: ``up`` uses the operator token it keeps in its data directory."""
 EXIT_NOT_UP = 1
 BROKER_START_S = 90.0
 READY_TIMEOUT_S = 90.0
@@ -211,7 +213,7 @@ def up(args: argparse.Namespace) -> int:
         devices=args.devices, prefix=args.queue_prefix,
         device_overrides={"AGATA_CLIENT_PARAMS_REQUEST_INTERVAL": "5"},
         secrets={name: os.environ[name] for name in sorted(secret_env_names())
-                 if os.environ.get(name)})
+                 if os.environ.get(name) and name != OPERATOR_TOKEN_ENV})
     if _answers("127.0.0.1", deployment.port):
         raise CliError(f"port {deployment.port} is taken; choose another with --port",
                        EXIT_USAGE)

@@ -69,7 +69,9 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
     assert status(data_dir).returncode == 1
     # secrets given the deprecated way, in up's own environment: each side gets them as files
     shared_token, device_token = uuid.uuid4().hex * 2, uuid.uuid4().hex * 2
+    ignored_token = uuid.uuid4().hex * 2  # up uses the operator token it keeps
     environ = {**os.environ, "AGATA_STORAGE_DATA_DIR": str(tmp_path / "unused"),
+               "AGATA_SERVER_GATEWAY_API_TOKEN": ignored_token,
                "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": shared_token,
                "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": device_token}
     supervisor = subprocess.Popen(
@@ -98,7 +100,7 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         assert json.loads(credential.read_text())["client_id"] == "device-0"
         join_token = (data_dir / "device-0" / "secrets" / "join_token").read_text().strip()
         assert_no_secret_in_any_environment(data_dir, {token, join_token, shared_token,
-                                                       device_token})
+                                                       device_token, ignored_token})
 
         victim = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
         started = [s["pid"] for s in state(data_dir)["services"]]
