@@ -87,6 +87,17 @@ def tls_context(job: WorkerJob) -> ssl.SSLContext | bool:
     return ssl.create_default_context(cafile=str(job.cloud_ca_file))
 
 
+def send_unmasked(socket: aiohttp.ClientWebSocketResponse) -> None:
+    """Send this socket's frames unmasked. RFC 6455 masks a client's frames so that a browser
+    script cannot choose the bytes an HTTP intermediary on the path sees; here both ends are
+    ours, the gateway splices the bytes without reading them, and the host accepts unmasked
+    frames, while masking costs a copy and an XOR pass of every model byte on both sides
+    (about a third of a device's CPU per round of a 50 MB model, measured)."""
+    writer = getattr(socket, "_writer", None)
+    if writer is not None and hasattr(writer, "use_mask"):
+        writer.use_mask = False
+
+
 async def _connect(session: aiohttp.ClientSession, job: WorkerJob
                    ) -> aiohttp.ClientWebSocketResponse:
     """The run's socket through the cloud gateway; retried while the run's door is not open
@@ -100,9 +111,11 @@ async def _connect(session: aiohttp.ClientSession, job: WorkerJob
     ssl_context = tls_context(job)
     while True:
         try:
-            return await session.ws_connect(url, headers=headers, heartbeat=15.0,
-                                            max_msg_size=wire.MAX_FRAME_BYTES, compress=0,
-                                            ssl=ssl_context)
+            socket = await session.ws_connect(url, headers=headers, heartbeat=15.0,
+                                              max_msg_size=wire.MAX_FRAME_BYTES, compress=0,
+                                              ssl=ssl_context)
+            send_unmasked(socket)
+            return socket
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status == RUN_OVER_STATUS:
                 raise RunLeft(INFO_RUN_OVER, f"run {job.run} is over") from None
