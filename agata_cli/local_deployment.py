@@ -1,8 +1,9 @@
 """The whole system on one machine: which processes run, and the environment of each.
 
 Cloud and devices share the local RabbitMQ, kept apart by queue prefixes (as if each had its own
-broker); each side has its own data directory. Used by ``agata up`` and by the experiments, so
-both deploy the same way.
+broker) and, with ``locked_broker``, by a virtual host and a broker user of their own each
+(see ``broker_roles``); each side has its own data directory. Used by ``agata up`` and by the
+experiments, so both deploy the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from agata_cli.broker_roles import BrokerRole, stack_name
 
 CLOUD_SERVICES = ("user_manager", "cloud_task_manager", "cloud_gateway")
 DEVICE_SERVICES = ("client_gateway", "client_task_manager")
@@ -38,6 +41,9 @@ class LocalDeployment:
     device_overrides: Mapping[str, str] = field(default_factory=dict)
     host: str = "127.0.0.1"
     """The cloud's address: the gateway listens on it and the devices call it."""
+    locked_broker: bool = False
+    """Each side uses its own broker role (``broker_roles``) instead of the configured
+    account."""
 
     @property
     def url(self) -> str:
@@ -56,7 +62,28 @@ class LocalDeployment:
 
     def cloud_environ(self) -> dict[str, str]:
         """Overrides for the cloud services."""
-        return {**self._common(), "AGATA_STORAGE_DATA_DIR": str(self.data_dir / "cloud")}
+        roles = self.cloud_role().environ() if self.locked_broker else {}
+        return {**self._common(), "AGATA_STORAGE_DATA_DIR": str(self.data_dir / "cloud"),
+                **roles}
+
+    def cloud_role(self) -> BrokerRole:
+        """The cloud services' broker role: virtual host ``<stack>``, user ``<stack>-cloud``
+        (the stack is the queue prefix without its dot)."""
+        stack = stack_name(self.prefix)
+        return BrokerRole("server", f"{stack}-cloud", stack, f"{self.prefix}cloud.",
+                          self.data_dir / "cloud" / "secrets" / "broker_password")
+
+    def device_role(self, index: int) -> BrokerRole:
+        """Local device ``index``'s broker role: virtual host ``<stack>.device-<index>``, user
+        ``<stack>-device-<index>``."""
+        stack, device = stack_name(self.prefix), self.device_id(index)
+        return BrokerRole("client", f"{stack}-{device}", f"{stack}.{device}",
+                          f"{self.prefix}{device}.",
+                          self.device_data_dir(index) / "secrets" / "broker_password")
+
+    def broker_roles(self) -> list[BrokerRole]:
+        """Every role of the deployment: the cloud's, then each device's."""
+        return [self.cloud_role(), *(self.device_role(i) for i in range(self.devices))]
 
     def device_id(self, index: int) -> str:
         """The client id of local device ``index``."""
@@ -69,6 +96,7 @@ class LocalDeployment:
             "AGATA_STORAGE_DATA_DIR": str(self.device_data_dir(index)),
             "AGATA_CLIENT_BROKER_QUEUE_PREFIX": f"{self.prefix}{self.device_id(index)}.",
             "AGATA_CLIENT_PARAMS_CLIENT_ID": self.device_id(index),
+            **(self.device_role(index).environ() if self.locked_broker else {}),
             **self.device_overrides,
         }
 

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
@@ -309,6 +310,8 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             override = environ.get(env_name(section, key))
             if override is not None:
                 values[key] = override
+        if model is BrokerSettings:
+            _read_password_file(section, values)
         unknown = set(values) - set(model.model_fields)
         for key in sorted(unknown):
             logger.warning("config: [%s] %s is not a known key; ignored", section, key)
@@ -318,6 +321,27 @@ def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = 
             problems = "; ".join(_problem(section, err) for err in exc.errors())
             raise ConfigError(f"invalid configuration in {path}: {problems}") from exc
     return Settings(**sections, source=str(path))
+
+
+def _read_password_file(section: str, values: dict[str, str]) -> None:
+    """A broker's ``password_file`` (a regular file only its owner may read) replaces
+    ``password`` with its content."""
+    name = values.get("password_file", "")
+    if not name:
+        return
+    path = Path(name).expanduser()
+    where = f"[{section}] password_file (env {env_name(section, 'password_file')})"
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_mode & 0o077:
+            raise ConfigError(f"{where}: {path} must be a regular file only its owner may read "
+                              f"(chmod 600 {path})")
+        password = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{where}: cannot read {path}: {exc}") from None
+    if not password:
+        raise ConfigError(f"{where}: {path} is empty")
+    values["password"] = password
 
 
 def _problem(section: str, error: Any) -> str:

@@ -31,6 +31,8 @@ class BrokerSettings(SettingsSection):
     port: int = Field(5672, ge=1, le=65535)
     username: str = "guest"
     password: str = "guest"  # noqa: S105 (RabbitMQ's stock local-only account)
+    password_file: str = ""
+    """A 0600 file holding ``password`` (the application's loader reads it)."""
     virtual_host: str = "/"
     queue_prefix: str = ""
     heartbeat_s: int = Field(30, ge=0, le=600)
