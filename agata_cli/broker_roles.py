@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -126,13 +127,14 @@ def definitions(roles: Sequence[BrokerRole], passwords: dict[str, str],
 
 
 def manual_commands(roles: Sequence[BrokerRole], events_exchange: str) -> list[str]:
-    """The ``rabbitmqctl`` commands that create ``roles`` by hand, passwords from their files."""
+    """The ``rabbitmqctl`` commands that create ``roles`` by hand (each password read from its
+    file on standard input, never on a command line)."""
     commands = []
     for role in roles:
         commands += [
             f"rabbitmqctl add_vhost {shlex.quote(role.virtual_host)}",
             f"rabbitmqctl add_user {shlex.quote(role.user)} "
-            f"\"$(cat {shlex.quote(str(role.password_file))})\"",
+            f"< {shlex.quote(str(role.password_file))}",
             f"rabbitmqctl set_permissions -p {shlex.quote(role.virtual_host)} "
             f"{shlex.quote(role.user)} "
             + " ".join(shlex.quote(p) for p in role.permissions(events_exchange)),
@@ -170,23 +172,35 @@ def _refusals(broker: BrokerSettings, roles: Sequence[BrokerRole],
     return failing, open_to_guest
 
 
+def _administrator(host: str, rabbitmqctl: Sequence[str] | None) -> tuple[list[str], str]:
+    """The command that administers the broker at ``host`` (``rabbitmqctl`` when given, else
+    the local ``rabbitmqctl`` for a broker on this machine), or none and why."""
+    if rabbitmqctl is not None:
+        return list(rabbitmqctl), "no administration command given"
+    if host not in LOCAL_HOSTS:
+        return [], "it is not on this machine"
+    found = shutil.which("rabbitmqctl") or next(
+        (path for path in ("/usr/sbin/rabbitmqctl", "/usr/lib/rabbitmq/bin/rabbitmqctl")
+         if os.access(path, os.X_OK)), None)
+    return ([found], "") if found else ([], "rabbitmqctl is not installed here")
+
+
 def lock_broker(broker: BrokerSettings, roles: Sequence[BrokerRole], events_exchange: str,
                 rabbitmqctl: Sequence[str] | None = None) -> bool:
     """Make every role's account work and keep guest out of their virtual hosts; True when
-    the broker had to be changed. Raises ``BrokerAdminError`` saying what to do when it
-    cannot."""
+    the broker had to be changed. ``rabbitmqctl`` is the command that administers it (None:
+    this machine's ``rabbitmqctl`` when the broker is local; empty: none). Raises
+    ``BrokerAdminError`` saying what to do when it cannot."""
     passwords = {role.user: ensure_password(role.password_file) for role in roles}
     failing, open_to_guest = _refusals(broker, roles, passwords)
     if not failing and not open_to_guest:
         return False
     host = broker.nodes()[0][0]
-    command = list(rabbitmqctl or [])
-    if not command and host in LOCAL_HOSTS:
-        command = ["rabbitmqctl"]
+    command, why = _administrator(host, rabbitmqctl)
     if not command:
         raise BrokerAdminError(
-            f"the broker at {host} is not this machine's, so its accounts cannot be made from "
-            "here; create them on it (passwords from these files), then start again:\n  "
+            f"the broker at {host} cannot be administered from here ({why}); create its "
+            "accounts there (the passwords are in these 0600 files), then start again:\n  "
             + "\n  ".join(manual_commands(roles, events_exchange)))
     try:
         if failing:

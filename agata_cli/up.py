@@ -114,7 +114,7 @@ def ensure_broker(host: str, port: int) -> None:
 def lock(deployment: LocalDeployment, broker: BrokerSettings, events_exchange: str) -> None:
     """The deployment's broker roles ready and guest kept out of their virtual hosts
     (``RABBITMQCTL`` names the command that administers the broker, default rabbitmqctl)."""
-    command = shlex.split(os.environ.get("RABBITMQCTL", ""))
+    command = shlex.split(os.environ.get("RABBITMQCTL", "")) or None
     try:
         changed = lock_broker(broker, deployment.broker_roles(), events_exchange, command)
     except BrokerAdminError as error:

@@ -6,6 +6,8 @@ administering the broker.
 
 from __future__ import annotations
 
+import logging
+
 import pika
 import pika.exceptions
 
@@ -21,6 +23,9 @@ def refusal(broker: BrokerSettings, timeout_s: float = 5.0) -> str | None:
         credentials=pika.PlainCredentials(broker.username, broker.password),
         connection_attempts=1, socket_timeout=timeout_s, blocked_connection_timeout=timeout_s,
         heartbeat=0)
+    quiet = logging.getLogger("pika")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # an expected refusal is an answer here, not an error
     try:
         pika.BlockingConnection(parameters).close()
     except pika.exceptions.ProbableAuthenticationError:
@@ -31,4 +36,6 @@ def refusal(broker: BrokerSettings, timeout_s: float = 5.0) -> str | None:
         return f"the broker at {host}:{port} does not answer ({exc.__class__.__name__})"
     except OSError as exc:
         return f"the broker at {host}:{port} does not answer ({exc})"
+    finally:
+        quiet.setLevel(level)
     return None

@@ -10,9 +10,10 @@ import sys
 import uuid
 from pathlib import Path
 
+from broker_support import drop_roles, refused
 from support import free_port, wait_for
 
-from agata_cli.local_deployment import Service
+from agata_cli.local_deployment import LocalDeployment, Service
 from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s
 
 AGATA = [sys.executable, "-m", "agata_cli"]
@@ -39,13 +40,42 @@ def status(data_dir: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=30)
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def assert_broker_locked(data_dir: Path, prefix: str) -> None:
+    """Every service uses its side's own broker user, reading the password from a 0600 file;
+    guest, a stranger and a device cannot open the cloud's virtual host."""
+    roles = LocalDeployment(data_dir=data_dir, port=1, api_token="", devices=1,
+                            prefix=prefix).broker_roles()
+    cloud, device = roles
+    services = {s["name"]: s for s in state(data_dir)["services"]}
+    gateway = environ_of(services["cloud_gateway"]["pid"])
+    assert gateway["AGATA_SERVER_BROKER_USERNAME"] == cloud.user
+    assert gateway["AGATA_SERVER_BROKER_VIRTUAL_HOST"] == cloud.virtual_host
+    assert gateway["AGATA_SERVER_BROKER_PASSWORD_FILE"] == str(cloud.password_file)
+    manager = environ_of(services["device-0.client_task_manager"]["pid"])
+    assert manager["AGATA_CLIENT_BROKER_USERNAME"] == device.user
+    assert manager["AGATA_CLIENT_BROKER_VIRTUAL_HOST"] == device.virtual_host
+    for role in roles:
+        assert role.password_file.stat().st_mode & 0o777 == 0o600
+    assert not any(key.endswith("BROKER_PASSWORD") for key in {**gateway, **manager})
+    assert refused("guest", "guest", cloud.virtual_host)
+    assert refused("guest", "guest", device.virtual_host)
+    assert refused(f"stranger-{uuid.uuid4().hex[:6]}", "guess", cloud.virtual_host)
+    assert refused(device.user, device.password_file.read_text().strip(), cloud.virtual_host)
+
+
 def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     assert status(data_dir).returncode == 1
     environ = {**os.environ, "AGATA_STORAGE_DATA_DIR": str(tmp_path / "unused")}
+    prefix = f"up-{uuid.uuid4().hex[:8]}."
     supervisor = subprocess.Popen(
         [*AGATA, "up", "--devices", "1", "--data-dir", str(data_dir), "--port",
-         str(free_port()), "--queue-prefix", f"up-{uuid.uuid4().hex[:8]}."],
+         str(free_port()), "--queue-prefix", prefix],
         env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started: list[int] = []
     try:
@@ -67,6 +97,7 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         wait_for(credential.exists, 60, "device-0 to join and keep its credential")
         assert credential.stat().st_mode & 0o777 == 0o600
         assert json.loads(credential.read_text())["client_id"] == "device-0"
+        assert_broker_locked(data_dir, prefix)
 
         victim = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
         started = [s["pid"] for s in state(data_dir)["services"]]
@@ -82,7 +113,10 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
     finally:
         supervisor.send_signal(signal.SIGTERM)
         output, errors = supervisor.communicate(timeout=60)
+        drop_roles(LocalDeployment(data_dir=data_dir, port=1, api_token="", devices=1,
+                                   prefix=prefix).broker_roles())
     assert supervisor.returncode == 0, errors
+    assert "broker locked" in output
     assert "agata stopped" in output
     for pid in started:
         assert wait_for(lambda p=pid: not alive(p), 10, f"pid {pid} gone")
