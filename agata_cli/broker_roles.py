@@ -44,6 +44,10 @@ class BrokerAdminError(RuntimeError):
     """The broker's accounts are not ready and cannot be made so from here."""
 
 
+class BrokerUnavailable(BrokerAdminError):
+    """The broker does not answer AMQP (yet)."""
+
+
 @dataclass(frozen=True)
 class BrokerRole:
     """One role's broker account: who, on which virtual host, for names after which prefix."""
@@ -162,7 +166,7 @@ def _refusals(broker: BrokerSettings, roles: Sequence[BrokerRole],
     for role in roles:
         reason = refusal(role.account(broker, passwords[role.user]))
         if reason and "does not answer" in reason:
-            raise BrokerAdminError(reason)
+            raise BrokerUnavailable(reason)
         if reason:
             failing.append(f"{role.user}: {reason}")
     guest = broker.model_copy(update={"username": "guest", "password": "guest"})

@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any
 
 from agata_cli.app_archive import zip_folder
-from agata_cli.broker_roles import BrokerAdminError, lock_broker
+from agata_cli.broker_roles import BrokerAdminError, BrokerUnavailable, lock_broker
 from agata_cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -113,12 +113,22 @@ def ensure_broker(host: str, port: int) -> None:
 
 def lock(deployment: LocalDeployment, broker: BrokerSettings, events_exchange: str) -> None:
     """The deployment's broker roles ready and guest kept out of their virtual hosts
-    (``RABBITMQCTL`` names the command that administers the broker, default rabbitmqctl)."""
+    (``RABBITMQCTL`` names the command that administers the broker, default rabbitmqctl);
+    a broker that has just opened its port is given ``BROKER_START_S`` to answer AMQP."""
     command = shlex.split(os.environ.get("RABBITMQCTL", "")) or None
-    try:
-        changed = lock_broker(broker, deployment.broker_roles(), events_exchange, command)
-    except BrokerAdminError as error:
-        raise CliError(f"the broker is not ready for AGATA: {error}", EXIT_UNAVAILABLE) from None
+    deadline = time.monotonic() + BROKER_START_S
+    while True:
+        try:
+            changed = lock_broker(broker, deployment.broker_roles(), events_exchange, command)
+            break
+        except BrokerUnavailable as error:
+            if time.monotonic() > deadline:
+                raise CliError(f"the broker is not ready for AGATA: {error}",
+                               EXIT_UNAVAILABLE) from None
+            time.sleep(1)
+        except BrokerAdminError as error:
+            raise CliError(f"the broker is not ready for AGATA: {error}",
+                           EXIT_UNAVAILABLE) from None
     cloud = deployment.cloud_role()
     out(f"broker {'locked' if changed else 'already locked'}: the cloud on virtual host "
         f"{cloud.virtual_host} as {cloud.user}, each device on its own; guest kept out")

@@ -13,6 +13,7 @@ from pathlib import Path
 from broker_support import drop_roles, refused
 from support import free_port, wait_for
 
+from agata_cli.client import EXIT_UNAVAILABLE
 from agata_cli.local_deployment import LocalDeployment, Service
 from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s
 
@@ -167,3 +168,17 @@ def test_a_service_that_keeps_dying_is_given_up(tmp_path: Path) -> None:
     assert item.restarts == MAX_RESTARTS
     saved = json.loads((tmp_path / "state.json").read_text())
     assert saved["services"][0]["restarts"] == MAX_RESTARTS
+
+
+def test_up_says_what_to_run_when_it_cannot_administer_the_broker(tmp_path: Path) -> None:
+    prefix = f"noadmin-{uuid.uuid4().hex[:8]}."
+    result = subprocess.run(
+        [*AGATA, "up", "--data-dir", str(tmp_path), "--port", str(free_port()),
+         "--queue-prefix", prefix],
+        env={**os.environ, "RABBITMQCTL": "false"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    cloud = LocalDeployment(data_dir=tmp_path, port=1, api_token="", prefix=prefix).cloud_role()
+    assert "the broker is not ready for AGATA" in result.stderr
+    assert f"rabbitmqctl add_user {cloud.user} < {cloud.password_file}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cloud.password_file.read_text().strip() not in result.stderr + result.stdout
