@@ -1,8 +1,9 @@
 """The whole system on one machine: which processes run, and the environment of each.
 
 Cloud and devices share the local RabbitMQ, kept apart by queue prefixes (as if each had its own
-broker); each side has its own data directory. Used by ``agata up`` and by the experiments, so
-both deploy the same way.
+broker) and, with ``locked_broker``, by a virtual host and a broker user of their own each
+(see ``broker_roles``); each side has its own data directory. Used by ``agata up`` and by the
+experiments, so both deploy the same way.
 
 No secret goes into an environment: each process that needs one gets the path of a 0600 file
 in its own data directory (``secrets/``), written here. Only the cloud gateway gets the operator
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agata_cli.broker_roles import BrokerRole, stack_name
 from agata_common.config import env_name
 from agata_common.config_loader import SECRET_KEYS
 from agata_common.secret_files import write_secret_file
@@ -74,6 +76,9 @@ class LocalDeployment:
     secrets: Mapping[str, str] = field(default_factory=dict)
     """Secrets as ``AGATA_<SECTION>_<KEY>`` (e.g. a broker password from the caller's
     environment): each process gets those of its side as 0600 files, never as values."""
+    locked_broker: bool = False
+    """Each side uses its own broker role (``broker_roles``) instead of the configured
+    account."""
 
     @property
     def url(self) -> str:
@@ -97,8 +102,9 @@ class LocalDeployment:
     def cloud_environ(self) -> dict[str, str]:
         """Overrides for the cloud services (secrets as files, written now)."""
         cloud, _ = split_by_side(self.secrets)
+        roles = self.cloud_role().environ() if self.locked_broker else {}
         return {**self._common(), "AGATA_STORAGE_DATA_DIR": str(self.cloud_data_dir),
-                **secret_files_for(cloud, self.cloud_data_dir / "secrets")}
+                **secret_files_for(cloud, self.cloud_data_dir / "secrets"), **roles}
 
     def api_token_environ(self) -> dict[str, str]:
         """The operator token for the cloud gateway: written to a 0600 file in the cloud's data
@@ -115,6 +121,25 @@ class LocalDeployment:
             return {}
         return {JOIN_TOKEN_FILE: str(write_secret_file(path, join_token))}
 
+    def cloud_role(self) -> BrokerRole:
+        """The cloud services' broker role: virtual host ``<stack>``, user ``<stack>-cloud``
+        (the stack is the queue prefix without its dot)."""
+        stack = stack_name(self.prefix)
+        return BrokerRole("server", f"{stack}-cloud", stack, f"{self.prefix}cloud.",
+                          self.data_dir / "cloud" / "secrets" / "broker_password")
+
+    def device_role(self, index: int) -> BrokerRole:
+        """Local device ``index``'s broker role: virtual host ``<stack>.device-<index>``, user
+        ``<stack>-device-<index>``."""
+        stack, device = stack_name(self.prefix), self.device_id(index)
+        return BrokerRole("client", f"{stack}-{device}", f"{stack}.{device}",
+                          f"{self.prefix}{device}.",
+                          self.device_data_dir(index) / "secrets" / "broker_password")
+
+    def broker_roles(self) -> list[BrokerRole]:
+        """Every role of the deployment: the cloud's, then each device's."""
+        return [self.cloud_role(), *(self.device_role(i) for i in range(self.devices))]
+
     def device_id(self, index: int) -> str:
         """The client id of local device ``index``."""
         return f"device-{index}"
@@ -129,6 +154,7 @@ class LocalDeployment:
             **self.device_overrides,
             **secret_files_for(split_by_side(self.secrets)[1],
                                self.device_data_dir(index) / "secrets"),
+            **(self.device_role(index).environ() if self.locked_broker else {}),
         }
 
     def device_data_dir(self, index: int) -> Path:

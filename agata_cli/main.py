@@ -243,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     up_parser.add_argument("--port", type=_count(1), default=None,
                            help="the gateway's port (default: [server.gateway] port)")
     up_parser.add_argument("--queue-prefix", default="agata.", metavar="PREFIX",
-                           help="start of every queue name on the broker (default: agata.)")
+                           help="start of every queue name on the broker; without its dot it "
+                                "also names the broker's virtual hosts and users (default: "
+                                "agata.)")
     status_parser = local_command("status", local.status,
                                   "show each service that 'agata up' runs here")
     status_parser.add_argument("--json", action="store_true", help="print the state as JSON")

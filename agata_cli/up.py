@@ -1,9 +1,10 @@
 """``agata up`` and ``agata status``: the whole system on this machine, kept running.
 
-``up`` makes sure RabbitMQ answers (starting a local one when it is installed), generates the
-operator and client tokens on first use (kept 0600 in the data directory, never printed),
-starts every service as its own process (optionally with local devices; secrets reach each
-only as 0600 files in its data directory, never in its environment), restarts one that
+``up`` makes sure RabbitMQ answers (starting a local one when it is installed) and is locked
+(a virtual host and user per role, guest kept out: ``broker_roles``), generates the operator
+token on first use (kept 0600 in the data directory, never printed), starts every service as
+its own process (optionally with local devices; secrets reach each only as 0600 files in its
+data directory, never in its environment), restarts one that
 crashes, prints where the web interface is and how to sign in, and stops everything on Ctrl-C
 or SIGTERM. ``status`` reads the state file ``up`` keeps and shows each service.
 """
@@ -15,6 +16,7 @@ import json
 import logging
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -28,6 +30,7 @@ from types import FrameType
 from typing import Any
 
 from agata_cli.app_archive import zip_folder
+from agata_cli.broker_roles import BrokerAdminError, BrokerUnavailable, lock_broker
 from agata_cli.client import (
     EXIT_UNAVAILABLE,
     EXIT_USAGE,
@@ -40,6 +43,7 @@ from agata_cli.output import out, table
 from agata_cli.supervisor import Supervisor, pid_alive
 from agata_common.config_loader import env_name, secret_env_names
 from agata_common.device_identity import load_secret
+from microservice_interconnect.settings import BrokerSettings
 
 logger = logging.getLogger("agata.up")
 
@@ -109,6 +113,29 @@ def ensure_broker(host: str, port: int) -> None:
             raise CliError(f"RabbitMQ did not come up on {host}:{port} within "
                            f"{BROKER_START_S:.0f} s", EXIT_UNAVAILABLE)
         time.sleep(0.5)
+
+
+def lock(deployment: LocalDeployment, broker: BrokerSettings, events_exchange: str) -> None:
+    """The deployment's broker roles ready and guest kept out of their virtual hosts
+    (``RABBITMQCTL`` names the command that administers the broker, default rabbitmqctl);
+    a broker that has just opened its port is given ``BROKER_START_S`` to answer AMQP."""
+    command = shlex.split(os.environ.get("RABBITMQCTL", "")) or None
+    deadline = time.monotonic() + BROKER_START_S
+    while True:
+        try:
+            changed = lock_broker(broker, deployment.broker_roles(), events_exchange, command)
+            break
+        except BrokerUnavailable as error:
+            if time.monotonic() > deadline:
+                raise CliError(f"the broker is not ready for AGATA: {error}",
+                               EXIT_UNAVAILABLE) from None
+            time.sleep(1)
+        except BrokerAdminError as error:
+            raise CliError(f"the broker is not ready for AGATA: {error}",
+                           EXIT_UNAVAILABLE) from None
+    cloud = deployment.cloud_role()
+    out(f"broker {'locked' if changed else 'already locked'}: the cloud on virtual host "
+        f"{cloud.virtual_host} as {cloud.user}, each device on its own; guest kept out")
 
 
 def read_state(data_dir: Path) -> dict[str, Any] | None:
@@ -210,13 +237,14 @@ def up(args: argparse.Namespace) -> int:
     deployment = LocalDeployment(
         data_dir=data_dir, port=args.port or config.server_gateway.port,
         api_token=ensure_token(api_token_file),
-        devices=args.devices, prefix=args.queue_prefix,
+        devices=args.devices, prefix=args.queue_prefix, locked_broker=True,
         device_overrides={"AGATA_CLIENT_PARAMS_REQUEST_INTERVAL": "5"},
         secrets={name: os.environ[name] for name in sorted(secret_env_names())
                  if os.environ.get(name) and name != OPERATOR_TOKEN_ENV})
     if _answers("127.0.0.1", deployment.port):
         raise CliError(f"port {deployment.port} is taken; choose another with --port",
                        EXIT_USAGE)
+    lock(deployment, broker, config.events.exchange)
     supervisor = Supervisor(deployment.cloud_services(), data_dir / "logs",
                             data_dir / STATE_FILE,
                             extra_state={"url": deployment.url, "data_dir": str(data_dir)})

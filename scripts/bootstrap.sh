@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepare a fresh Debian machine for AGATA: virtualenv, torch (CPU) first, the project,
-# and a RabbitMQ that answers. Safe to run again: it only does what is missing.
+# and a RabbitMQ that answers (agata up then makes its users and virtual hosts). Safe to run
+# again: it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -62,15 +63,19 @@ if ! answers "$broker_host" "$broker_port"; then
   done
   answers "$broker_host" "$broker_port" || { log "RabbitMQ did not come up on $broker_port"; exit 1; }
 fi
-# The port can open before the AMQP handshake works; wait for a real connection.
+# The port can open before the AMQP handshake works; wait for a real answer (a refused login
+# is one: guest may have been removed; agata up makes its own users and virtual hosts).
 .venv/bin/python - "$broker_host" "$broker_port" <<'PY'
 import sys, time
 import pika
+from pika.exceptions import ProbableAccessDeniedError, ProbableAuthenticationError
 host, port = sys.argv[1], int(sys.argv[2])
 deadline = time.time() + 60
 while True:
     try:
         pika.BlockingConnection(pika.ConnectionParameters(host, port, connection_attempts=1)).close()
+        break
+    except (ProbableAuthenticationError, ProbableAccessDeniedError):
         break
     except Exception as exc:
         if time.time() > deadline:

@@ -10,9 +10,11 @@ import sys
 import uuid
 from pathlib import Path
 
+from broker_support import drop_roles, refused
 from support import free_port, wait_for
 
-from agata_cli.local_deployment import Service
+from agata_cli.client import EXIT_UNAVAILABLE
+from agata_cli.local_deployment import LocalDeployment, Service
 from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s
 
 AGATA = [sys.executable, "-m", "agata_cli"]
@@ -64,6 +66,29 @@ def assert_no_secret_in_any_environment(data_dir: Path, secrets: set[str]) -> No
                     assert Path(value).is_relative_to(data_dir / "device-0"), (name, value)
 
 
+def assert_broker_locked(data_dir: Path, prefix: str) -> None:
+    """Every service uses its side's own broker user, reading the password from a 0600 file;
+    guest, a stranger and a device cannot open the cloud's virtual host."""
+    roles = LocalDeployment(data_dir=data_dir, port=1, api_token="", devices=1,
+                            prefix=prefix).broker_roles()
+    cloud, device = roles
+    services = {s["name"]: s for s in state(data_dir)["services"]}
+    gateway = environ_of(services["cloud_gateway"]["pid"])
+    assert gateway["AGATA_SERVER_BROKER_USERNAME"] == cloud.user
+    assert gateway["AGATA_SERVER_BROKER_VIRTUAL_HOST"] == cloud.virtual_host
+    assert gateway["AGATA_SERVER_BROKER_PASSWORD_FILE"] == str(cloud.password_file)
+    manager = environ_of(services["device-0.client_task_manager"]["pid"])
+    assert manager["AGATA_CLIENT_BROKER_USERNAME"] == device.user
+    assert manager["AGATA_CLIENT_BROKER_VIRTUAL_HOST"] == device.virtual_host
+    for role in roles:
+        assert role.password_file.stat().st_mode & 0o777 == 0o600
+    assert not any(key.endswith("BROKER_PASSWORD") for key in {**gateway, **manager})
+    assert refused("guest", "guest", cloud.virtual_host)
+    assert refused("guest", "guest", device.virtual_host)
+    assert refused(f"stranger-{uuid.uuid4().hex[:6]}", "guess", cloud.virtual_host)
+    assert refused(device.user, device.password_file.read_text().strip(), cloud.virtual_host)
+
+
 def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     assert status(data_dir).returncode == 1
@@ -74,9 +99,10 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
                "AGATA_SERVER_GATEWAY_API_TOKEN": ignored_token,
                "AGATA_SERVER_GATEWAY_CLIENT_TOKEN": shared_token,
                "AGATA_CLIENT_PARAMS_CLIENT_TOKEN": device_token}
+    prefix = f"up-{uuid.uuid4().hex[:8]}."
     supervisor = subprocess.Popen(
         [*AGATA, "up", "--devices", "1", "--data-dir", str(data_dir), "--port",
-         str(free_port()), "--queue-prefix", f"up-{uuid.uuid4().hex[:8]}."],
+         str(free_port()), "--queue-prefix", prefix],
         env=environ, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     started: list[int] = []
     try:
@@ -101,6 +127,7 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         join_token = (data_dir / "device-0" / "secrets" / "join_token").read_text().strip()
         assert_no_secret_in_any_environment(data_dir, {token, join_token, shared_token,
                                                        device_token, ignored_token})
+        assert_broker_locked(data_dir, prefix)
 
         victim = next(s for s in state(data_dir)["services"] if s["name"] == "cloud_gateway")
         started = [s["pid"] for s in state(data_dir)["services"]]
@@ -116,7 +143,10 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
     finally:
         supervisor.send_signal(signal.SIGTERM)
         output, errors = supervisor.communicate(timeout=60)
+        drop_roles(LocalDeployment(data_dir=data_dir, port=1, api_token="", devices=1,
+                                   prefix=prefix).broker_roles())
     assert supervisor.returncode == 0, errors
+    assert "broker locked" in output
     assert "agata stopped" in output
     for pid in started:
         assert wait_for(lambda p=pid: not alive(p), 10, f"pid {pid} gone")
@@ -167,3 +197,17 @@ def test_a_service_that_keeps_dying_is_given_up(tmp_path: Path) -> None:
     assert item.restarts == MAX_RESTARTS
     saved = json.loads((tmp_path / "state.json").read_text())
     assert saved["services"][0]["restarts"] == MAX_RESTARTS
+
+
+def test_up_says_what_to_run_when_it_cannot_administer_the_broker(tmp_path: Path) -> None:
+    prefix = f"noadmin-{uuid.uuid4().hex[:8]}."
+    result = subprocess.run(
+        [*AGATA, "up", "--data-dir", str(tmp_path), "--port", str(free_port()),
+         "--queue-prefix", prefix],
+        env={**os.environ, "RABBITMQCTL": "false"}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == EXIT_UNAVAILABLE, result.stderr
+    cloud = LocalDeployment(data_dir=tmp_path, port=1, api_token="", prefix=prefix).cloud_role()
+    assert "the broker is not ready for AGATA" in result.stderr
+    assert f"rabbitmqctl add_user {cloud.user} < {cloud.password_file}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert cloud.password_file.read_text().strip() not in result.stderr + result.stdout
