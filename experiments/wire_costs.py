@@ -5,25 +5,31 @@ For one ``train`` message carrying a float64 model of N MB it times, in this pro
 own encoding (``message_to_proto`` + ``SerializeToString``) and decoding (``ParseFromString``
 + ``message_from_proto``), which the runtime used before; and ours: ``wire.encode`` (a head and
 the arrays' own bytes), cutting it into 1 MiB frames as a socket sends them, and ``Inbox``
-reassembling and decoding it; then the app's own costs both runtimes pay (``ArrayRecord`` from
+reassembling and decoding it; the CPU time of both ends of a loopback websocket carrying
+those frames from an aiohttp client, masked as RFC 6455 asks of clients and unmasked as a
+device sends them; then the app's own costs both runtimes pay (``ArrayRecord`` from
 NumPy, ``to_numpy_ndarrays``). Prints a table, and with ``--json`` one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import numpy as np
+from aiohttp import web
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.app.metadata import Metadata
 from flwr.common.serde import message_from_proto, message_to_proto
 
 from flower_runtime import wire
+from flower_runtime.client_worker import send_unmasked
 from flower_runtime.flower_internals import ProtoMessage, make_message
 
 
@@ -36,6 +42,45 @@ def _timed(step: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = step()
         best = min(best, time.perf_counter() - began)
     return best, result
+
+
+async def _socket_cpu_s(frames: list[bytes], unmasked: bool) -> float:
+    """CPU seconds of this process (both ends) to send ``frames`` from an aiohttp client to an
+    aiohttp server on loopback, with the client's frames masked (RFC 6455) or not (ours)."""
+    got_all = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(max_msg_size=wire.MAX_FRAME_BYTES)
+        await socket.prepare(request)
+        count = 0
+        async for _ in socket:
+            count += 1
+            if count == len(frames):
+                got_all.set()
+        return socket
+
+    app = web.Application()
+    app.router.add_get("/", receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        async with aiohttp.ClientSession() as session:
+            socket = await session.ws_connect(f"http://127.0.0.1:{port}/",
+                                              max_msg_size=wire.MAX_FRAME_BYTES)
+            if unmasked:
+                send_unmasked(socket)
+            began = time.process_time()
+            for frame in frames:
+                await socket.send_bytes(frame)
+            await asyncio.wait_for(got_all.wait(), 60)
+            spent = time.process_time() - began
+            await socket.close()
+    finally:
+        await runner.cleanup()
+    return spent
 
 
 def costs(model_mb: float, repeat: int = 3) -> dict[str, float]:
@@ -70,6 +115,9 @@ def costs(model_mb: float, repeat: int = 3) -> dict[str, float]:
         return received
 
     figures["ours_decode_s"], received = _timed(ours_decode, repeat)
+    for unmasked in (False, True):
+        name = "socket_unmasked_cpu_s" if unmasked else "socket_masked_cpu_s"
+        figures[name] = min(asyncio.run(_socket_cpu_s(frames, unmasked)) for _ in range(repeat))
     figures["app_to_numpy_s"], _ = _timed(
         lambda: received.content["arrays"].to_numpy_ndarrays(), repeat)
     return {key: round(value, 4) for key, value in figures.items()}
@@ -86,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for size, figures in rows.items():
         print(f"model {size} MB:")
         for key, value in figures.items():
-            print(f"  {key:18} {value:8.4f} s")
+            print(f"  {key:22} {value:8.4f} s")
     if args.json:
         print(json.dumps(rows))
     return 0
