@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -78,13 +79,42 @@ def _metrics_table(rounds: list[dict[str, Any]]) -> list[str]:
                   for r in rounds))
 
 
+def run_devices_lines(devices: dict[str, Any]) -> list[str]:
+    """The run's devices: who is in since when, rounds trained, who left and who replaced
+    whom."""
+    seats = devices["seats"]
+    present = sum(1 for seat in seats if seat.get("left") is None)
+    lines = [f"devices of run {devices['run']} ({present} in of {devices['devices']}, at "
+             f"least {devices['min_devices']}):"]
+    rows = []
+    for seat in seats:
+        gone = seat.get("left")
+        state = (f"left after round {seat.get('left_after_round')}: {seat.get('why_left')}"
+                 if gone is not None else "in")
+        if seat.get("replaced_by"):
+            state += f"; replaced by {seat['replaced_by']}"
+        origin = (f"replaced {seat['replaced']}" if seat.get("replaced")
+                  else "came back" if seat.get("rejoined") else "joined")
+        rows.append([seat["client_id"], seat["partition_id"],
+                     f"{origin} {_since(seat['joined'])} after round "
+                     f"{seat['joined_after_round']}", seat["rounds_trained"], state])
+    lines += ["  " + line for line in table(
+        ["DEVICE", "PARTITION", "SINCE", "ROUNDS", "NOW"], rows)]
+    return lines
+
+
+def _since(unix: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(unix))
+
+
 def tasks_show(gateway: Gateway, args: argparse.Namespace) -> int:
     """``tasks show``: a task with its files, status reason, rounds and client reports."""
     task = gateway.get(_task_path(args.task_id))
     reports = gateway.get(_task_path(args.task_id, "/reports")).get("reports") or []
     metrics = gateway.get(_task_path(args.task_id, "/metrics"))
+    devices = gateway.get(_task_path(args.task_id, "/devices"))
     if args.json:
-        out_json({**task, "client_reports": reports, "metrics": metrics})
+        out_json({**task, "client_reports": reports, "metrics": metrics, "run_devices": devices})
         return EXIT_OK
     _lines(key_values([
         ("id", task["id"]),
@@ -114,6 +144,8 @@ def tasks_show(gateway: Gateway, args: argparse.Namespace) -> int:
             out(f"  (the last {SHOWN_ROUNDS}; --json has them all)")
         if rounds:
             _lines(_metrics_table(rounds[-SHOWN_ROUNDS:]), "  ")
+    if devices.get("seats"):
+        _lines(run_devices_lines(devices))
     out(f"client reports ({len(reports)}):")
     if reports:
         _lines(table(["CLIENT", "STATUS", "REPORTED", "REASON"],
@@ -213,6 +245,8 @@ def tasks_create(gateway: Gateway, args: argparse.Namespace) -> int:
     body["tags"] = args.tag or []
     if args.devices is not None:
         body["devices"] = args.devices
+    if args.min_devices is not None:
+        body["min_devices"] = args.min_devices
     if args.deadline is not None:
         body["deadline_s"] = args.deadline
     task = gateway.post("/api/tasks", body)

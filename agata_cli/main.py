@@ -159,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: 127.0.0.1)")
     sub.add_argument("--devices", type=_count(1), metavar="N",
                      help="devices in a run of a Flower App (default 2)")
+    sub.add_argument("--min-devices", type=_count(1), metavar="N",
+                     help="the fewest devices a run goes on with while lost ones are replaced "
+                          "(default: --devices)")
     sub.add_argument("--deadline", type=_count(1), metavar="SECONDS",
                      help="a run still going after this long is stopped and recorded failed "
                           "(default: the cloud's default_deadline_s)")

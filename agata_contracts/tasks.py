@@ -7,7 +7,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, Base64Bytes, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Base64Bytes, BaseModel, ConfigDict, Field, model_validator
 
 from agata_contracts.common import (
     MAX_OFFSET,
@@ -57,6 +57,9 @@ Criteria = Annotated[
 Devices = Annotated[int, Field(ge=1, le=10_000, description=(
     "How many devices a run of a Flower App takes; each gets a partition-id from 0 to "
     "devices-1 and num-partitions = devices in its node_config."))]
+MinDevices = Annotated[int, Field(ge=1, le=10_000, description=(
+    "The fewest devices a run of a Flower App goes on with when some are lost (at most "
+    "devices). Empty: devices (a lost device must be replaced or come back)."))]
 MAX_DEADLINE_S = 30 * 24 * 3600
 DeadlineS = Annotated[int, Field(ge=1, le=MAX_DEADLINE_S, description=(
     "Seconds a run may last; a run still going then is stopped and recorded as failed, saying "
@@ -66,6 +69,12 @@ Arguments = Annotated[
     Field(max_length=64, description="Passed to the task's script as --name value."),
     AfterValidator(_check_arguments),
 ]
+
+
+def check_min_devices(devices: int | None, min_devices: int | None) -> None:
+    """A run's minimum cannot exceed the devices it asks for."""
+    if devices is not None and min_devices is not None and min_devices > devices:
+        raise ValueError(f"min_devices ({min_devices}) is more than devices ({devices})")
 
 
 class TaskStatus(StrEnum):
@@ -126,7 +135,13 @@ class CreateTaskRequest(BaseModel):
     client_arguments: Arguments = Field(default_factory=dict)
     tags: list[Tag] = Field(default_factory=list, max_length=32)
     devices: Devices = 2
+    min_devices: MinDevices | None = None
     deadline_s: DeadlineS | None = None
+
+    @model_validator(mode="after")
+    def _minimum_within_devices(self) -> CreateTaskRequest:
+        check_min_devices(self.devices, self.min_devices)
+        return self
 
 
 class Task(BaseModel):
@@ -140,6 +155,8 @@ class Task(BaseModel):
     client_arguments: dict[str, ArgumentValue]
     tags: list[str]
     devices: int
+    min_devices: int | None = Field(None, description="The fewest devices a run goes on "
+                                    "with; null: devices.")
     deadline_s: int | None = Field(description="This task's own run deadline (seconds); "
                                    "null: the cloud's default_deadline_s.")
     files: list[TaskFile]
@@ -186,6 +203,7 @@ class UpdateTaskRequest(BaseModel):
     client_arguments: Arguments | None = None
     tags: list[Tag] | None = Field(None, max_length=32)
     devices: Devices | None = None
+    min_devices: MinDevices | None = None
     deadline_s: DeadlineS | None = None
 
 
@@ -256,12 +274,15 @@ class TaskOffer(BaseModel):
 
 
 class TaskEvent(BaseModel):
-    """Broadcast when a task's server starts or ends, so clients look again at once."""
+    """Broadcast when a task's server starts or ends, so clients look again at once; and
+    (``vacancy``) when a running run lost a device, so a device the run once did not need
+    looks again too."""
 
     task_id: str
     status: TaskStatus
     run: int
     time: float
+    vacancy: bool = False
 
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -127,6 +128,8 @@ class ClientTaskManager:
         self._next_heartbeat = 0.0
         self.stop_grace_s = stop_grace_s
         self._wake = threading.Event()
+        self._vacancies: deque[str] = deque()
+        """Tasks whose run lost a device (appended by any thread, read by the loop)."""
         self._inbox = ChildInbox(self._wake, self._record)
         self._children: dict[str, Running] = {}
         self.reports = PendingReports(send_report, lambda: self.identity.client_id)
@@ -184,8 +187,10 @@ class ClientTaskManager:
 
     def on_task_event(self, event: TaskEvent) -> None:
         """A task started or ended on the cloud: look again at once (any thread)."""
-        logger.info("cloud: task %s is %s (run %d)", event.task_id, event.status.value,
-                    event.run)
+        logger.info("cloud: task %s is %s (run %d)%s", event.task_id, event.status.value,
+                    event.run, ", lost a device" if event.vacancy else "")
+        if event.vacancy:
+            self._vacancies.append(event.task_id)
         self.poll_now()
 
     def poll_now(self) -> None:
@@ -233,6 +238,8 @@ class ClientTaskManager:
 
     def _step(self) -> None:
         self._handle_children()
+        while self._vacancies:
+            self.book.vacancy(self._vacancies.popleft())
         now = time.monotonic()
         if now >= self._next_stats_check:
             self.reports.stats(self.identity.stats())

@@ -34,6 +34,10 @@ class Quarantined:
     reason: str
 
 
+RUN_FULL_HOLD = "the run had all its devices"
+"""Why a task is held when its run did not need this device (lifted when the run loses one)."""
+
+
 class TaskBook:
     """This client's view of tasks."""
 
@@ -95,7 +99,13 @@ class TaskBook:
         previous = self.quarantine.get(task_id)
         self.quarantine[task_id] = Quarantined(
             until=now + self.retry_s, failures=previous.failures if previous else 0,
-            reason="the run had all its devices")
+            reason=RUN_FULL_HOLD)
+
+    def vacancy(self, task_id: str) -> None:
+        """The task's run lost a device: a hold for its having had all its devices ends."""
+        held = self.quarantine.get(task_id)
+        if held is not None and held.reason == RUN_FULL_HOLD:
+            del self.quarantine[task_id]
 
     def failed(self, task_id: str, reason: str, now: float) -> Quarantined:
         """The task failed here: set it aside with a doubling back-off; return the hold."""

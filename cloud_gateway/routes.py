@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from agata_contracts import devices, results, tasks, users
+from agata_contracts import devices, results, run_devices, tasks, users
 from agata_contracts.rpc import Audience, RpcSpec
 
-ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = users.RPCS + devices.RPCS + tasks.RPCS + results.RPCS
+ALL_RPCS: tuple[RpcSpec[Any, Any], ...] = (
+    users.RPCS + devices.RPCS + tasks.RPCS + results.RPCS + run_devices.RPCS)
 RPCS_BY_NAME: dict[str, RpcSpec[Any, Any]] = {spec.name: spec for spec in ALL_RPCS}
 EXPOSED_RPCS: dict[str, RpcSpec[Any, Any]] = {
     name: spec for name, spec in RPCS_BY_NAME.items()
@@ -46,6 +47,8 @@ REST_ROUTES: tuple[RestRoute, ...] = (
               path_fields={"task_id": "task_id"}),
     RestRoute("GET", "/api/tasks/{task_id}/metrics", tasks.GET_TASK_METRICS,
               "Per-round metrics of a task", query=("run",), path_fields={"task_id": "task_id"}),
+    RestRoute("GET", "/api/tasks/{task_id}/devices", run_devices.GET_RUN_DEVICES,
+              "The devices of a task's latest run", path_fields={"task_id": "task_id"}),
     RestRoute("GET", "/api/tasks/{task_id}/reports", tasks.GET_CLIENT_TASK_REPORTS,
               "What clients reported about a task", path_fields={"task_id": "task_id"}),
     RestRoute("GET", "/api/tasks/{task_id}/results", results.LIST_RESULTS,

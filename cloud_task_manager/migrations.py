@@ -9,7 +9,8 @@ from sqlalchemy import Connection, inspect, text
 
 ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
                  "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)",
-                 "door": "VARCHAR(300)"}
+                 "door": "VARCHAR(300)", "min_devices": "INTEGER",
+                 "run_devices": "JSON"}
 """Columns of ``tasks`` added after the first release, with their SQL definitions."""
 NULLABLE_COLUMNS = ("port",)
 """Columns of ``tasks`` once required, now optional (a task's own port: issue 21)."""

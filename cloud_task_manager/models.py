@@ -29,6 +29,7 @@ class TaskRecord(Base):
     client_arguments: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     tags: Mapped[list[str]] = mapped_column(JSON, default=list)
     devices: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
+    min_devices: Mapped[int | None] = mapped_column(Integer, nullable=True)
     deadline_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="created", index=True)
     status_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -36,6 +37,8 @@ class TaskRecord(Base):
     server_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
     owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
     door: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    run_devices: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """The current run's devices as its host last reported them (``run_devices``)."""
     credential_hash: Mapped[str] = mapped_column(String(64))
     credential_nonce: Mapped[str] = mapped_column(String(64))
     previous_nonce: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from agata_common.database import utcnow
 from agata_contracts.checkpoints import STATE_DIR, checkpoint_name
+from agata_contracts.run_devices import Roster
 from agata_contracts.tasks import TaskStatus
 from cloud_task_manager.records import TaskRecords
+from cloud_task_manager.run_devices import RunDeviceRecords
 from cloud_task_manager.run_states import CheckpointCopier, PendingCheckpoint
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import ServerLaunch, ServerProcesses
@@ -24,6 +26,7 @@ from task_daemon_lib.messages import (
     InfoMessage,
     PrintMessage,
     ReportMessage,
+    RosterMessage,
     StatsMessage,
     TriggerMessage,
 )
@@ -46,8 +49,11 @@ class ServerReports:
     def __init__(self, records: TaskRecords, checkpoints: CheckpointCopier | None,
                  storage: TaskStorage, servers: ServerProcesses, events: EventRecorder,
                  replica_id: str,
-                 on_round: Callable[[ServerLaunch, int], None] | None = None) -> None:
+                 on_round: Callable[[ServerLaunch, int], None] | None = None,
+                 on_vacancy: Callable[[ServerLaunch], None] | None = None) -> None:
         self.records = records
+        self.run_devices = RunDeviceRecords(records)
+        self.on_vacancy = on_vacancy
         self.on_round = on_round
         self.checkpoints = checkpoints
         self.storage = storage
@@ -74,6 +80,19 @@ class ServerReports:
             self._trigger(launch, message)
         elif isinstance(message, CheckpointMessage):
             self._keep_checkpoint(launch, message.round)
+        elif isinstance(message, RosterMessage):
+            self._devices_changed(launch, message.roster)
+
+    def _devices_changed(self, launch: ServerLaunch, roster: Roster) -> None:
+        """Keep the run's devices; say what changed; call for a replacement when a
+        partition is free."""
+        self.run_devices.store(launch.task_id, launch.run, roster)
+        if roster.change is None:
+            return
+        self.events.register_event(SERVICE, "task_server",
+                                   f"devices {launch.task_id}: {roster.change}")
+        if roster.vacancies and self.on_vacancy is not None:
+            self.on_vacancy(launch)
 
     def replay_spool(self, launch: ServerLaunch,
                      spool: Path) -> tuple[TaskStatus, str | None] | None:

@@ -25,6 +25,7 @@ from agata_contracts.tasks import (
     TaskKind,
     TaskStatus,
     UpdateTaskRequest,
+    check_min_devices,
     kind_of,
 )
 from cloud_task_manager.doors import DataPlane
@@ -205,6 +206,11 @@ class RunController:
                     f"task {request.task_id!r} is running; stop it before changing "
                     f"{' and '.join(sorted(moving))}"
                 )
+            try:
+                check_min_devices(changes.get("devices", record.devices),
+                                  changes.get("min_devices", record.min_devices))
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
             for field, value in changes.items():
                 setattr(record, field, value)
             record.modified = utcnow()

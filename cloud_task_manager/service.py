@@ -21,6 +21,7 @@ from agata_contracts.results import (
     RunResultsRequest,
     UploadResultRequest,
 )
+from agata_contracts.run_devices import GET_RUN_DEVICES, RunDevices, RunDevicesRequest
 from agata_contracts.run_door import OPEN_RUN_DOOR, OpenRunDoorRequest, RunDoor
 from agata_contracts.tasks import (
     CLIENT_REQUESTING_TASK,
@@ -64,6 +65,7 @@ from cloud_task_manager.archives import ArchiveError, unpack_archive
 from cloud_task_manager.doors import RunDoors
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.results import RunResultsStore
+from cloud_task_manager.run_devices import RunDeviceRecords
 from cloud_task_manager.run_logs import RunLogs
 from cloud_task_manager.runs import RunController
 from cloud_task_manager.selection import TaskSelector
@@ -131,6 +133,11 @@ class CloudTaskManager:
     def get_task_metrics(self, request: TaskMetricsRequest) -> TaskMetrics:
         """Per-round metrics of the latest run (or the run asked for)."""
         return self.records.metrics(request.task_id, request.run)
+
+    @rpc(GET_RUN_DEVICES)
+    def get_run_devices(self, request: RunDevicesRequest) -> RunDevices:
+        """The devices of the task's latest run: who is in, who left, who replaced whom."""
+        return RunDeviceRecords(self.records).read(request.task_id)
 
     @rpc(UPLOAD_TASK_FILE)
     def upload_task_file(self, request: UploadTaskFileRequest) -> TaskFile:

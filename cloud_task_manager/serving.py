@@ -80,7 +80,8 @@ class ServedRuns:
             owner=pending.owner))
         self.reports = ServerReports(records, self.checkpoints if states.shared else None,
                                      storage, self.servers, events,
-                                     replica_id, on_round=self._round_done)
+                                     replica_id, on_round=self._round_done,
+                                     on_vacancy=self._vacancy)
         self.transition = threading.Lock()
         self.deadlines = RunDeadlines(self.transition, self.run_records,
                                       self.servers.request_stop, events)
@@ -104,6 +105,7 @@ class ServedRuns:
         record.door = address(host, port)
         return ServerLaunch(record.id, record.runs, folder, host, port,
                             dict(arguments), kind, record.devices,
+                            min(record.min_devices or record.devices, record.devices),
                             self.records.run_credential(record) or "",
                             self.timings.device_join_s, self.timings.device_rejoin_s,
                             results_dir, image, resume, self.data_plane.max_message_mb)
@@ -149,6 +151,17 @@ class ServedRuns:
         except Exception as exc:
             logger.warning("task %s: could not announce %s: %s", launch.task_id,
                            status.value, exc)
+
+    def _vacancy(self, launch: ServerLaunch) -> None:
+        """A device left the run: idle compatible devices are asked to look again at once."""
+        if self.announce is None:
+            return
+        try:
+            self.announce(TaskEvent(task_id=launch.task_id, status=TaskStatus.RUNNING,
+                                    run=launch.run, time=time.time(), vacancy=True))
+        except Exception as exc:
+            logger.warning("task %s: could not announce a free partition: %s",
+                           launch.task_id, exc)
 
     def _round_done(self, launch: ServerLaunch, round_number: int) -> None:
         """Say early, as the run's reason, when its pace will miss its deadline."""

@@ -45,6 +45,7 @@ class ServerLaunch:
     arguments: Mapping[str, str | int | float | bool]
     kind: TaskKind = TaskKind.SCRIPT
     devices: int = 1
+    min_devices: int | None = None
     run_credential: str = ""
     join_timeout_s: float = 300.0
     rejoin_timeout_s: float = 30.0
@@ -57,6 +58,7 @@ class ServerLaunch:
         """The ServerApp host's arguments (a Flower App's run)."""
         return ["--app", str(self.folder), "--host", self.host, "--port", str(self.port),
                 "--run-id", str(self.run), "--devices", str(self.devices),
+                *(["--min-devices", str(self.min_devices)] if self.min_devices else []),
                 "--join-timeout-s", str(self.join_timeout_s),
                 "--rejoin-timeout-s", str(self.rejoin_timeout_s),
                 "--run-config", json.dumps(dict(self.arguments)),

@@ -7,6 +7,12 @@ message it still owed with a ``NODE_UNAVAILABLE`` error reply, so no round waits
 ``get_node_ids`` waits (bounded) until the run's devices have joined, sparing strategies their
 one-second polling; when they do not come (or do not come back), it raises ``DevicesMissing``
 so the ServerApp ends with that reason instead of waiting forever.
+
+Runs are elastic: a device that does not answer within the ServerApp's round timeout is let go
+(its socket closed, its partition freed), so an idle device can take its partition, or the same
+device, woken up, can come back to it. Once started, a run goes on with as few as
+``min_nodes`` devices; under that it waits ``rejoin_timeout_s`` before failing, naming the
+devices it lost and the round.
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from typing import Protocol
 from flwr.app import Error, Message, RecordDict
 from flwr.serverapp import Grid
 
+from agata_contracts.run_devices import Roster
 from flower_runtime.flower_internals import ErrorCode, Run
+from flower_runtime.seats import Seats
 
 MAX_NODE_ID = 2**63 - 1
 
@@ -36,6 +44,9 @@ class NodeChannel(Protocol):
 
     def send(self, data: Message) -> None:
         """Hand a message to the device."""
+
+    def close(self) -> None:
+        """Let the device go (its socket is closed after what was queued)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,10 @@ class Node:
 RepliesSeen = Callable[[int | None, list[Message], dict[int, Node]], None]
 """Called with every batch of replies a ``send_and_receive`` collected: the round they answer
 (when the instructions say), the replies, and every node that joined."""
+
+RosterChanged = Callable[[Roster], None]
+"""Called (outside the grid's lock) with the run's devices after a device joined or left, or a
+training round was answered."""
 
 InstructionsSent = Callable[[Message], None]
 """Called with the first instruction of every batch pushed to the devices (a strategy sends
@@ -72,16 +87,20 @@ def round_of(instruction: Message) -> int | None:
 
 
 class RunGrid(Grid):
-    """The grid of one run: up to ``expected_nodes`` devices, partitions assigned on join."""
+    """The grid of one run: up to ``expected_nodes`` devices (going on with ``min_nodes``),
+    partitions assigned on join."""
 
     def __init__(self, *, expected_nodes: int, join_timeout_s: float,
-                 rejoin_timeout_s: float | None = None,
+                 rejoin_timeout_s: float | None = None, min_nodes: int | None = None,
                  on_replies: RepliesSeen | None = None,
-                 on_instructions: InstructionsSent | None = None) -> None:
+                 on_instructions: InstructionsSent | None = None,
+                 on_roster: RosterChanged | None = None) -> None:
         self.expected_nodes = expected_nodes
+        self.min_nodes = expected_nodes if min_nodes is None else min(min_nodes, expected_nodes)
         self.join_timeout_s = join_timeout_s
         self.rejoin_timeout_s = join_timeout_s if rejoin_timeout_s is None else rejoin_timeout_s
-        self._lost: list[str] = []
+        self.seats = Seats(expected_nodes)
+        self.on_roster = on_roster
         self.on_replies = on_replies
         self.on_instructions = on_instructions
         self._run: Run | None = None
@@ -99,29 +118,46 @@ class RunGrid(Grid):
         with self._changed:
             if self._closed or any(n.client_id == client_id for n in self._nodes.values()):
                 return None
-            taken = {node.partition_id for node in self._nodes.values()}
-            free = [p for p in range(self.expected_nodes) if p not in taken]
-            if not free:
+            partition = self.seats.free_partition(
+                client_id, {node.partition_id for node in self._nodes.values()})
+            if partition is None:
                 return None
-            node = Node(secrets.randbelow(MAX_NODE_ID - 2) + 2, client_id, free[0], channel)
+            node = Node(secrets.randbelow(MAX_NODE_ID - 2) + 2, client_id, partition, channel)
             self._nodes[node.node_id] = node
             self._known[node.node_id] = node
+            roster = self._roster(self.seats.sit(client_id, partition))
             self._changed.notify_all()
-            return node
+        self._tell(roster)
+        return node
 
     def leave(self, node_id: int, reason: str) -> None:
         """The device is gone: what it owed is answered with error replies."""
         with self._changed:
-            node = self._nodes.pop(node_id, None)
-            if node is None:
-                return
-            self._lost.append(node.client_id)
-            for message_id, instruction in list(self._pending.items()):
-                if instruction.metadata.dst_node_id == node_id:
-                    del self._pending[message_id]
-                    self._replies[message_id] = _error_reply(
-                        instruction, ErrorCode.NODE_UNAVAILABLE, reason)
-            self._changed.notify_all()
+            roster = self._let_go(node_id, reason)
+        if roster is not None:
+            self._tell(roster)
+
+    def _let_go(self, node_id: int, reason: str) -> Roster | None:
+        """Take the device out of the run (caller holds the lock); the roster to report."""
+        node = self._nodes.pop(node_id, None)
+        if node is None:
+            return None
+        for message_id, instruction in list(self._pending.items()):
+            if instruction.metadata.dst_node_id == node_id:
+                del self._pending[message_id]
+                self._replies[message_id] = _error_reply(
+                    instruction, ErrorCode.NODE_UNAVAILABLE, reason)
+        roster = self._roster(self.seats.stand_up(node.client_id, node.partition_id, reason))
+        self._changed.notify_all()
+        return roster
+
+    def _roster(self, change: str | None) -> Roster:
+        return Roster(devices=self.seats.views(), change=change,
+                      vacancies=0 if self._closed else self.expected_nodes - len(self._nodes))
+
+    def _tell(self, roster: Roster) -> None:
+        if self.on_roster is not None:
+            self.on_roster(roster)
 
     def deliver(self, reply: Message, from_node: int) -> bool:
         """A reply from device ``from_node``; False when it answers nothing this grid is
@@ -168,21 +204,32 @@ class RunGrid(Grid):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:
-        """The connected devices, once all expected ones are there; ``DevicesMissing`` when
-        they do not join (or come back) within the join (or rejoin) timeout."""
+        """The connected devices: at first once all expected ones joined (at least
+        ``min_nodes`` of them when the join timeout passes), then at once while at least
+        ``min_nodes`` are in; ``DevicesMissing`` when fewer stay so past the rejoin timeout."""
         with self._changed:
-            wait_s = self.rejoin_timeout_s if self._known else self.join_timeout_s
+            started = bool(self._known)
+            wait_s = self.rejoin_timeout_s if started else self.join_timeout_s
+            wanted = self.min_nodes if started else self.expected_nodes
             deadline = time.monotonic() + wait_s
-            while len(self._nodes) < self.expected_nodes and not self._closed:
+            while len(self._nodes) < wanted and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    missing = self.expected_nodes - len(self._nodes)
-                    gone = f" (gone: {', '.join(self._lost)})" if self._lost else ""
-                    raise DevicesMissing(
-                        f"{missing} of {self.expected_nodes} device(s) missing after "
-                        f"{wait_s:g} s{gone}")
+                    if len(self._nodes) >= self.min_nodes:
+                        break
+                    raise DevicesMissing(self._missing(wait_s))
                 self._changed.wait(remaining)
             return list(self._nodes)
+
+    def _missing(self, wait_s: float) -> str:
+        count = len(self._nodes)
+        lost = self.seats.lost()
+        gone = "; ".join(f"{s.client_id} (partition {s.partition_id}) left after round "
+                         f"{s.left_after_round}: {s.why_left}" for s in lost)
+        return (f"{self.min_nodes - count} of {self.min_nodes} device(s) missing after "
+                f"{wait_s:g} s (the run has {count} of its {self.expected_nodes}, needs at "
+                f"least {self.min_nodes}, after round {self.seats.last_round})"
+                + (f"; gone: {gone}" if gone else ""))
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Send each message to its device now; return their ids."""
@@ -229,12 +276,35 @@ class RunGrid(Grid):
                     break
                 self._changed.wait(remaining)
             replies = [self._replies.pop(i) for i in wanted if i in self._replies]
-            for message_id in wanted - {r.metadata.reply_to_message_id for r in replies}:
-                self._pending.pop(message_id, None)
+            silent = [self._pending.pop(i) for i in
+                      wanted - {r.metadata.reply_to_message_id for r in replies}
+                      if i in self._pending]
+            round_number = rounds.pop() if len(rounds) == 1 else None
+            rosters = [self._let_go_silent(m, timeout, round_number) for m in silent]
+            if batch and batch[0].metadata.message_type.startswith("train"):
+                self.seats.trained([self._known[r.metadata.src_node_id].client_id
+                                    for r in replies if not r.has_error()
+                                    and r.metadata.src_node_id in self._known], round_number)
+                rosters.append(self._roster(None))
             nodes = dict(self._known)
+        for roster in rosters:
+            if roster is not None:
+                self._tell(roster)
         if self.on_replies is not None and replies:
-            self.on_replies(rounds.pop() if len(rounds) == 1 else None, replies, nodes)
+            self.on_replies(round_number, replies, nodes)
         return replies
+
+    def _let_go_silent(self, instruction: Message, timeout: float | None,
+                       round_number: int | None) -> Roster | None:
+        """A device that did not answer in time is let go (caller holds the lock): its
+        partition is free for another device, or for it when it comes back."""
+        node = self._nodes.get(instruction.metadata.dst_node_id)
+        if node is None or self._closed:
+            return None
+        what = f"round {round_number}" if round_number is not None else "an instruction"
+        roster = self._let_go(node.node_id, f"did not answer {what} within {timeout:g} s")
+        node.channel.close()
+        return roster
 
 
 def _error_reply(instruction: Message, code: int, reason: str) -> Message:

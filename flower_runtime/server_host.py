@@ -36,6 +36,7 @@ from agata_contracts.checkpoints import (
 )
 from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import RESULTS_DIR_ENV
+from agata_contracts.run_devices import Roster
 from agata_contracts.run_door import DOOR_KEY_HEADER, door_key
 from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
 from flower_runtime.checkpoint import Checkpointer, read_checkpoint
@@ -252,11 +253,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="the largest Flower message (model included) either way, MiB")
     parser.add_argument("--run-id", type=int, required=True)
     parser.add_argument("--devices", type=int, required=True, help="devices in this run")
+    parser.add_argument("--min-devices", type=int, default=None,
+                        help="the fewest devices the run goes on with (default: --devices)")
     parser.add_argument("--run-config", default="{}", help="the fused run config, JSON")
     parser.add_argument("--join-timeout-s", type=float, default=300.0,
                         help="how long the run waits for its devices to join")
     parser.add_argument("--rejoin-timeout-s", type=float, default=30.0,
-                        help="how long the run waits for a lost device to be replaced")
+                        help="how long the run stays under its minimum of devices, waiting "
+                             "for a lost one to come back or be replaced, before it fails")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV}); "
                              f"the run's checkpoints and report spool go to its {STATE_DIR}/")
@@ -264,6 +268,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"continue after the checkpoint {STATE_DIR}/{RESUME_FILE} (the app "
                              "declares [tool.agata] resume = true)")
     return parser.parse_args(argv)
+
+
+class RosterReports:
+    """Reports the run's devices to the cloud, and each change in the run's log."""
+
+    def __init__(self, reporter: TaskReporter, rounds_before: int) -> None:
+        self.reporter = reporter
+        self.rounds_before = rounds_before
+
+    def __call__(self, roster: Roster) -> None:
+        """One change (or a trained round) of the run's devices."""
+        if self.rounds_before:
+            roster = _shifted(roster, self.rounds_before)
+        if roster.change:
+            logger.info("%s", roster.change)
+            self.reporter.send_print(roster.change)
+        self.reporter.send_roster(roster)
+
+
+def _shifted(roster: Roster, rounds: int) -> Roster:
+    """The roster of a resumed run, its rounds counted from the run's start."""
+    devices = [d.model_copy(update={
+        "joined_after_round": d.joined_after_round + rounds,
+        "left_after_round": None if d.left_after_round is None else d.left_after_round + rounds})
+        for d in roster.devices]
+    return roster.model_copy(update={"devices": devices})
 
 
 def resume_state(state_dir: Path | None, context: Context, reporter: TaskReporter) -> int:
@@ -315,7 +345,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
 
     checkpointer = Checkpointer(state_dir, reporter, rounds_before) if state_dir else None
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
-                   rejoin_timeout_s=args.rejoin_timeout_s, on_replies=report,
+                   rejoin_timeout_s=args.rejoin_timeout_s, min_nodes=args.min_devices,
+                   on_replies=report, on_roster=RosterReports(reporter, rounds_before),
                    on_instructions=checkpointer.instructions_sent if checkpointer else None)
     door = DeviceDoor(grid, args.run_id, run_config, run_credential,
                       max_message_bytes=int(args.max_message_mb * 2**20))

@@ -32,6 +32,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from agata_contracts.run_devices import Roster
+
 __all__ = [
     "INFO_FINISHED",
     "INFO_FIRST_TRAIN",
@@ -127,8 +129,16 @@ class CheckpointMessage(_ReportBase):
     round: int = Field(ge=0)
 
 
+class RosterMessage(_ReportBase):
+    """The ServerApp host's devices changed (who joined, left, replaced whom) or trained."""
+
+    type: Literal["roster"] = "roster"
+    roster: Roster
+
+
 ReportMessage = Annotated[
-    InfoMessage | StatsMessage | PrintMessage | ErrorMessage | TriggerMessage | CheckpointMessage,
+    InfoMessage | StatsMessage | PrintMessage | ErrorMessage | TriggerMessage | CheckpointMessage
+    | RosterMessage,
     Field(discriminator="type"),
 ]
 """Any report message (discriminated on ``type``)."""

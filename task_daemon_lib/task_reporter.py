@@ -13,6 +13,7 @@ import threading
 import traceback
 from pathlib import Path
 
+from agata_contracts.run_devices import Roster
 from task_daemon_lib.messages import (
     INFO_STARTED,
     REPORT_FD_ENV,
@@ -23,6 +24,7 @@ from task_daemon_lib.messages import (
     InfoMessage,
     PrintMessage,
     ReportMessage,
+    RosterMessage,
     StatsMessage,
     TriggerMessage,
     encode_report,
@@ -137,6 +139,10 @@ class TaskReporter:
     def send_checkpoint(self, task_round: int) -> None:
         """Say that the model after ``task_round`` rounds was kept (the ServerApp host)."""
         self._send(CheckpointMessage(round=operator.index(task_round)))
+
+    def send_roster(self, roster: Roster) -> None:
+        """Say who is in the run now and what changed (the ServerApp host)."""
+        self._send(RosterMessage(roster=roster))
 
     def _send(self, msg: ReportMessage) -> None:
         """Write one message as a whole line; swallow errors from a vanished manager."""

@@ -25,6 +25,7 @@ const FIELDS = [
   "client_arguments",
   "tags",
   "devices",
+  "min_devices",
   "deadline_s",
 ];
 

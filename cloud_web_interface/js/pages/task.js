@@ -60,6 +60,9 @@ function definition(task) {
     ["Kind", kindText(task)],
     ["Server", el("code", {}, endpoint(task))],
     ["Devices per run", String(task.devices)],
+    ["Fewest devices", task.min_devices === null || task.min_devices === undefined
+      ? el("span", { class: "muted" }, "all of them")
+      : String(task.min_devices)],
     ["Run deadline", task.deadline_s === null || task.deadline_s === undefined
       ? el("span", { class: "muted" }, "the cloud's default")
       : `${task.deadline_s} s`],
