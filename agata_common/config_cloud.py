@@ -95,6 +95,7 @@ class CloudTaskManagerSettings(ExecutorSettings, RetentionSettings):
     max_task_mb: float = Field(64.0, gt=0)
     device_join_s: float = Field(300.0, gt=0)
     device_rejoin_s: float = Field(30.0, gt=0)
+    device_answer_s: float = Field(0.0, ge=0)
     default_deadline_s: int = Field(86400, ge=1, le=30 * 24 * 3600)
     max_checkpoint_mb: float = Field(64.0, gt=0)
     replica_id: str = Field("", pattern=r"^[a-z0-9][a-z0-9-]{0,39}$|^$")

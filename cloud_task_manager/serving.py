@@ -52,6 +52,8 @@ class RunTimings:
     stop_grace_s: float = 5.0
     device_join_s: float = 300.0
     device_rejoin_s: float = 30.0
+    device_answer_s: float = 0.0
+    """A device silent this long on one instruction is let go (0: the app's timeout only)."""
     default_deadline_s: float = 86400.0
     lease_s: float = 6.0
 
@@ -108,7 +110,8 @@ class ServedRuns:
                             min(record.min_devices or record.devices, record.devices),
                             self.records.run_credential(record) or "",
                             self.timings.device_join_s, self.timings.device_rejoin_s,
-                            results_dir, image, resume, self.data_plane.max_message_mb)
+                            results_dir, image, resume, self.data_plane.max_message_mb,
+                            self.timings.device_answer_s)
 
     def serve(self, launch: ServerLaunch, deadline_s: float) -> OSError | None:
         """Start the launch's server and arm its deadline (caller holds the transition lock);

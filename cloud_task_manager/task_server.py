@@ -53,6 +53,7 @@ class ServerLaunch:
     image: str | None = None
     resume: bool = False
     max_message_mb: float = 4096.0
+    answer_timeout_s: float = 0.0
 
     def host_arguments(self) -> list[str]:
         """The ServerApp host's arguments (a Flower App's run)."""
@@ -61,6 +62,8 @@ class ServerLaunch:
                 *(["--min-devices", str(self.min_devices)] if self.min_devices else []),
                 "--join-timeout-s", str(self.join_timeout_s),
                 "--rejoin-timeout-s", str(self.rejoin_timeout_s),
+                *(["--answer-timeout-s", str(self.answer_timeout_s)]
+                  if self.answer_timeout_s else []),
                 "--run-config", json.dumps(dict(self.arguments)),
                 "--max-message-mb", f"{self.max_message_mb:g}",
                 *(["--results-dir", str(self.results_dir)] if self.results_dir else []),

@@ -85,6 +85,7 @@ def build(config: CloudSettings, runtime: ServiceRuntime, engine: Engine,
     timings = RunTimings(stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
+                         device_answer_s=section.device_answer_s,
                          default_deadline_s=section.default_deadline_s,
                          lease_s=replicas.lease_s)
     runs = RunController(records, storage, results, timings=timings,

@@ -92,6 +92,7 @@ class RunGrid(Grid):
 
     def __init__(self, *, expected_nodes: int, join_timeout_s: float,
                  rejoin_timeout_s: float | None = None, min_nodes: int | None = None,
+                 answer_timeout_s: float | None = None,
                  on_replies: RepliesSeen | None = None,
                  on_instructions: InstructionsSent | None = None,
                  on_roster: RosterChanged | None = None) -> None:
@@ -99,6 +100,7 @@ class RunGrid(Grid):
         self.min_nodes = expected_nodes if min_nodes is None else min(min_nodes, expected_nodes)
         self.join_timeout_s = join_timeout_s
         self.rejoin_timeout_s = join_timeout_s if rejoin_timeout_s is None else rejoin_timeout_s
+        self.answer_timeout_s = answer_timeout_s
         self.seats = Seats(expected_nodes)
         self.on_roster = on_roster
         self.on_replies = on_replies
@@ -268,19 +270,30 @@ class RunGrid(Grid):
         batch = list(messages)
         rounds = {round_of(message) for message in batch}
         wanted = set(self.push_messages(batch))
-        deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        answer_by = (None if self.answer_timeout_s is None
+                     else started + self.answer_timeout_s)
         with self._changed:
+            rosters: list[Roster | None] = []
             while not wanted <= set(self._replies) and not self._closed:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
+                now = time.monotonic()
+                if deadline is not None and deadline <= now:
                     break
-                self._changed.wait(remaining)
+                if answer_by is not None and answer_by <= now:
+                    rosters += [self._let_go_silent(self._pending[i], self.answer_timeout_s,
+                                                    round_of(self._pending[i]))
+                                for i in wanted if i in self._pending]
+                    answer_by = None
+                    continue
+                ends = [t for t in (deadline, answer_by) if t is not None]
+                self._changed.wait(min(ends) - now if ends else None)
             replies = [self._replies.pop(i) for i in wanted if i in self._replies]
             silent = [self._pending.pop(i) for i in
                       wanted - {r.metadata.reply_to_message_id for r in replies}
                       if i in self._pending]
             round_number = rounds.pop() if len(rounds) == 1 else None
-            rosters = [self._let_go_silent(m, timeout, round_number) for m in silent]
+            rosters += [self._let_go_silent(m, timeout, round_number) for m in silent]
             if batch and batch[0].metadata.message_type.startswith("train"):
                 self.seats.trained([self._known[r.metadata.src_node_id].client_id
                                     for r in replies if not r.has_error()

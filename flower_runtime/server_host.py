@@ -261,6 +261,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--rejoin-timeout-s", type=float, default=30.0,
                         help="how long the run stays under its minimum of devices, waiting "
                              "for a lost one to come back or be replaced, before it fails")
+    parser.add_argument("--answer-timeout-s", type=float, default=0.0,
+                        help="a device silent this long on one instruction is let go, its "
+                             "partition free for another (0: only the app's own timeout)")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV}); "
                              f"the run's checkpoints and report spool go to its {STATE_DIR}/")
@@ -346,6 +349,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     checkpointer = Checkpointer(state_dir, reporter, rounds_before) if state_dir else None
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
                    rejoin_timeout_s=args.rejoin_timeout_s, min_nodes=args.min_devices,
+                   answer_timeout_s=args.answer_timeout_s or None,
                    on_replies=report, on_roster=RosterReports(reporter, rounds_before),
                    on_instructions=checkpointer.instructions_sent if checkpointer else None)
     door = DeviceDoor(grid, args.run_id, run_config, run_credential,

@@ -105,6 +105,42 @@ function reportsTable(reports) {
   );
 }
 
+function devicesTable(devices) {
+  if (!devices.seats.length) return el("p", { class: "muted" }, "No device has joined this run yet.");
+  const inRun = devices.seats.filter((d) => d.left === null || d.left === undefined).length;
+  const since = (unix) => timeElement(new Date(unix * 1000).toISOString());
+  return [
+    el("p", { id: "devices-note" },
+      `Run ${devices.run}: ${inRun} of ${devices.devices} device(s) in, at least ${devices.min_devices} needed.`),
+    el(
+      "table",
+      { class: "responsive", id: "devices-table" },
+      el("caption", { class: "visually-hidden" }, "The run's devices, in the order they joined"),
+      el("thead", {}, el("tr", {}, ["Device", "Partition", "Joined", "Rounds trained", "Now"].map((h) => el("th", { scope: "col" }, h)))),
+      el(
+        "tbody",
+        {},
+        devices.seats.map((d) => {
+          const gone = d.left !== null && d.left !== undefined;
+          const origin = d.replaced ? `replaced ${d.replaced}, ` : d.rejoined ? "came back, " : "";
+          const now = gone
+            ? `left after round ${d.left_after_round}: ${d.why_left || ""}${d.replaced_by ? `; replaced by ${d.replaced_by}` : ""}`
+            : "in the run";
+          return el(
+            "tr",
+            { dataset: { state: gone ? "left" : "in" } },
+            el("th", { scope: "row", "data-label": "Device" }, el("a", { href: clientUrl(d.client_id) }, d.client_id)),
+            el("td", { "data-label": "Partition" }, String(d.partition_id)),
+            el("td", { "data-label": "Joined" }, `${origin}after round ${d.joined_after_round}, `, since(d.joined)),
+            el("td", { "data-label": "Rounds trained" }, String(d.rounds_trained)),
+            el("td", { "data-label": "Now" }, now),
+          );
+        }),
+      ),
+    ),
+  ];
+}
+
 const IMAGE = /\.(png|jpe?g)$/i;
 
 function saveBlob(blob, name) {
@@ -272,10 +308,11 @@ initPage(async () => {
     }
     const run = runSelect.value && runSelect.value !== "0" ? `?run=${runSelect.value}` : "";
     const runNumber = runSelect.value || "0";
-    const [metrics, reports, results] = await Promise.all([
+    const [metrics, reports, results, devices] = await Promise.all([
       api(`${path}/metrics${run}`),
       api(`${path}/reports`),
       next.runs ? api(`${path}/runs/${runNumber}/results`) : Promise.resolve(null),
+      api(`${path}/devices`),
     ]);
     showTask(next);
     if (changed("metrics", metrics)) {
@@ -284,6 +321,7 @@ initPage(async () => {
     byId("metrics-note").textContent =
       `Run ${metrics.run || "—"}: ${metrics.rounds.length} round${metrics.rounds.length === 1 ? "" : "s"}` +
       (next.status === "running" ? "; updating every 2 s while the task runs." : ".");
+    if (changed("devices", devices)) byId("devices").replaceChildren(...[devicesTable(devices)].flat());
     if (changed("reports", reports)) byId("reports").replaceChildren(reportsTable(reports.reports));
     if (changed("results", results)) byId("results").replaceChildren(resultsView(path, results));
     poller?.setInterval(next.status === "running" ? RUNNING_MS : IDLE_MS);
