@@ -42,6 +42,8 @@ class Roster(BaseModel):
     change: str | None = Field(None, max_length=2000, description="One sentence: who "
                                "joined, left, replaced whom or came back.")
     vacancies: int = Field(0, ge=0, description="Partitions free for a replacement.")
+    lost: bool = Field(False, description="A device just left the started run: another may "
+                       "take its partition.")
 
 
 class RunDevicesRequest(BaseModel):

@@ -91,7 +91,7 @@ class ServerReports:
             return
         self.events.register_event(SERVICE, "task_server",
                                    f"devices {launch.task_id}: {roster.change}")
-        if roster.vacancies and self.on_vacancy is not None:
+        if roster.lost and roster.vacancies and self.on_vacancy is not None:
             self.on_vacancy(launch)
 
     def replay_spool(self, launch: ServerLaunch,

@@ -18,7 +18,9 @@ rounds) and injects one fault mid-run:
   started again: how long its outbox takes to drain, and whether the last stats arrived;
 * ``broker_down``: the cloud's own RabbitMQ node (never the machine's broker; it needs network
   namespaces and ``rabbitmq-server``) stopped for 10 s: how long a gateway call takes while it
-  is away (p99), and how long after it is back calls succeed again.
+  is away (p99), and how long after it is back calls succeed again;
+* ``device_replaced`` (``experiments.fault_devices``): three devices, a run of two, one frozen
+  mid-run: how long until the third trains in its place, rounds lost, how the run ended.
 
 Prints one JSON line with the figures (``null`` with a ``*_note`` where a scenario could not
 measure one) and writes it to ``--out``/faults.json.
@@ -42,6 +44,7 @@ import pika
 
 from agata_cli.client import ApiError, CliError
 from agata_contracts.queues import outbox_queue
+from experiments import fault_devices
 from experiments.bench_rpc import percentile
 from experiments.flower_app import wait_warm
 from experiments.netns import (
@@ -372,6 +375,7 @@ SCENARIOS: dict[str, Callable[[Path], Figures]] = {
     "replica_kill": replica_kill,
     "gateway_down": gateway_down,
     "broker_down": broker_down,
+    **fault_devices.SCENARIOS,
 }
 
 

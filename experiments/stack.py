@@ -260,7 +260,8 @@ class Stack:
                     server_arguments: dict[str, Any] | None = None,
                     client_arguments: dict[str, Any] | None = None,
                     selection_criteria: str = "", tags: list[str] | None = None,
-                    devices: int = 2, deadline_s: int | None = None) -> Any:
+                    devices: int = 2, deadline_s: int | None = None,
+                    min_devices: int | None = None) -> Any:
         """Create a task through the gateway (``port`` None: the task has none) and upload
         ``source``: a Flower App folder as one zip archive, a script task's ``*.py``, ``*.npz``
         and ``*.json`` files one by one."""
@@ -271,7 +272,8 @@ class Stack:
             "selection_criteria": selection_criteria,
             "server_arguments": server_arguments or {},
             "client_arguments": client_arguments or {}, "tags": tags or [],
-            "devices": devices, **({} if deadline_s is None else {"deadline_s": deadline_s})})
+            "devices": devices, **({} if deadline_s is None else {"deadline_s": deadline_s}),
+            **({} if min_devices is None else {"min_devices": min_devices})})
         if is_app_folder(source):
             return self.api.upload_archive(task_id, f"{source.name}.zip", zip_folder(source))
         files = sorted(p for p in source.iterdir()

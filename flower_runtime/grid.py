@@ -149,12 +149,16 @@ class RunGrid(Grid):
                 del self._pending[message_id]
                 self._replies[message_id] = _error_reply(
                     instruction, ErrorCode.NODE_UNAVAILABLE, reason)
-        roster = self._roster(self.seats.stand_up(node.client_id, node.partition_id, reason))
+        if self._closed:
+            self.seats.stand_up(node.client_id, node.partition_id, "the run ended")
+            return self._roster(None)
+        roster = self._roster(self.seats.stand_up(node.client_id, node.partition_id, reason),
+                              lost=True)
         self._changed.notify_all()
         return roster
 
-    def _roster(self, change: str | None) -> Roster:
-        return Roster(devices=self.seats.views(), change=change,
+    def _roster(self, change: str | None, *, lost: bool = False) -> Roster:
+        return Roster(devices=self.seats.views(), change=change, lost=lost,
                       vacancies=0 if self._closed else self.expected_nodes - len(self._nodes))
 
     def _tell(self, roster: Roster) -> None:
