@@ -9,6 +9,8 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from agata_common.database import utcnow
 from agata_contracts.checkpoints import STATE_DIR, checkpoint_name
 from agata_contracts.run_devices import Roster
@@ -81,7 +83,13 @@ class ServerReports:
         elif isinstance(message, CheckpointMessage):
             self._keep_checkpoint(launch, message.round)
         elif isinstance(message, RosterMessage):
-            self._devices_changed(launch, message.roster)
+            try:
+                roster = Roster.model_validate(message.roster)
+            except ValidationError as exc:
+                logger.warning("task %s: its server reported devices that are not a roster: "
+                               "%s", launch.task_id, exc)
+                return
+            self._devices_changed(launch, roster)
 
     def _devices_changed(self, launch: ServerLaunch, roster: Roster) -> None:
         """Keep the run's devices; say what changed; call for a replacement when a

@@ -287,7 +287,7 @@ class RosterReports:
         if roster.change:
             logger.info("%s", roster.change)
             self.reporter.send_print(roster.change)
-        self.reporter.send_roster(roster)
+        self.reporter.send_roster(roster.model_dump(mode="json"))
 
 
 def _shifted(roster: Roster, rounds: int) -> Roster:

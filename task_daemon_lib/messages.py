@@ -28,11 +28,9 @@ is missing the task falls back to its stdout, prefixing each report line with
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-
-from agata_contracts.run_devices import Roster
 
 __all__ = [
     "INFO_FINISHED",
@@ -130,10 +128,11 @@ class CheckpointMessage(_ReportBase):
 
 
 class RosterMessage(_ReportBase):
-    """The ServerApp host's devices changed (who joined, left, replaced whom) or trained."""
+    """The ServerApp host's devices changed (who joined, left, replaced whom) or trained:
+    ``roster`` is an ``agata_contracts.run_devices.Roster`` as JSON (checked by the cloud)."""
 
     type: Literal["roster"] = "roster"
-    roster: Roster
+    roster: dict[str, Any]
 
 
 ReportMessage = Annotated[

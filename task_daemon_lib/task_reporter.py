@@ -12,8 +12,8 @@ import sys
 import threading
 import traceback
 from pathlib import Path
+from typing import Any
 
-from agata_contracts.run_devices import Roster
 from task_daemon_lib.messages import (
     INFO_STARTED,
     REPORT_FD_ENV,
@@ -140,8 +140,9 @@ class TaskReporter:
         """Say that the model after ``task_round`` rounds was kept (the ServerApp host)."""
         self._send(CheckpointMessage(round=operator.index(task_round)))
 
-    def send_roster(self, roster: Roster) -> None:
-        """Say who is in the run now and what changed (the ServerApp host)."""
+    def send_roster(self, roster: dict[str, Any]) -> None:
+        """Say who is in the run now and what changed (the ServerApp host; ``roster`` is an
+        ``agata_contracts.run_devices.Roster`` as JSON)."""
         self._send(RosterMessage(roster=roster))
 
     def _send(self, msg: ReportMessage) -> None:
