@@ -33,6 +33,9 @@ from flower_runtime.flower_internals import ErrorCode, Run
 from flower_runtime.seats import Seats
 
 MAX_NODE_ID = 2**63 - 1
+ROUND_ROSTER_S = 2.0
+"""Rounds trained are reported at most this often (a device's first round at once, and every
+join and leave)."""
 
 
 class DevicesMissing(RuntimeError):
@@ -101,6 +104,7 @@ class RunGrid(Grid):
         self.join_timeout_s = join_timeout_s
         self.rejoin_timeout_s = join_timeout_s if rejoin_timeout_s is None else rejoin_timeout_s
         self.answer_timeout_s = answer_timeout_s
+        self._next_round_roster = 0.0
         self.seats = Seats(expected_nodes)
         self.on_roster = on_roster
         self.on_replies = on_replies
@@ -185,6 +189,11 @@ class RunGrid(Grid):
         with self._changed:
             self._closed = True
             self._changed.notify_all()
+
+    def roster(self) -> Roster:
+        """The run's devices now."""
+        with self._changed:
+            return self._roster(None)
 
     def nodes(self) -> dict[int, Node]:
         """Every device that joined this run (also those gone since), by node id."""
@@ -299,10 +308,13 @@ class RunGrid(Grid):
             round_number = rounds.pop() if len(rounds) == 1 else None
             rosters += [self._let_go_silent(m, timeout, round_number) for m in silent]
             if batch and batch[0].metadata.message_type.startswith("train"):
-                self.seats.trained([self._known[r.metadata.src_node_id].client_id
-                                    for r in replies if not r.has_error()
-                                    and r.metadata.src_node_id in self._known], round_number)
-                rosters.append(self._roster(None))
+                first = self.seats.trained([self._known[r.metadata.src_node_id].client_id
+                                            for r in replies if not r.has_error()
+                                            and r.metadata.src_node_id in self._known],
+                                           round_number)
+                if first or time.monotonic() >= self._next_round_roster:
+                    self._next_round_roster = time.monotonic() + ROUND_ROSTER_S
+                    rosters.append(self._roster(None))
             nodes = dict(self._known)
         for roster in rosters:
             if roster is not None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from agata_contracts.run_devices import RunDevice
+from agata_contracts.run_devices import MAX_SEATS, RunDevice
 
 
 @dataclass
@@ -74,6 +74,10 @@ class Seats:
         else:
             sentence = f"device {client_id} joined ({where})"
         self.history.append(seat)
+        if len(self.history) > MAX_SEATS:
+            gone = next((s for s in self.history if s.left is not None), None)
+            if gone is not None:
+                self.history.remove(gone)
         return sentence
 
     def stand_up(self, client_id: str, partition_id: int, why: str) -> str:
@@ -88,13 +92,17 @@ class Seats:
         return (f"device {client_id} left (partition {partition_id}, after round "
                 f"{self.last_round}): {why}")
 
-    def trained(self, client_ids: list[str], round_number: int | None) -> None:
-        """These devices answered a training round."""
+    def trained(self, client_ids: list[str], round_number: int | None) -> bool:
+        """These devices answered a training round; True when one of them trained its first
+        round in its seat."""
         if round_number is not None:
             self.last_round = max(self.last_round, round_number)
+        first = False
         for seat in self.history:
             if seat.left is None and seat.client_id in client_ids:
+                first = first or seat.rounds_trained == 0
                 seat.rounds_trained += 1
+        return first
 
     def lost(self) -> list[Seat]:
         """Seats left and not taken since (their partitions are free)."""

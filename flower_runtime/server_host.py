@@ -347,10 +347,11 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
                 reporter.send_print(f"device {client}: {reply.error.reason}")
 
     checkpointer = Checkpointer(state_dir, reporter, rounds_before) if state_dir else None
+    rosters = RosterReports(reporter, rounds_before)
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
                    rejoin_timeout_s=args.rejoin_timeout_s, min_nodes=args.min_devices,
                    answer_timeout_s=args.answer_timeout_s or None,
-                   on_replies=report, on_roster=RosterReports(reporter, rounds_before),
+                   on_replies=report, on_roster=rosters,
                    on_instructions=checkpointer.instructions_sent if checkpointer else None)
     door = DeviceDoor(grid, args.run_id, run_config, run_credential,
                       max_message_bytes=int(args.max_message_mb * 2**20))
@@ -372,6 +373,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     finally:
         grid.close()
         server.stop()
+        rosters(grid.roster())
         if checkpointer is not None:
             checkpointer.close()
 
