@@ -77,3 +77,14 @@ def test_a_run_that_did_not_need_the_client_is_held_without_a_failure() -> None:
     assert [o.task_id for o in book.choose(110)] == ["f"]
     held = book.failed("f", "boom", now=120)
     assert held.failures == 1, "a hold counted as a failure"
+
+
+def test_a_run_that_lost_a_device_lifts_the_hold_but_not_a_failures_back_off() -> None:
+    book = TaskBook(Policy.ONE, max_parallel=1, retry_s=300, retry_max_s=600)
+    book.update_offers([offer("full"), offer("bad")])
+    book.hold("full", now=100)
+    book.failed("bad", "boom", now=100)
+    book.vacancy("full")
+    book.vacancy("bad")
+    assert [o.task_id for o in book.choose(101)] == ["full"]
+    assert "bad" in book.quarantine
