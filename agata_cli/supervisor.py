@@ -1,13 +1,16 @@
 """Keeping a set of ``python -m`` services running: start, watch, restart, stop, and a state file.
 
-Each service runs in its own process group with its log in a file, with the caller's
-environment less any variable that would carry a secret's value (secrets reach services as
-files, see :mod:`agata_cli.local_deployment`). One that exits while it
+Each service runs in its own process group, with the caller's environment less any variable
+that would carry a secret's value (secrets reach services as files, see
+:mod:`agata_cli.local_deployment`); its output comes through a pipe into its log file
+(``LogPump``: its warnings and errors reach the supervisor's stderr while the file cannot be
+written). One that exits while it
 should run is restarted after a back-off that doubles from ``MIN_BACKOFF_S`` to
 ``MAX_BACKOFF_S``; after ``MAX_RESTARTS`` restarts inside ``RESTART_WINDOW_S`` it is given up
 (state ``failed``). The state of every service is written atomically to a JSON file that
-``agata status`` reads from another terminal. Stopping terminates every group, kills what is
-left after the grace period, and waits for each process.
+``agata status`` reads from another terminal; a state file that cannot be written (a full disk)
+is logged and tried again at the next change, never the supervisor's end. Stopping terminates
+every group, kills what is left after the grace period, and waits for each process.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from agata_cli.local_deployment import Service
+from agata_cli.log_pump import LogPump
 from agata_common.config_loader import secret_env_names
 
 logger = logging.getLogger(__name__)
@@ -81,9 +85,13 @@ def write_state(path: Path, state: Mapping[str, Any]) -> None:
     """Write the state file atomically (readers never see half of it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".state-")
-    with os.fdopen(handle, "w", encoding="utf-8") as output:
-        json.dump(state, output, indent=1)
-    os.replace(temporary, path)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as output:
+            json.dump(state, output, indent=1)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 class Supervisor:
@@ -101,16 +109,22 @@ class Supervisor:
         self.grace_s = grace_s
         self.extra_state = dict(extra_state or {})
         self.stopping = threading.Event()
-        self._logs: list[IO[bytes]] = []
+        self.state_unwritten: str | None = None
+        """Why the state file could not be written last time (None: it was)."""
+        self._pumps: list[LogPump] = []
 
     def _spawn(self, item: Watched) -> None:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{item.service.name}.log").open("ab")
-        self._logs.append(log)
+        try:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.warning("log folder %s cannot be made: %s", self.log_dir, exc)
         environ = {**self.base_environ, **item.service.environ}
         item.process = subprocess.Popen(
             [sys.executable, "-m", item.service.module], env=environ, stdin=subprocess.DEVNULL,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+        assert item.process.stdout is not None
+        self._pumps.append(LogPump(item.service.name, item.process.stdout,
+                                   self.log_dir / f"{item.service.name}.log"))
         item.state, item.since, item.restart_at = "running", time.time(), None
         logger.info("started %s (pid %d)", item.service.name, item.process.pid)
 
@@ -128,11 +142,24 @@ class Supervisor:
             self._spawn(item)
         self.save()
 
-    def save(self) -> None:
-        """Write the state file."""
-        write_state(self.state_file, {
-            **self.extra_state, "supervisor_pid": os.getpid(), "updated": time.time(),
-            "services": [item.summary() for item in self.watched]})
+    def save(self) -> bool:
+        """Write the state file; whether it could be (why not is logged once, and the services
+        run on: the next change tries again)."""
+        try:
+            write_state(self.state_file, {
+                **self.extra_state, "supervisor_pid": os.getpid(), "updated": time.time(),
+                "services": [item.summary() for item in self.watched]})
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if self.state_unwritten != why:
+                logger.error("state file %s cannot be written (%s); the services run on and "
+                             "agata status shows the last state written", self.state_file, why)
+            self.state_unwritten = why
+            return False
+        if self.state_unwritten is not None:
+            logger.warning("state file %s written again", self.state_file)
+        self.state_unwritten = None
+        return True
 
     def check(self, now: float | None = None) -> bool:
         """Notice exits and due restarts; return whether anything changed."""
@@ -161,7 +188,7 @@ class Supervisor:
                     and now >= item.restart_at and not self.stopping.is_set():
                 self._spawn(item)
                 changed = True
-        if changed:
+        if changed or self.state_unwritten is not None:
             self.save()
         return changed
 
@@ -194,8 +221,8 @@ class Supervisor:
                 _signal_group(item.process, signal.SIGKILL)
                 codes[item.service.name] = item.process.returncode
             item.state = "stopped"
-        for log in self._logs:
-            log.close()
+        for pump in self._pumps:
+            pump.join(2.0)
         self.save()
         return codes
 

@@ -43,6 +43,7 @@ from agata_cli.output import out, table
 from agata_cli.supervisor import Supervisor, pid_alive
 from agata_common.config_loader import env_name, secret_env_names
 from agata_common.device_identity import load_secret
+from agata_common.disk import disk_space
 from microservice_interconnect.settings import BrokerSettings
 
 logger = logging.getLogger("agata.up")
@@ -317,12 +318,27 @@ def status(args: argparse.Namespace) -> int:
         uptime = f"{now - float(service.get('since') or now):.0f} s" if alive else "-"
         rows.append([service.get("name"), shown, service.get("pid") or "-", uptime,
                      service.get("restarts", 0)])
+    disk = _disk_line(data_dir)
     if args.json:
-        out(json.dumps({"up": running, **state}, indent=1))
+        out(json.dumps({"up": running, **state, "disk": disk or "ok"}, indent=1))
         return 0 if running else EXIT_NOT_UP
     heading = (f"agata is up (pid {state['supervisor_pid']}) at {state.get('url')}/ui/"
                if running else "agata is not up here (state of its last run below)")
     out(heading)
     for line in table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"], rows):
         out(line)
+    if disk:
+        out(disk)
     return 0 if running else EXIT_NOT_UP
+
+
+def _disk_line(data_dir: Path) -> str | None:
+    """What ``agata status`` says about the data folder's disk: a line when it is full (the
+    state file may be stale then: it could not be written), else None."""
+    from agata_common.config import settings
+
+    space = disk_space(data_dir, settings().storage.min_free_mb)
+    if space is None or not space.full:
+        return None
+    return (f"{space.describe()}; runs that cannot record are paused until space is freed "
+            "(the states above may be older than that)")

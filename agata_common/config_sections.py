@@ -51,6 +51,7 @@ class StorageSettings(SettingsSection):
     """Where services keep their files (empty: ``$XDG_DATA_HOME/agata``)."""
 
     data_dir: str = ""
+    min_free_mb: float = Field(default=100.0, ge=0)
 
     def resolved_data_dir(self) -> Path:
         """The data directory, created if missing."""

@@ -21,7 +21,9 @@ from typing import Any
 from aiohttp import web
 
 from agata_common.config import CloudSettings
+from agata_common.disk import disk_space
 from agata_contracts.devices import JOIN
+from agata_contracts.health import Health
 from agata_contracts.tasks import (
     DOWNLOAD_TASK_FILE,
     READ_TASK_FILE,
@@ -287,12 +289,17 @@ async def join(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """Liveness plus whether the broker is connected (503 when it is not)."""
+    """Liveness, whether the broker is connected (503 when it is not) and whether the disk of
+    the data folder is full (said, still 200: the gateway serves on)."""
     connected = request.app[LINK].connected
-    body = {"status": "ok" if connected else "degraded",
-            "broker": "connected" if connected else "disconnected"}
-    return web.Response(status=200 if connected else 503, body=wire.dumps(body),
-                        content_type=JSON)
+    storage = request.app[SETTINGS].storage
+    space = disk_space(storage.resolved_data_dir(), storage.min_free_mb)
+    disk = "unknown" if space is None else "full" if space.full else "ok"
+    body = Health(status="ok" if connected and disk != "full" else "degraded",
+                  broker="connected" if connected else "disconnected", disk=disk,
+                  disk_detail=space.describe() if space is not None and space.full else "")
+    return web.Response(status=200 if connected else 503,
+                        body=wire.dumps(body.model_dump(mode="json")), content_type=JSON)
 
 
 async def openapi(request: web.Request) -> web.Response:

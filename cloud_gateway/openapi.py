@@ -115,8 +115,10 @@ def build_openapi() -> dict[str, Any]:
             operation["requestBody"] = {"content": {
                 "application/json": {"schema": refs[(route.spec.request, "validation")]}}}
         paths.setdefault(route.path, {})[route.method.lower()] = operation
-    paths["/health"] = {"get": {"summary": "Liveness and broker connection", "security": [],
-                                "responses": {"200": {"description": "Up"},
+    paths["/health"] = {"get": {"summary": "Liveness, broker connection, a full disk",
+                                "security": [],
+                                "responses": {"200": {"description": "Up (a full disk is "
+                                                      "said in the body: disk, disk_detail)"},
                                               "503": {"description": "Broker unreachable"}}}}
     paths["/upload_files"] = {"post": {
         "summary": "Upload task files (multipart: task_id, then files named by their path in "

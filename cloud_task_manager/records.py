@@ -93,6 +93,16 @@ class TaskRecords:
         self.credentials = credentials
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._listeners: list[Callable[[], None]] = []
+        self.held_reasons: dict[str, str] = {}
+        """Reasons of running tasks held in memory while the database cannot take them (its
+        disk is full): shown instead of the stored one until the run moves on."""
+
+    def _view(self, record: TaskRecord) -> Task:
+        task = to_task(record)
+        held = self.held_reasons.get(task.id)
+        if held is not None and task.status is TaskStatus.RUNNING:
+            return task.model_copy(update={"status_reason": held})
+        return task
 
     def create_schema(self) -> None:
         """Create the tables that do not exist yet, and bring an older ``tasks`` table up to date
@@ -132,7 +142,7 @@ class TaskRecords:
     def task(self, task_id: str) -> Task:
         """One task."""
         with Session(self.engine) as session:
-            return to_task(self.get(session, task_id))
+            return self._view(self.get(session, task_id))
 
     def create(self, request: CreateTaskRequest) -> Task:
         """Store a new task with a fresh download credential (only its hash is kept)."""
@@ -178,7 +188,7 @@ class TaskRecords:
                 query.order_by(TaskRecord.created.desc(), TaskRecord.id)
                 .limit(limit).offset(offset)
             ).all()
-            return TaskList(tasks=[to_task(r) for r in records], total=total)
+            return TaskList(tasks=[self._view(r) for r in records], total=total)
 
     def running(self) -> Sequence[TaskRecord]:
         """Running tasks (detached rows, files loaded), oldest start first."""

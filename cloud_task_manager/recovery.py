@@ -9,8 +9,7 @@ import dataclasses
 import logging
 
 from agata_common.database import utcnow
-from agata_common.paths import own_folder
-from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
+from agata_contracts.checkpoints import SPOOL_FILE
 from agata_contracts.tasks import TaskKind, TaskStatus, kind_of
 from cloud_task_manager.run_records import fail_record
 from cloud_task_manager.run_states import RunStates
@@ -86,9 +85,7 @@ class RunRecovery:
                           - (utcnow() - (record.started_at or utcnow())).total_seconds())
             scratch = served.results.scratch(task_id, run, keep=True)
             lifecycle = served.results.lifecycle(task_id)
-            state_dir = scratch / STATE_DIR
-            if previous is not None:
-                own_folder(state_dir, empty=True)
+            state_dir = served.results.state_folder(task_id, run, keep=previous is None)
             with records.transaction() as session:
                 record = records.get(session, task_id)
                 launch = served.launch(record, self.storage.task_dir(task_id), kind,

@@ -10,10 +10,12 @@ the database kept their bytes: served when they match their row's sha256, and co
 database then.
 
 The task's server leaves its files in a scratch folder of its run (``AGATA_RESULTS_DIR``),
-gathered when it exits; a device uploads its own with the run's download credential. Both pass
-the same checks: task paths only, the count and size limits per process, and nothing lands
-outside the folder of the one who sent it. Once stored, a task's oldest runs' results beyond
-its retention policy are pruned (``result_retention``).
+gathered when it exits (its checkpoints and report spool go to the run's state folder, beside
+and never inside it: ``<data_dir>/run-state``, where the app does not work); a device uploads
+its own with the run's download credential. Both pass the same checks: task paths only, the
+count and size limits per process, and nothing lands outside the folder of the one who sent it.
+Once stored, a task's oldest runs' results beyond its retention policy are pruned
+(``result_retention``).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from sqlalchemy.orm import Session
 
 from agata_common.config import RetentionSettings
 from agata_common.database import utcnow
+from agata_common.paths import own_folder
 from agata_common.retention import RetentionPolicy
 from agata_common.run_results import gather_results
-from agata_contracts.checkpoints import SPOOL_FILE, STATE_DIR
+from agata_contracts.checkpoints import SPOOL_FILE
 from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import (
     NO_LIFECYCLE,
@@ -92,6 +95,7 @@ class RunResultsStore:
         self.root = (data_dir / "results").resolve()
         self.work = (data_dir / "results-work").resolve()
         self.work.mkdir(parents=True, exist_ok=True)
+        self.state_root = (data_dir / "run-state").resolve()
         self.contents = ResultContents(records.engine, self.root)
         self.retention = ResultRetention(
             records.engine, retention or RetentionSettings().retention(), self.root, events)
@@ -104,7 +108,17 @@ class RunResultsStore:
         if not keep:
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
+        self.state_folder(task_id, run, keep=keep)
         return folder
+
+    def state_path(self, task_id: str, run: int) -> Path:
+        """The run's state folder: its server's checkpoints and report spool (nothing is
+        created). It is the manager's, outside the scratch folder the app works in."""
+        return self.state_root / f"task_{task_id}" / f"run_{run}"
+
+    def state_folder(self, task_id: str, run: int, *, keep: bool = False) -> Path:
+        """The run's state folder, made (``keep`` False: emptied first)."""
+        return own_folder(self.state_path(task_id, run), empty=not keep)
 
     def scratch_path(self, task_id: str, run: int) -> Path:
         """Where the server process of a run leaves its results (nothing is created)."""
@@ -193,10 +207,12 @@ class RunResultsStore:
                 gathered.skipped.append(f"{item.path}: {exc.message}")
         for reason in gathered.skipped:
             logger.warning("task %s run %d: server result left out: %s", task_id, run, reason)
-        spool = folder / STATE_DIR / SPOOL_FILE
-        if not spool.parent.is_symlink() and spool.is_file() and not spool.is_symlink():
+        state = self.state_path(task_id, run)
+        spool = state / SPOOL_FILE
+        if not state.is_symlink() and spool.is_file() and not spool.is_symlink():
             spool.replace(folder.parent / LAST_RUN_REPORTS)
         shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(state, ignore_errors=True)
         if kept:
             logger.info("task %s run %d: kept %d server result file(s)", task_id, run, kept)
             self._apply_retention(task_id)

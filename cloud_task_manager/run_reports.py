@@ -12,7 +12,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from agata_common.database import utcnow
-from agata_contracts.checkpoints import STATE_DIR, checkpoint_name
+from agata_common.disk import is_disk_full_error
+from agata_contracts.checkpoints import checkpoint_name
 from agata_contracts.run_devices import Roster
 from agata_contracts.tasks import TaskStatus
 from cloud_task_manager.records import TaskRecords
@@ -52,11 +53,16 @@ class ServerReports:
                  storage: TaskStorage, servers: ServerProcesses, events: EventRecorder,
                  replica_id: str,
                  on_round: Callable[[ServerLaunch, int], None] | None = None,
-                 on_vacancy: Callable[[ServerLaunch], None] | None = None) -> None:
+                 on_vacancy: Callable[[ServerLaunch], None] | None = None,
+                 after_store: Callable[[ServerLaunch, BaseException | None], bool] | None = None
+                 ) -> None:
         self.records = records
         self.run_devices = RunDeviceRecords(records)
         self.on_vacancy = on_vacancy
         self.on_round = on_round
+        self.after_store = after_store
+        """After a round's report (with the disk-full error that kept it from being stored):
+        whether the run was paused for it."""
         self.checkpoints = checkpoints
         self.storage = storage
         self.servers = servers
@@ -66,7 +72,15 @@ class ServerReports:
     def on_report(self, launch: ServerLaunch, message: ReportMessage) -> None:
         """Handle one message of the run's server (its reader thread)."""
         if isinstance(message, StatsMessage):
-            self.store_round(launch, message)
+            error: Exception | None = None
+            try:
+                self.store_round(launch, message)
+            except Exception as exc:
+                if self.after_store is None or not is_disk_full_error(exc):
+                    raise
+                error = exc
+            if self.after_store is not None and self.after_store(launch, error):
+                return
             if self.on_round is not None:
                 self.on_round(launch, message.round)
         elif isinstance(message, ErrorMessage):
@@ -131,9 +145,9 @@ class ServerReports:
         """Copy the checkpoint file the server reported into the database (read safely: no
         link, within the size limit), where another replica resumes from; none is copied into
         a database no other replica reads (``checkpoints`` None)."""
-        if launch.results_dir is None or self.checkpoints is None:
+        if launch.state_dir is None or self.checkpoints is None:
             return
-        pending = PendingCheckpoint(launch.results_dir / STATE_DIR / checkpoint_name(rounds_done),
+        pending = PendingCheckpoint(launch.state_dir / checkpoint_name(rounds_done),
                                     launch.task_id, launch.run, rounds_done, self.replica_id)
         try:
             small = pending.path.lstat().st_size <= INLINE_CHECKPOINT_BYTES

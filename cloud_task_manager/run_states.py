@@ -86,8 +86,9 @@ class RunStates:
 
     def keep_checkpoint_file(self, path: Path, task_id: str, run: int, rounds_done: int, *,
                              owner: str) -> str | None:
-        """Keep the checkpoint file a run's server left at ``path`` (in a folder task code can
-        write: read without following a link, within the size limit); why not, or None."""
+        """Keep the checkpoint file a run's server left at ``path`` (read without following a
+        link, within the size limit, whole: a damaged one never replaces the good one kept);
+        why not, or None."""
         if path.parent.is_symlink():
             return "its folder is a link"
         content = read_regular(path, self.max_checkpoint_bytes)
@@ -95,32 +96,41 @@ class RunStates:
             return content
         if len(content) > self.max_checkpoint_bytes:
             return "over the checkpoint size limit"
+        if not is_whole_checkpoint(content):
+            return "it is damaged (its checksums fail): the previous one is kept"
         if not self.save_checkpoint(task_id, run, rounds_done, content, owner=owner):
             return "not newer than the one kept, or the run is no longer this replica's"
         return None
 
     def restart_point(self, task_id: str, state: RunState, resumable: bool, state_dir: Path,
                       cause: str) -> tuple[bool, str]:
-        """Where a run starts again, and the task's reason saying so: after its checkpoint
-        (written as ``resume.npz`` in a state folder of its own), or from round 0 (the folder
-        emptied: its spool was read back, its checkpoints are stale)."""
-        local = newest_local_checkpoint(state_dir, state.checkpoint_round)
+        """Where a run starts again, and the task's reason saying so: after its newest whole
+        checkpoint (written as ``resume.npz`` in a state folder of its own), a damaged newer
+        one skipped and named, or from round 0 (the folder emptied: its spool was read back,
+        its checkpoints are stale)."""
+        kept = state.checkpoint is not None and state.checkpoint_round is not None
+        damaged_copy = kept and not is_whole_checkpoint(state.checkpoint or b"")
+        local, damaged = local_checkpoints(state_dir, None if damaged_copy
+                                           else state.checkpoint_round)
+        if damaged_copy and state.checkpoint_round is not None:
+            damaged.append(state.checkpoint_round)
+        skipped = (f" (its newer checkpoint after round {max(damaged)} is damaged and was "
+                   "skipped)" if damaged else "")
         if resumable and local is not None:
             rounds_done, path = local
             os.replace(path, own_folder(state_dir) / RESUME_FILE)
-            return True, f"resumed after round {rounds_done} from its checkpoint: {cause}"
-        kept = state.checkpoint is not None and state.checkpoint_round is not None
-        damaged = kept and not is_whole_checkpoint(state.checkpoint or b"")
-        if resumable and kept and not damaged:
-            write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint or b"")
-            return True, (f"resumed after round {state.checkpoint_round} from its checkpoint: "
+            return True, (f"resumed after round {rounds_done} from its checkpoint{skipped}: "
                           f"{cause}")
+        if resumable and kept and not damaged_copy:
+            write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint or b"")
+            return True, (f"resumed after round {state.checkpoint_round} from its checkpoint"
+                          f"{skipped}: {cause}")
         own_folder(state_dir, empty=True)
         with self._sessions.begin() as session:
             self.begin(session, task_id, state.run, state.arguments)
         why = ("the app does not declare [tool.agata] resume = true" if not resumable
-               else f"its checkpoint after round {state.checkpoint_round} is damaged"
-               if damaged else "no checkpoint was kept yet")
+               else f"its checkpoint after round {max(damaged)} is damaged and no earlier one "
+                    "is whole" if damaged else "no checkpoint was kept yet")
         return False, f"started again from round 0 ({why}): {cause}"
 
     def get(self, task_id: str, run: int) -> RunState | None:
@@ -145,24 +155,34 @@ def is_whole_checkpoint(content: bytes) -> bool:
 
 def newest_local_checkpoint(state_dir: Path, newer_than: int | None
                             ) -> tuple[int, Path] | None:
-    """The newest checkpoint file the run's server left in its state folder on this machine,
-    when it is newer than ``newer_than`` (the database's) and whole (a regular file, a zip
-    whose every member's checksum holds); None otherwise."""
+    """The newest whole checkpoint file the run's server left in its state folder on this
+    machine, when it is newer than ``newer_than`` (the database's); None otherwise."""
+    return local_checkpoints(state_dir, newer_than)[0]
+
+
+def local_checkpoints(state_dir: Path, newer_than: int | None
+                      ) -> tuple[tuple[int, Path] | None, list[int]]:
+    """The newest checkpoint file the run's server left in its state folder on this machine
+    that is newer than ``newer_than`` and whole (a regular file, a zip whose every member's
+    checksum holds), or None; and the rounds of the newer ones found damaged on the way."""
     if not state_dir.is_dir() or state_dir.is_symlink():
-        return None
+        return None, []
     found = sorted(((r, p) for p in state_dir.iterdir()
                     if (r := checkpoint_round(p.name)) is not None
                     and (newer_than is None or r > newer_than)), reverse=True)
+    damaged: list[int] = []
     for rounds_done, path in found:
         if path.is_symlink() or not path.is_file():
+            damaged.append(rounds_done)
             continue
         try:
             with zipfile.ZipFile(path) as archive:
                 if archive.testzip() is None:
-                    return rounds_done, path
+                    return (rounds_done, path), damaged
         except (OSError, zipfile.BadZipFile, ValueError) as exc:
             logger.warning("checkpoint %s is damaged (%s): not resumed from", path.name, exc)
-    return None
+        damaged.append(rounds_done)
+    return None, damaged
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from agata_contracts.tasks import (
     check_min_devices,
     kind_of,
 )
+from cloud_task_manager.disk_pauses import DiskPauses
 from cloud_task_manager.doors import DataPlane
 from cloud_task_manager.ownership import RunOwnership
 from cloud_task_manager.records import TaskRecords, to_task
@@ -88,6 +89,7 @@ class RunController:
         executor: Executor | None = None,
         states: RunStates | None = None,
         data_plane: DataPlane | None = None,
+        min_free_mb: float | None = None,
     ) -> None:
         self.records = records
         self.storage = storage
@@ -103,6 +105,11 @@ class RunController:
         self.served.restart_crashed = lambda task_id, cause: self.recovery.recover_or_fail(
             task_id, cause=cause)
         self.ownership = RunOwnership(self.served, self.recovery)
+        if min_free_mb is not None:
+            self.served.disk = DiskPauses(
+                records, results.work.parent, min_free_mb, stop=self.servers.request_stop,
+                resume=lambda task_id, cause: self.recovery.recover_or_fail(task_id,
+                                                                            cause=cause))
 
     @property
     def replica_id(self) -> str:
@@ -236,5 +243,7 @@ class RunController:
         self.served.shutting_down = True
         self.served.handing_over = handover
         self.served.deadlines.disarm_all()
+        if self.served.disk is not None:
+            self.served.disk.close()
         self.servers.stop_all()
         self.served.checkpoints.close()

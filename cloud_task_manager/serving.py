@@ -16,6 +16,7 @@ from pathlib import Path
 from agata_contracts.common import ArgumentValue
 from agata_contracts.tasks import TaskEvent, TaskKind, TaskStatus
 from cloud_task_manager.deadlines import RunDeadlines
+from cloud_task_manager.disk_pauses import DiskPauses
 from cloud_task_manager.doors import DataPlane, address, allocate_port
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords
@@ -83,7 +84,8 @@ class ServedRuns:
         self.reports = ServerReports(records, self.checkpoints if states.shared else None,
                                      storage, self.servers, events,
                                      replica_id, on_round=self._round_done,
-                                     on_vacancy=self._vacancy)
+                                     on_vacancy=self._vacancy,
+                                     after_store=self._paused_for_disk)
         self.transition = threading.Lock()
         self.deadlines = RunDeadlines(self.transition, self.run_records,
                                       self.servers.request_stop, events)
@@ -94,6 +96,8 @@ class ServedRuns:
         """Starts a run whose host died again (``task_id``, the cause), set by the controller."""
         self.crash_restarts: dict[tuple[str, int], int] = {}
         self.launches: dict[str, ServerLaunch] = {}
+        self.disk: DiskPauses | None = None
+        """Pauses the runs a full disk stops from recording (set by the controller)."""
 
     def launch(self, record: TaskRecord, folder: Path, kind: TaskKind,
                arguments: Mapping[str, ArgumentValue], image: str | None, results_dir: Path,
@@ -111,12 +115,15 @@ class ServedRuns:
                             self.records.run_credential(record) or "",
                             self.timings.device_join_s, self.timings.device_rejoin_s,
                             results_dir, image, resume, self.data_plane.max_message_mb,
-                            self.timings.device_answer_s)
+                            self.timings.device_answer_s,
+                            self.results.state_path(record.id, record.runs))
 
     def serve(self, launch: ServerLaunch, deadline_s: float) -> OSError | None:
         """Start the launch's server and arm its deadline (caller holds the transition lock);
         when it cannot start, the run is recorded failed and the error returned."""
         self.fenced = {fenced for fenced in self.fenced if fenced[0] != launch.task_id}
+        if self.disk is not None:
+            self.disk.forget(launch.task_id)
         try:
             pid = self.servers.start(launch)
         except OSError as exc:
@@ -172,6 +179,22 @@ class ServedRuns:
         if why is not None:
             self.run_records.note(launch.task_id, launch.run, why)
 
+    def _paused_for_disk(self, launch: ServerLaunch, error: BaseException | None) -> bool:
+        """After a round was stored (``error``: it could not be, the disk being full): whether
+        the run is paused for a full disk."""
+        return self.disk is not None and self.disk.after_round(launch, error)
+
+    def _pause_for_disk(self, launch: ServerLaunch, reason: str) -> None:
+        """Leave the run running without its server, saying the disk is full (the reason is
+        held in memory when the database cannot take it)."""
+        try:
+            self.run_records.pause(launch.task_id, launch.run, reason)
+        except Exception as exc:
+            logger.warning("task %s run %d: its pause is not recorded (%s); the reason is held "
+                           "in memory", launch.task_id, launch.run, exc)
+        logger.warning("task %s run %d paused until space is freed", launch.task_id,
+                       launch.run)
+
     def _on_report(self, launch: ServerLaunch, message: ReportMessage) -> None:
         if (launch.task_id, launch.run) not in self.fenced:  # else another replica records
             self.reports.on_report(launch, message)
@@ -205,6 +228,10 @@ class ServedRuns:
             self.fenced.discard((launch.task_id, launch.run))
             logger.info("task %s server %s; its run is left to another replica",
                         launch.task_id, outcome.status)
+            return
+        disk_reason = self.disk.pausing(launch) if self.disk is not None else None
+        if disk_reason is not None and outcome.stopped and forced is None:
+            self._pause_for_disk(launch, disk_reason)
             return
         if (self.shutting_down and outcome.stopped and forced is None
                 and launch.kind is TaskKind.FLOWER_APP):

@@ -54,6 +54,9 @@ class ServerLaunch:
     resume: bool = False
     max_message_mb: float = 4096.0
     answer_timeout_s: float = 0.0
+    state_dir: Path | None = None
+    """The run's state folder (checkpoints, report spool): the manager's, outside the results
+    folder where the app works and writes."""
 
     def host_arguments(self) -> list[str]:
         """The ServerApp host's arguments (a Flower App's run)."""
@@ -67,6 +70,7 @@ class ServerLaunch:
                 "--run-config", json.dumps(dict(self.arguments)),
                 "--max-message-mb", f"{self.max_message_mb:g}",
                 *(["--results-dir", str(self.results_dir)] if self.results_dir else []),
+                *(["--state-dir", str(self.state_dir)] if self.state_dir else []),
                 *(["--resume"] if self.resume else [])]
 
     def argv(self) -> list[str]:
@@ -140,7 +144,7 @@ class ServerProcesses:
         spec = ProcessSpec(launch.argv(), cwd=launch.folder, env=env, name=name,
                            on_message=report, on_output=output, on_exit=exited,
                            image=launch.image, task_dir=launch.folder,
-                           results_dir=launch.results_dir)
+                           results_dir=launch.results_dir, state_dir=launch.state_dir)
         try:
             child = start_task_process(spec, self.executor, warm=self.warm,
                                        job=job,

@@ -200,7 +200,7 @@ def vanished_device(out: Path) -> Figures:
 def _spool(stack: Stack) -> list[dict[str, Any]]:
     """The report lines the run's ServerApp host kept (its spool, read as JSON)."""
     lines: list[dict[str, Any]] = []
-    spools = [*stack.out_dir.rglob(f"task_{TASK_ID}/run_*/.agata/reports.jsonl"),
+    spools = [*stack.out_dir.rglob(f"run-state/task_{TASK_ID}/run_*/reports.jsonl"),
               *stack.out_dir.rglob(f"task_{TASK_ID}/last-run-reports.jsonl")]
     for spool in sorted(spools):
         lines.extend(json.loads(line) for line in spool.read_text().splitlines() if line)
@@ -381,6 +381,8 @@ SCENARIOS: dict[str, Callable[[Path], Figures]] = {
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
+    from experiments.fault_runs import SCENARIOS as RUN_SCENARIOS  # it builds on this module
+    SCENARIOS.update(RUN_SCENARIOS)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
                         help="run only this scenario (repeatable)")

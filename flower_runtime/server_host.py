@@ -267,6 +267,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--results-dir", type=Path, default=None,
                         help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV}); "
                              f"the run's checkpoints and report spool go to its {STATE_DIR}/")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help=f"the run's state folder (checkpoints, report spool), the "
+                             f"manager's, outside the results folder; default: the results "
+                             f"folder's {STATE_DIR}/")
     parser.add_argument("--resume", action="store_true",
                         help=f"continue after the checkpoint {STATE_DIR}/{RESUME_FILE} (the app "
                              "declares [tool.agata] resume = true)")
@@ -320,7 +324,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
         args.results_dir.mkdir(parents=True, exist_ok=True)
         os.chdir(args.results_dir)  # what the app writes where it works is a result of the run
         os.environ[RESULTS_DIR_ENV] = str(args.results_dir.resolve())
-        state_dir = args.results_dir.resolve() / STATE_DIR
+        state_dir = (args.state_dir or args.results_dir / STATE_DIR).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
         reporter.spool_to(state_dir / SPOOL_FILE)
     manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())

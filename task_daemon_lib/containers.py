@@ -100,7 +100,8 @@ class ContainerSpec:
     """Where and how a task container runs.
 
     ``task_dir`` is mounted read-only and ``results_dir`` read-write, each at its own path;
-    ``read_only_mounts`` are further host paths mounted read-only at their own paths.
+    ``read_only_mounts`` are further host paths mounted read-only at their own paths,
+    ``writable_mounts`` read-write (a ServerApp host's state folder).
     ``working_dir`` defaults to ``task_dir``; ``user`` (``"uid:gid"``) to this process's.
     """
 
@@ -108,6 +109,7 @@ class ContainerSpec:
     results_dir: Path
     image: str = DEFAULT_IMAGE
     read_only_mounts: tuple[Path, ...] = ()
+    writable_mounts: tuple[Path, ...] = ()
     network_mode: NetworkMode = "none"
     limits: ContainerLimits = field(default_factory=ContainerLimits)
     working_dir: Path | None = None
@@ -120,6 +122,8 @@ class ContainerSpec:
             modes[str(Path(path).absolute())] = True
         modes[str(Path(self.task_dir).absolute())] = True
         modes[str(Path(self.results_dir).absolute())] = False
+        for path in self.writable_mounts:
+            modes[str(Path(path).absolute())] = False
         return [Mount(target=target, source=str(Path(target).resolve()), type="bind",
                       read_only=read_only) for target, read_only in sorted(modes.items())]
 

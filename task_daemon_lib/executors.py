@@ -90,8 +90,8 @@ OnExit = Callable[[ChildOutcome], None]
 class ProcessSpec:
     """One task process to make: ``argv`` run in ``cwd`` with exactly ``env``, where its
     reports, output lines and exit go, and, where containers are used, the ``image`` the task
-    asks for, the only task folder it sees (``task_dir``, read-only) and the only one it may
-    write (``results_dir``)."""
+    asks for, the only task folder it sees (``task_dir``, read-only) and the only ones it may
+    write (``results_dir``, and a ServerApp host's ``state_dir``)."""
 
     argv: Sequence[str]
     cwd: Path
@@ -106,6 +106,7 @@ class ProcessSpec:
     image: str | None = None
     task_dir: Path | None = None
     results_dir: Path | None = None
+    state_dir: Path | None = None
 
 
 class Executor(Protocol):
@@ -165,8 +166,11 @@ class DockerExecutor:
             raise ValueError(f"{spec.name}: a container is started for one run only, with its "
                              "task and results folders")
         results_dir.mkdir(parents=True, exist_ok=True)
+        if spec.state_dir is not None:
+            spec.state_dir.mkdir(parents=True, exist_ok=True)
         container = ContainerSpec(
             task_dir=task_dir, results_dir=results_dir, image=spec.image or self.image,
+            writable_mounts=(spec.state_dir,) if spec.state_dir is not None else (),
             read_only_mounts=(*python_mounts(), *runtime_mounts()),
             network_mode="host", limits=self.limits or ContainerLimits(), working_dir=task_dir)
         return ContainerProcess(spec.argv, spec=container, env=spec.env,

@@ -22,7 +22,7 @@ def start_task_process(spec: ProcessSpec, executor: Executor, *, warm: WarmPool 
     if warm is not None and job is not None:
         child = warm.take(spec.name, spec.on_message, spec.on_exit, spec.on_output,
                           image=spec.image, task_dir=spec.task_dir,
-                          results_dir=spec.results_dir)
+                          results_dir=spec.results_dir, state_dir=spec.state_dir)
         if hold is not None:
             hold(child)
         try:

@@ -83,13 +83,15 @@ class WarmPool:
         self._closed = False
 
     def _spawn(self, image: str | None = None, task_dir: Path | None = None,
-               results_dir: Path | None = None) -> tuple[TaskProcess, _Binding]:
+               results_dir: Path | None = None,
+               state_dir: Path | None = None) -> tuple[TaskProcess, _Binding]:
         binding = _Binding(self.name)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         child = self.executor.process(ProcessSpec(
             self.argv, cwd=self.work_dir, env=self.env, name=self.name,
             on_message=binding.message, on_output=binding.output, on_exit=binding.exited,
-            stdin_pipe=True, image=image, task_dir=task_dir, results_dir=results_dir))
+            stdin_pipe=True, image=image, task_dir=task_dir, results_dir=results_dir,
+            state_dir=state_dir))
         child.start()
         return child, binding
 
@@ -109,7 +111,8 @@ class WarmPool:
 
     def take(self, name: str, on_message: OnMessage | None, on_exit: OnExit | None,
              on_output: OnOutput | None = None, *, image: str | None = None,
-             task_dir: Path | None = None, results_dir: Path | None = None) -> TaskProcess:
+             task_dir: Path | None = None, results_dir: Path | None = None,
+             state_dir: Path | None = None) -> TaskProcess:
         """A started child bound to a run's callbacks (its output to ``on_output`` when given):
         the oldest live spare, or a new one (for this run's ``task_dir`` and ``results_dir``)
         when there is none, the run asks for its own container ``image`` or the executor
@@ -123,7 +126,7 @@ class WarmPool:
                 if candidate[0].running:
                     spare = candidate
         if spare is None:
-            spare = self._spawn(image, task_dir, results_dir)
+            spare = self._spawn(image, task_dir, results_dir, state_dir)
         child, binding = spare
         with binding.lock:
             binding.on_message, binding.on_exit = on_message, on_exit

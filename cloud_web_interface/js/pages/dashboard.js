@@ -108,6 +108,21 @@ async function fillStatusFilter(select) {
   }
 }
 
+/** Say on the page when the gateway's /health reports its disk full (hidden otherwise). */
+async function showDisk() {
+  const alert = byId("disk-alert");
+  let health;
+  try {
+    health = await api("/health");
+  } catch {
+    return;
+  }
+  alert.hidden = health.disk !== "full";
+  alert.textContent = alert.hidden
+    ? ""
+    : `The disk is full (${health.disk_detail}). Runs that cannot record are paused until space is freed.`;
+}
+
 initPage(async () => {
   const select = byId("status-filter");
   const wanted = new URLSearchParams(window.location.search).get("status");
@@ -142,6 +157,7 @@ initPage(async () => {
       byId("clients-summary").textContent =
         `${clients.total} client${clients.total === 1 ? "" : "s"}.`;
     }
+    await showDisk();
     byId("updated-at").textContent = `Updated ${new Date().toLocaleTimeString()}; refreshes every 5 s.`;
   };
 
