@@ -77,7 +77,8 @@ class UpSystem:
         if self.api is None:
             return False
         try:
-            self.api.get("/api/clients", {"limit": 10})
+            self.api.get("/api/clients", {"limit": 1})
+            self.api.get("/api/tasks", {"limit": 1})  # the cloud task manager serves too
         except (ApiError, CliError):
             return False
         return True

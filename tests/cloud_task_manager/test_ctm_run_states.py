@@ -97,3 +97,42 @@ def test_a_runs_pace_says_early_whether_it_makes_its_deadline() -> None:
     assert projected_miss(0.5, 10, 6.0) is None
     why = projected_miss(2.0, 100, 30.0)
     assert why is not None and "100 round(s) left need about 200 s" in why and "30 s" in why
+
+
+def test_a_damaged_copy_never_replaces_the_good_one_and_a_restart_takes_the_previous(
+        engine: Engine, tmp_path: Path) -> None:
+    import numpy as np
+    from flwr.app import ArrayRecord
+
+    from agata_contracts.checkpoints import RESUME_FILE, checkpoint_name
+    from flower_runtime.checkpoint import checkpoint_bytes
+
+    states = RunStates(engine, max_checkpoint_bytes=1 << 20)
+    with states._sessions.begin() as session:
+        session.add(TaskRecord(id="t", host="127.0.0.1", own_port=1, credential_hash="h",
+                               credential_nonce="n", owner="r"))
+        session.flush()
+        RunStates.begin(session, "t", 1, {})
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    good = {r: checkpoint_bytes(ArrayRecord([np.full(100, float(r))]), r) for r in (5, 6)}
+    (state_dir / checkpoint_name(5)).write_bytes(good[5])
+    assert states.keep_checkpoint_file(state_dir / checkpoint_name(5), "t", 1, 5,
+                                       owner="r") is None
+    (state_dir / checkpoint_name(6)).write_bytes(good[6][: len(good[6]) // 2])  # torn
+    why = states.keep_checkpoint_file(state_dir / checkpoint_name(6), "t", 1, 6, owner="r")
+    assert why is not None and "damaged" in why
+    state = states.get("t", 1)
+    assert state is not None and state.checkpoint_round == 5
+
+    # the database's copy rots too: the previous whole local file is taken, and said so
+    (state_dir / checkpoint_name(4)).write_bytes(checkpoint_bytes(ArrayRecord([np.zeros(3)]), 4))
+    rotten = RunStates(engine, 1 << 20)
+    rotten.save_checkpoint("t", 1, 6, good[6][:100])
+    state = rotten.get("t", 1)
+    assert state is not None
+    (state_dir / checkpoint_name(5)).write_bytes(good[5][:-10])
+    resumed, reason = rotten.restart_point("t", state, True, state_dir, "a test")
+    assert resumed and reason.startswith("resumed after round 4 from its checkpoint"), reason
+    assert "checkpoint after round 6 is damaged and was skipped" in reason
+    assert (state_dir / RESUME_FILE).read_bytes().startswith(b"PK")
