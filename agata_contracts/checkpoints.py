@@ -2,8 +2,9 @@
 
 After every round the ServerApp host keeps the global model the app's strategy sends its
 devices (the arrays of its ``train`` and ``evaluate`` instructions) as an ``.npz`` file in the
-run's state folder, ``<results folder>/.agata/``, and reports it; the cloud task manager stores
-it in its database. The host also keeps every report it sends in that folder
+run's state folder (the manager's ``<data_dir>/run-state/task_<id>/run_<n>/``, outside the
+results folder the app works in), and reports it; the cloud task manager stores it in its
+database when it is whole. The host also keeps every report it sends in that folder
 (``reports.jsonl``), so the reports of a server whose manager died are read back, not lost.
 
 When the cloud task manager comes back after dying mid-run, it starts the run again, same run
@@ -26,7 +27,8 @@ import re
 from typing import Final
 
 STATE_DIR: Final = ".agata"
-"""The run's state folder inside its results folder (never collected as a result)."""
+"""A device run's state folder inside its results folder (never collected as a result); a
+ServerApp host's without ``--state-dir``."""
 SPOOL_FILE: Final = "reports.jsonl"
 """Every report the ServerApp host sent, one report line each, in the state folder."""
 RESUME_FILE: Final = "resume.npz"

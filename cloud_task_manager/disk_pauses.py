@@ -30,6 +30,11 @@ def paused_reason(detail: str) -> str:
             "space is freed")
 
 
+def failed_reason(detail: str) -> str:
+    """The reason of a script task's run ended by a full disk (it cannot resume)."""
+    return f"{DISK_FULL}: the run could not record its rounds ({detail})"
+
+
 class DiskPauses:
     """The runs this replica paused for a full disk, and the watcher that resumes them."""
 
@@ -43,6 +48,7 @@ class DiskPauses:
         self._stop = stop
         self._resume = resume
         self._paused: dict[str, int] = {}
+        self._details: dict[str, str] = {}
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,13 +61,16 @@ class DiskPauses:
     def after_round(self, launch: ServerLaunch, store_error: BaseException | None) -> bool:
         """A round of the run was reported (``store_error``: why it could not be stored, a
         disk-full error); pause the run when the disk is full; whether it was."""
-        detail = self.full() or (f"{DISK_FULL}: {store_error}" if store_error else None)
+        detail = self.full() or (f"a round could not be stored: "
+                                 f"{getattr(store_error, 'orig', None) or store_error}"
+                                 if store_error else None)
         if detail is None:
             return False
         with self._lock:
             if launch.task_id in self._paused:
                 return True
             self._paused[launch.task_id] = launch.run
+            self._details[launch.task_id] = detail
         reason = paused_reason(detail)
         self.records.held_reasons[launch.task_id] = reason
         logger.error("task %s run %d: %s", launch.task_id, launch.run, reason)
@@ -70,15 +79,16 @@ class DiskPauses:
         return True
 
     def pausing(self, launch: ServerLaunch) -> str | None:
-        """The reason to record when the run's server exits because it was paused here."""
+        """Why the disk is full, when the run's server exits because it was paused here."""
         with self._lock:
-            paused = self._paused.get(launch.task_id) == launch.run
-        return self.records.held_reasons.get(launch.task_id) if paused else None
+            return (self._details.get(launch.task_id)
+                    if self._paused.get(launch.task_id) == launch.run else None)
 
     def forget(self, task_id: str) -> None:
         """The task's run moved on (resumed, stopped, ended): nothing to resume or hold."""
         with self._lock:
             self._paused.pop(task_id, None)
+            self._details.pop(task_id, None)
         self.records.held_reasons.pop(task_id, None)
 
     def close(self) -> None:

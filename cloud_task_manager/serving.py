@@ -16,7 +16,7 @@ from pathlib import Path
 from agata_contracts.common import ArgumentValue
 from agata_contracts.tasks import TaskEvent, TaskKind, TaskStatus
 from cloud_task_manager.deadlines import RunDeadlines
-from cloud_task_manager.disk_pauses import DiskPauses
+from cloud_task_manager.disk_pauses import DiskPauses, failed_reason, paused_reason
 from cloud_task_manager.doors import DataPlane, address, allocate_port
 from cloud_task_manager.models import TaskRecord
 from cloud_task_manager.records import TaskRecords
@@ -184,9 +184,16 @@ class ServedRuns:
         the run is paused for a full disk."""
         return self.disk is not None and self.disk.after_round(launch, error)
 
-    def _pause_for_disk(self, launch: ServerLaunch, reason: str) -> None:
-        """Leave the run running without its server, saying the disk is full (the reason is
-        held in memory when the database cannot take it)."""
+    def _end_for_disk(self, launch: ServerLaunch, detail: str) -> None:
+        """The run's server stopped for a full disk: a Flower App's run is paused (left running
+        without its server, saying so; the reason is held in memory when the database cannot
+        take it), a script task's, which cannot resume, failed."""
+        if launch.kind is not TaskKind.FLOWER_APP:
+            if self.disk is not None:
+                self.disk.forget(launch.task_id)
+            self.end_with_results(launch, TaskStatus.FAILED, failed_reason(detail))
+            return
+        reason = paused_reason(detail)
         try:
             self.run_records.pause(launch.task_id, launch.run, reason)
         except Exception as exc:
@@ -229,9 +236,9 @@ class ServedRuns:
             logger.info("task %s server %s; its run is left to another replica",
                         launch.task_id, outcome.status)
             return
-        disk_reason = self.disk.pausing(launch) if self.disk is not None else None
-        if disk_reason is not None and outcome.stopped and forced is None:
-            self._pause_for_disk(launch, disk_reason)
+        disk_full = self.disk.pausing(launch) if self.disk is not None else None
+        if disk_full is not None and outcome.stopped and forced is None:
+            self._end_for_disk(launch, disk_full)
             return
         if (self.shutting_down and outcome.stopped and forced is None
                 and launch.kind is TaskKind.FLOWER_APP):
