@@ -175,6 +175,8 @@ class RunController:
         """Stop the task's server: terminate, then kill after the grace period. A run another
         live replica owns is stopped by that replica (``forward``)."""
         peers = self.peers
+        if self.served.disk is not None:
+            self.served.disk.forget(task_id)  # stopped, not paused for a full disk
         with self.served.transition:
             if not self.servers.is_running(task_id):
                 with self.records.transaction() as session:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 from support import wait_for
@@ -62,3 +64,18 @@ def test_a_log_pump_copies_every_line_into_its_file(tmp_path: Path) -> None:
     pump.join(10)
     wait_for(lambda: log.read_bytes() == b"one\ntwo\n", 5, "both lines in the log")
     assert not pump.failing
+
+
+def test_agata_status_says_the_disk_is_full(tmp_path: Path) -> None:
+    (tmp_path / "up.json").write_text(json.dumps({
+        "supervisor_pid": os.getpid(), "url": "http://127.0.0.1:1", "services": []}))
+    environ = {**os.environ, "AGATA_STORAGE_MIN_FREE_MB": str(2**30)}  # a floor of a PiB
+    shown = subprocess.run([sys.executable, "-m", "agata_cli", "status", "--data-dir",
+                            str(tmp_path)], capture_output=True, text=True, timeout=30,
+                           env=environ)
+    assert shown.returncode == 0, shown.stderr
+    assert "disk full: " in shown.stdout and str(tmp_path) in shown.stdout
+    quiet = subprocess.run([sys.executable, "-m", "agata_cli", "status", "--data-dir",
+                            str(tmp_path), "--json"], capture_output=True, text=True,
+                           timeout=30)
+    assert json.loads(quiet.stdout)["disk"] == "ok"

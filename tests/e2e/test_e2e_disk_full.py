@@ -64,6 +64,9 @@ def test_a_full_disk_pauses_the_run_and_space_back_resumes_it(tmp_path: Path,
             "num-server-rounds": 2000, "train-delay-s": 0.1})
         api.post("/rpc_exec_start_server_task", {"task_id": "full"})
         wait_for(lambda: rounds(stack, "full") >= 3, 90, "three rounds")
+        # the run's checkpoints are the manager's, outside the results folder the app writes
+        assert list((small_disk / "run-state" / "task_full" / "run_1").glob("checkpoint-*"))
+        assert not list((small_disk / "results-work").rglob("checkpoint-*"))
         filler = fill(small_disk)
         paused: dict[str, Any] = wait_for(
             lambda: "disk full" in ((t := api.get("/api/tasks/full"))["status_reason"] or "")
