@@ -113,8 +113,11 @@ class DiskPauses:
                     return
             for task_id in waiting:
                 logger.warning("task %s: space is free again; resuming its run", task_id)
-                self.forget(task_id)
+                with self._lock:
+                    self._paused.pop(task_id, None)  # its reason shows until it is replaced
                 try:
                     self._resume(task_id, RESUMED_CAUSE)
                 except Exception:
                     logger.exception("task %s: could not resume after the full disk", task_id)
+                finally:
+                    self.forget(task_id)

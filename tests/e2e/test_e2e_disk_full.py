@@ -79,7 +79,7 @@ def test_a_full_disk_pauses_the_run_and_space_back_resumes_it(tmp_path: Path,
             {n: p.returncode for n, p in stack.processes.processes.items()}
         recorded = rounds(stack, "full")
         filler.unlink()
-        resumed = wait_for(lambda: (t := api.get("/api/tasks/full"))["status_reason"]
+        resumed = wait_for(lambda: ((t := api.get("/api/tasks/full"))["status_reason"] or "")
                            .startswith("resumed") and t, 30, "the run to resume")
         assert "disk was full" in resumed["status_reason"], resumed
         wait_for(lambda: rounds(stack, "full") > recorded, 60, "training after the pause")
