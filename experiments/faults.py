@@ -139,6 +139,12 @@ def _server_log(stack: Stack) -> list[str]:
         errors="replace").splitlines()
 
 
+JOINED = "flower_runtime.server_host: device device-0 joined as partition"
+LEFT = "flower_runtime.server_host: device device-0 left"
+"""The host's own lines for device-0's socket opening and closing (the run's roster sentences
+about the same join or leave are logged too, and echoed by the manager)."""
+
+
 def device_kill(out: Path) -> Figures:
     """kill -9 device 0's task manager mid-run, then restart it (the run waits up to 30 s for
     it: a restarted device imports its worker's libraries again, slow on a loaded machine)."""
@@ -156,17 +162,16 @@ def device_kill(out: Path) -> Figures:
         stack.processes.environ = stack.client_envs[0]
         stack.processes.start("client0_task_manager", "client_task_manager")
         stack.processes.environ = stack.cloud_env
-        before = sum("device device-0 joined" in line for line in _server_log(stack))
-        _wait(lambda: sum("device device-0 joined" in line
-                          for line in _server_log(stack)) > before, 60,
+        before = sum(JOINED in line for line in _server_log(stack))
+        _wait(lambda: sum(JOINED in line for line in _server_log(stack)) > before, 60,
               "device-0 to join the run again")
         back = time.monotonic() - killed
         joined = left = peak = 0
         for line in _server_log(stack):
-            if "device device-0 joined" in line:
+            if JOINED in line:
                 joined += 1
                 peak = max(peak, joined - left)
-            elif "device device-0 left" in line or "device device-0 lost" in line:
+            elif line.endswith(LEFT):
                 left += 1
         api.post("/rpc_exec_stop_server_task", {"task_id": TASK_ID})
         return {"device_kill_orphans": orphans,
