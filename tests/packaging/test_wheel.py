@@ -22,13 +22,11 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(tmp_path_factory: pytest.TempPathFactory, project_wheel: Path) -> Path:
     """A fresh virtualenv holding the project's wheel; its dependencies come from this
     environment's site-packages (read-only), the project itself only from the wheel."""
     root = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(root / "dist"), str(REPO_ROOT)])
-    wheel = next((root / "dist").glob("agata_flmngr-*.whl"))
+    wheel = project_wheel
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
@@ -36,8 +34,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                         "['purelib'])"]).stdout.strip())
     # a plain path entry: the dependencies, without the editable install's finder
     (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without PYTHONPATH: a source tree's egg-info on it would pass for the installed project
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-         "--quiet", str(wheel)])
+         "--quiet", str(wheel)], env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     return venv
 
 
