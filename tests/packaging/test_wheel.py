@@ -95,3 +95,15 @@ def test_the_wheel_carries_the_top_level_config_as_a_file(installed: Path,
                        env=clean_environ(tmp_path)).stdout.strip())
     assert not shipped.is_symlink()
     assert shipped.read_text() == (REPO_ROOT / "config.ini").read_text()
+
+
+def test_the_wheel_carries_the_schema_migrations(installed: Path, tmp_path: Path) -> None:
+    probe = ("import sys; from pathlib import Path; from agata_common.database import make_engine;"
+             "from cloud_task_manager import migrations as t; from user_manager import migrations"
+             " as u; e = make_engine('', Path(sys.argv[1])); t.upgrade(e); u.upgrade(e);"
+             "print(t.__file__); print(sorted(e.connect().exec_driver_sql(\"SELECT name FROM "
+             "sqlite_master WHERE name LIKE 'alembic_version%'\").scalars()))")
+    lines = run([str(installed / "bin" / "python"), "-c", probe, str(tmp_path / "db.sqlite")],
+                cwd=tmp_path, env=clean_environ(tmp_path)).stdout.splitlines()
+    assert lines[0].startswith(str(installed)), lines
+    assert lines[1] == "['alembic_version_task_manager', 'alembic_version_user_manager']"

@@ -9,6 +9,7 @@ Revision ID: 0001
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -20,6 +21,8 @@ revision = "0001"
 down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
+
+logger = logging.getLogger(__name__)
 
 ADDED_COLUMNS = {"devices": "INTEGER NOT NULL DEFAULT 2", "deadline_s": "INTEGER",
                  "previous_nonce": "VARCHAR(64)", "owner": "VARCHAR(64)",
@@ -127,6 +130,7 @@ def upgrade() -> None:
         if name not in existing:
             op.create_table(name, *items)
     if "tasks" in existing:
+        logger.info("a database of a release before migrations: completing its tables")
         _complete_tasks(connection)
 
 

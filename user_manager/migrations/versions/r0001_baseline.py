@@ -8,6 +8,7 @@ Revision ID: 0001
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -18,6 +19,8 @@ revision = "0001"
 down_revision: str | None = None
 branch_labels: str | None = None
 depends_on: str | None = None
+
+logger = logging.getLogger(__name__)
 
 
 def _time(name: str, *, nullable: bool = False, index: bool = False) -> sa.Column[Any]:
@@ -67,6 +70,8 @@ def _tables() -> list[tuple[str, list[SchemaItem]]]:
 def upgrade() -> None:
     """Create the tables the database lacks."""
     existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "clients" in existing:
+        logger.info("a database of a release before migrations: completing its tables")
     for name, items in _tables():
         if name not in existing:
             op.create_table(name, *items)
