@@ -1,4 +1,4 @@
-"""Baseline: the tables of the last release before migrations.
+"""Baseline: the tables as migrations found them (before elastic runs, which are 0002).
 
 An empty database gets them all. A database of a release before migrations (made by
 ``create_all``, then patched by hand-written ``ALTER TABLE``) gets the tables it lacks, the
