@@ -14,6 +14,11 @@ from agata_common.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
+EXTRAS = {"docker": "docker", "sqlalchemy": "cloud", "alembic": "cloud", "psycopg": "cloud",
+          "torch": "torch", "matplotlib": "torch"}
+"""Which extra of ``agata-flmngr`` installs a package a service may need (a device's install
+has none of them)."""
+
 
 def configure_logging(service: str) -> None:
     """Log to stderr with time, level, service and logger name (level from ``AGATA_LOG_LEVEL``)."""
@@ -52,6 +57,14 @@ def run_service(service: str, start: Callable[[], Callable[[], None]]) -> int:
         stop = start()
     except ConfigError as exc:
         logger.error("%s", exc)
+        return 2
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").partition(".")[0]
+        if top not in EXTRAS:
+            logger.exception("%s failed to start", service)
+            return 1
+        logger.error("%s cannot start: the package %s is not installed "
+                     "(pip install 'agata-flmngr[%s]')", service, top, EXTRAS[top])
         return 2
     except Exception:
         logger.exception("%s failed to start", service)

@@ -8,37 +8,17 @@ from dataclasses import dataclass
 
 from sqlalchemy import (
     Engine,
-    ForeignKey,
     Insert,
-    Integer,
-    LargeBinary,
-    String,
-    UniqueConstraint,
     delete,
     exists,
     insert,
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, mapped_column
 
 from agata_common.database import upsert_builder
-from agata_contracts.common import MAX_PATH_LENGTH
-from cloud_task_manager.models import Base, FileRecord
+from cloud_task_manager.models import FileContentRecord, FileRecord
 from microservice_interconnect import NotFound
-
-
-class FileContentRecord(Base):
-    """The bytes of one task file (its row in ``task_files`` says what the operator sees)."""
-
-    __tablename__ = "task_file_contents"
-    __table_args__ = (UniqueConstraint("task_id", "name"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    name: Mapped[str] = mapped_column(String(MAX_PATH_LENGTH))
-    sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 @dataclass(frozen=True)

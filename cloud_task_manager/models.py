@@ -1,4 +1,5 @@
-"""The cloud task manager's tables."""
+"""The cloud task manager's tables: every table of its database is declared here (its
+schema changes are Alembic revisions in ``cloud_task_manager/migrations``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text, Uni
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from agata_common.database import UtcDateTime, utcnow
+from agata_contracts.common import MAX_PATH_LENGTH
 
 
 class Base(DeclarativeBase):
@@ -135,3 +137,30 @@ class ReplicaRecord(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     started_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class FileContentRecord(Base):
+    """The bytes of one task file (its row in ``task_files`` says what the operator sees)."""
+
+    __tablename__ = "task_file_contents"
+    __table_args__ = (UniqueConstraint("task_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(MAX_PATH_LENGTH))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ResultContentRecord(Base):
+    """The bytes of one result file (its row in ``run_results`` says what the operator sees)."""
+
+    __tablename__ = "run_result_contents"
+    __table_args__ = (UniqueConstraint("task_id", "run", "path"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
+    run: Mapped[int] = mapped_column(Integer)
+    path: Mapped[str] = mapped_column(String(700))
+    sha256: Mapped[str] = mapped_column(String(64))
+    content: Mapped[bytes] = mapped_column(LargeBinary)

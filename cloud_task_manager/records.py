@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 
-from sqlalchemy import Engine, func, select, text
+from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,9 +25,8 @@ from agata_contracts.tasks import (
     TaskStatus,
     kind_of,
 )
-from cloud_task_manager.migrations import upgrade_tasks_table
+from cloud_task_manager import migrations
 from cloud_task_manager.models import (
-    Base,
     ClientReportRecord,
     FileRecord,
     RoundMetricRecord,
@@ -44,7 +43,6 @@ from microservice_interconnect import (
 )
 
 MAX_CLIENT_REPORTS = 500
-SCHEMA_LOCK_KEY = 0x4147415441  # "AGATA": the advisory lock held while the schema is prepared
 
 
 def to_task_file(row: FileRecord) -> TaskFile:
@@ -105,15 +103,9 @@ class TaskRecords:
         return task
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet, and bring an older ``tasks`` table up to date
-        (``migrations``); one replica at a time on PostgreSQL: replicas starting together wait
-        for each other."""
-        with self.engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
-                                   {"key": SCHEMA_LOCK_KEY})
-            Base.metadata.create_all(connection)
-            upgrade_tasks_table(connection)
+        """Bring the database to the newest schema (``migrations``: Alembic revisions); one
+        replica at a time: replicas starting together wait for each other."""
+        migrations.upgrade(self.engine)
 
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` after every committed transaction (to drop what was derived from

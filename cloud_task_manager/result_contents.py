@@ -20,44 +20,25 @@ from typing import Any
 
 from sqlalchemy import (
     Engine,
-    ForeignKey,
     Insert,
-    Integer,
-    LargeBinary,
     Select,
-    String,
-    UniqueConstraint,
     delete,
     insert,
     select,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from agata_common.database import upsert_builder
 from agata_common.paths import resolve_inside
 from agata_contracts.common import check_task_path, is_task_id
-from cloud_task_manager.models import Base, ResultRecord
+from cloud_task_manager.models import ResultContentRecord, ResultRecord
 from microservice_interconnect import BadRequest, NotFound
 
 logger = logging.getLogger(__name__)
 
 ARCHIVE_ROWS_PER_FETCH = 4
 """How many results' bytes building an archive holds from the database at once."""
-
-
-class ResultContentRecord(Base):
-    """The bytes of one result file (its row in ``run_results`` says what the operator sees)."""
-
-    __tablename__ = "run_result_contents"
-    __table_args__ = (UniqueConstraint("task_id", "run", "path"),)
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    task_id: Mapped[str] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
-    run: Mapped[int] = mapped_column(Integer)
-    path: Mapped[str] = mapped_column(String(700))
-    sha256: Mapped[str] = mapped_column(String(64))
-    content: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from agata_common.retention import RetentionPolicy
 from agata_contracts.common import is_task_id
-from cloud_task_manager.models import ResultRecord
-from cloud_task_manager.result_contents import ResultContentRecord
+from cloud_task_manager.models import ResultContentRecord, ResultRecord
 from microservice_interconnect.events import NO_EVENTS, EventRecorder
 
 logger = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ fi
 
 stamp=.venv/.agata-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  log "installing the project and its dev dependencies"
+  log "installing the project with every extra and its dev tools (.[dev])"
   .venv/bin/pip install --quiet -e '.[dev]'
   touch "$stamp"
 fi

@@ -1,4 +1,5 @@
-"""The user manager's tables."""
+"""The user manager's tables: every table of its database is declared here (its schema
+changes are Alembic revisions in ``user_manager/migrations``)."""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from agata_contracts.users import (
 )
 from microservice_interconnect import NotFound
 from microservice_interconnect.service import rpc
-from user_manager.models import Base, Client, DeviceCredentialRecord
+from user_manager import migrations
+from user_manager.models import Client, DeviceCredentialRecord
 
 logger = logging.getLogger(__name__)
 
@@ -87,8 +88,8 @@ class UserManager:
         self._cache = ReadCache(cache_ttl_s)
 
     def create_schema(self) -> None:
-        """Create the tables that do not exist yet."""
-        Base.metadata.create_all(self.engine)
+        """Bring the database to the newest schema (``migrations``: Alembic revisions)."""
+        migrations.upgrade(self.engine)
 
     @rpc(UPDATE_USER_INFO)
     def update_user_info(self, request: UpdateUserInfoRequest) -> UserInfo:

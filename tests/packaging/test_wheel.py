@@ -22,13 +22,11 @@ def run(argv: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def installed(tmp_path_factory: pytest.TempPathFactory, project_wheel: Path) -> Path:
     """A fresh virtualenv holding the project's wheel; its dependencies come from this
     environment's site-packages (read-only), the project itself only from the wheel."""
     root = tmp_path_factory.mktemp("wheel")
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "--quiet", "--wheel-dir", str(root / "dist"), str(REPO_ROOT)])
-    wheel = next((root / "dist").glob("agata_flmngr-*.whl"))
+    wheel = project_wheel
     venv = root / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     python = venv / "bin" / "python"
@@ -36,8 +34,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                         "['purelib'])"]).stdout.strip())
     # a plain path entry: the dependencies, without the editable install's finder
     (site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # without PYTHONPATH: a source tree's egg-info on it would pass for the installed project
     run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps",
-         "--quiet", str(wheel)])
+         "--quiet", str(wheel)], env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     return venv
 
 
@@ -96,3 +95,15 @@ def test_the_wheel_carries_the_top_level_config_as_a_file(installed: Path,
                        env=clean_environ(tmp_path)).stdout.strip())
     assert not shipped.is_symlink()
     assert shipped.read_text() == (REPO_ROOT / "config.ini").read_text()
+
+
+def test_the_wheel_carries_the_schema_migrations(installed: Path, tmp_path: Path) -> None:
+    probe = ("import sys; from pathlib import Path; from agata_common.database import make_engine;"
+             "from cloud_task_manager import migrations as t; from user_manager import migrations"
+             " as u; e = make_engine('', Path(sys.argv[1])); t.upgrade(e); u.upgrade(e);"
+             "print(t.__file__); print(sorted(e.connect().exec_driver_sql(\"SELECT name FROM "
+             "sqlite_master WHERE name LIKE 'alembic_version%'\").scalars()))")
+    lines = run([str(installed / "bin" / "python"), "-c", probe, str(tmp_path / "db.sqlite")],
+                cwd=tmp_path, env=clean_environ(tmp_path)).stdout.splitlines()
+    assert lines[0].startswith(str(installed)), lines
+    assert lines[1] == "['alembic_version_task_manager', 'alembic_version_user_manager']"
