@@ -27,13 +27,22 @@ def check_token(value: str) -> str:
 
 
 class ExecutorSettings(SettingsSection):
-    """Where a manager runs task processes: ``subprocess`` (child processes, the default) or
-    ``docker`` (one container each, from ``container_image`` unless the task names one)."""
+    """Where a manager runs task processes: ``confined`` (child processes each in a sandbox,
+    the default), ``subprocess`` (plain child processes, unconfined) or ``docker`` (one
+    container each, from ``container_image`` unless the task names one)."""
 
-    executor: Literal["subprocess", "docker"] = "subprocess"
+    executor: Literal["confined", "subprocess", "docker"] = "confined"
+    confined_read_only: str = Field("", max_length=4096)
+    """More folders or files a confined task process may read (comma separated), e.g. a
+    device's data set named in its ``node_config``."""
     container_image: str = Field("agata-task:local", min_length=1, max_length=255)
     container_cpus: float = Field(1.0, gt=0, le=256)
     container_memory_mb: int = Field(2048, ge=64, le=1024 * 1024)
+
+    def confined_paths(self) -> tuple[Path, ...]:
+        """The paths of ``confined_read_only`` (absolute, ``~`` expanded)."""
+        return tuple(Path(item.strip()).expanduser().resolve()
+                     for item in self.confined_read_only.split(",") if item.strip())
 
 
 class RetentionSettings(SettingsSection):

@@ -335,22 +335,25 @@ class ClientTaskManager:
             env=task_environ({RESULTS_DIR_ENV: str(results.folder.resolve()),
                               REPORT_SPOOL_ENV: str(results.spool.resolve())}),
             name=f"task {offer.task_id} client",
+            task_dir=folder, results_dir=results.folder,
             **self._child_callbacks(offer, results),
         ), self.executor)
 
     def _start_app_worker(self, offer: TaskOffer, folder: Path,
                           results: RunResults) -> TaskProcess:
-        job = WorkerJob(app=folder, cloud_url=self.cloud_url, cloud_ca_file=self.cloud_ca_file,
-                        task_id=offer.task_id, run=offer.run,
-                        client_id=self.client_id, credential=offer.download_credential,
-                        node_config=self.node_config, results_dir=results.folder)
+        def job(app: Path, results_dir: Path | None, _state: Path | None) -> str:
+            return WorkerJob(app=app, cloud_url=self.cloud_url,
+                             cloud_ca_file=self.cloud_ca_file, task_id=offer.task_id,
+                             run=offer.run, client_id=self.client_id,
+                             credential=offer.download_credential, node_config=self.node_config,
+                             results_dir=results_dir).model_dump_json()
+
         return start_task_process(ProcessSpec(
             self.warm.argv, cwd=folder, env=self.warm.env,
             name=f"task {offer.task_id} ClientApp",
             image=results.lifecycle.image, task_dir=folder, results_dir=results.folder,
             **self._child_callbacks(offer, results),
-        ), self.executor, warm=self.warm, job=job.model_dump_json(),
-            stop_grace_s=self.stop_grace_s)
+        ), self.executor, warm=self.warm, job=job, stop_grace_s=self.stop_grace_s)
 
     def _child_callbacks(self, offer: TaskOffer, results: RunResults) -> ChildCallbacks:
         """Where the run's task process reports, writes and exits to."""

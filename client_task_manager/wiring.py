@@ -30,6 +30,7 @@ from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.outbox import Outbox
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.spec import RpcSpec
+from task_daemon_lib import confinement
 from task_daemon_lib.executors import make_executor
 from task_daemon_lib.warm import WarmPool
 
@@ -86,8 +87,11 @@ def start(config: DeviceSettings) -> RunningClientTaskManager:
                             timeout=params.cloud_heartbeat_s)
 
     work_dir = data_dir / "client_tasks"
+    ca_file = Path(params.cloud_ca_file).expanduser() if params.cloud_ca_file else None
     executor = make_executor(params.executor, image=params.container_image,
-                             cpus=params.container_cpus, memory_mb=params.container_memory_mb)
+                             cpus=params.container_cpus, memory_mb=params.container_memory_mb,
+                             readable=(*params.confined_paths(), *([ca_file] if ca_file else [])))
+    confinement.record(data_dir, executor.confinement)
     manager = ClientTaskManager(
         identity,
         TaskBook(policy, params.max_parallel_tasks, params.task_retry_s,
@@ -103,7 +107,7 @@ def start(config: DeviceSettings) -> RunningClientTaskManager:
         events=runtime.events,
         executor=executor,
         cloud_url=params.cloud_url,
-        cloud_ca_file=Path(params.cloud_ca_file).expanduser() if params.cloud_ca_file else None,
+        cloud_ca_file=ca_file,
         retention=DeviceRunRetention(work_dir, params.retention(), runtime.events),
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                       name="Flower worker", executor=executor,

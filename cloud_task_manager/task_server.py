@@ -3,6 +3,7 @@ task, the ServerApp host (``python -m flower_runtime.server_host``) for a Flower
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -139,15 +140,20 @@ class ServerProcesses:
             if launch.task_id in self._children:
                 raise RuntimeError(f"task {launch.task_id} already has a server process")
         warm = launch.kind is TaskKind.FLOWER_APP and self.warm is not None
-        job = HostJob(arguments=launch.host_arguments(),
-                      run_credential=launch.run_credential).model_dump_json() if warm else None
+
+        def job(app: Path, results_dir: Path | None, state_dir: Path | None) -> str:
+            seen = dataclasses.replace(launch, folder=app, results_dir=results_dir,
+                                       state_dir=state_dir)
+            return HostJob(arguments=seen.host_arguments(),
+                           run_credential=launch.run_credential).model_dump_json()
+
         spec = ProcessSpec(launch.argv(), cwd=launch.folder, env=env, name=name,
                            on_message=report, on_output=output, on_exit=exited,
                            image=launch.image, task_dir=launch.folder,
                            results_dir=launch.results_dir, state_dir=launch.state_dir)
         try:
             child = start_task_process(spec, self.executor, warm=self.warm,
-                                       job=job,
+                                       job=job if warm else None,
                                        stop_grace_s=self.stop_grace_s, hold=hold)
         except BaseException:
             if not warm:  # a spare that refused its job is held until it exits

@@ -40,6 +40,7 @@ from flower_runtime import SERVER_HOST_MODULE, flower_installed, warm_argv
 from microservice_interconnect.broadcast import Broadcaster, Subscriber
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
+from task_daemon_lib import confinement
 from task_daemon_lib.executors import make_executor
 from task_daemon_lib.warm import WarmPool
 
@@ -81,7 +82,8 @@ def build(config: CloudSettings, runtime: ServiceRuntime, engine: Engine,
     results = RunResultsStore(records, storage, data_dir, section.retention(), runtime.events)
     executor = make_executor(section.executor, image=section.container_image,
                              cpus=section.container_cpus,
-                             memory_mb=section.container_memory_mb)
+                             memory_mb=section.container_memory_mb,
+                             readable=section.confined_paths())
     timings = RunTimings(stop_grace_s=section.stop_grace_s,
                          device_join_s=section.device_join_s,
                          device_rejoin_s=section.device_rejoin_s,
@@ -161,6 +163,7 @@ def start(config: CloudSettings, engine: Engine | None = None, *,
         runs.fence()
         runs.take_over(alive)
 
+    confinement.record(config.storage.resolved_data_dir(), runs.servers.executor.confinement)
     lease = LeaseKeeper(replicas, tick)
     lease.start()
     runs.reconcile()

@@ -27,7 +27,6 @@ import selectors
 import shlex
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -48,6 +47,7 @@ from task_daemon_lib.container_owners import (
     running_containers,
     start_time,
 )
+from task_daemon_lib.executors import python_mounts
 from task_daemon_lib.lines import (
     ChildOutcome,
     LineSplitter,
@@ -130,12 +130,6 @@ class ContainerSpec:
     def container_user(self) -> str:
         """``user``, or the uid:gid of this process (root stays root, without capabilities)."""
         return self.user if self.user is not None else f"{os.getuid()}:{os.getgid()}"
-
-
-def python_mounts() -> tuple[Path, ...]:
-    """The host paths a container needs to run this interpreter at the same path: the Python
-    install and the virtualenv (``sys.base_prefix`` and ``sys.prefix``)."""
-    return tuple(dict.fromkeys(Path(p) for p in (sys.base_prefix, sys.prefix)))
 
 
 def engine_available(image: str = DEFAULT_IMAGE) -> str | None:

@@ -1,21 +1,25 @@
-"""Where task processes run: as child processes of their manager (``subprocess``, the default),
-or each in its own Docker container (``docker``).
+"""Where task processes run: as child processes of their manager, each in a sandbox of its own
+(``confined``, the default: :mod:`task_daemon_lib.confined`), as plain child processes
+(``subprocess``, unconfined), or each in its own Docker container (``docker``).
 
 Both managers and their warm pools start every task process through an :class:`Executor`, so
 the choice is one configuration value. Either way the process gets only the environment it is
-given (:func:`task_daemon_lib.runner.task_environ`); a container also sees only the folders its
-executor mounts: read-only the task folders, the Python install, the virtualenv and the
-project's runtime packages (not the folder around them), and writable only the results folder.
+given (:func:`task_daemon_lib.runner.task_environ`); a sandbox or a container also sees only
+the folders its executor mounts: read-only the task folders, the Python install, the
+virtualenv and the project's runtime packages (not the folder around them), and writable only
+the results folder.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from task_daemon_lib.confinement import Confinement, Mechanism
 from task_daemon_lib.lines import ChildOutcome
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import ChildProcess
@@ -30,6 +34,12 @@ reporter): each is mounted read-only into containers, never the folder holding t
 may hold data directories too."""
 
 
+def python_mounts() -> tuple[Path, ...]:
+    """The host paths a sandbox or container needs to run this interpreter at the same path:
+    the Python install and the virtualenv (``sys.base_prefix`` and ``sys.prefix``)."""
+    return tuple(dict.fromkeys(Path(p) for p in (sys.base_prefix, sys.prefix)))
+
+
 def runtime_mounts() -> tuple[Path, ...]:
     """The folders of :data:`RUNTIME_PACKAGES`, where this process imports them from."""
     root = Path(__file__).resolve().parent.parent
@@ -39,6 +49,7 @@ def runtime_mounts() -> tuple[Path, ...]:
 class ExecutorKind(StrEnum):
     """The executors a manager can be configured with."""
 
+    CONFINED = "confined"
     SUBPROCESS = "subprocess"
     DOCKER = "docker"
 
@@ -116,6 +127,15 @@ class Executor(Protocol):
     """Whether processes may be started before their run is known (a container is given only
     its own run's folders, so it cannot)."""
 
+    @property
+    def stages_spares(self) -> bool:
+        """Whether a spare sees only the stage it is given (``task_dir`` and ``results_dir``
+        of :mod:`task_daemon_lib.staging`), filled when it takes its run."""
+
+    @property
+    def confinement(self) -> Confinement:
+        """What confines the processes it makes."""
+
     def process(self, spec: ProcessSpec) -> TaskProcess:
         """An unstarted task process as ``spec`` describes it."""
 
@@ -124,9 +144,13 @@ class Executor(Protocol):
 
 
 class SubprocessExecutor:
-    """Task processes as child processes of this one (in their own session, killed with it)."""
+    """Task processes as child processes of this one (in their own session, killed with it),
+    unconfined: they see what this process sees."""
 
     spares_allowed = True
+    stages_spares = False
+    confinement = Confinement(Mechanism.NONE, "executor = subprocess is configured: task "
+                                              "processes are plain child processes")
 
     def process(self, spec: ProcessSpec) -> TaskProcess:
         """A :class:`ChildProcess`; ``image`` and the folders are not needed."""
@@ -150,16 +174,18 @@ class DockerExecutor:
     image: str
     limits: ContainerLimits | None = None
     spares_allowed = False
+    stages_spares = False
+
+    @property
+    def confinement(self) -> Confinement:
+        """Containers of this executor's image (or the task's)."""
+        return Confinement(Mechanism.DOCKER, f"a container each, image {self.image} unless "
+                                             "the task names another")
 
     def process(self, spec: ProcessSpec) -> TaskProcess:
         """A :class:`~task_daemon_lib.containers.ContainerProcess` working in its task folder
         (``ValueError`` without the run's two folders)."""
-        from task_daemon_lib.containers import (
-            ContainerLimits,
-            ContainerProcess,
-            ContainerSpec,
-            python_mounts,
-        )
+        from task_daemon_lib.containers import ContainerLimits, ContainerProcess, ContainerSpec
 
         task_dir, results_dir = spec.task_dir, spec.results_dir
         if task_dir is None or results_dir is None:
@@ -187,8 +213,14 @@ class DockerExecutor:
         return engine_available(image or self.image)
 
 
-def make_executor(kind: str, *, image: str, cpus: float, memory_mb: int) -> Executor:
-    """The executor a manager's configuration names (``subprocess`` or ``docker``)."""
+def make_executor(kind: str, *, image: str, cpus: float, memory_mb: int,
+                  readable: Sequence[Path] = ()) -> Executor:
+    """The executor a manager's configuration names (``confined``, ``subprocess`` or
+    ``docker``); a confined process may also read ``readable``."""
+    if ExecutorKind(kind) is ExecutorKind.CONFINED:
+        from task_daemon_lib.confined import ConfinedExecutor
+
+        return ConfinedExecutor(readable)
     if ExecutorKind(kind) is ExecutorKind.SUBPROCESS:
         return SubprocessExecutor()
     from task_daemon_lib.containers import ContainerLimits

@@ -4,6 +4,10 @@ Starting Python with Flower and torch takes seconds; a child started early has p
 its run begins. ``take`` hands the spare to a run (its reports and exit now go to that run's
 callbacks); the caller says when to start the next spare with ``prepare`` (both managers: when
 a run ends), so the next one's imports do not compete with a run for the CPU.
+
+A confined spare cannot see its run's folders when it starts: where the executor stages spares,
+each gets its own stage (:mod:`task_daemon_lib.staging`), filled when it is taken, and ``take``
+says where the run's app and results folders are seen from inside.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from task_daemon_lib.executors import (
@@ -25,15 +30,29 @@ from task_daemon_lib.executors import (
 from task_daemon_lib.lines import log_output
 from task_daemon_lib.messages import ReportMessage
 from task_daemon_lib.runner import ChildOutcome, task_environ
+from task_daemon_lib.staging import SpareStage
 
 logger = logging.getLogger(__name__)
 
 
-class _Binding:
-    """Where a child's reports go: nowhere while it is the spare, to its run once taken."""
+@dataclass(frozen=True)
+class Taken:
+    """A started child bound to its run, and where it sees the run's folders (the job names
+    these paths)."""
 
-    def __init__(self, name: str) -> None:
+    process: TaskProcess
+    app: Path | None
+    results: Path | None
+    state: Path | None = None
+
+
+class _Binding:
+    """Where a child's reports go: nowhere while it is the spare, to its run once taken. Its
+    stage, if any, is removed when it exits."""
+
+    def __init__(self, name: str, stage: SpareStage | None = None) -> None:
         self.name = name
+        self.stage = stage
         self.on_message: OnMessage | None = None
         self.on_exit: OnExit | None = None
         self.on_output: OnOutput | None = None
@@ -56,6 +75,8 @@ class _Binding:
     def exited(self, outcome: ChildOutcome) -> None:
         with self.lock:
             target = self.on_exit
+        if self.stage is not None:
+            self.stage.remove()
         if target is not None:
             target(outcome)
         else:
@@ -81,30 +102,50 @@ class WarmPool:
         self._ready: list[tuple[TaskProcess, _Binding]] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._cleared = False
 
     def _spawn(self, image: str | None = None, task_dir: Path | None = None,
-               results_dir: Path | None = None,
-               state_dir: Path | None = None) -> tuple[TaskProcess, _Binding]:
-        binding = _Binding(self.name)
+               results_dir: Path | None = None, state_dir: Path | None = None, *,
+               staged: bool = False) -> tuple[TaskProcess, _Binding]:
+        stage = SpareStage.create(self.work_dir) if staged else None
+        binding = _Binding(self.name, stage)
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        cwd = task_dir or self.work_dir
+        if stage is not None:
+            cwd, task_dir, results_dir, state_dir = (stage.app, stage.app, stage.results,
+                                                     stage.state)
+        try:
+            child = self._process(binding, cwd, image, task_dir, results_dir, state_dir)
+        except BaseException:
+            if stage is not None:
+                stage.remove()
+            raise
+        return child, binding
+
+    def _process(self, binding: _Binding, cwd: Path, image: str | None, task_dir: Path | None,
+                 results_dir: Path | None, state_dir: Path | None) -> TaskProcess:
         child = self.executor.process(ProcessSpec(
-            self.argv, cwd=self.work_dir, env=self.env, name=self.name,
+            self.argv, cwd=cwd, env=self.env, name=self.name,
             on_message=binding.message, on_output=binding.output, on_exit=binding.exited,
             stdin_pipe=True, image=image, task_dir=task_dir, results_dir=results_dir,
             state_dir=state_dir))
         child.start()
-        return child, binding
+        return child
 
     def prepare(self) -> None:
         """Start spares until there are ``spares`` alive (none where the executor gives a process
         only its own run's folders); never raises."""
         if not self.executor.spares_allowed:
             return
+        staged = self.executor.stages_spares
         with self._lock:
+            if staged and not self._cleared:
+                SpareStage.clear_stale(self.work_dir)
+                self._cleared = True
             self._ready = [spare for spare in self._ready if spare[0].running]
             while not self._closed and len(self._ready) < self.spares:
                 try:
-                    self._ready.append(self._spawn())
+                    self._ready.append(self._spawn(staged=staged))
                 except OSError as exc:
                     logger.warning("cannot start a spare %s: %s", self.name, exc)
                     return
@@ -112,12 +153,12 @@ class WarmPool:
     def take(self, name: str, on_message: OnMessage | None, on_exit: OnExit | None,
              on_output: OnOutput | None = None, *, image: str | None = None,
              task_dir: Path | None = None, results_dir: Path | None = None,
-             state_dir: Path | None = None) -> TaskProcess:
+             state_dir: Path | None = None) -> Taken:
         """A started child bound to a run's callbacks (its output to ``on_output`` when given):
-        the oldest live spare, or a new one (for this run's ``task_dir`` and ``results_dir``)
-        when there is none, the run asks for its own container ``image`` or the executor
-        starts no spares (raises OSError when it cannot start). Call ``prepare`` for the
-        next."""
+        the oldest live spare (its stage filled with ``task_dir``, ``results_dir`` and
+        ``state_dir``), or a new one for them when there is none, the run asks for its own
+        container ``image`` or the executor starts no spares (raises OSError when it cannot
+        start); with where it sees those folders. Call ``prepare`` for the next."""
         spare = None
         reuse = image is None and self.executor.spares_allowed
         with self._lock:
@@ -125,6 +166,18 @@ class WarmPool:
                 candidate = self._ready.pop(0)
                 if candidate[0].running:
                     spare = candidate
+        folders = (task_dir, results_dir, state_dir)
+        if spare is not None and spare[1].stage is not None:
+            stage = spare[1].stage
+            try:
+                self._fill(stage, spare[0].pid, task_dir, results_dir, state_dir)
+                folders = (stage.app, stage.results,
+                           stage.state if state_dir is not None else None)
+            except OSError as exc:
+                logger.warning("%s: cannot hand its folders to a spare (%s); starting a new "
+                               "process for it", name, exc)
+                spare[0].close_input()
+                spare = None
         if spare is None:
             spare = self._spawn(image, task_dir, results_dir, state_dir)
         child, binding = spare
@@ -132,7 +185,16 @@ class WarmPool:
             binding.on_message, binding.on_exit = on_message, on_exit
             binding.on_output = on_output
         logger.info("%s runs in %s pid %s", name, self.name, child.pid)
-        return child
+        return Taken(child, *folders)
+
+    @staticmethod
+    def _fill(stage: SpareStage, pid: int | None, task_dir: Path | None,
+              results_dir: Path | None, state_dir: Path | None) -> None:
+        """Fill the stage of the spare ``pid`` with the run's folders (the task and results
+        folders are needed; a state folder where the run has one)."""
+        if task_dir is None or results_dir is None:
+            raise OSError("a staged spare needs the run's task and results folders")
+        stage.fill(task_dir, results_dir, pid, state_dir=state_dir)
 
     def close(self) -> None:
         """End the spares (they read end-of-file and exit); none is started after this."""

@@ -74,8 +74,8 @@ def test_spares_are_handed_out_bound_to_their_run_and_replaced_on_request(tmp_pa
     try:
         warm.prepare()
         first_run, second_run = Run(), Run()
-        first = warm.take("run 1", first_run.message, first_run.exited)
-        second = warm.take("run 2", second_run.message, second_run.exited)
+        first = warm.take("run 1", first_run.message, first_run.exited).process
+        second = warm.take("run 2", second_run.message, second_run.exited).process
         assert first.pid != second.pid
         first.send_input("one")
         second.send_input("two")
@@ -86,7 +86,7 @@ def test_spares_are_handed_out_bound_to_their_run_and_replaced_on_request(tmp_pa
                 f"job {job}"]
         warm.prepare()
         third_run = Run()
-        third = warm.take("run 3", third_run.message, third_run.exited)
+        third = warm.take("run 3", third_run.message, third_run.exited).process
         assert third.running and third.pid not in (first.pid, second.pid)
         third.close_input()
         assert third_run.ended.wait(30)
@@ -98,7 +98,7 @@ def test_without_spares_a_run_gets_a_fresh_child_and_close_ends_the_spares(tmp_p
     cold = pool(tmp_path, spares=0)
     cold.prepare()
     run = Run()
-    child = cold.take("run", run.message, run.exited)
+    child = cold.take("run", run.message, run.exited).process
     child.send_input("cold")
     assert run.ended.wait(30) and run.outcome is not None
     assert run.outcome.status == "finished"

@@ -1,0 +1,82 @@
+"""The default executor: each task process a child of its manager, in a bubblewrap sandbox of
+its own (see :mod:`task_daemon_lib.confinement` for what it sees and why bubblewrap).
+
+Where the kernel allows no sandbox, the processes run as plain children, and the executor says
+so (:attr:`ConfinedExecutor.confinement`, logged as an error by the manager and shown by
+``agata status``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from task_daemon_lib import confinement
+from task_daemon_lib.confinement import Confinement, Mechanism, SandboxView
+from task_daemon_lib.executors import ProcessSpec, TaskProcess, python_mounts, runtime_mounts
+from task_daemon_lib.runner import ChildProcess
+
+
+class ConfinedExecutor:
+    """Task processes each in a sandbox showing only its task folder (read-only), its results
+    folder (writable) and ``readable`` (read-only, e.g. the cloud's CA file) beyond the
+    system; the mechanism is chosen once, at first use. Spares are staged
+    (:mod:`task_daemon_lib.staging`)."""
+
+    spares_allowed = True
+
+    def __init__(self, readable: Sequence[Path] = ()) -> None:
+        self.readable = tuple(readable)
+        self._lock = threading.Lock()
+        self._chosen: Confinement | None = None
+        self._system: tuple[str, ...] = ()
+
+    @property
+    def confinement(self) -> Confinement:
+        """The confinement in force (probed the first time it is asked)."""
+        with self._lock:
+            if self._chosen is None:
+                self._chosen = confinement.choose()
+                if self._chosen.mechanism is Mechanism.BWRAP:
+                    self._system = confinement.system_arguments()
+            return self._chosen
+
+    @property
+    def stages_spares(self) -> bool:
+        """Whether a spare sees only its stage (whenever a sandbox is in force)."""
+        return self.confinement.mechanism is Mechanism.BWRAP
+
+    def view(self, cwd: Path, task_dir: Path | None, results_dir: Path | None,
+             state_dir: Path | None = None) -> SandboxView:
+        """What a process sees: the task folder (``cwd`` when none is named) read-only with the
+        Python install, the runtime packages and ``readable``; the results folder (and a
+        ServerApp host's state folder) writable."""
+        read_only = (*python_mounts(), *runtime_mounts(), *self.readable, task_dir or cwd)
+        writable = tuple(path for path in (results_dir, state_dir) if path is not None)
+        return SandboxView(read_only=read_only, writable=writable, cwd=cwd, system=self._system)
+
+    def process(self, spec: ProcessSpec) -> TaskProcess:
+        """A :class:`ChildProcess` running ``spec`` in its sandbox (unconfined when the kernel
+        allows none); ``image`` is not used."""
+        chosen = self.confinement
+        command = list(spec.argv)
+        if chosen.mechanism is Mechanism.BWRAP:
+            bwrap = shutil.which("bwrap")
+            if bwrap is None:
+                raise OSError("bwrap is gone: task processes cannot be confined")
+            for folder in (spec.results_dir, spec.state_dir):
+                if folder is not None:
+                    folder.mkdir(parents=True, exist_ok=True)
+            view = self.view(spec.cwd, spec.task_dir, spec.results_dir, spec.state_dir)
+            command = confinement.bwrap_argv(bwrap, view, spec.argv,
+                                             user_namespace=chosen.user_namespace)
+        return ChildProcess(command, cwd=spec.cwd, env=spec.env, on_message=spec.on_message,
+                            on_output=spec.on_output, on_exit=spec.on_exit, name=spec.name,
+                            require_finished=spec.require_finished,
+                            stdin_pipe=spec.stdin_pipe)
+
+    def unavailable(self, image: str | None = None) -> str | None:
+        """Always None: without a sandbox the process still runs (and the manager said so)."""
+        return None
