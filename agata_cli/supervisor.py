@@ -78,7 +78,8 @@ class Watched:
         """This service in the state file."""
         return {"name": self.service.name, "module": self.service.module,
                 "state": self.state, "pid": self.process.pid if self.process else None,
-                "restarts": self.restarts, "since": self.since, "last_exit": self.last_exit}
+                "restarts": self.restarts, "since": self.since, "last_exit": self.last_exit,
+                "data_dir": self.service.environ.get("AGATA_STORAGE_DATA_DIR")}
 
 
 def write_state(path: Path, state: Mapping[str, Any]) -> None:

@@ -45,6 +45,7 @@ from agata_common.config_loader import env_name, secret_env_names
 from agata_common.device_identity import load_secret
 from agata_common.disk import disk_space
 from microservice_interconnect.settings import BrokerSettings
+from task_daemon_lib import confinement
 
 logger = logging.getLogger("agata.up")
 
@@ -316,8 +317,11 @@ def status(args: argparse.Namespace) -> int:
         if not running:
             shown = "stopped"
         uptime = f"{now - float(service.get('since') or now):.0f} s" if alive else "-"
+        confined = _confinement(service)
+        if confined is not None:
+            service["confinement"] = confined
         rows.append([service.get("name"), shown, service.get("pid") or "-", uptime,
-                     service.get("restarts", 0)])
+                     service.get("restarts", 0), _confinement_cell(confined)])
     disk = _disk_line(data_dir)
     if args.json:
         out(json.dumps({"up": running, **state, "disk": disk or "ok"}, indent=1))
@@ -325,7 +329,8 @@ def status(args: argparse.Namespace) -> int:
     heading = (f"agata is up (pid {state['supervisor_pid']}) at {state.get('url')}/ui/"
                if running else "agata is not up here (state of its last run below)")
     out(heading)
-    for line in table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS"], rows):
+    for line in table(["SERVICE", "STATE", "PID", "UPTIME", "RESTARTS", "TASK CONFINEMENT"],
+                      rows):
         out(line)
     if disk:
         out(disk)
@@ -342,3 +347,21 @@ def _disk_line(data_dir: Path) -> str | None:
         return None
     return (f"{space.describe()}; runs that cannot record are paused until space is freed "
             "(the states above may be older than that)")
+
+
+def _confinement(service: dict[str, Any]) -> dict[str, str] | None:
+    """What confines a task manager's task processes, as it recorded it (None for the other
+    services)."""
+    data_dir = service.get("data_dir")
+    if not str(service.get("module", "")).endswith("task_manager") or not data_dir:
+        return None
+    return confinement.read(Path(data_dir)) or {"mechanism": "unknown",
+                                                 "detail": "not recorded yet"}
+
+
+def _confinement_cell(confined: dict[str, str] | None) -> str:
+    """The table's cell: the mechanism, loud when there is none."""
+    if confined is None:
+        return "-"
+    mechanism = confined.get("mechanism", "unknown")
+    return "NONE (unconfined!)" if mechanism == "none" else mechanism

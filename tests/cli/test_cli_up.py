@@ -15,7 +15,9 @@ from support import free_port, wait_for
 
 from agata_cli.client import EXIT_UNAVAILABLE
 from agata_cli.local_deployment import LocalDeployment, Service
-from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s
+from agata_cli.supervisor import MAX_RESTARTS, Supervisor, backoff_s, write_state
+from task_daemon_lib import confinement
+from task_daemon_lib.confinement import Confinement, Mechanism
 
 AGATA = [sys.executable, "-m", "agata_cli"]
 
@@ -114,6 +116,9 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
         shown = wait_for(lambda: (r := status(data_dir)).returncode == 0 and r.stdout, 30,
                          "agata status to say it is up")
         assert "device-0.client_task_manager" in shown and "running" in shown
+        expected = "bwrap" if confinement.choose().mechanism is Mechanism.BWRAP else "NONE"
+        wait_for(lambda: status(data_dir).stdout.count(expected) == 2, 30,
+                 f"agata status to show both task managers' confinement ({expected})")
         token_file = data_dir / "secrets" / "api_token"
         assert token_file.stat().st_mode & 0o777 == 0o600
         token = token_file.read_text().strip()
@@ -154,6 +159,28 @@ def test_up_runs_everything_restarts_a_crash_and_stops_without_leftovers(tmp_pat
     assert token not in logs + output + errors
     assert "restarting" in errors
     assert status(data_dir).returncode == 1
+
+
+def test_status_shows_each_task_manager_s_confinement_loud_when_none(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    services = [{"name": "cloud_task_manager", "module": "cloud_task_manager", "state": "running",
+                 "pid": os.getpid(), "data_dir": str(data_dir / "cloud")},
+                {"name": "device-0.client_task_manager", "module": "client_task_manager",
+                 "state": "running", "pid": os.getpid(), "data_dir": str(data_dir / "device-0")},
+                {"name": "user_manager", "module": "user_manager", "state": "running",
+                 "pid": os.getpid(), "data_dir": str(data_dir / "cloud")}]
+    write_state(data_dir / "up.json", {"supervisor_pid": os.getpid(), "services": services,
+                                       "url": "http://127.0.0.1:1"})
+    confinement.record(data_dir / "cloud", Confinement(Mechanism.BWRAP, "for the test"))
+    confinement.record(data_dir / "device-0", Confinement(Mechanism.NONE, "refused"))
+    rows = {line.split()[0]: line for line in status(data_dir).stdout.splitlines()[2:]}
+    assert rows["cloud_task_manager"].rstrip().endswith("bwrap")
+    assert rows["device-0.client_task_manager"].rstrip().endswith("NONE (unconfined!)")
+    assert rows["user_manager"].rstrip().endswith("-")
+    shown = json.loads(subprocess.run([*AGATA, "status", "--json", "--data-dir", str(data_dir)],
+                                      capture_output=True, text=True, timeout=30).stdout)
+    assert [s.get("confinement", {}).get("mechanism") for s in shown["services"]] == [
+        "bwrap", "none", None]
 
 
 def test_up_refuses_a_taken_port(tmp_path: Path) -> None:
