@@ -34,6 +34,13 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   touch "$stamp"
 fi
 
+# Task processes run confined by default, in bubblewrap sandboxes (executor = confined).
+if ! command -v bwrap >/dev/null 2>&1; then
+  log "installing bubblewrap (the sandbox of every task process)"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap
+fi
+
 # The web interface's tests drive Debian's headless Chromium through chromedriver.
 if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
   log "installing chromium and chromium-driver (browser tests of the web interface)"

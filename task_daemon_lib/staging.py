@@ -14,15 +14,13 @@ waits until the sandbox has bound the stage (a spare taken the moment it starts 
 
 from __future__ import annotations
 
-import logging
+import errno
 import os
 import shutil
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-logger = logging.getLogger(__name__)
 
 PREFIX = "spare-"
 BIND_WAIT_S = 10.0
@@ -73,6 +71,10 @@ class SpareStage:
         for _, run_folder in moves:
             run_folder.mkdir(parents=True, exist_ok=True)
         _link_tree(app_dir, self.app)
+        for stage_folder, run_folder in moves:
+            if os.stat(run_folder).st_dev != os.stat(stage_folder).st_dev:
+                raise OSError(errno.EXDEV, f"{run_folder} is on another file system than the "
+                                           "spare's stage")
         for stage_folder, run_folder in moves:
             for entry in list(run_folder.iterdir()):
                 os.rename(entry, stage_folder / entry.name)
