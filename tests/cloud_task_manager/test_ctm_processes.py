@@ -96,6 +96,14 @@ Path("after.done").write_text(" ".join(sys.argv[1:]))
 """
 
 
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    """Plain child processes: these servers leave marks in their task folder for the test to
+    read, which a confined process cannot (tests/task_daemon_lib/test_tdl_confinement.py and
+    tests/e2e/test_e2e_confinement.py cover the default executor)."""
+    return make_settings(AGATA_CLOUD_TASK_MANAGER_EXECUTOR="subprocess")
+
+
 def wait_status(cloud: Cloud, task_id: str, *statuses: str, timeout: float = 20) -> Task:
     deadline = time.monotonic() + timeout
     while True:
