@@ -10,7 +10,10 @@ to the run's end as ``flwr ls`` reports it. Both get ``num-server-rounds=R`` and
 (the aggregated train and evaluate metrics of each round), ``wall_s``,
 ``start_to_first_train_s`` (the start call to the first ClientApp train call on a device),
 ``flower_deployment_wall_s``, ``flower_status``, ``ratio``, and ``results``: the files
-collected from the server and each device, with their sizes.
+collected from the server and each device, with their sizes. ``--executors confined,subprocess``
+runs ours once per executor (each on a stack of its own, both sides set to it; ``--repeat`` runs
+each that many times) and adds ``by_executor``: each one's ``start_to_first_train_s`` and
+``wall_s`` per run and their medians, to put a number on what confinement costs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -139,12 +143,16 @@ FLOWER_PROCESSES = {"superlink": "flower-superlink", "serverapp": "flwr-serverap
                     "supernode": "flower-supernode", "clientapp": "flwr-clientapp"}
 
 
-def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Path
-             ) -> list[dict[str, Any]]:
-    """The app on this system, once per run config, on one stack; figures from the services'
-    events, and each run's peak memory per process role."""
-    stack = Stack(out_dir / "ours", client_count=clients,
-                  client_params={"request_interval": "5"})
+def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Path,
+             executor: str | None = None) -> list[dict[str, Any]]:
+    """The app on this system, once per run config, on one stack (its task managers set to
+    ``executor`` when given); figures from the services' events, and each run's peak memory
+    per process role."""
+    stack = Stack(out_dir / (f"ours-{executor}" if executor else "ours"), client_count=clients,
+                  client_params={"request_interval": "5",
+                                 **({"executor": executor} if executor else {})},
+                  cloud_overrides=({"AGATA_CLOUD_TASK_MANAGER_EXECUTOR": executor}
+                                   if executor else {}))
     outcomes = []
     try:
         stack.start_cloud()
@@ -335,6 +343,19 @@ def _rate(moved: int, wall_s: float | None, base_s: float | None) -> float | Non
     return round(moved / (wall_s - base_s) / 1e6, 1)
 
 
+def by_executor(runs: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Each executor's ``start_to_first_train_s`` and ``wall_s`` over its runs, with medians."""
+    summary: dict[str, dict[str, Any]] = {}
+    for executor, figures in runs.items():
+        entry: dict[str, Any] = {"statuses": [f["status"] for f in figures]}
+        for key in ("start_to_first_train_s", "wall_s"):
+            values = [f[key] for f in figures if f[key] is not None]
+            entry[key] = values
+            entry[f"{key}_median"] = round(statistics.median(values), 4) if values else None
+        summary[executor] = entry
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -349,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                              "(above the 1-number run) and each side's peak RSS and CPU seconds")
     parser.add_argument("--no-flower", action="store_true",
                         help="skip the run under Flower's own deployment runtime")
+    parser.add_argument("--executors", default="",
+                        help="run ours with each of these task executors in turn (comma "
+                             "separated: confined, subprocess, docker; default: the "
+                             "configured one) and compare them (by_executor)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="runs of the app per executor (the first run config)")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     parser.add_argument("--out", type=Path, default=Path("experiments/out") / f"flower_app-{stamp}",
                         help="where logs, events and figures.json go")
@@ -366,9 +393,16 @@ def main(argv: list[str] | None = None) -> int:
                    if sizes else [run_config(app, args.clients, args.rounds)])
     except ValueError as exc:
         parser.error(str(exc))
-    ours = run_ours(app, args.clients, configs, args.out)
+    executors = [name.strip() for name in args.executors.split(",") if name.strip()]
+    repeated = [configs[0]] * max(0, args.repeat - 1)
+    runs = {name: run_ours(app, args.clients, configs + repeated, args.out, name)
+            for name in executors or [""]}
+    ours = next(iter(runs.values()))
     theirs = [] if args.no_flower else run_flower(app, args.clients, configs, args.out)
     figures: dict[str, Any] = {**ours[0], **(theirs[0] if theirs else {})}
+    if executors:
+        figures["by_executor"] = by_executor(
+            {name: [done[0], *done[len(configs):]] for name, done in runs.items()})
     if theirs:
         mine, flowers = figures.get("wall_s"), figures.get("flower_deployment_wall_s")
         figures["ratio"] = round(flowers / mine, 1) if mine and flowers else None
@@ -382,6 +416,9 @@ def main(argv: list[str] | None = None) -> int:
     if "flower_deployment_wall_s" in figures:
         print(f"Flower's deployment runtime: {figures['flower_status']} in "
               f"{figures['flower_deployment_wall_s']} s; ratio {figures['ratio']}")
+    for name, entry in figures.get("by_executor", {}).items():
+        print(f"executor {name}: first train {entry['start_to_first_train_s_median']} s, "
+              f"wall {entry['wall_s_median']} s (medians of {len(entry['statuses'])} runs)")
     for row in figures.get("sizes", []):
         print(f"model {row['model_mb']:g} MB ({row['model_bytes_moved'] / 1e6:.0f} MB moved): "
               f"ours {row['status']} {row['wall_s']} s, {row['mb_per_s']} MB/s, peak RSS "
@@ -393,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(figures))
     ok = figures["status"] == "completed" and all(
-        row["status"] == "completed" for row in figures.get("sizes", []))
+        row["status"] == "completed" for row in figures.get("sizes", [])) and all(
+        status == "completed" for entry in figures.get("by_executor", {}).values()
+        for status in entry["statuses"])
     return 0 if ok else 1
 
 
