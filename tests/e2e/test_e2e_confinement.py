@@ -1,8 +1,9 @@
 """Task code confined by default, end to end: a Flower App of our own whose ClientApp and
 ServerApp look for what a malicious task wants (the data directories' secrets and databases,
 another run's folders, other processes' environments) and try to write outside their results
-folder, run on every service as ``python -m`` with two devices and the default executor (warm
-spares included): every attempt fails, and the run still trains and returns its results."""
+folder, run on every service as ``python -m`` with two devices and the default executor (the
+cloud's ServerApp host and device-1's worker warm spares, device-0's worker started for its
+run): every attempt fails, and the run still trains and returns its results."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.skipif(confinement.choose().mechanism is not Mechanism.
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = Stack(tmp_path / "stack", client_count=2,
-                    client_params={"request_interval": "2"})
+                    client_params={"request_interval": "2"},
+                    client_overrides=[{"AGATA_CLIENT_PARAMS_FLOWER_WORKERS": "0"}])
     try:
         yield started
     finally:
@@ -72,9 +74,15 @@ def test_a_leaking_app_reaches_nothing_and_still_trains(stack: Stack, tmp_path: 
 
     other = run_to_end(stack, api, "other", TASKS_DIR / "app_numpy", {"num-server-rounds": 1})
     assert other["status"] == "finished", other
-    secrets = [path for path in stack.out_dir.rglob("*")
-               if path.name in ("device_credential.json", "tasks.db", "users.db")]
-    assert len(secrets) >= 4, secrets  # two credentials and the cloud's databases are there
+    # what `agata up` or a manager without download_secret keep there too
+    for planted in (stack.out_dir / "secrets" / "api_token",
+                    stack.replica_data_dir(0) / "download.key"):
+        planted.parent.mkdir(parents=True, exist_ok=True)
+        planted.write_text("a secret of the test")
+        planted.chmod(0o600)
+    names = ("device_credential.json", "tasks.db", "users.db", "api_token", "download.key")
+    secrets = [path for path in stack.out_dir.rglob("*") if path.name in names]
+    assert len(secrets) >= 6, secrets  # each device's credential, the cloud's databases, keys
 
     task = run_to_end(stack, api, "leak", LEAK_APP, {"look-under": str(stack.out_dir)})
     assert task["status"] == "finished", task
