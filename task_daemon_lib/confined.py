@@ -1,7 +1,8 @@
 """The default executor: each task process a child of its manager, in a bubblewrap sandbox of
-its own (see :mod:`task_daemon_lib.confinement` for what it sees and why bubblewrap).
+its own (see :mod:`task_daemon_lib.confinement` for what it sees and why bubblewrap), else under
+a Landlock ruleset (:mod:`task_daemon_lib.landlock`, without warm spares).
 
-Where the kernel allows no sandbox, the processes run as plain children, and the executor says
+Where the kernel allows neither, the processes run as plain children, and the executor says
 so (:attr:`ConfinedExecutor.confinement`, logged as an error by the manager and shown by
 ``agata status``).
 """
@@ -13,19 +14,21 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from task_daemon_lib import confinement
+from task_daemon_lib import confinement, landlock
 from task_daemon_lib.confinement import Confinement, Mechanism, SandboxView
 from task_daemon_lib.executors import ProcessSpec, TaskProcess, python_mounts, runtime_mounts
 from task_daemon_lib.runner import ChildProcess
+
+SCRATCH = ".agata/tmp"
+"""Under Landlock, a process's ``HOME`` and ``TMPDIR``, in its results folder (never collected
+as a result; the host's ``/tmp`` is not granted)."""
 
 
 class ConfinedExecutor:
     """Task processes each in a sandbox showing only its task folder (read-only), its results
     folder (writable) and ``readable`` (read-only, e.g. the cloud's CA file) beyond the
     system; the mechanism is chosen once, at first use. Spares are staged
-    (:mod:`task_daemon_lib.staging`)."""
-
-    spares_allowed = True
+    (:mod:`task_daemon_lib.staging`); under Landlock no spare is started."""
 
     def __init__(self, readable: Sequence[Path] = ()) -> None:
         self.readable = tuple(readable)
@@ -42,6 +45,12 @@ class ConfinedExecutor:
                 if self._chosen.mechanism is Mechanism.BWRAP:
                     self._system = confinement.system_arguments()
             return self._chosen
+
+    @property
+    def spares_allowed(self) -> bool:
+        """Whether spares may be started (not under Landlock: a spare's folders are only known
+        when it takes its run)."""
+        return self.confinement.mechanism is not Mechanism.LANDLOCK
 
     @property
     def stages_spares(self) -> bool:
@@ -61,7 +70,7 @@ class ConfinedExecutor:
         """A :class:`ChildProcess` running ``spec`` in its sandbox (unconfined when the kernel
         allows none); ``image`` is not used."""
         chosen = self.confinement
-        command = list(spec.argv)
+        command, env = list(spec.argv), dict(spec.env)
         if chosen.mechanism is Mechanism.BWRAP:
             bwrap = shutil.which("bwrap")
             if bwrap is None:
@@ -72,10 +81,26 @@ class ConfinedExecutor:
             view = self.view(spec.cwd, spec.task_dir, spec.results_dir, spec.state_dir)
             command = confinement.bwrap_argv(bwrap, view, spec.argv,
                                              user_namespace=chosen.user_namespace)
-        return ChildProcess(command, cwd=spec.cwd, env=spec.env, on_message=spec.on_message,
+        elif chosen.mechanism is Mechanism.LANDLOCK:
+            command, env = self._landlocked(spec)
+        return ChildProcess(command, cwd=spec.cwd, env=env, on_message=spec.on_message,
                             on_output=spec.on_output, on_exit=spec.on_exit, name=spec.name,
                             require_finished=spec.require_finished,
                             stdin_pipe=spec.stdin_pipe)
+
+    def _landlocked(self, spec: ProcessSpec) -> tuple[list[str], dict[str, str]]:
+        """``spec``'s command under Landlock with this executor's view, and its environment
+        (its scratch folder as ``HOME`` and ``TMPDIR``)."""
+        if spec.results_dir is None:
+            raise OSError("under Landlock a task process needs its results folder")
+        scratch = spec.results_dir / SCRATCH
+        scratch.mkdir(parents=True, exist_ok=True)
+        view = self.view(spec.cwd, spec.task_dir, spec.results_dir)
+        read_only = [str(path) for path in (*confinement.system_paths(), *view.read_only)]
+        packages_in = {str(path.parent) for path in runtime_mounts()}
+        command = landlock.command(read_only, [str(path) for path in view.writable],
+                                   spec.argv, sorted(packages_in))
+        return command, {**spec.env, "HOME": str(scratch), "TMPDIR": str(scratch)}
 
     def unavailable(self, image: str | None = None) -> str | None:
         """Always None: without a sandbox the process still runs (and the manager said so)."""

@@ -19,9 +19,11 @@ privileges but not ``/proc`` nor signals, and needs kernel 5.13 or later; the co
 executor (``executor = docker``) confines as well but needs an engine, and gets no warm
 spares.
 
-Where the kernel refuses bubblewrap (no user namespaces for an unprivileged manager), or
-``bwrap`` is missing, :func:`choose` says ``none`` with the reason: the manager logs it as an
-error and ``agata status`` shows it, so it is never silent.
+Where the kernel refuses bubblewrap (no user namespaces for an unprivileged manager, as
+Ubuntu's AppArmor does by default), or ``bwrap`` is missing, :func:`choose` falls back to
+Landlock (:mod:`task_daemon_lib.landlock`: the same folders, but ``/proc`` still lists the
+other processes, and no warm spares), and where that is refused too it says ``none`` with the
+reasons: the manager logs it as an error and ``agata status`` shows it, so it is never silent.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+
+from task_daemon_lib import landlock
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,7 @@ class Mechanism(StrEnum):
     """What confines task processes."""
 
     BWRAP = "bwrap"
+    LANDLOCK = "landlock"
     DOCKER = "docker"
     NONE = "none"
 
@@ -91,6 +96,13 @@ class SandboxView:
     cwd: Path | None = None
     system: tuple[str, ...] = field(default_factory=tuple)
     """The system part of the argument list (:func:`system_arguments`)."""
+
+
+def system_paths(root: Path = Path("/")) -> tuple[Path, ...]:
+    """The system's folders and files a task reads (:data:`TOP_LEVEL_SYSTEM`, :data:`ETC_FILES`)
+    that exist here."""
+    names = [*TOP_LEVEL_SYSTEM, *(f"etc/{name}" for name in ETC_FILES)]
+    return tuple(root / name for name in names if (root / name).exists())
 
 
 def system_arguments(root: Path = Path("/")) -> tuple[str, ...]:
@@ -143,23 +155,28 @@ def choose() -> Confinement:
     """The strongest mechanism this kernel allows: bubblewrap with a user namespace, bubblewrap
     without one (the manager runs as root), else none, with the reason (each tried once)."""
     bwrap = shutil.which("bwrap")
-    if bwrap is None:
-        return Confinement(Mechanism.NONE, "bwrap is not installed (Debian: apt-get install "
-                                           "bubblewrap, or scripts/bootstrap.sh)")
     failures = []
-    for user_namespace in (True, False):
-        failure = _probe(bwrap, user_namespace)
-        if failure is None:
-            how = "a user namespace" if user_namespace else "no user namespace (root)"
-            return Confinement(Mechanism.BWRAP, f"{bwrap}, with {how}", user_namespace)
-        failures.append(failure)
-    return Confinement(Mechanism.NONE, "the kernel refuses bubblewrap: " + "; ".join(failures))
+    if bwrap is None:
+        failures.append("bwrap is not installed (Debian: apt-get install bubblewrap, or "
+                        "scripts/bootstrap.sh)")
+    else:
+        for user_namespace in (True, False):
+            view = SandboxView(read_only=(), system=system_arguments())
+            failure = _probe(bwrap_argv(bwrap, view, ["true"], user_namespace=user_namespace))
+            if failure is None:
+                how = "a user namespace" if user_namespace else "no user namespace (root)"
+                return Confinement(Mechanism.BWRAP, f"{bwrap}, with {how}", user_namespace)
+            failures.append(f"the kernel refuses bubblewrap: {failure}")
+    failure = _probe(landlock.command([str(path) for path in system_paths()], [], ["true"]))
+    if failure is None:
+        return Confinement(Mechanism.LANDLOCK, f"Landlock ABI {landlock.abi_version()}, as "
+                                               + "; ".join(failures))
+    failures.append(f"Landlock refused: {failure}")
+    return Confinement(Mechanism.NONE, "; ".join(failures))
 
 
-def _probe(bwrap: str, user_namespace: bool) -> str | None:
-    """None when ``bwrap`` starts a sandbox of this kind here, else why not."""
-    view = SandboxView(read_only=(), system=system_arguments())
-    command = bwrap_argv(bwrap, view, ["true"], user_namespace=user_namespace)
+def _probe(command: Sequence[str]) -> str | None:
+    """None when ``command`` (a sandbox around ``true``) succeeds here, else why not."""
     try:
         result = subprocess.run(command, capture_output=True, timeout=PROBE_TIMEOUT_S,
                                 check=False)

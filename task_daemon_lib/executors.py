@@ -123,9 +123,10 @@ class ProcessSpec:
 class Executor(Protocol):
     """Makes (unstarted) task processes."""
 
-    spares_allowed: bool
-    """Whether processes may be started before their run is known (a container is given only
-    its own run's folders, so it cannot)."""
+    @property
+    def spares_allowed(self) -> bool:
+        """Whether processes may be started before their run is known (a container is given
+        only its own run's folders, so it cannot)."""
 
     @property
     def stages_spares(self) -> bool:

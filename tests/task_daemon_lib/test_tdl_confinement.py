@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from task_daemon_lib import confinement
+from task_daemon_lib import confinement, landlock
 from task_daemon_lib.confined import ConfinedExecutor
 from task_daemon_lib.confinement import Confinement, Mechanism, SandboxView, bwrap_argv
 from task_daemon_lib.executors import ProcessSpec
@@ -35,7 +35,14 @@ try:
     seen["secret"] = Path(job["secret"]).read_text()
 except OSError as exc:
     seen["secret"] = None
-seen["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+try:
+    seen["pids"] = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+except OSError:
+    seen["pids"] = None
+try:
+    seen["manager_environ"] = len(Path(f"/proc/{os.environ['PROBE_MANAGER']}/environ").read_bytes())
+except (OSError, KeyError):
+    seen["manager_environ"] = None
 try:
     Path(job["app"], "written.txt").write_text("x")
     seen["app_write"] = True
@@ -112,12 +119,14 @@ def test_system_arguments_mirror_links_and_show_only_chosen_etc_files(tmp_path: 
     assert arguments[-6:] == ("--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp")
 
 
-def test_without_bwrap_the_choice_is_none_and_says_why(monkeypatch: pytest.MonkeyPatch,
+def test_without_bwrap_nor_landlock_the_choice_is_none_and_says_why(monkeypatch: pytest.MonkeyPatch,
                                                        tmp_path: Path,
                                                        caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(confinement.shutil, "which", lambda name: None)
+    monkeypatch.setattr(confinement.landlock, "command", lambda *args: ["false"])
     chosen = confinement.choose()
     assert chosen.mechanism is Mechanism.NONE and "bwrap is not installed" in chosen.detail
+    assert "Landlock refused" in chosen.detail
     confinement.record(tmp_path, chosen)
     assert "TASK CODE RUNS UNCONFINED" in caplog.text
     assert confinement.read(tmp_path) == {"mechanism": "none", "detail": chosen.detail}
@@ -152,13 +161,12 @@ def test_a_confined_process_sees_only_its_folders(tmp_path: Path) -> None:
     app, results, secret = _folders(tmp_path)
     run = Run()
     child = ConfinedExecutor().process(ProcessSpec(
-        [sys.executable, str(app / "probe.py")], cwd=app,
-        env=task_environ({"PYTHONPATH": str(ROOT), "AGATA_RESULTS_DIR": str(results)}),
+        [sys.executable, str(app / "probe.py")], cwd=app, env=probe_environ(results),
         on_message=run.message, on_exit=run.exited, task_dir=app, results_dir=results))
     child.start()
     seen = run.seen()
     assert seen["app_file"] == "the app"
-    assert seen["app_write"] is False
+    assert seen["app_write"] is False and seen["manager_environ"] is None
     assert (results / "result.txt").read_text() == "done"
     assert not (app / "written.txt").exists()
     pids = seen["pids"]
@@ -166,10 +174,60 @@ def test_a_confined_process_sees_only_its_folders(tmp_path: Path) -> None:
     run2 = Run()
     other = ConfinedExecutor().process(ProcessSpec(
         [sys.executable, "-c", PROBE.replace('sys.argv[0]', repr(str(secret)))], cwd=app,
-        env=task_environ({"PYTHONPATH": str(ROOT), "AGATA_RESULTS_DIR": str(results)}),
-        on_message=run2.message, on_exit=run2.exited, task_dir=app, results_dir=results))
+        env=probe_environ(results), on_message=run2.message, on_exit=run2.exited,
+        task_dir=app, results_dir=results))
     other.start()
     assert run2.seen()["secret"] is None
+
+
+def probe_environ(results: Path) -> dict[str, str]:
+    return task_environ({"PYTHONPATH": str(ROOT), "AGATA_RESULTS_DIR": str(results),
+                         "PROBE_MANAGER": str(os.getpid())})
+
+
+needs_landlock = pytest.mark.skipif(landlock.abi_version() < 1,
+                                    reason="this kernel has no Landlock")
+
+
+@needs_landlock
+def test_where_bubblewrap_is_refused_landlock_confines_without_spares(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(confinement.shutil, "which", lambda name: None)
+    chosen = confinement.choose()
+    assert chosen.mechanism is Mechanism.LANDLOCK, chosen
+    assert "bwrap is not installed" in chosen.detail
+    app, results, secret = _folders(tmp_path)
+    executor = ConfinedExecutor()
+    assert not executor.spares_allowed and not executor.stages_spares
+    run = Run()
+    child = executor.process(ProcessSpec(
+        [sys.executable, "-c", PROBE.replace('sys.argv[0]', repr(str(secret)))], cwd=app,
+        env=probe_environ(results), on_message=run.message, on_exit=run.exited,
+        task_dir=app, results_dir=results))
+    child.start()
+    seen = run.seen()
+    assert seen["secret"] is None and seen["app_write"] is False
+    assert seen["manager_environ"] is None and seen["pids"] is None  # /proc: itself only
+    assert seen["app_file"] == "the app"
+    assert (results / "result.txt").read_text() == "done"
+    assert not (app / "written.txt").exists()
+
+
+def test_landlock_rules_grant_reading_the_system_and_writing_results_only(
+        tmp_path: Path) -> None:
+    (tmp_path / "results").mkdir()
+    granted = dict(landlock.rules([str(tmp_path)], [str(tmp_path / "results")],
+                                  [str(tmp_path.parent)]))
+    assert granted[str(tmp_path.parent)] == landlock.READ_DIR  # names, not contents
+    assert granted[str(tmp_path)] == landlock.READ
+    assert granted[str(tmp_path / "results")] == -1  # every right the kernel handles
+    assert granted["/proc/self"] == landlock.READ and granted["/dev"] == landlock.DEVICES
+    assert "/proc" not in granted  # no other process
+    assert not landlock.READ & (landlock.WRITE_FILE | (1 << 8))  # no writing, no creating
+    command = landlock.command(["/usr"], ["/srv/r"], ["python", "-c", "pass"])
+    assert command[command.index("--") + 1:] == ["python", "-c", "pass"]
+    assert command[command.index("--ro") + 1] == "/usr"
+    assert command[command.index("--rw") + 1] == "/srv/r"
 
 
 @needs_bwrap

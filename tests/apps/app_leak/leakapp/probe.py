@@ -69,7 +69,10 @@ def look_around(root: str) -> dict[str, Any]:
                      if name != WRITTEN and _read(path / name)]
     written = [str(folder) for folder in dict.fromkeys(folders)
                if not _inside(folder.resolve(), own[1:]) and _write(folder)]
-    pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+    try:
+        pids = [pid for pid in os.listdir("/proc") if pid.isdigit()]
+    except OSError:
+        pids = []
     return {"read": read, "written": written, "pids": len(pids),
             "service_environ": [pid for pid in pids if _service_environ(pid)]}
 
