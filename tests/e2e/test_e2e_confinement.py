@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -106,11 +107,11 @@ def test_a_leaking_app_reaches_nothing_and_still_trains(stack: Stack, tmp_path: 
 
     # the same probe, unconfined (this test's own process), finds what it looks for
     control = tmp_path / "control"
-    (control / "app").mkdir(parents=True)
+    shutil.copytree(LEAK_APP, control / "app")  # the probe's own app: a copy of it here
     (control / "secrets").mkdir()
     (control / "secrets" / "device_credential.json").write_text("{}")
     monkeypatch.chdir(control / "app")
-    monkeypatch.syspath_prepend(str(LEAK_APP))
+    monkeypatch.syspath_prepend(str(control / "app"))
     monkeypatch.delenv("AGATA_RESULTS_DIR", raising=False)
     from leakapp.probe import look_around
 

@@ -14,9 +14,14 @@ MAX_FILES = 5000
 WRITTEN = "agata-leak-written.txt"
 
 
+def _app_folder() -> Path:
+    """The app's own folder (where it was loaded from)."""
+    return Path(__file__).resolve().parents[1]
+
+
 def _own_folders() -> list[Path]:
-    """Where this task may read and write: its app (the working folder) and its results."""
-    own = [Path.cwd().resolve()]
+    """Where this task may read and write: its app and its results folder (where it works)."""
+    own = [_app_folder()]
     if os.environ.get("AGATA_RESULTS_DIR"):
         own.append(Path(os.environ["AGATA_RESULTS_DIR"]).resolve())
     return own
@@ -56,7 +61,7 @@ def look_around(root: str) -> dict[str, Any]:
     could write in, the processes it sees and those whose environment is a service's."""
     own = _own_folders()
     read: list[str] = []
-    folders = [Path.cwd()]
+    folders = [_app_folder(), Path.cwd()]
     if root:
         for count, (folder, _, files) in enumerate(os.walk(root)):
             if count > MAX_FILES:
