@@ -15,6 +15,7 @@ from task_daemon_lib import confinement, landlock
 from task_daemon_lib.confined import ConfinedExecutor
 from task_daemon_lib.confinement import Confinement, Mechanism, SandboxView, bwrap_argv
 from task_daemon_lib.executors import ProcessSpec
+from task_daemon_lib.launcher import start_task_process
 from task_daemon_lib.messages import PrintMessage, ReportMessage
 from task_daemon_lib.runner import ChildOutcome, task_environ
 from task_daemon_lib.staging import SpareStage
@@ -255,6 +256,42 @@ def test_a_staged_spare_takes_its_run_folders(tmp_path: Path) -> None:
     finally:
         pool.close()
     assert list((tmp_path / "spares").glob("spare-*")) == []
+
+
+@needs_bwrap
+@pytest.mark.parametrize("spares", [1, 0])
+def test_the_launcher_writes_the_job_for_the_folders_the_process_sees(tmp_path: Path,
+                                                                     spares: int) -> None:
+    app, results, secret = _folders(tmp_path)
+    executor = ConfinedExecutor()
+    pool = WarmPool([sys.executable, "-c", PROBE, "warm"], tmp_path / "spares", name="probe",
+                    spares=spares, executor=executor, env={"PYTHONPATH": str(ROOT)})
+    asked: list[tuple[Path, Path | None]] = []
+
+    def job(seen_app: Path, seen_results: Path | None) -> str:
+        asked.append((seen_app, seen_results))
+        return json.dumps({"app": str(seen_app), "results": str(seen_results),
+                           "secret": str(secret)})
+
+    try:
+        pool.prepare()
+        run = Run()
+        start_task_process(ProcessSpec(pool.argv, cwd=app, env=pool.env, name="run",
+                                       on_message=run.message, on_exit=run.exited,
+                                       task_dir=app, results_dir=results),
+                           executor, warm=pool, job=job)
+        seen = run.seen()
+    finally:
+        pool.close()
+    assert seen["secret"] is None and seen["app_file"] == "the app"
+    assert (results / "result.txt").read_text() == "done"
+    stage = tmp_path / "spares"
+    [(seen_app, seen_results)] = asked
+    if spares:  # the spare's stage, where its sandbox binds the run's folders
+        assert seen_app.parent.parent == stage and seen_results is not None
+        assert seen_results.parent == seen_app.parent
+    else:  # a sandbox made for the run binds them where they are
+        assert (seen_app, seen_results) == (app, results)
 
 
 def test_a_stage_moves_the_results_folder_in_place(tmp_path: Path) -> None:
