@@ -62,9 +62,10 @@ class ConfinedExecutor:
         """What a process sees: the task folder (``cwd`` when none is named) read-only with the
         Python install, the runtime packages and ``readable``; the results folder (and a
         ServerApp host's state folder) writable."""
-        read_only = (*python_mounts(), *runtime_mounts(), *self.readable, task_dir or cwd)
+        read_only = (*python_mounts(), *runtime_mounts(), task_dir or cwd)
         writable = tuple(path for path in (results_dir, state_dir) if path is not None)
-        return SandboxView(read_only=read_only, writable=writable, cwd=cwd, system=self._system)
+        return SandboxView(read_only=read_only, writable=writable, cwd=cwd, system=self._system,
+                           read_only_if_present=self.readable)
 
     def process(self, spec: ProcessSpec) -> TaskProcess:
         """A :class:`ChildProcess` running ``spec`` in its sandbox (unconfined when the kernel
@@ -96,7 +97,8 @@ class ConfinedExecutor:
         scratch = spec.results_dir / SCRATCH
         scratch.mkdir(parents=True, exist_ok=True)
         view = self.view(spec.cwd, spec.task_dir, spec.results_dir)
-        read_only = [str(path) for path in (*confinement.system_paths(), *view.read_only)]
+        read_only = [str(path) for path in (*confinement.system_paths(), *view.read_only,
+                                            *view.read_only_if_present)]
         packages_in = {str(path.parent) for path in runtime_mounts()}
         command = landlock.command(read_only, [str(path) for path in view.writable],
                                    spec.argv, sorted(packages_in))

@@ -94,6 +94,9 @@ class SandboxView:
     read_only: tuple[Path, ...]
     writable: tuple[Path, ...] = ()
     cwd: Path | None = None
+    read_only_if_present: tuple[Path, ...] = ()
+    """Read-only too, where they exist when the process starts (what the configuration names:
+    a missing data set or CA file must not keep every task from starting)."""
     system: tuple[str, ...] = field(default_factory=tuple)
     """The system part of the argument list (:func:`system_arguments`)."""
 
@@ -137,6 +140,8 @@ def bwrap_argv(bwrap: str, view: SandboxView, argv: Sequence[str], *,
     arguments = [bwrap, *namespace_arguments(user_namespace), *view.system]
     for path in _unique(view.read_only):
         arguments += ["--ro-bind", str(path), str(path)]
+    for path in _unique(view.read_only_if_present):
+        arguments += ["--ro-bind-try", str(path), str(path)]
     for path in _unique(view.writable):
         arguments += ["--bind", str(path), str(path)]
     arguments += ["--remount-ro", "/"]  # the sandbox's own root: only /tmp and results write

@@ -64,11 +64,15 @@ class Run:
 
     def __init__(self) -> None:
         self.messages: list[ReportMessage] = []
+        self.lines: list[str] = []
         self.outcome: ChildOutcome | None = None
         self.ended = threading.Event()
 
     def message(self, message: ReportMessage) -> None:
         self.messages.append(message)
+
+    def output(self, stream: str, line: str) -> None:
+        self.lines.append(line)
 
     def exited(self, outcome: ChildOutcome) -> None:
         self.outcome = outcome
@@ -103,6 +107,25 @@ def test_bwrap_argv_binds_exactly_the_view() -> None:
     assert head[head.index("--uid") + 1] == str(confinement.SANDBOX_UID)
     without = bwrap_argv("bwrap", view, ["true"], user_namespace=False)
     assert "--unshare-user" not in without and "--uid" not in without
+
+
+@needs_bwrap
+def test_a_readable_path_is_bound_where_it_exists_and_a_missing_one_is_no_error(
+        tmp_path: Path) -> None:
+    data = tmp_path / "data-set.txt"
+    data.write_text("the device's data")
+    app, results, _ = _folders(tmp_path)
+    executor = ConfinedExecutor(readable=(data, tmp_path / "missing-ca.pem"))
+    run = Run()
+    child = executor.process(ProcessSpec(
+        [sys.executable, "-c", f"from pathlib import Path; import sys; "
+                               f"sys.stdout.write(Path({str(data)!r}).read_text())"],
+        cwd=app, env=probe_environ(results), on_output=run.output, on_exit=run.exited,
+        require_finished=False, task_dir=app, results_dir=results))
+    child.start()
+    assert run.ended.wait(30) and run.outcome is not None
+    assert run.outcome.status == "finished", run.outcome
+    assert run.lines == ["the device's data"]
 
 
 def test_system_arguments_mirror_links_and_show_only_chosen_etc_files(tmp_path: Path) -> None:
