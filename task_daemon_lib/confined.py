@@ -10,6 +10,7 @@ so (:attr:`ConfinedExecutor.confinement`, logged as an error by the manager and 
 from __future__ import annotations
 
 import shutil
+import signal
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,18 @@ from task_daemon_lib.runner import ChildProcess
 SCRATCH = ".agata/tmp"
 """Under Landlock, a process's ``HOME`` and ``TMPDIR``, in its results folder (never collected
 as a result; the host's ``/tmp`` is not granted)."""
+
+
+class SandboxedProcess(ChildProcess):
+    """A :class:`ChildProcess` whose command runs under bwrap, which exits with 128 + N when
+    the command is killed by signal N: that is reported as the signal, as it would be for the
+    command unconfined (a command's own exit code above 128 reads the same way, as with
+    containers)."""
+
+    def _finish(self, returncode: int) -> None:
+        if 128 < returncode < 128 + signal.NSIG:
+            returncode = -(returncode - 128)
+        super()._finish(returncode)
 
 
 class ConfinedExecutor:
@@ -72,7 +85,9 @@ class ConfinedExecutor:
         allows none); ``image`` is not used."""
         chosen = self.confinement
         command, env = list(spec.argv), dict(spec.env)
+        kind = ChildProcess
         if chosen.mechanism is Mechanism.BWRAP:
+            kind = SandboxedProcess
             bwrap = shutil.which("bwrap")
             if bwrap is None:
                 raise OSError("bwrap is gone: task processes cannot be confined")
@@ -84,10 +99,9 @@ class ConfinedExecutor:
                                              user_namespace=chosen.user_namespace)
         elif chosen.mechanism is Mechanism.LANDLOCK:
             command, env = self._landlocked(spec)
-        return ChildProcess(command, cwd=spec.cwd, env=env, on_message=spec.on_message,
-                            on_output=spec.on_output, on_exit=spec.on_exit, name=spec.name,
-                            require_finished=spec.require_finished,
-                            stdin_pipe=spec.stdin_pipe)
+        return kind(command, cwd=spec.cwd, env=env, on_message=spec.on_message,
+                    on_output=spec.on_output, on_exit=spec.on_exit, name=spec.name,
+                    require_finished=spec.require_finished, stdin_pipe=spec.stdin_pipe)
 
     def _landlocked(self, spec: ProcessSpec) -> tuple[list[str], dict[str, str]]:
         """``spec``'s command under Landlock with this executor's view, and its environment

@@ -128,6 +128,19 @@ def test_a_readable_path_is_bound_where_it_exists_and_a_missing_one_is_no_error(
     assert run.lines == ["the device's data"]
 
 
+@needs_bwrap
+def test_a_confined_process_killed_by_a_signal_is_reported_so(tmp_path: Path) -> None:
+    app, results, _ = _folders(tmp_path)
+    run = Run()
+    child = ConfinedExecutor().process(ProcessSpec(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"],
+        cwd=app, env=probe_environ(results), on_exit=run.exited, task_dir=app,
+        results_dir=results))
+    child.start()
+    assert run.ended.wait(30) and run.outcome is not None
+    assert run.outcome.reason == "killed by signal SIGKILL", run.outcome
+
+
 def test_system_arguments_mirror_links_and_show_only_chosen_etc_files(tmp_path: Path) -> None:
     (tmp_path / "usr" / "lib").mkdir(parents=True)
     (tmp_path / "lib").symlink_to("usr/lib")
