@@ -19,7 +19,7 @@ from support import wait_for
 
 from agata_contracts.results import device_folder
 from experiments.processes import free_port
-from experiments.stack import TASKS_DIR, Api, Stack
+from experiments.stack import Api, Stack
 from task_daemon_lib import confinement
 from task_daemon_lib.confinement import Mechanism
 
@@ -73,11 +73,13 @@ def test_a_leaking_app_reaches_nothing_and_still_trains(stack: Stack, tmp_path: 
     for data_dir in data_dirs:
         assert (confinement.read(data_dir) or {}).get("mechanism") == "bwrap", data_dir
 
-    other = run_to_end(stack, api, "other", TASKS_DIR / "app_numpy", {"num-server-rounds": 1})
-    assert other["status"] == "finished", other
-    # what `agata up` or a manager without download_secret keep there too
+    # what `agata up` or a manager without download_secret keep there too, and another
+    # run's folders on each side (its results, a device's offer with its credential)
+    other_runs = [data_dir / "results" / "task_other" / "run_1" for data_dir in data_dirs]
     for planted in (stack.out_dir / "secrets" / "api_token",
-                    stack.replica_data_dir(0) / "download.key"):
+                    stack.replica_data_dir(0) / "download.key",
+                    *(run / "model.npz" for run in other_runs),
+                    *(run.with_name("run_1.offer.json") for run in other_runs[1:])):
         planted.parent.mkdir(parents=True, exist_ok=True)
         planted.write_text("a secret of the test")
         planted.chmod(0o600)
