@@ -50,6 +50,9 @@ try:
 except OSError:
     seen["app_write"] = False
 seen["app_file"] = Path(job["app"], "app.txt").read_text()
+if job.get("state"):
+    seen["resume"] = Path(job["state"], "resume.npz").read_text()
+    Path(job["state"], "checkpoint.npz").write_text("round 1")
 Path(job["results"], "result.txt").write_text("done")
 TaskReporter().send_print(json.dumps(seen))
 TaskReporter().send_info("Finished")
@@ -302,32 +305,38 @@ def test_the_launcher_writes_the_job_for_the_folders_the_process_sees(tmp_path: 
     executor = ConfinedExecutor()
     pool = WarmPool([sys.executable, "-c", PROBE, "warm"], tmp_path / "spares", name="probe",
                     spares=spares, executor=executor, env={"PYTHONPATH": str(ROOT)})
-    asked: list[tuple[Path, Path | None]] = []
+    state = tmp_path / "run-state" / "run_1"
+    state.mkdir(parents=True)
+    (state / "resume.npz").write_text("the last checkpoint")
+    asked: list[tuple[Path, Path | None, Path | None]] = []
 
-    def job(seen_app: Path, seen_results: Path | None) -> str:
-        asked.append((seen_app, seen_results))
+    def job(seen_app: Path, seen_results: Path | None, seen_state: Path | None) -> str:
+        asked.append((seen_app, seen_results, seen_state))
         return json.dumps({"app": str(seen_app), "results": str(seen_results),
-                           "secret": str(secret)})
+                           "state": str(seen_state), "secret": str(secret)})
 
     try:
         pool.prepare()
         run = Run()
         start_task_process(ProcessSpec(pool.argv, cwd=app, env=pool.env, name="run",
                                        on_message=run.message, on_exit=run.exited,
-                                       task_dir=app, results_dir=results),
+                                       task_dir=app, results_dir=results, state_dir=state),
                            executor, warm=pool, job=job)
         seen = run.seen()
     finally:
         pool.close()
     assert seen["secret"] is None and seen["app_file"] == "the app"
     assert (results / "result.txt").read_text() == "done"
+    assert seen["resume"] == "the last checkpoint"
+    assert (state / "checkpoint.npz").read_text() == "round 1"
     stage = tmp_path / "spares"
-    [(seen_app, seen_results)] = asked
+    [(seen_app, seen_results, seen_state)] = asked
     if spares:  # the spare's stage, where its sandbox binds the run's folders
-        assert seen_app.parent.parent == stage and seen_results is not None
-        assert seen_results.parent == seen_app.parent
+        assert seen_app.parent.parent == stage
+        assert seen_results is not None and seen_state is not None
+        assert seen_results.parent == seen_state.parent == seen_app.parent
     else:  # a sandbox made for the run binds them where they are
-        assert (seen_app, seen_results) == (app, results)
+        assert (seen_app, seen_results, seen_state) == (app, results, state)
 
 
 def test_a_stage_moves_the_results_folder_in_place(tmp_path: Path) -> None:
