@@ -83,17 +83,22 @@ def _missing(api: Api, rounds: int) -> int:
     return rounds - len(recorded & set(range(1, rounds + 1)))
 
 
-def host_pid(task_id: str) -> int | None:
-    """The ServerApp host serving ``task_id`` (it works in its run's results folder)."""
+def host_pid(out_dir: Path, task_id: str) -> int | None:
+    """The ServerApp host serving ``task_id`` under ``out_dir``: it works in its run's results
+    folder, matched by what it is (device and inode), not by its name (a confined spare's
+    sandbox shows it at its stage's path)."""
+    runs = {(found.st_dev, found.st_ino) for folder in out_dir.rglob(f"task_{task_id}")
+            if folder.is_dir() for run in folder.iterdir() if run.is_dir()
+            for found in [run.stat()]}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             command = (entry / "cmdline").read_bytes()
-            cwd = os.readlink(entry / "cwd")
+            cwd = os.stat(entry / "cwd")
         except OSError:
             continue
-        if b"flower_runtime.server_host" in command and Path(cwd).parent.name == f"task_{task_id}":
+        if b"flower_runtime.server_host" in command and (cwd.st_dev, cwd.st_ino) in runs:
             return int(entry.name)
     return None
 
@@ -105,7 +110,7 @@ def host_kill(out: Path) -> Figures:
         api = stack.api
         assert api is not None
         _start(api, stack.create_task)
-        pid = _wait(lambda: host_pid(TASK_ID), 10, "the host's pid")
+        pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
         before = _rounds(api)
         killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
@@ -190,7 +195,7 @@ def bad_checkpoint(out: Path) -> Figures:
         api = stack.api
         assert api is not None and stack.processes is not None
         _start(api, stack.create_task, first=6)
-        pid = _wait(lambda: host_pid(TASK_ID), 10, "the host's pid")
+        pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
         os.kill(pid, signal.SIGSTOP)
         files = sorted(stack.out_dir.rglob("checkpoint-*.npz"),
                        key=lambda p: int(p.stem.split("-")[1]))

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from support import wait_for
 
+from experiments.fault_runs import host_pid
 from experiments.stack import TASKS_DIR, Stack
 
 NUMPY_APP = TASKS_DIR / "app_numpy"
@@ -36,26 +37,6 @@ def rounds(stack: Stack, task_id: str) -> int:
     return max((r["round"] for r in found), default=0)
 
 
-def host_pid(stack: Stack, task_id: str) -> int | None:
-    """The ServerApp host serving ``task_id``: it works in its run's results folder, which is
-    matched by what it is, not by its name (a confined spare's sandbox shows it at its stage's
-    path)."""
-    runs = {(found.st_dev, found.st_ino) for folder in stack.out_dir.rglob(f"task_{task_id}")
-            if folder.is_dir() for run in folder.iterdir() if run.is_dir()
-            for found in [run.stat()]}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-            cwd = os.stat(entry / "cwd")
-        except OSError:
-            continue
-        if b"flower_runtime.server_host" in command and (cwd.st_dev, cwd.st_ino) in runs:
-            return int(entry.name)
-    return None
-
-
 def test_a_killed_host_is_started_again_from_its_checkpoint(stack: Stack) -> None:
     api = stack.start_cloud()
     stack.start_clients()
@@ -63,7 +44,7 @@ def test_a_killed_host_is_started_again_from_its_checkpoint(stack: Stack) -> Non
         "num-server-rounds": 60, "train-delay-s": 0.1})
     api.post("/rpc_exec_start_server_task", {"task_id": "sturdy"})
     wait_for(lambda: rounds(stack, "sturdy") >= 3, 90, "three rounds")
-    pid = wait_for(lambda: host_pid(stack, "sturdy"), 10, "the host's pid")
+    pid = wait_for(lambda: host_pid(stack.out_dir, "sturdy"), 10, "the host's pid")
     recorded = rounds(stack, "sturdy")
     killed_at = time.monotonic()
     os.kill(pid, signal.SIGKILL)
