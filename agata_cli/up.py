@@ -198,7 +198,7 @@ def join_token(api: Gateway, deployment: LocalDeployment, index: int) -> str | N
     return str(api.enroll(client_id)["join_token"])
 
 
-def start_demo_task(api: Gateway, devices: int, port: int) -> None:
+def start_demo_task(api: Gateway, devices: int) -> None:
     """Create (once) and start the digits Flower App, sized for the local devices."""
     source = SOURCE_TASKS / "app_digits"
     if not source.is_dir():
@@ -210,7 +210,7 @@ def start_demo_task(api: Gateway, devices: int, port: int) -> None:
         if error.status != 404:
             raise
         api.post("/rpc_exec_create_task", {
-            "task_id": DEMO_TASK, "host": "127.0.0.1", "port": port,
+            "task_id": DEMO_TASK, "host": "127.0.0.1",
             "server_arguments": {"num-server-rounds": 2000, "local-epochs": 5,
                                  "min-nodes": devices},
             "devices": devices, "tags": ["demo"]})
@@ -267,7 +267,7 @@ def up(args: argparse.Namespace) -> int:
                                 index, join_token(api, deployment, index))])
         _wait_ready(supervisor, deployment, api)
         if args.demo_task and not supervisor.stopping.is_set():
-            start_demo_task(api, max(1, args.devices), _free_port())
+            start_demo_task(api, max(1, args.devices))
         if not supervisor.stopping.is_set():
             _welcome(deployment, api_token_file, data_dir, args.demo_task)
             supervisor.watch()
@@ -275,12 +275,6 @@ def up(args: argparse.Namespace) -> int:
         codes = supervisor.stop()
         out(f"agata stopped ({len(codes)} processes ended)")
     return 0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _welcome(deployment: LocalDeployment, token_file: Path, data_dir: Path, demo: bool) -> None:
