@@ -40,13 +40,14 @@ def environs() -> dict[str, dict[str, str]]:
 
 
 def _tokens_of(text: str) -> list[str]:
-    """The token(s) a secret file holds: a device credential's ``secret``, else its text."""
+    """The token(s) a secret file holds: a device credential's ``<client_id>:<secret>`` (what
+    a device sends), else its text."""
     try:
         value = json.loads(text)
     except ValueError:
         value = None
     if isinstance(value, dict):
-        return [str(v) for k, v in value.items() if k in ("secret", "token") and v]
+        return [f"{value.get('client_id')}:{value['secret']}"] if value.get("secret") else []
     return [text.strip()] if text.strip() else []
 
 
