@@ -1,2 +1,3 @@
-"""A Flower App that tries to read secrets, other runs and processes, and to write outside its
-results folder, then reports what it managed (tests only)."""
+"""A Flower App that tries to read secrets, other runs and processes, to write outside its
+results folder and to open the broker and the cloud gateway, then reports what it managed
+(tests only)."""

@@ -86,6 +86,11 @@ def report(found: dict[str, Any], name: str) -> dict[str, float]:
     """Keep ``found`` as a result file and return it as metrics (counts)."""
     folder = Path(os.environ.get("AGATA_RESULTS_DIR", "."))
     (folder / name).write_text(json.dumps(found, indent=1))
+    gateway = found.get("gateway", {}).values()
     return {"leak-read": float(len(found["read"])), "leak-written": float(len(found["written"])),
             "leak-pids": float(found["pids"]),
-            "leak-environ": float(len(found["service_environ"]))}
+            "leak-environ": float(len(found["service_environ"])),
+            "leak-secrets": float(len(found.get("tokens", []))),
+            "leak-broker": float(list(found.get("broker", {}).values()).count("opened")),
+            "leak-gateway": float(sum(isinstance(status, int) and status < 300
+                                      for status in gateway))}
