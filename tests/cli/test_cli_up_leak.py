@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +59,9 @@ class Up:
 
 @pytest.fixture
 def up(tmp_path: Path) -> Iterator[Up]:
-    data_dir = tmp_path / "data"
+    # not under /tmp, which a sandbox replaces with a private one: the data directory must be
+    # kept out by the sandbox's binds, as a real one (~/.local/share/agata) is
+    data_dir = Path.home() / ".cache" / f"agata-leak-{uuid.uuid4().hex[:8]}"
     prefix = f"leak-{uuid.uuid4().hex[:8]}."
     port = free_port()
     output = tmp_path / "up.out"
@@ -79,6 +82,7 @@ def up(tmp_path: Path) -> Iterator[Up]:
             supervisor.wait(60)
         finally:
             drop_roles(deployment.broker_roles())
+            shutil.rmtree(data_dir, ignore_errors=True)
     assert supervisor.returncode == 0, output.read_text(errors="replace")
 
 
@@ -128,6 +132,8 @@ def test_a_leaking_app_under_agata_up_opens_nothing_and_still_trains(up: Up,
     # the ServerApp host's own state folder (its run's checkpoints and report spool) is the
     # run's own: at its stage's path in a warm spare's sandbox
     own_state = re.compile(r".*/(hosts/spare-[^/]+/state|run-state/task_leak/run_1)/[^/]+$")
+    own_stage = re.compile(r".*/((hosts|workers)/spare-[^/]+/state|run-state/task_leak/run_1)"
+                           r"(/[^/]+)?$")
     reports["server"]["read"] = [path for path in reports["server"]["read"]
                                  if not own_state.match(path)]
 
@@ -144,9 +150,13 @@ def test_a_leaking_app_under_agata_up_opens_nothing_and_still_trains(up: Up,
         # the gateway was reached (it answered), and let nothing in
         assert seen["gateway"] and all(status in REFUSED for status in seen["gateway"].values()
                                        ), (side, seen["gateway"])
-        # pytest's folders lie under /tmp, whose sandbox copy is the task's private tmpfs
-        assert all(path.startswith("/tmp/") for path in seen["written"]), (side, seen)
-    assert list(up.data_dir.rglob("agata-leak-written.txt")) == []
+        # /tmp is the task's private tmpfs; a task process's own state folder (a host's
+        # checkpoints, a spare stage's) is its own to write (the known gap: a ServerApp runs
+        # in the host, so its checkpoints are within its reach)
+        assert all(path.startswith("/tmp/") or own_stage.match(path)
+                   for path in seen["written"]), (side, seen)
+    assert [path for path in up.data_dir.rglob("agata-leak-written.txt")
+            if not own_stage.match(str(path))] == []
     rounds = api.get("/api/tasks/leak/metrics")["rounds"]
     assert [entry["round"] for entry in rounds] == [1]
     for device in devices:
