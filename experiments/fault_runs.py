@@ -171,6 +171,7 @@ def shutdown_resume(out: Path) -> Figures:
                 "shutdown_resume_rounds_missing": _missing(api, ROUNDS)}
     finally:
         system.stop()
+        system.forget_broker_roles()
 
 
 def _recorded_rounds(database: Path) -> int:

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from agata_cli.app_archive import zip_folder
+from agata_cli.broker_roles import drop_roles
 from agata_cli.client import ApiError, CliError
+from agata_cli.local_deployment import LocalDeployment
 from experiments.processes import free_port
 from experiments.stack import REPO_ROOT, Api
 
@@ -99,6 +101,12 @@ class UpSystem:
             self._log.close()
             self._log = None
         return process.returncode
+
+    def forget_broker_roles(self) -> None:
+        """Delete the broker users and virtual hosts ``agata up`` made for this system (after
+        its last stop)."""
+        drop_roles(LocalDeployment(data_dir=self.data_dir, port=self.port, api_token="",
+                                   devices=self.devices, prefix=self.prefix).broker_roles())
 
     def create_task(self, task_id: str, app: Path, port: int | None, *, devices: int = 2,
                     deadline_s: int | None = None,

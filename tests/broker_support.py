@@ -3,28 +3,12 @@ never the ``/`` virtual host)."""
 
 from __future__ import annotations
 
-import subprocess
-from collections.abc import Iterable
-
 import pika
 import pika.exceptions
 
-from agata_cli.broker_roles import BrokerRole
+from agata_cli.broker_roles import drop_roles
 
-RABBITMQCTL_TIMEOUT_S = 120
-
-
-def drop_roles(roles: Iterable[BrokerRole]) -> None:
-    """Delete the roles' virtual hosts and users (all at once: each rabbitmqctl takes seconds)."""
-    commands = []
-    for role in roles:
-        assert role.virtual_host != "/" and role.user != "guest"
-        commands += [["rabbitmqctl", "--quiet", "delete_vhost", role.virtual_host],
-                     ["rabbitmqctl", "--quiet", "delete_user", role.user]]
-    running = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for command in dict.fromkeys(tuple(c) for c in commands)]
-    for process in running:
-        process.wait(RABBITMQCTL_TIMEOUT_S)
+__all__ = ["connect", "drop_roles", "refused"]
 
 
 def connect(user: str, password: str, virtual_host: str) -> pika.BlockingConnection:

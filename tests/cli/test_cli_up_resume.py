@@ -43,3 +43,4 @@ def test_a_run_outlives_a_sigterm_of_agata_up_and_resumes_with_the_next(tmp_path
         api.post("/rpc_exec_stop_server_task", {"task_id": "lasting"})
     finally:
         system.stop()
+        system.forget_broker_roles()
