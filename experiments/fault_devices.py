@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agata_cli.client import ApiError, CliError
+from experiments.faults import _wait
 from experiments.flower_app import WARM, wait_warm
 from experiments.stack import TASKS_DIR, Api, Stack
 
@@ -32,20 +32,6 @@ ANSWER_S = 3.0
 REJOIN_S = 20.0
 ROUNDS = 60
 Figures = dict[str, Any]
-
-
-def wait(predicate: Callable[[], Any], timeout: float, what: str, poll_s: float = 0.05) -> Any:
-    """The predicate's first true value; ``TimeoutError`` naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-        except (ApiError, CliError):
-            value = None
-        if value:
-            return value
-        time.sleep(poll_s)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def seats(api: Api, task_id: str) -> list[dict[str, Any]]:
@@ -116,7 +102,7 @@ def wait_spare(stack: Stack, index: int, spares: int) -> None:
     """Until device ``index`` has had ``spares`` warm ClientApp workers (one is spent on each
     run it tried): an idle device on a system up a while has one ready."""
     log = stack.out_dir / "logs" / f"client{index}_task_manager.log"
-    wait(lambda: log.read_text(errors="replace").count(WARM) >= spares, 120,
+    _wait(lambda: log.read_text(errors="replace").count(WARM) >= spares, 120,
          f"device {index}'s next spare worker")
 
 
@@ -134,7 +120,7 @@ def device_replaced(out: Path, rounds: int = ROUNDS) -> Figures:
         stack.create_task(TASK_ID, TASKS_DIR / "app_digits", None, devices=2,
                           server_arguments={"num-server-rounds": rounds, "min-nodes": 2})
         api.post("/rpc_exec_start_server_task", {"task_id": TASK_ID})
-        wait(lambda: len(rounds_recorded(api, TASK_ID)) >= 3, 120, "round 3")
+        _wait(lambda: len(rounds_recorded(api, TASK_ID)) >= 3, 120, "round 3")
         members = in_run(api, TASK_ID)
         ids = [f"device-{i}" for i in range(3)]
         victim = ids.index(members[0])
@@ -142,7 +128,7 @@ def device_replaced(out: Path, rounds: int = ROUNDS) -> Figures:
         wait_spare(stack, ids.index(third), 2)
         with frozen(stack, victim):
             vanished = time.monotonic()
-            wait(lambda: any(s["client_id"] == third and s["rounds_trained"] >= 1
+            _wait(lambda: any(s["client_id"] == third and s["rounds_trained"] >= 1
                              for s in seats(api, TASK_ID)), 60,
                  f"{third} to train in the run", poll_s=0.02)
             replaced_s = time.monotonic() - vanished

@@ -47,7 +47,6 @@ import pika
 
 from agata_cli.client import ApiError, CliError
 from agata_contracts.queues import outbox_queue
-from experiments import fault_devices
 from experiments.bench_rpc import percentile
 from experiments.flower_app import wait_warm
 from experiments.netns import (
@@ -383,13 +382,15 @@ SCENARIOS: dict[str, Callable[[Path], Figures]] = {
     "replica_kill": replica_kill,
     "gateway_down": gateway_down,
     "broker_down": broker_down,
-    **fault_devices.SCENARIOS,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line entry point."""
-    from experiments.fault_runs import SCENARIOS as RUN_SCENARIOS  # it builds on this module
+    # these build on this module
+    from experiments.fault_devices import SCENARIOS as DEVICE_SCENARIOS
+    from experiments.fault_runs import SCENARIOS as RUN_SCENARIOS
+    SCENARIOS.update(DEVICE_SCENARIOS)
     SCENARIOS.update(RUN_SCENARIOS)
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", choices=sorted(SCENARIOS), action="append",
