@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from agata_common.secret_files import kept_or_new_secret
 from microservice_interconnect.access import refusal
 from microservice_interconnect.settings import BrokerSettings
 
@@ -91,19 +92,11 @@ def stack_name(queue_prefix: str) -> str:
 
 def ensure_password(path: Path) -> str:
     """The password kept in ``path``, created (random, 0600, folder 0700) on first use."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        password = path.read_text(encoding="utf-8").strip()
-        if len(password) < 16:
-            raise BrokerAdminError(f"the password in {path} is too short; delete the file to "
-                                   "get a new one") from None
-        return password
-    password = secrets.token_urlsafe(PASSWORD_BYTES)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as output:
-        output.write(password + "\n")
-    return password
+        return kept_or_new_secret(path, PASSWORD_BYTES, 16)[0]
+    except ValueError:
+        raise BrokerAdminError(f"the password in {path} is too short; delete the file to "
+                               "get a new one") from None
 
 
 def password_hash(password: str, salt: bytes | None = None) -> str:

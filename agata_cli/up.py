@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import os
-import secrets
 import shlex
 import shutil
 import signal
@@ -44,6 +43,7 @@ from agata_cli.supervisor import Supervisor, pid_alive
 from agata_common.config_loader import env_name, secret_env_names
 from agata_common.device_identity import load_secret
 from agata_common.disk import disk_space
+from agata_common.secret_files import kept_or_new_secret
 from microservice_interconnect.settings import BrokerSettings
 from task_daemon_lib import confinement
 
@@ -72,19 +72,13 @@ def data_dir_of(args: argparse.Namespace) -> Path:
 
 def ensure_token(path: Path) -> str:
     """The token kept in ``path``, created (random, 0600) on first use."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text(encoding="utf-8").strip()
-        if len(token) < 32:
-            raise CliError(f"the token in {path} is too short; delete the file to get a new "
-                           "one", EXIT_USAGE) from None
-        return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as output:
-        output.write(token + "\n")
-    logger.info("generated a new token in %s", path)
+        token, new = kept_or_new_secret(path, 32, 32)
+    except ValueError:
+        raise CliError(f"the token in {path} is too short; delete the file to get a new "
+                       "one", EXIT_USAGE) from None
+    if new:
+        logger.info("generated a new token in %s", path)
     return token
 
 

@@ -9,6 +9,7 @@ newline, is the secret. ``agata up`` writes the files of the processes it starts
 from __future__ import annotations
 
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -60,3 +61,21 @@ def write_secret_file(path: Path, value: str) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return path
+
+
+def kept_or_new_secret(path: Path, random_bytes: int, min_length: int) -> tuple[str, bool]:
+    """The secret kept in ``path`` and False, or a new random one (``random_bytes`` of
+    entropy) written there first (0600, its folder 0700) and True. ``ValueError`` when the
+    kept one is shorter than ``min_length``."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        kept = path.read_text(encoding="utf-8").strip()
+        if len(kept) < min_length:
+            raise ValueError(f"the secret in {path} is too short") from None
+        return kept, False
+    value = secrets.token_urlsafe(random_bytes)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as output:
+        output.write(value + "\n")
+    return value, True
