@@ -54,11 +54,14 @@ class ServerReports:
                  replica_id: str,
                  on_round: Callable[[ServerLaunch, int], None] | None = None,
                  on_vacancy: Callable[[ServerLaunch], None] | None = None,
+                 on_roster: Callable[[ServerLaunch, Roster], None] | None = None,
                  after_store: Callable[[ServerLaunch, BaseException | None], bool] | None = None
                  ) -> None:
         self.records = records
         self.run_devices = RunDeviceRecords(records)
         self.on_vacancy = on_vacancy
+        self.on_roster = on_roster
+        """Called with every roster the run's host reports (after it was kept)."""
         self.on_round = on_round
         self.after_store = after_store
         """After a round's report (with the disk-full error that kept it from being stored):
@@ -109,6 +112,8 @@ class ServerReports:
         """Keep the run's devices; say what changed; call for a replacement when a
         partition is free."""
         self.run_devices.store(launch.task_id, launch.run, roster)
+        if self.on_roster is not None:
+            self.on_roster(launch, roster)
         if roster.change is None:
             return
         self.events.register_event(SERVICE, "task_server",

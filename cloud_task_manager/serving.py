@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agata_contracts.common import ArgumentValue
+from agata_contracts.run_devices import Roster
 from agata_contracts.tasks import TaskEvent, TaskKind, TaskStatus
 from cloud_task_manager.deadlines import RunDeadlines
 from cloud_task_manager.disk_pauses import DiskPauses, failed_reason, paused_reason
@@ -85,6 +86,7 @@ class ServedRuns:
                                      storage, self.servers, events,
                                      replica_id, on_round=self._round_done,
                                      on_vacancy=self._vacancy,
+                                     on_roster=self._devices_changed,
                                      after_store=self._paused_for_disk)
         self.transition = threading.Lock()
         self.deadlines = RunDeadlines(self.transition, self.run_records,
@@ -172,6 +174,10 @@ class ServedRuns:
         except Exception as exc:
             logger.warning("task %s: could not announce a free partition: %s",
                            launch.task_id, exc)
+
+    def _devices_changed(self, launch: ServerLaunch, roster: Roster) -> None:
+        """A run under its minimum of devices fails once it can no longer meet its deadline."""
+        self.deadlines.devices_changed(launch, roster)
 
     def _round_done(self, launch: ServerLaunch, round_number: int) -> None:
         """Say early, as the run's reason, when its pace will miss its deadline."""

@@ -1,9 +1,11 @@
 """Elastic runs on real processes: a device of the run freezes and an idle device takes its
 partition by the next round; a device that hibernates (SIGSTOP, then SIGCONT) comes back to its
-own partition and the run carries on."""
+own partition and the run carries on; a run left under its minimum that can no longer meet its
+deadline fails at once, not at the end of its rejoin grace."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,8 @@ from experiments.stack import TASKS_DIR, Api, Stack
 
 NUMPY_APP = TASKS_DIR / "app_numpy"
 RUN = {"train-delay-s": 0.05, "min-nodes": 2}
+PATIENT_REJOIN_S = 600
+"""A rejoin grace far longer than the deadline of the run that loses a device."""
 
 
 @pytest.fixture
@@ -36,6 +40,16 @@ def trio(tmp_path: Path) -> Iterator[Stack]:
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Stack]:
     stack = elastic_stack(tmp_path / "pair", 2)
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def patient_pair(tmp_path: Path) -> Iterator[Stack]:
+    stack = elastic_stack(tmp_path / "patient", 2,
+                          AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S=str(PATIENT_REJOIN_S))
     try:
         yield stack
     finally:
@@ -109,3 +123,26 @@ def test_a_hibernating_device_comes_back_to_its_partition(pair: Stack) -> None:
     task = api.wait_until_ended("pair", 60)
     assert task["status"] == "finished", task
     assert not failed_reports(api, "pair")
+
+
+def test_a_run_short_of_devices_fails_once_it_cannot_meet_its_deadline(
+        patient_pair: Stack) -> None:
+    api = patient_pair.api
+    assert api is not None
+    deadline_s = 90
+    patient_pair.create_task("short", NUMPY_APP, None, devices=2, deadline_s=deadline_s,
+                             server_arguments={**RUN, "num-server-rounds": 3000})
+    api.post("/rpc_exec_start_server_task", {"task_id": "short"})
+    started = time.monotonic()
+    wait_for(lambda: len(api.get("/api/tasks/short/metrics")["rounds"]) >= 3, 60, "round 3")
+    victim = both_in(api, "short")[0]
+    with frozen(patient_pair, int(victim.rsplit("-", 1)[1])):
+        vanished = time.monotonic()
+        task = api.wait_until_ended("short", deadline_s)
+        failed_after_s = time.monotonic() - vanished
+    assert task["status"] == "failed", task
+    reason = task["status_reason"]
+    assert "could no longer meet its deadline" in reason, reason
+    assert f"gone: {victim} (partition" in reason and "round(s) left" in reason, reason
+    assert time.monotonic() - started < deadline_s, "the deadline, not the vacancy, ended it"
+    assert failed_after_s < PATIENT_REJOIN_S / 10, failed_after_s
