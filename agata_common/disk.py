@@ -63,8 +63,13 @@ def is_disk_full_error(error: BaseException) -> bool:
         if getattr(current, "sqlstate", None) == "53100" or getattr(
                 current, "pgcode", None) == "53100":
             return True
-        text = str(current).lower()
-        if any(marker in text for marker in _FULL_TEXTS):
+        if says_disk_full(str(current)):
             return True
         current = getattr(current, "orig", None) or current.__cause__ or current.__context__
     return False
+
+
+def says_disk_full(text: str) -> bool:
+    """Whether an error's text (a child process's reason, say) says the disk is out of space."""
+    lowered = text.lower()
+    return any(marker in lowered for marker in _FULL_TEXTS)

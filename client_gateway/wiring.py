@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from agata_common.config import ConfigError, DeviceSettings
 from agata_common.device_identity import device_id, load_secret, save_secret
+from agata_common.disk import DISK_FULL, disk_space, is_disk_full_error
 from agata_common.runtime import device_runtime
 from agata_contracts.queues import outbox_queue, task_events_exchange
 from agata_contracts.tasks import TaskEvent
@@ -43,6 +44,10 @@ def _http(settings: DeviceSettings, token: str) -> CloudGatewayHttp:
 def _join(settings: DeviceSettings, client_id: str) -> str:
     """Spend the configured join token for this device's secret, and keep the secret."""
     params = settings.client_params
+    data_dir = settings.storage.resolved_data_dir()
+    space = disk_space(data_dir, settings.storage.min_free_mb)
+    if space is not None and space.full:  # the one-time token is not spent on a lost secret
+        raise ConfigError(f"cannot join while this device's disk is full: {space.describe()}")
     http = _http(settings, "")
     deadline = time.monotonic() + JOIN_WAIT_S
     try:
@@ -60,7 +65,13 @@ def _join(settings: DeviceSettings, client_id: str) -> str:
                                   f"([client.params] join_token_file): {exc.message}") from None
     finally:
         http.close()
-    path = save_secret(settings.storage.resolved_data_dir(), client_id, secret)
+    try:
+        path = save_secret(data_dir, client_id, secret)
+    except OSError as exc:
+        state = DISK_FULL if is_disk_full_error(exc) else "an error"
+        raise ConfigError(f"joined as device {client_id}, but its credential could not be kept "
+                          f"in {data_dir} ({state}: {exc}); free the disk and give the device "
+                          "a new join token") from None
     logger.info("joined as device %s; its credential is kept in %s", client_id, path)
     return secret
 

@@ -30,6 +30,7 @@ from client_task_manager.children import (
     Running,
 )
 from client_task_manager.dependencies import check_app_dependencies
+from client_task_manager.disk_gate import DiskGate, disk_full_reason
 from client_task_manager.downloader import CorruptDownload, FetchFile, download_task
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.left_runs import forget, left_runs
@@ -108,8 +109,10 @@ class ClientTaskManager:
         cloud_url: str = "http://127.0.0.1:9001",
         cloud_ca_file: Path | None = None,
         retention: DeviceRunRetention | None = None,
+        disk: DiskGate | None = None,
     ) -> None:
         self.identity = identity
+        self.disk = disk
         self.cloud_url = cloud_url
         self.cloud_ca_file = cloud_ca_file
         self.retention = retention
@@ -286,6 +289,8 @@ class ClientTaskManager:
         self.book.update_offers(offers)
 
     def _start_chosen(self) -> None:
+        if self.disk is not None and self.disk.refusal() is not None:
+            return
         for offer in self.book.choose(time.time()):
             self._launch(offer)
 
@@ -299,6 +304,9 @@ class ClientTaskManager:
         except RpcError as exc:
             self._failed(offer.task_id, offer.run, f"download failed: {exc.message}")
             return
+        except OSError as exc:  # its files could not be written here
+            self._failed(offer.task_id, offer.run, f"download failed: {exc}")
+            return
         self._record("download_files", f"download finished {offer.task_id}")
         task_id, run = offer.task_id, offer.run
         try:
@@ -308,7 +316,11 @@ class ClientTaskManager:
         except SetupFailed as exc:
             self._cannot_set_up(offer, str(exc))
             return
-        results = RunResults.prepare(self.work_dir, offer, self.client_id, lifecycle)
+        try:
+            results = RunResults.prepare(self.work_dir, offer, self.client_id, lifecycle)
+        except OSError as exc:
+            self._failed(task_id, run, f"its results folder could not be made: {exc}")
+            return
         try:
             if offer.kind is TaskKind.FLOWER_APP:
                 child = self._start_app_worker(offer, folder, results)
@@ -426,6 +438,7 @@ class ClientTaskManager:
         self.reports.task(task_id, ClientTaskStatus.STOPPED, f"the run {reason}")
 
     def _failed(self, task_id: str, run: int, reason: str) -> None:
+        reason = disk_full_reason(reason) or reason  # "disk full: ..." whoever wrote it
         held = self.book.failed(task_id, reason, time.time())
         self._record("task_client", f"client failed {task_id}")
         logger.warning("task %s failed here: %s; set aside for %.0f s (failure %d)", task_id,

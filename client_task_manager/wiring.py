@@ -21,6 +21,7 @@ from agata_contracts.tasks import (
     TaskOffer,
 )
 from agata_contracts.users import UPDATE_USER_INFO, UpdateUserInfoRequest
+from client_task_manager.disk_gate import DiskGate
 from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
 from client_task_manager.run_retention import DeviceRunRetention
@@ -109,6 +110,7 @@ def start(config: DeviceSettings) -> RunningClientTaskManager:
         cloud_url=params.cloud_url,
         cloud_ca_file=ca_file,
         retention=DeviceRunRetention(work_dir, params.retention(), runtime.events),
+        disk=DiskGate(data_dir, config.storage.min_free_mb, events=runtime.events),
         warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
                       name="Flower worker", executor=executor,
                       spares=params.flower_workers if flower_installed() else 0),
