@@ -202,12 +202,13 @@ class RunDeadlines:
             self._stop_watching(pace)
 
     def devices_changed(self, launch: ServerLaunch, roster: Roster) -> None:
-        """The run's devices changed: while it is under its minimum, watch whether it can still
-        meet its deadline."""
+        """The run's devices changed: while it is under its minimum with partitions open (not
+        ended), watch whether it can still meet its deadline."""
         pace = self._paces.get(launch.task_id)
         if pace is None or pace.launch is not launch:
             return
-        short = missing_devices(roster, launch.min_devices or launch.devices) is not None
+        short = (roster.vacancies > 0  # none once the run is over: its devices leave then
+                 and missing_devices(roster, launch.min_devices or launch.devices) is not None)
         with self._short_lock:
             pace.short = roster if short else None
             self._watch_short(pace)

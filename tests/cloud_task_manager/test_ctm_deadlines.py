@@ -105,6 +105,14 @@ def test_a_short_run_that_cannot_fit_its_rounds_is_failed_at_once() -> None:
     assert "device-0 (partition 0)" in reason and "997 round(s) left" in reason
 
 
+def test_devices_leaving_a_run_that_ends_do_not_fail_it() -> None:
+    deadlines, launch, stops = served(1000, 60.0)
+    over = GONE.model_copy(update={"why_left": "the run ended"})
+    deadlines.devices_changed(launch, Roster(devices=[over, STILL], vacancies=0))
+    assert not stops.asked.wait(1.0), "a run whose devices left as it ended was failed"
+    assert deadlines.disarm(launch) is None
+
+
 def test_a_short_run_is_failed_once_its_wait_has_eaten_the_time_its_rounds_need() -> None:
     deadlines, launch, stops = served(13, 6.0)
     deadlines.devices_changed(launch, SHORT)
