@@ -103,7 +103,7 @@ class RunRecovery:
                 cause if cause is not None
                 else "the cloud task manager restarted during the run" if previous is None
                 else f"its replica {previous} stopped answering and replica "
-                     f"{served.replica_id} took the run over")
+                     f"{served.replica_id} took the run over", served.results.kept)
             launch = dataclasses.replace(launch, resume=resume)
             with records.transaction() as session:
                 record = records.get(session, task_id)

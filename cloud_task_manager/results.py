@@ -11,7 +11,9 @@ database then.
 
 The task's server leaves its files in a scratch folder of its run (``AGATA_RESULTS_DIR``),
 gathered when it exits (its checkpoints and report spool go to the run's state folder, beside
-and never inside it: ``<data_dir>/run-state``, where the app does not work); a device uploads
+and never inside it: ``<data_dir>/run-state``, where the app does not work; the manager keeps
+verified copies of the checkpoints out of the app's reach, ``kept_checkpoints``, dropped with
+the state folder); a device uploads
 its own with the run's download credential. Both pass the same checks: task paths only, the
 count and size limits per process, and nothing lands outside the folder of the one who sent it.
 Once stored, a task's oldest runs' results beyond its retention policy are pruned
@@ -59,6 +61,7 @@ from agata_contracts.results import (
     UploadResultRequest,
     device_folder,
 )
+from cloud_task_manager.kept_checkpoints import KeptCheckpoints
 from cloud_task_manager.models import ResultRecord
 from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.result_contents import ResultContents, check_result_path
@@ -96,6 +99,7 @@ class RunResultsStore:
         self.work = (data_dir / "results-work").resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.state_root = (data_dir / "run-state").resolve()
+        self.kept = KeptCheckpoints(data_dir / "run-checkpoints")
         self.contents = ResultContents(records.engine, self.root)
         self.retention = ResultRetention(
             records.engine, retention or RetentionSettings().retention(), self.root, events)
@@ -117,7 +121,9 @@ class RunResultsStore:
         return self.state_root / f"task_{task_id}" / f"run_{run}"
 
     def state_folder(self, task_id: str, run: int, *, keep: bool = False) -> Path:
-        """The run's state folder, made (``keep`` False: emptied first)."""
+        """The run's state folder, made (``keep`` False: emptied first), and so is the folder of
+        its checkpoints' kept copies."""
+        self.kept.folder(task_id, run, empty=not keep)
         return own_folder(self.state_path(task_id, run), empty=not keep)
 
     def scratch_path(self, task_id: str, run: int) -> Path:
@@ -213,6 +219,7 @@ class RunResultsStore:
             spool.replace(folder.parent / LAST_RUN_REPORTS)
         shutil.rmtree(folder, ignore_errors=True)
         shutil.rmtree(state, ignore_errors=True)
+        self.kept.drop(task_id, run)
         if kept:
             logger.info("task %s run %d: kept %d server result file(s)", task_id, run, kept)
             self._apply_retention(task_id)

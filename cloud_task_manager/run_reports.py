@@ -42,8 +42,8 @@ FINISHED_AWAY_REASON = "finished while the cloud task manager was away"
 
 
 INLINE_CHECKPOINT_BYTES = 1 << 20
-"""A checkpoint up to this size is copied into the database before the next report is read;
-a larger one on the copier's thread."""
+"""A checkpoint up to this size is copied before the next report is read; a larger one on the
+copier's thread."""
 
 
 class ServerReports:
@@ -147,9 +147,9 @@ class ServerReports:
                     ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
 
     def _keep_checkpoint(self, launch: ServerLaunch, rounds_done: int) -> None:
-        """Copy the checkpoint file the server reported into the database (read safely: no
-        link, within the size limit), where another replica resumes from; none is copied into
-        a database no other replica reads (``checkpoints`` None)."""
+        """Have the checkpoint file the server reported copied out of the task's reach (read
+        safely: no link, verified), and into a shared database, where another replica resumes
+        from (``checkpoints`` None: none is copied)."""
         if launch.state_dir is None or self.checkpoints is None:
             return
         pending = PendingCheckpoint(launch.state_dir / checkpoint_name(rounds_done),

@@ -26,6 +26,7 @@ from agata_common.database import utcnow
 from agata_common.paths import own_folder, write_new_file
 from agata_common.run_results import read_regular
 from agata_contracts.checkpoints import RESUME_FILE, checkpoint_round
+from cloud_task_manager.kept_checkpoints import KeptCheckpoints, copy_verified, is_whole_file
 from cloud_task_manager.models import RunStateRecord, TaskRecord
 
 logger = logging.getLogger(__name__)
@@ -103,29 +104,45 @@ class RunStates:
         return None
 
     def restart_point(self, task_id: str, state: RunState, resumable: bool, state_dir: Path,
-                      cause: str) -> tuple[bool, str]:
+                      cause: str, kept: KeptCheckpoints | None = None) -> tuple[bool, str]:
         """Where a run starts again, and the task's reason saying so: after its newest whole
-        checkpoint (written as ``resume.npz`` in a state folder of its own), a damaged newer
-        one skipped and named, or from round 0 (the folder emptied: its spool was read back,
-        its checkpoints are stale)."""
-        kept = state.checkpoint is not None and state.checkpoint_round is not None
-        damaged_copy = kept and not is_whole_checkpoint(state.checkpoint or b"")
+        checkpoint (written as ``resume.npz`` in a state folder of its own) among its state
+        folder's, the copies the manager ``kept`` and the database's, a damaged newer one
+        skipped and named, or from round 0 (both folders emptied: its spool was read back, its
+        checkpoints are stale)."""
+        in_database = state.checkpoint is not None and state.checkpoint_round is not None
+        damaged_copy = in_database and not is_whole_checkpoint(state.checkpoint or b"")
+        kept_dir = kept.path(task_id, state.run) if kept is not None else None
         local, damaged = local_checkpoints(state_dir, None if damaged_copy
-                                           else state.checkpoint_round)
+                                           else state.checkpoint_round, kept_dir)
         if damaged_copy and state.checkpoint_round is not None:
             damaged.append(state.checkpoint_round)
-        skipped = (f" (its newer checkpoint after round {max(damaged)} is damaged and was "
-                   "skipped)" if damaged else "")
+        notes = [f"its newer checkpoint after round {max(damaged)} is damaged and was skipped"
+                 ] if damaged else []
         if resumable and local is not None:
             rounds_done, path = local
-            os.replace(path, own_folder(state_dir) / RESUME_FILE)
-            return True, (f"resumed after round {rounds_done} from its checkpoint{skipped}: "
-                          f"{cause}")
-        if resumable and kept and not damaged_copy:
+            resume = own_folder(state_dir) / RESUME_FILE
+            if path.parent == kept_dir:
+                notes.append("taken from the copy the manager kept: its state folder had no "
+                             "whole one as new")
+                why = copy_verified(path, resume)
+                if why is not None:
+                    raise OSError(f"its kept checkpoint after round {rounds_done} {why}")
+            else:
+                os.replace(path, resume)
+            if kept is not None:
+                kept.prune(task_id, state.run, newer_than=rounds_done)
+            return True, (f"resumed after round {rounds_done} from its checkpoint"
+                          f"{_noted(notes)}: {cause}")
+        if resumable and in_database and not damaged_copy:
             write_new_file(own_folder(state_dir) / RESUME_FILE, state.checkpoint or b"")
+            if kept is not None:
+                kept.prune(task_id, state.run, newer_than=state.checkpoint_round)
             return True, (f"resumed after round {state.checkpoint_round} from its checkpoint"
-                          f"{skipped}: {cause}")
+                          f"{_noted(notes)}: {cause}")
         own_folder(state_dir, empty=True)
+        if kept is not None:
+            kept.folder(task_id, state.run, empty=True)
         with self._sessions.begin() as session:
             self.begin(session, task_id, state.run, state.arguments)
         why = ("the app does not declare [tool.agata] resume = true" if not resumable
@@ -153,6 +170,10 @@ def is_whole_checkpoint(content: bytes) -> bool:
         return False
 
 
+def _noted(notes: list[str]) -> str:
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
 def newest_local_checkpoint(state_dir: Path, newer_than: int | None
                             ) -> tuple[int, Path] | None:
     """The newest whole checkpoint file the run's server left in its state folder on this
@@ -160,34 +181,33 @@ def newest_local_checkpoint(state_dir: Path, newer_than: int | None
     return local_checkpoints(state_dir, newer_than)[0]
 
 
-def local_checkpoints(state_dir: Path, newer_than: int | None
+def local_checkpoints(state_dir: Path, newer_than: int | None, kept_dir: Path | None = None
                       ) -> tuple[tuple[int, Path] | None, list[int]]:
-    """The newest checkpoint file the run's server left in its state folder on this machine
-    that is newer than ``newer_than`` and whole (a regular file, a zip whose every member's
-    checksum holds), or None; and the rounds of the newer ones found damaged on the way."""
-    if not state_dir.is_dir() or state_dir.is_symlink():
-        return None, []
-    found = sorted(((r, p) for p in state_dir.iterdir()
-                    if (r := checkpoint_round(p.name)) is not None
-                    and (newer_than is None or r > newer_than)), reverse=True)
-    damaged: list[int] = []
-    for rounds_done, path in found:
-        if path.is_symlink() or not path.is_file():
-            damaged.append(rounds_done)
+    """The newest checkpoint file on this machine newer than ``newer_than`` that is whole (a
+    regular file, a zip whose every member's checksum holds), from the run's state folder or
+    the manager's kept copies (``kept_dir``; the state folder's first for one round), or None;
+    and the rounds of the newer ones found damaged in both on the way."""
+    found: dict[int, list[Path]] = {}
+    for folder in (state_dir, kept_dir):
+        if folder is None or not folder.is_dir() or folder.is_symlink():
             continue
-        try:
-            with zipfile.ZipFile(path) as archive:
-                if archive.testzip() is None:
-                    return (rounds_done, path), damaged
-        except (OSError, zipfile.BadZipFile, ValueError) as exc:
-            logger.warning("checkpoint %s is damaged (%s): not resumed from", path.name, exc)
+        for path in sorted(folder.iterdir()):
+            rounds_done = checkpoint_round(path.name)
+            if rounds_done is not None and (newer_than is None or rounds_done > newer_than):
+                found.setdefault(rounds_done, []).append(path)
+    damaged: list[int] = []
+    for rounds_done in sorted(found, reverse=True):
+        for path in found[rounds_done]:
+            if is_whole_file(path):
+                return (rounds_done, path), damaged
+            logger.warning("checkpoint %s is damaged: not resumed from", path)
         damaged.append(rounds_done)
     return None, damaged
 
 
 @dataclass(frozen=True)
 class PendingCheckpoint:
-    """A checkpoint a run's server reported, waiting to be copied into the database."""
+    """A checkpoint a run's server reported, waiting to be copied."""
 
     path: Path
     task_id: str
@@ -197,14 +217,15 @@ class PendingCheckpoint:
 
 
 class CheckpointCopier:
-    """Copies reported checkpoints into the database on a thread of its own, the newest of each
-    run only, and spending at most ``duty`` of its time on a run: after a copy that took ``d``
-    seconds, that run's next waits ``d * (1 / duty - 1)`` (the host writes one after every
-    round: a small model is copied at once each time, a large one every few rounds, instead of
-    taking the machine's time from the run).
-    The newest checkpoint is always in the run's state folder too: a restart on this machine
-    resumes from there when it is newer (``restart_point``); the database copy is what another
-    replica resumes from. Reports of rounds and ends never wait behind a model's write."""
+    """Copies reported checkpoints (``keep``: into the manager's own folder, and into a shared
+    database) on a thread of its own, the newest of each run only, and spending at most
+    ``duty`` of its time on a run: after a copy that took ``d`` seconds, that run's next waits
+    ``d * (1 / duty - 1)`` (the host writes one after every round: a small model is copied at
+    once each time, a large one every few rounds, instead of taking the machine's time from the
+    run). The newest checkpoint may so be only in the run's state folder for a while: a restart
+    on this machine resumes from there when it is newer and whole (``restart_point``); the
+    copies are what a task that wiped its state folder, or another replica, resumes from.
+    Reports of rounds and ends never wait behind a model's write."""
 
     def __init__(self, keep: Callable[[PendingCheckpoint], str | None],
                  duty: float = 0.2) -> None:
@@ -212,6 +233,7 @@ class CheckpointCopier:
         self.duty = duty
         self._pending: dict[tuple[str, int], PendingCheckpoint] = {}
         self._copied_at: dict[tuple[str, int], float] = {}
+        self._copying: dict[tuple[str, int], int] = {}
         self._changed = threading.Condition()
         self._closed = False
         self._hurry = False
@@ -228,7 +250,11 @@ class CheckpointCopier:
             waiting = self._pending.get(key)
             if waiting is not None and waiting.rounds_done <= checkpoint.rounds_done:
                 del self._pending[key]
-        self._copy_one(checkpoint)
+            self._copying[key] = self._copying.get(key, 0) + 1
+        try:
+            self._copy_one(checkpoint)
+        finally:
+            self._done_copying(key)
 
     def submit(self, checkpoint: PendingCheckpoint) -> None:
         """Copy this checkpoint (replacing an older one of its run still waiting)."""
@@ -239,11 +265,16 @@ class CheckpointCopier:
                 self._pending[key] = checkpoint
             self._changed.notify_all()
 
-    def forget(self, task_id: str, run: int) -> None:
-        """The run ended: what it still had waiting is not copied."""
+    def forget(self, task_id: str, run: int, timeout_s: float = 30.0) -> None:
+        """The run ended: what it still had waiting is not copied, and a copy of it under way
+        is waited for (at most ``timeout_s``), so that none lands after its state is dropped."""
+        key = (task_id, run)
         with self._changed:
-            self._pending.pop((task_id, run), None)
-            self._copied_at.pop((task_id, run), None)
+            self._pending.pop(key, None)
+            self._copied_at.pop(key, None)
+            if not self._changed.wait_for(lambda: key not in self._copying, timeout_s):
+                logger.warning("task %s run %d: a copy of its checkpoint is still under way",
+                               task_id, run)
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Copy what waits now, without waiting for its interval; False on timeout."""
@@ -297,10 +328,20 @@ class CheckpointCopier:
                 key = (checkpoint.task_id, checkpoint.run)
                 del self._pending[key]
                 self._busy = True
+                self._copying[key] = self._copying.get(key, 0) + 1
             began = time.monotonic()
-            self._copy_one(checkpoint)
-            with self._changed:
-                took = time.monotonic() - began
-                self._copied_at[key] = time.monotonic() + took * (1 / self.duty - 1)
-                self._busy = False
-                self._changed.notify_all()
+            try:
+                self._copy_one(checkpoint)
+            finally:
+                with self._changed:
+                    took = time.monotonic() - began
+                    self._copied_at[key] = time.monotonic() + took * (1 / self.duty - 1)
+                    self._busy = False
+                self._done_copying(key)
+
+    def _done_copying(self, key: tuple[str, int]) -> None:
+        with self._changed:
+            left = self._copying.pop(key, 1) - 1
+            if left:
+                self._copying[key] = left
+            self._changed.notify_all()

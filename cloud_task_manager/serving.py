@@ -24,7 +24,7 @@ from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.results import RunResultsStore
 from cloud_task_manager.run_records import RunRecords
 from cloud_task_manager.run_reports import ServerReports
-from cloud_task_manager.run_states import CheckpointCopier, RunStates
+from cloud_task_manager.run_states import CheckpointCopier, PendingCheckpoint, RunStates
 from cloud_task_manager.storage import TaskStorage
 from cloud_task_manager.task_server import ServerLaunch, ServerProcesses
 from microservice_interconnect.events import EventRecorder
@@ -79,11 +79,9 @@ class ServedRuns:
             stop_grace_s=timings.stop_grace_s, on_report=self._on_report, on_exit=self._on_exit,
             warm=warm, executor=executor,
         )
-        self.checkpoints = CheckpointCopier(lambda pending: states.keep_checkpoint_file(
-            pending.path, pending.task_id, pending.run, pending.rounds_done,
-            owner=pending.owner))
-        self.reports = ServerReports(records, self.checkpoints if states.shared else None,
-                                     storage, self.servers, events,
+        self.states = states
+        self.checkpoints = CheckpointCopier(self._keep_checkpoint)
+        self.reports = ServerReports(records, self.checkpoints, storage, self.servers, events,
                                      replica_id, on_round=self._round_done,
                                      on_vacancy=self._vacancy,
                                      on_roster=self._devices_changed,
@@ -163,6 +161,18 @@ class ServedRuns:
         except Exception as exc:
             logger.warning("task %s: could not announce %s: %s", launch.task_id,
                            status.value, exc)
+
+    def _keep_checkpoint(self, pending: PendingCheckpoint) -> str | None:
+        """Copy a checkpoint the run's server reported into the manager's own folder, verified,
+        and from that copy into a shared database (another replica resumes from there); why
+        not, or None."""
+        kept = self.results.kept.keep(pending.path, pending.task_id, pending.run,
+                                      pending.rounds_done)
+        if isinstance(kept, str) or not self.states.shared:
+            return kept if isinstance(kept, str) else None
+        why = self.states.keep_checkpoint_file(kept, pending.task_id, pending.run,
+                                               pending.rounds_done, owner=pending.owner)
+        return None if why is None else f"kept on this machine, not in the database: {why}"
 
     def _vacancy(self, launch: ServerLaunch) -> None:
         """A device left the run: idle compatible devices are asked to look again at once."""

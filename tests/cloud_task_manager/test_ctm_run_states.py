@@ -136,3 +136,53 @@ def test_a_damaged_copy_never_replaces_the_good_one_and_a_restart_takes_the_prev
     assert resumed and reason.startswith("resumed after round 4 from its checkpoint"), reason
     assert "checkpoint after round 6 is damaged and was skipped" in reason
     assert (state_dir / RESUME_FILE).read_bytes().startswith(b"PK")
+
+
+def test_a_wiped_state_folder_resumes_from_the_copy_the_manager_kept(
+        engine: Engine, tmp_path: Path) -> None:
+    import numpy as np
+    from flwr.app import ArrayRecord
+
+    from agata_contracts.checkpoints import RESUME_FILE, checkpoint_name
+    from cloud_task_manager.kept_checkpoints import KeptCheckpoints
+    from flower_runtime.checkpoint import checkpoint_bytes
+
+    states = RunStates(engine, max_checkpoint_bytes=1 << 20)
+    with states._sessions.begin() as session:
+        session.add(TaskRecord(id="t", host="127.0.0.1", own_port=1, credential_hash="h",
+                               credential_nonce="n", owner="r"))
+        session.flush()
+        RunStates.begin(session, "t", 1, {})
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    kept = KeptCheckpoints(tmp_path / "run-checkpoints")
+    kept.folder("t", 1)
+    good = {r: checkpoint_bytes(ArrayRecord([np.full(100, float(r))]), r) for r in (3, 4, 5)}
+    for rounds_done in (3, 4, 5):
+        (state_dir / checkpoint_name(rounds_done)).write_bytes(good[rounds_done])
+        if rounds_done < 5:  # the newest not copied yet
+            assert kept.keep(state_dir / checkpoint_name(rounds_done), "t", 1,
+                             rounds_done) == kept.path("t", 1) / checkpoint_name(rounds_done)
+
+    # hostile task code: one checkpoint deleted, the other two overwritten with garbage
+    (state_dir / checkpoint_name(3)).unlink()
+    for rounds_done in (4, 5):
+        (state_dir / checkpoint_name(rounds_done)).write_bytes(b"PK garbage")
+    state = states.get("t", 1)
+    assert state is not None
+    resumed, reason = states.restart_point("t", state, True, state_dir, "a test", kept)
+    assert resumed, reason
+    assert reason.startswith("resumed after round 4 from its checkpoint (its newer checkpoint "
+                             "after round 5 is damaged and was skipped; taken from the copy the "
+                             "manager kept"), reason
+    assert (state_dir / RESUME_FILE).read_bytes() == good[4]
+    assert (kept.path("t", 1) / checkpoint_name(4)).read_bytes() == good[4], \
+        "the kept copy was moved, not copied"
+
+    # no whole checkpoint anywhere: round 0, and the stale kept copies go with the state folder
+    for path in kept.path("t", 1).iterdir():
+        path.write_bytes(b"rotten")
+    resumed, reason = states.restart_point("t", state, True, state_dir, "again", kept)
+    assert not resumed and reason.startswith("started again from round 0 (its checkpoint after "
+                                             "round 5 is damaged"), reason
+    assert not list(kept.path("t", 1).iterdir()) and not list(state_dir.iterdir())
