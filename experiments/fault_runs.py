@@ -7,10 +7,14 @@
   workers of it is left (``run_end_workers_s``, by the devices' logs);
 * ``shutdown_resume``: SIGTERM of ``agata up`` (the whole system) mid-run, then a new
   ``agata up`` on the same data folder: the rounds the run lost (``shutdown_resume_rounds_lost``);
-* ``bad_checkpoint``: the newest checkpoint damaged (the host's file truncated, the database's
-  copy altered) while the host is frozen, then ``kill -9`` of the cloud task manager: the rounds
-  lost when it starts again (``bad_checkpoint_rounds_lost``; at most the rounds since the
-  previous checkpoint, one here).
+* ``bad_checkpoint``: the newest checkpoint damaged (the host's file and the manager's kept
+  copy truncated, the database's copy altered) while the host is frozen, then ``kill -9`` of
+  the cloud task manager: the rounds lost when it starts again (``bad_checkpoint_rounds_lost``;
+  at most the rounds since the previous checkpoint, one here);
+* ``wiped_checkpoints``: every checkpoint in the run's state folder deleted or overwritten (as
+  the app's own code could: the folder is writable in its sandbox) while the host is frozen,
+  then ``kill -9`` of the cloud task manager: the run resumes from the copy the manager kept out
+  of the app's reach (``wiped_checkpoints_rounds_lost``: at most the rounds since that copy).
 
 Each brings up its own system with two devices and the NumPy Flower App (which declares
 ``resume``), 0.1 s of training per round.
@@ -198,11 +202,9 @@ def bad_checkpoint(out: Path) -> Figures:
         _start(api, stack.create_task, first=6)
         pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
         os.kill(pid, signal.SIGSTOP)
-        files = sorted(stack.out_dir.rglob("checkpoint-*.npz"),
-                       key=lambda p: int(p.stem.split("-")[1]))
-        newest = files[-1]
-        newest_round = int(newest.stem.split("-")[1])
-        newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
+        newest_round = max(_round(path) for path in stack.out_dir.rglob("checkpoint-*.npz"))
+        for newest in stack.out_dir.rglob(f"checkpoint-{newest_round}.npz"):  # each copy
+            newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
         data_dir = stack.replica_data_dir(0)
         _damage_database(data_dir / "tasks.db")
         manager = stack.processes.processes["cloud_task_manager"]
@@ -221,9 +223,61 @@ def bad_checkpoint(out: Path) -> Figures:
         stack.stop()
 
 
+def _round(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def _newest(folder: Path) -> int:
+    return max((_round(path) for path in folder.glob("checkpoint-*.npz")), default=0)
+
+
+def wiped_checkpoints(out: Path) -> Figures:
+    """Freeze the host, delete or overwrite every checkpoint in its run's state folder (what
+    hostile app code can do), kill -9 the cloud task manager, start it again: what did the run
+    lose?"""
+    stack = _stack(out, "wiped_checkpoints")
+    try:
+        api = stack.api
+        assert api is not None and stack.processes is not None
+        _start(api, stack.create_task, first=6)
+        pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
+        os.kill(pid, signal.SIGSTOP)
+        data_dir = stack.replica_data_dir(0)
+        state = data_dir / "run-state" / f"task_{TASK_ID}" / "run_1"
+        kept = data_dir / "run-checkpoints" / f"task_{TASK_ID}" / "run_1"
+        newest_round = _newest(state)
+        try:  # a small model is copied before its round's report is read
+            _wait(lambda: _newest(kept) >= newest_round, 5, "the newest kept copy")
+        except TimeoutError:
+            pass  # frozen between its checkpoint's write and its report: one copy behind
+        kept_round = _newest(kept)
+        files = sorted(state.glob("checkpoint-*.npz"), key=_round)
+        for index, path in enumerate(files):
+            if index % 2:
+                path.unlink()
+            else:
+                path.write_bytes(b"PK\x03\x04" + os.urandom(256))
+        manager = stack.processes.processes["cloud_task_manager"]
+        os.kill(manager.pid, signal.SIGKILL)
+        manager.wait()
+        stack.start_replica(0)
+        _wait(lambda: not _alive(pid), 30, "the frozen host to be killed")
+        resumed, reason = _resumed(api)
+        task = _ended(api)
+        return {"wiped_checkpoints_rounds_lost": max(0, newest_round - resumed),
+                "wiped_checkpoints_newest_round": newest_round,
+                "wiped_checkpoints_kept_round": kept_round,
+                "wiped_checkpoints_reason": reason,
+                "wiped_checkpoints_end": f"{task['status']} ({task.get('status_reason')})",
+                "wiped_checkpoints_rounds_missing": _missing(api, ROUNDS)}
+    finally:
+        stack.stop()
+
+
 SCENARIOS: dict[str, Callable[[Path], Figures]] = {
     "host_kill": host_kill,
     "run_end_workers": run_end_workers,
     "shutdown_resume": shutdown_resume,
     "bad_checkpoint": bad_checkpoint,
+    "wiped_checkpoints": wiped_checkpoints,
 }

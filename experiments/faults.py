@@ -21,9 +21,9 @@ rounds) and injects one fault mid-run:
   is away (p99), and how long after it is back calls succeed again;
 * ``device_replaced`` (``experiments.fault_devices``): three devices, a run of two, one frozen
   mid-run: how long until the third trains in its place, rounds lost, how the run ended.
-* ``host_kill``, ``run_end_workers``, ``shutdown_resume``, ``bad_checkpoint``
-  (``experiments.fault_runs``): a run outliving its host, its end, ``agata up`` and its newest
-  checkpoint.
+* ``host_kill``, ``run_end_workers``, ``shutdown_resume``, ``bad_checkpoint``,
+  ``wiped_checkpoints`` (``experiments.fault_runs``): a run outliving its host, its end,
+  ``agata up``, its newest checkpoint and its app wiping its state folder.
 
 Prints one JSON line with the figures (``null`` with a ``*_note`` where a scenario could not
 measure one) and writes it to ``--out``/faults.json.
