@@ -3,9 +3,10 @@
 After every round the ServerApp host keeps the global model the app's strategy sends its
 devices (the arrays of its ``train`` and ``evaluate`` instructions) as an ``.npz`` file in the
 run's state folder (the manager's ``<data_dir>/run-state/task_<id>/run_<n>/``, outside the
-results folder the app works in), and reports it; the cloud task manager stores it in its
-database when it is whole. The host also keeps every report it sends in that folder
-(``reports.jsonl``), so the reports of a server whose manager died are read back, not lost.
+results folder the app works in), and reports it; the cloud task manager keeps a verified
+copy in a folder of its own, out of the app's reach, and in a shared database. The host also
+keeps every report it sends in that folder (``reports.jsonl``), so the reports of a server whose
+manager died are read back, not lost.
 
 When the cloud task manager comes back after dying mid-run, it starts the run again, same run
 number and same credentials, so the devices rejoin it:
