@@ -13,11 +13,10 @@ The task's server leaves its files in a scratch folder of its run (``AGATA_RESUL
 gathered when it exits (its checkpoints and report spool go to the run's state folder, beside
 and never inside it: ``<data_dir>/run-state``, where the app does not work; the manager keeps
 verified copies of the checkpoints out of the app's reach, ``kept_checkpoints``, dropped with
-the state folder); a device uploads
-its own with the run's download credential. Both pass the same checks: task paths only, the
-count and size limits per process, and nothing lands outside the folder of the one who sent it.
-Once stored, a task's oldest runs' results beyond its retention policy are pruned
-(``result_retention``).
+the state folder); a device uploads its own with the run's download credential. Both pass the
+same checks: task paths only, the count and size limits per process, and nothing lands outside
+the folder of the one who sent it. Once stored, a task's oldest runs' results beyond its
+retention policy are pruned (``result_retention``).
 """
 
 from __future__ import annotations
