@@ -26,6 +26,10 @@ def check_token(value: str) -> str:
     return value
 
 
+PRELOAD_PATTERN = r"^\s*([A-Za-z_][A-Za-z0-9_.]*\s*(,\s*[A-Za-z_][A-Za-z0-9_.]*\s*)*)?$"
+"""Comma-separated Python module names (or nothing)."""
+
+
 class ExecutorSettings(SettingsSection):
     """Where a manager runs task processes: ``confined`` (child processes each in a sandbox,
     the default), ``subprocess`` (plain child processes, unconfined) or ``docker`` (one
@@ -38,6 +42,14 @@ class ExecutorSettings(SettingsSection):
     container_image: str = Field("agata-task:local", min_length=1, max_length=255)
     container_cpus: float = Field(1.0, gt=0, le=256)
     container_memory_mb: int = Field(2048, ge=64, le=1024 * 1024)
+    warm_preload: str = Field("numpy,torch", max_length=1024, pattern=PRELOAD_PATTERN)
+    """What a warm ServerApp host or ClientApp worker imports before its job comes (Python
+    modules, comma separated; empty: nothing): what the apps run here use, so a run does not
+    wait for it; each module costs every spare its import time and memory."""
+
+    def preload_modules(self) -> tuple[str, ...]:
+        """The modules of ``warm_preload``."""
+        return tuple(name.strip() for name in self.warm_preload.split(",") if name.strip())
 
     def confined_paths(self) -> tuple[Path, ...]:
         """The paths of ``confined_read_only`` (absolute, ``~`` expanded)."""

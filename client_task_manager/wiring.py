@@ -111,7 +111,8 @@ def start(config: DeviceSettings) -> RunningClientTaskManager:
         cloud_ca_file=ca_file,
         retention=DeviceRunRetention(work_dir, params.retention(), runtime.events),
         disk=DiskGate(data_dir, config.storage.min_free_mb, events=runtime.events),
-        warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE), work_dir / "workers",
+        warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE, params.preload_modules()),
+                      work_dir / "workers",
                       name="Flower worker", executor=executor,
                       spares=params.flower_workers if flower_installed() else 0),
     )

@@ -97,7 +97,8 @@ def build(config: CloudSettings, runtime: ServiceRuntime, engine: Engine,
                          states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
                          data_plane=DataPlane(section.run_host, section.max_message_mb),
                          min_free_mb=config.storage.min_free_mb,
-                         warm=WarmPool(warm_argv(SERVER_HOST_MODULE), data_dir / "hosts",
+                         warm=WarmPool(warm_argv(SERVER_HOST_MODULE, section.preload_modules()),
+                                       data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
                                        spares=section.warm_hosts if flower_installed() else 0))
     selector = TaskSelector(records, clients.lookup)

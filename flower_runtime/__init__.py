@@ -18,9 +18,10 @@ def flower_installed() -> bool:
     return importlib.util.find_spec("flwr") is not None
 
 
-def warm_argv(module: str) -> list[str]:
-    """The command line of a warm ``module`` process, which waits for its job on stdin."""
-    return [sys.executable, "-u", "-m", module, "--warm"]
+def warm_argv(module: str, modules: Sequence[str] = DEFAULT_PRELOAD) -> list[str]:
+    """The command line of a warm ``module`` process, which imports ``modules`` and waits for
+    its job on stdin."""
+    return [sys.executable, "-u", "-m", module, "--warm", "--preload", ",".join(modules)]
 
 
 def preload(modules: Sequence[str]) -> list[str]:

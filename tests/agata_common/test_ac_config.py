@@ -241,3 +241,19 @@ def test_trusted_proxies_are_addresses_or_networks_and_a_bad_one_is_named():
         load_settings(environ={"AGATA_SERVER_GATEWAY_TRUSTED_PROXIES": "10.0.0.0/8,proxy"})
     assert "AGATA_SERVER_GATEWAY_TRUSTED_PROXIES" in str(caught.value)
     assert "'proxy'" in str(caught.value)
+
+
+def test_warm_preload_defaults_to_numpy_and_torch_and_is_set_per_side():
+    defaults = load_settings(environ={})
+    assert defaults.cloud_task_manager.preload_modules() == ("numpy", "torch")
+    assert defaults.client_params.preload_modules() == ("numpy", "torch")
+    chosen = load_settings(environ={"AGATA_CLOUD_TASK_MANAGER_WARM_PRELOAD": " numpy , pandas.io ",
+                                    "AGATA_CLIENT_PARAMS_WARM_PRELOAD": ""})
+    assert chosen.cloud_task_manager.preload_modules() == ("numpy", "pandas.io")
+    assert chosen.client_params.preload_modules() == ()
+
+
+@pytest.mark.parametrize("value", ["numpy;rm -rf /", "os,", "../x", "numpy torch"])
+def test_a_warm_preload_that_is_not_module_names_is_refused(value):
+    with pytest.raises(ConfigError, match="AGATA_CLIENT_PARAMS_WARM_PRELOAD"):
+        load_settings(environ={"AGATA_CLIENT_PARAMS_WARM_PRELOAD": value})
