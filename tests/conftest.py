@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 from support import (
+    SPARE_PRELOAD,
     Cloud,
     Gateway,
     _postgres_database,
@@ -24,6 +25,9 @@ from support import (
 
 from agata_common.config import Settings, load_settings
 from cloud_gateway.wiring import create_app
+
+for _name, _value in SPARE_PRELOAD.items():
+    os.environ.setdefault(_name, _value)  # the stacks the tests start as processes inherit it
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -49,6 +49,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+SPARE_PRELOAD = {"AGATA_CLOUD_TASK_MANAGER_WARM_PRELOAD": "numpy",
+                 "AGATA_CLIENT_PARAMS_WARM_PRELOAD": "numpy"}
+"""What the suite's warm spares import ahead: numpy, not torch (the default), which would cost
+each of the hundreds of spares the suite starts about 2.6 CPU seconds; the apps that use torch
+import it when their run starts."""
+
+
 def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
     """An environment for ``load_settings`` isolated to one test."""
     prefix = f"test-{uuid.uuid4().hex[:10]}."
@@ -67,6 +74,12 @@ def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "AGATA_EVENTS_EXCHANGE": f"{prefix}events",
         "AGATA_RPC_TIMEOUT_S": "10",
         "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "2",
+        # The services these tests start in their own process keep no warm spares: each
+        # would cost a process and its imports for a run few of them start (a run starts
+        # its ServerApp host afresh then); the suite's stacks of processes keep theirs.
+        "AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "0",
+        "AGATA_CLIENT_PARAMS_FLOWER_WORKERS": "0",
+        **SPARE_PRELOAD,
     }
     environ.update(overrides)
     return environ
