@@ -216,6 +216,22 @@ class PendingCheckpoint:
     owner: str
 
 
+COPIER_NICENESS = 10
+"""How much nicer than its process the copier thread runs (Linux thread niceness): it steps
+back for the runs' own processes."""
+
+
+def _yield_the_processor() -> None:
+    """Lower the calling thread's scheduling priority (Linux gives each thread its own), so
+    copying a large checkpoint uses the processor when the run's processes leave it idle."""
+    try:
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + COPIER_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
+    except (OSError, AttributeError) as exc:
+        logger.debug("checkpoint copier keeps its priority: %s", exc)
+
+
 class CheckpointCopier:
     """Copies reported checkpoints (``keep``: into the manager's own folder, and into a shared
     database) on a thread of its own, the newest of each run only, and spending at most
@@ -317,6 +333,7 @@ class CheckpointCopier:
         return None, wait
 
     def _copy(self) -> None:
+        _yield_the_processor()
         while True:
             with self._changed:
                 checkpoint, wait = self._due()

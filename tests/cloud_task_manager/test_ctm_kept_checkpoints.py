@@ -4,6 +4,7 @@ newest two kept, in folders of mode 0700 that no link leads out of."""
 from __future__ import annotations
 
 import io
+import os
 import stat
 import threading
 import zipfile
@@ -13,7 +14,7 @@ import pytest
 
 from agata_contracts.checkpoints import checkpoint_name
 from cloud_task_manager.kept_checkpoints import KeptCheckpoints, copy_verified, is_whole_file
-from cloud_task_manager.run_states import CheckpointCopier, PendingCheckpoint
+from cloud_task_manager.run_states import COPIER_NICENESS, CheckpointCopier, PendingCheckpoint
 
 pytestmark = pytest.mark.unit
 
@@ -110,3 +111,18 @@ def test_a_runs_end_waits_for_its_copy_under_way(tmp_path: Path) -> None:
     copier.forget("t", 1, timeout_s=10)
     assert finished == [3], "forget returned while the run's copy was still under way"
     copier.close()
+
+
+def test_the_copier_thread_steps_back_for_the_runs_processes() -> None:
+    seen: list[int] = []
+
+    def keep(_: PendingCheckpoint) -> None:
+        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+
+    copier = CheckpointCopier(keep, duty=1.0)
+    try:
+        copier.submit(PendingCheckpoint(Path("x"), "t", 1, 1, "me"))
+        assert copier.flush(10)
+    finally:
+        copier.close()
+    assert seen == [min(os.getpriority(os.PRIO_PROCESS, 0) + COPIER_NICENESS, 19)]
