@@ -195,54 +195,23 @@ def _damage_database(database: Path) -> None:
 def bad_checkpoint(out: Path) -> Figures:
     """Freeze the host, damage its newest checkpoint (file and database copy), kill -9 the
     cloud task manager, start it again: what did the run lose?"""
-    stack = _stack(out, "bad_checkpoint")
-    try:
-        api = stack.api
-        assert api is not None and stack.processes is not None
-        _start(api, stack.create_task, first=6)
-        pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
-        os.kill(pid, signal.SIGSTOP)
+
+    def damage(stack: Stack, data_dir: Path) -> tuple[int, Figures]:
         newest_round = max(_round(path) for path in stack.out_dir.rglob("checkpoint-*.npz"))
         for newest in stack.out_dir.rglob(f"checkpoint-{newest_round}.npz"):  # each copy
             newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
-        data_dir = stack.replica_data_dir(0)
         _damage_database(data_dir / "tasks.db")
-        manager = stack.processes.processes["cloud_task_manager"]
-        os.kill(manager.pid, signal.SIGKILL)
-        manager.wait()
-        stack.start_replica(0)
-        _wait(lambda: not _alive(pid), 30, "the frozen host to be killed")
-        resumed, reason = _resumed(api)
-        task = _ended(api)
-        return {"bad_checkpoint_rounds_lost": max(0, newest_round - resumed),
-                "bad_checkpoint_newest_round": newest_round,
-                "bad_checkpoint_reason": reason,
-                "bad_checkpoint_end": f"{task['status']} ({task.get('status_reason')})",
-                "bad_checkpoint_rounds_missing": _missing(api, ROUNDS)}
-    finally:
-        stack.stop()
+        return newest_round, {}
 
-
-def _round(path: Path) -> int:
-    return int(path.stem.split("-")[1])
-
-
-def _newest(folder: Path) -> int:
-    return max((_round(path) for path in folder.glob("checkpoint-*.npz")), default=0)
+    return _checkpoints_damaged(out, "bad_checkpoint", damage)
 
 
 def wiped_checkpoints(out: Path) -> Figures:
     """Freeze the host, delete or overwrite every checkpoint in its run's state folder (what
     hostile app code can do), kill -9 the cloud task manager, start it again: what did the run
     lose?"""
-    stack = _stack(out, "wiped_checkpoints")
-    try:
-        api = stack.api
-        assert api is not None and stack.processes is not None
-        _start(api, stack.create_task, first=6)
-        pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
-        os.kill(pid, signal.SIGSTOP)
-        data_dir = stack.replica_data_dir(0)
+
+    def wipe(_: Stack, data_dir: Path) -> tuple[int, Figures]:
         state = data_dir / "run-state" / f"task_{TASK_ID}" / "run_1"
         kept = data_dir / "run-checkpoints" / f"task_{TASK_ID}" / "run_1"
         newest_round = _newest(state)
@@ -257,6 +226,24 @@ def wiped_checkpoints(out: Path) -> Figures:
                 path.unlink()
             else:
                 path.write_bytes(b"PK\x03\x04" + os.urandom(256))
+        return newest_round, {"wiped_checkpoints_kept_round": kept_round}
+
+    return _checkpoints_damaged(out, "wiped_checkpoints", wipe)
+
+
+def _checkpoints_damaged(out: Path, name: str,
+                         damage: Callable[[Stack, Path], tuple[int, Figures]]) -> Figures:
+    """Freeze the host after round 6, ``damage`` its checkpoints (it returns the newest round
+    and its own figures), kill -9 the cloud task manager, start it again: what did the run
+    lose?"""
+    stack = _stack(out, name)
+    try:
+        api = stack.api
+        assert api is not None and stack.processes is not None
+        _start(api, stack.create_task, first=6)
+        pid = _wait(lambda: host_pid(stack.out_dir, TASK_ID), 10, "the host's pid")
+        os.kill(pid, signal.SIGSTOP)
+        newest_round, figures = damage(stack, stack.replica_data_dir(0))
         manager = stack.processes.processes["cloud_task_manager"]
         os.kill(manager.pid, signal.SIGKILL)
         manager.wait()
@@ -264,14 +251,21 @@ def wiped_checkpoints(out: Path) -> Figures:
         _wait(lambda: not _alive(pid), 30, "the frozen host to be killed")
         resumed, reason = _resumed(api)
         task = _ended(api)
-        return {"wiped_checkpoints_rounds_lost": max(0, newest_round - resumed),
-                "wiped_checkpoints_newest_round": newest_round,
-                "wiped_checkpoints_kept_round": kept_round,
-                "wiped_checkpoints_reason": reason,
-                "wiped_checkpoints_end": f"{task['status']} ({task.get('status_reason')})",
-                "wiped_checkpoints_rounds_missing": _missing(api, ROUNDS)}
+        return {f"{name}_rounds_lost": max(0, newest_round - resumed),
+                f"{name}_newest_round": newest_round, **figures,
+                f"{name}_reason": reason,
+                f"{name}_end": f"{task['status']} ({task.get('status_reason')})",
+                f"{name}_rounds_missing": _missing(api, ROUNDS)}
     finally:
         stack.stop()
+
+
+def _round(path: Path) -> int:
+    return int(path.stem.split("-")[1])
+
+
+def _newest(folder: Path) -> int:
+    return max((_round(path) for path in folder.glob("checkpoint-*.npz")), default=0)
 
 
 SCENARIOS: dict[str, Callable[[Path], Figures]] = {

@@ -35,6 +35,22 @@ CLIENT_TOKEN = "client-test-token"
 POSTGRES_ADMIN_URL = ADMIN_URL
 
 
+@contextlib.contextmanager
+def small_tmpfs(folder: Path, size_mb: int) -> Iterator[Path]:
+    """``folder`` made and mounted as a tmpfs of ``size_mb`` MiB for the block, unmounted after;
+    the test is skipped, saying why, where a tmpfs cannot be mounted."""
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs",
+                              str(folder)], capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        print(f"skipped: a tmpfs cannot be mounted here: {mounted.stderr.strip()}")
+        pytest.skip(f"a tmpfs cannot be mounted here: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
+
+
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     """Whether something accepts TCP connections at host:port."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):

@@ -9,7 +9,6 @@ import base64
 import errno
 import hashlib
 import logging
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel
-from support import wait_for
+from support import small_tmpfs, wait_for
 
 from agata_common.config import Settings
 from agata_common.disk import DiskSpace
@@ -78,17 +77,8 @@ def test_the_gate_says_once_when_the_disk_fills_and_once_when_space_is_back(
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs for the device's data folder (skipped where it cannot be mounted)."""
-    folder = tmp_path / "device-disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(folder)],
-                             capture_output=True, text=True, timeout=30)
-    if mounted.returncode != 0:
-        print(f"skipped: a tmpfs cannot be mounted here: {mounted.stderr.strip()}")
-        pytest.skip(f"a tmpfs cannot be mounted here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "device-disk", 8) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
 
 
 class Cloud:

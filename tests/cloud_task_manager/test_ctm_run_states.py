@@ -99,6 +99,17 @@ def test_a_runs_pace_says_early_whether_it_makes_its_deadline() -> None:
     assert why is not None and "100 round(s) left need about 200 s" in why and "30 s" in why
 
 
+def _begun_run(engine: Engine) -> RunStates:
+    """Run states whose task ``t`` (owned by replica ``r``) has begun its run 1."""
+    states = RunStates(engine, max_checkpoint_bytes=1 << 20)
+    with states._sessions.begin() as session:
+        session.add(TaskRecord(id="t", host="127.0.0.1", own_port=1, credential_hash="h",
+                               credential_nonce="n", owner="r"))
+        session.flush()
+        RunStates.begin(session, "t", 1, {})
+    return states
+
+
 def test_a_damaged_copy_never_replaces_the_good_one_and_a_restart_takes_the_previous(
         engine: Engine, tmp_path: Path) -> None:
     import numpy as np
@@ -107,12 +118,7 @@ def test_a_damaged_copy_never_replaces_the_good_one_and_a_restart_takes_the_prev
     from agata_contracts.checkpoints import RESUME_FILE, checkpoint_name
     from flower_runtime.checkpoint import checkpoint_bytes
 
-    states = RunStates(engine, max_checkpoint_bytes=1 << 20)
-    with states._sessions.begin() as session:
-        session.add(TaskRecord(id="t", host="127.0.0.1", own_port=1, credential_hash="h",
-                               credential_nonce="n", owner="r"))
-        session.flush()
-        RunStates.begin(session, "t", 1, {})
+    states = _begun_run(engine)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     good = {r: checkpoint_bytes(ArrayRecord([np.full(100, float(r))]), r) for r in (5, 6)}
@@ -147,12 +153,7 @@ def test_a_wiped_state_folder_resumes_from_the_copy_the_manager_kept(
     from cloud_task_manager.kept_checkpoints import KeptCheckpoints
     from flower_runtime.checkpoint import checkpoint_bytes
 
-    states = RunStates(engine, max_checkpoint_bytes=1 << 20)
-    with states._sessions.begin() as session:
-        session.add(TaskRecord(id="t", host="127.0.0.1", own_port=1, credential_hash="h",
-                               credential_nonce="n", owner="r"))
-        session.flush()
-        RunStates.begin(session, "t", 1, {})
+    states = _begun_run(engine)
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     kept = KeptCheckpoints(tmp_path / "run-checkpoints")

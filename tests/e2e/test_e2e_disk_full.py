@@ -4,13 +4,12 @@ says so, and the run resumes from its checkpoint once space is back."""
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
+from support import small_tmpfs, wait_for
 
 from experiments.stack import TASKS_DIR, Stack
 
@@ -21,16 +20,8 @@ CHUNK = b"\0" * (1 << 20)
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 64 MiB tmpfs for the cloud's data folder (skipped where it cannot be mounted)."""
-    folder = tmp_path / "cloud-disk"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(folder)],
-                             capture_output=True, text=True, timeout=30)
-    if mounted.returncode != 0:
-        pytest.skip(f"a tmpfs cannot be mounted here: {mounted.stderr.strip()}")
-    try:
+    with small_tmpfs(tmp_path / "cloud-disk", 64) as folder:
         yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)
 
 
 def fill(folder: Path) -> Path:
