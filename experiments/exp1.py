@@ -53,7 +53,8 @@ def cpu_seconds(pid: int) -> float:
 
 def run_once(out_dir: Path, rounds: int, idle_cpu_s: float) -> dict[str, Any]:
     """One full run; returns its step timings and figures."""
-    stack = Stack(out_dir, client_count=2, client_params={"request_interval": "10"})
+    stack = Stack(out_dir, client_count=2, client_params={"request_interval": "10"},
+                  warm_spares=True)
     marks: dict[str, float] = {}
     result: dict[str, Any] = {}
     try:

@@ -38,7 +38,7 @@ STEPS = (
 
 def run_once(out_dir: Path, rounds: int, device_spares: int = 1) -> dict[str, Any]:
     """One full run; returns its timings and outcome."""
-    stack = Stack(out_dir, client_count=2,
+    stack = Stack(out_dir, client_count=2, warm_spares=True,
                   client_params={"request_interval": "10", "flower_workers": str(device_spares)})
     marks: dict[str, float] = {}
     result: dict[str, Any] = {}

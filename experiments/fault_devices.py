@@ -86,7 +86,7 @@ def elastic_stack(out: Path, devices: int, **cloud: str) -> Stack:
     """A stack of ``devices`` warm devices whose runs let a device silent on a round go
     after ``ANSWER_S`` and wait ``REJOIN_S`` under their minimum; devices hold a task whose run
     did not need them for 300 s (only a run's call for a replacement lifts that)."""
-    stack = Stack(out, client_count=devices,
+    stack = Stack(out, client_count=devices, warm_spares=True,
                   client_params={"request_interval": "1", "task_retry_s": "300",
                                  "task_retry_max_s": "300"},
                   cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_ANSWER_S": str(ANSWER_S),

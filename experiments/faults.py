@@ -111,7 +111,7 @@ def _alive(pid: int) -> bool:
 
 
 def _stack(out: Path, name: str, replicas: int = 1, **overrides: str) -> Stack:
-    stack = Stack(out / name, client_count=2, replicas=replicas,
+    stack = Stack(out / name, client_count=2, replicas=replicas, warm_spares=True,
                   client_params={"request_interval": "1", "task_retry_s": "1",
                                  "task_retry_max_s": "2"},
                   cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": str(REJOIN_S),

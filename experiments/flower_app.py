@@ -35,7 +35,7 @@ from typing import Any
 
 from experiments.processes import free_port, wait_for_http
 from experiments.rss import PeakRss
-from experiments.stack import Stack, first_event, read_events
+from experiments.stack import FLOWER_WORKERS, WARM_HOSTS, Stack, first_event, read_events
 
 logger = logging.getLogger("experiments.flower_app")
 
@@ -68,7 +68,13 @@ def wait_warm(stack: Stack, count: int, timeout: float = 120.0,
               before: list[int] | None = None) -> list[int]:
     """Until the cloud's spare ServerApp host and every device's spare ClientApp worker have
     imported what they preload (as on a system that has been up a while): each log says so
-    once more than in ``before`` (the counts when the previous run started); the counts now."""
+    once more than in ``before`` (the counts when the previous run started); the counts now.
+    A stack that keeps none of them is refused at once."""
+    environments = [stack.cloud_env.get(WARM_HOSTS),
+                    *(env.get(FLOWER_WORKERS) for env in stack.client_envs[:count])]
+    if "0" in environments:
+        raise ValueError("this stack keeps no warm spares to wait for "
+                         "(Stack(warm_spares=True) keeps the shipped number)")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         now = warm_counts(stack, count)
@@ -149,6 +155,7 @@ def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Pa
     ``executor`` when given); figures from the services' events, and each run's peak memory
     per process role."""
     stack = Stack(out_dir / (f"ours-{executor}" if executor else "ours"), client_count=clients,
+                  warm_spares=True,
                   client_params={"request_interval": "5",
                                  **({"executor": executor} if executor else {})},
                   cloud_overrides=({"AGATA_CLOUD_TASK_MANAGER_EXECUTOR": executor}

@@ -74,22 +74,32 @@ class ProcessGroup:
 
     def stop(self, name: str, timeout: float = 15.0) -> int | None:
         """SIGTERM one service (and its process group), SIGKILL after ``timeout``."""
-        process = self.processes.pop(name, None)
-        if process is None:
-            return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
+        return self.stop_together([name], timeout).get(name)
+
+    def stop_together(self, names: Sequence[str], timeout: float = 15.0
+                      ) -> dict[str, int | None]:
+        """SIGTERM the named services at once, wait for them all (SIGKILL any still there
+        after ``timeout``), then SIGKILL what is left of their process groups; their exit
+        codes."""
+        stopping = {name: process for name in names
+                    if (process := self.processes.pop(name, None)) is not None}
+        for process in stopping.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for name, process in stopping.items():
             try:
-                process.wait(timeout)
+                process.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.warning("%s did not stop in %.0f s; killing it", name, timeout)
                 process.kill()
                 process.wait()
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        return process.returncode
+        for process in stopping.values():
+            try:
+                os.killpg(process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return {name: process.returncode for name, process in stopping.items()}
 
     def stop_all(self) -> dict[str, int | None]:
         """Stop every service, newest first; return their exit codes."""

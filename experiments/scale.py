@@ -126,6 +126,7 @@ class Sampler:
 def run_once(app: Path, clients: int, rounds: int, out_dir: Path) -> dict[str, Any]:
     """The app on ``clients`` warm devices; its timings and resources."""
     stack = Stack(out_dir, client_count=clients, client_params={"request_interval": "5"},
+                  warm_spares=True,
                   cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "1"})
     sampler: Sampler | None = None
     try:

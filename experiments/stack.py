@@ -9,6 +9,7 @@ each device's own overrides, the same stack runs across hosts (``experiments.net
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -24,6 +25,8 @@ from typing import Any, TypeVar
 from agata_cli.app_archive import is_app_folder, zip_folder
 from agata_cli.client import ApiError, CliError, Gateway
 from agata_cli.local_deployment import LocalDeployment, secret_files_for
+from agata_common.config_cloud import CloudTaskManagerSettings
+from agata_common.config_device import ClientParams
 from experiments.processes import ProcessGroup, free_port
 
 logger = logging.getLogger(__name__)
@@ -33,6 +36,16 @@ TASKS_DIR = REPO_ROOT / "tasks"
 T = TypeVar("T")
 SERVING = "CloudTaskManager serving"
 """What a cloud task manager logs once it takes requests."""
+WARM_HOSTS = "AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS"
+FLOWER_WORKERS = "AGATA_CLIENT_PARAMS_FLOWER_WORKERS"
+
+
+def spare_counts(warm: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """The cloud's and each device's settings for warm spares: the shipped defaults (``warm``)
+    or none at all."""
+    hosts = CloudTaskManagerSettings.model_fields["warm_hosts"].default if warm else 0
+    workers = ClientParams.model_fields["flower_workers"].default if warm else 0
+    return {WARM_HOSTS: str(hosts)}, {FLOWER_WORKERS: str(workers)}
 
 
 class Api(Gateway):
@@ -108,6 +121,10 @@ class Stack:
     """Device ``i``'s own ``AGATA_*`` overrides (e.g. its broker), when given for it."""
     tls: TlsFiles | None = None
     """Serve the gateway over HTTPS with these files; devices and the API verify it with the CA."""
+    warm_spares: bool | None = None
+    """Keep the shipped number of warm ServerApp hosts and ClientApp workers (True), none
+    (False: each run starts its own), or what the environment says (None); ``cloud_overrides``
+    and ``client_overrides`` still win."""
     replicas: int = 1
     """Cloud task managers sharing one database, each with its own data folder (more than one
     needs ``cloud_overrides`` naming a PostgreSQL ``AGATA_CLOUD_TASK_MANAGER_DATABASE_URL``)."""
@@ -141,10 +158,13 @@ class Stack:
         download_secret = secret_files_for(
             {"AGATA_CLOUD_TASK_MANAGER_DOWNLOAD_SECRET": secrets.token_hex(16)},
             deployment.cloud_data_dir / "secrets")
-        self.cloud_env = {**os.environ, **deployment.cloud_environ(),
+        cloud_spares, device_spares = ({}, {}) if self.warm_spares is None else spare_counts(
+            self.warm_spares)
+        self.cloud_env = {**os.environ, **cloud_spares, **deployment.cloud_environ(),
                           **deployment.api_token_environ(), **download_secret,
                           **tls_env, **self.cloud_overrides}
-        self.client_envs = [{**os.environ, **deployment.device_environ(index), **device_tls,
+        self.client_envs = [{**os.environ, **device_spares, **deployment.device_environ(index),
+                             **device_tls,
                              **_item(self.client_overrides, index, {})}
                             for index in range(self.client_count)]
         self.deployment = deployment
@@ -243,16 +263,19 @@ class Stack:
                 if name.startswith("client") and name.endswith("_task_manager")}
 
     def stop(self) -> dict[str, int | None]:
-        """Stop every process (devices first, each task manager before its gateway so its
-        last reports go out; the event reader last); return exit codes."""
+        """Stop every process, a tier at a time and the processes of a tier together: the
+        devices' task managers, then their gateways (so their last reports go out), the
+        cloud's services, its gateway, the event reader last; return exit codes."""
         if self.processes is None:
             return {}
-        codes = {}
-        order = sorted(self.processes.processes, key=lambda name: (
-            name == "event_reader", not name.startswith("client"),
-            name.endswith("_gateway")))
-        for name in order:
-            codes[name] = self.processes.stop(name)
+        codes: dict[str, int | None] = {}
+
+        def tier(name: str) -> tuple[bool, bool, bool]:
+            return (name == "event_reader", not name.startswith("client"),
+                    name.endswith("_gateway"))
+
+        for _, names in itertools.groupby(sorted(self.processes.processes, key=tier), key=tier):
+            codes.update(self.processes.stop_together(list(names)))
         self.processes.stop_all()
         return codes
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import ClientSession, web
 from support import (
-    SPARE_PRELOAD,
+    SUITE_SPARES,
     Cloud,
     Gateway,
     _postgres_database,
@@ -26,7 +26,7 @@ from support import (
 from agata_common.config import Settings, load_settings
 from cloud_gateway.wiring import create_app
 
-for _name, _value in SPARE_PRELOAD.items():
+for _name, _value in SUITE_SPARES.items():
     os.environ.setdefault(_name, _value)  # the stacks the tests start as processes inherit it
 
 

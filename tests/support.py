@@ -65,11 +65,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-SPARE_PRELOAD = {"AGATA_CLOUD_TASK_MANAGER_WARM_PRELOAD": "numpy",
-                 "AGATA_CLIENT_PARAMS_WARM_PRELOAD": "numpy"}
-"""What the suite's warm spares import ahead: numpy, not torch (the default), which would cost
-each of the hundreds of spares the suite starts about 2.6 CPU seconds; the apps that use torch
-import it when their run starts."""
+SUITE_SPARES = {"AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "0",
+                "AGATA_CLIENT_PARAMS_FLOWER_WORKERS": "0",
+                "AGATA_CLOUD_TASK_MANAGER_WARM_PRELOAD": "numpy",
+                "AGATA_CLIENT_PARAMS_WARM_PRELOAD": "numpy"}
+"""The suite's services keep no warm ServerApp host or ClientApp worker: a run starts its own
+(one import), where a spare costs its import at start and again when it is replaced, most
+often for no run at all; the tests about spares ask for them (``Stack(warm_spares=True)``).
+What spares there are import numpy ahead, not torch (the default: about 2.6 CPU seconds per
+spare); the apps that use torch import it when their run starts."""
 
 
 def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
@@ -90,12 +94,7 @@ def isolated_environ(tmp_path: Path, **overrides: str) -> dict[str, str]:
         "AGATA_EVENTS_EXCHANGE": f"{prefix}events",
         "AGATA_RPC_TIMEOUT_S": "10",
         "AGATA_CLOUD_TASK_MANAGER_STOP_GRACE_S": "2",
-        # The services these tests start in their own process keep no warm spares: each
-        # would cost a process and its imports for a run few of them start (a run starts
-        # its ServerApp host afresh then); the suite's stacks of processes keep theirs.
-        "AGATA_CLOUD_TASK_MANAGER_WARM_HOSTS": "0",
-        "AGATA_CLIENT_PARAMS_FLOWER_WORKERS": "0",
-        **SPARE_PRELOAD,
+        **SUITE_SPARES,
     }
     environ.update(overrides)
     return environ

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(confinement.choose().mechanism is not Mechanism.
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    started = Stack(tmp_path / "stack", client_count=2,
+    started = Stack(tmp_path / "stack", client_count=2, warm_spares=True,
                     client_params={"request_interval": "2"},
                     client_overrides=[{"AGATA_CLIENT_PARAMS_FLOWER_WORKERS": "0"}])
     try:
