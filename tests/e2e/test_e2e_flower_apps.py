@@ -1,4 +1,7 @@
-"""Flower Apps end to end on real processes: every service as ``python -m``, two devices."""
+"""Flower Apps end to end on real processes: every service as ``python -m``, two devices.
+
+The module's tests share one stack (its start and stop cost about 3 s each): each runs tasks of
+its own ids on the same cloud and devices, and a run a test leaves going is stopped after it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +30,36 @@ ERROR_APP = TASKS_DIR / "app_error"
 LIST_METRICS_APP = Path(__file__).resolve().parents[1] / "apps" / "app_list_metrics"
 
 
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    started = Stack(tmp_path / "stack", client_count=2,
-                    client_params={"request_interval": "2", "task_retry_s": "300",
-                                   "node_config": 'site="lab a" batch-size=32'},
-                    cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": "2"})
+@dataclass
+class Running:
+    """The module's stack, up: the cloud's API and the devices' ids."""
+
+    stack: Stack
+    api: Api
+    devices: list[str]
+
+
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    stack = Stack(tmp_path_factory.mktemp("flower_apps") / "stack", client_count=2,
+                  client_params={"request_interval": "2", "task_retry_s": "300",
+                                 "node_config": 'site="lab a" batch-size=32'},
+                  cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": "2"})
     try:
-        yield started
+        api = stack.start_cloud()
+        yield Running(stack, api, stack.start_clients())
     finally:
-        codes = started.stop()
+        codes = stack.stop()
         assert all(code == 0 for code in codes.values()), codes
+
+
+@pytest.fixture(autouse=True)
+def no_run_left(running: Running) -> Iterator[None]:
+    """Stop the runs a test left going, so the next finds its devices free."""
+    yield
+    for task in running.api.post("/rpc_exec_list_tasks", {"limit": 100})["tasks"]:
+        if task["status"] == "running":
+            running.api.post("/rpc_exec_stop_server_task", {"task_id": task["id"]})
 
 
 
@@ -59,9 +82,9 @@ def final_reports(api: Api, task_id: str, count: int) -> list[dict[str, Any]]:
     return wait_for(final, 20, f"{count} final reports of {task_id}")
 
 
-def test_an_unmodified_app_trains_on_two_devices_with_their_own_partitions(stack: Stack) -> None:
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+def test_an_unmodified_app_trains_on_two_devices_with_their_own_partitions(
+        running: Running) -> None:
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("numpy", NUMPY_APP, free_port(), devices=2,
                       server_arguments={"num-server-rounds": 3})
     assert api.get("/api/tasks/numpy")["kind"] == "flower_app"
@@ -86,15 +109,15 @@ def test_an_unmodified_app_trains_on_two_devices_with_their_own_partitions(stack
     # each ClientApp's node_config: the device's own keys plus the partition the cloud gave it
     joined = [line for index in range(2)
               for line in (stack.out_dir / "logs" / f"client{index}_task_manager.log")
-              .read_text().splitlines() if "joined run" in line]
+              .read_text().splitlines() if "task numpy client says: joined run" in line]
     assert len(joined) == 2, joined
     assert all('"site": "lab a"' in line and '"batch-size": 32' in line and
                '"num-partitions": 2' in line for line in joined), joined
     assert {'"partition-id": 0' in line for line in joined} == {True, False}, joined
 
 
-def test_run_config_overrides_are_typed_and_unknown_keys_refused(stack: Stack) -> None:
-    api = stack.start_cloud()
+def test_run_config_overrides_are_typed_and_unknown_keys_refused(running: Running) -> None:
+    stack, api = running.stack, running.api
     stack.create_task("cfg", NUMPY_APP, free_port(), devices=2,
                       server_arguments={"num-rounds": 2})
     with pytest.raises(Exception) as info:
@@ -107,9 +130,8 @@ def test_run_config_overrides_are_typed_and_unknown_keys_refused(stack: Stack) -
     assert api.get("/api/tasks/cfg")["status"] == "created"
 
 
-def test_a_raising_client_app_fails_the_devices_and_the_run_says_why(stack: Stack) -> None:
-    api = stack.start_cloud()
-    stack.start_clients()
+def test_a_raising_client_app_fails_the_devices_and_the_run_says_why(running: Running) -> None:
+    stack, api = running.stack, running.api
     stack.create_task("boom", NUMPY_APP, free_port(), devices=2,
                       server_arguments={"fail-on-round": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": "boom"})
@@ -123,9 +145,8 @@ def test_a_raising_client_app_fails_the_devices_and_the_run_says_why(stack: Stac
     assert rounds[0]["round"] == 1 and "train.loss" in rounds[0]["metrics"]
 
 
-def test_a_raising_server_app_fails_the_task_with_its_exception(stack: Stack) -> None:
-    api = stack.start_cloud()
-    stack.start_clients()
+def test_a_raising_server_app_fails_the_task_with_its_exception(running: Running) -> None:
+    stack, api = running.stack, running.api
     stack.create_task("srv", NUMPY_APP, free_port(), devices=2,
                       server_arguments={"fail-on-round": -1})
     api.post("/rpc_exec_start_server_task", {"task_id": "srv"})
@@ -134,9 +155,8 @@ def test_a_raising_server_app_fails_the_task_with_its_exception(stack: Stack) ->
     assert "told to fail before round 1" in task["status_reason"], task
 
 
-def test_the_digits_app_learns_on_two_devices(stack: Stack) -> None:
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+def test_the_digits_app_learns_on_two_devices(running: Running) -> None:
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("digits", DIGITS_APP, free_port(), devices=2,
                       server_arguments={"num-server-rounds": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": "digits"})
@@ -151,9 +171,8 @@ def test_the_digits_app_learns_on_two_devices(stack: Stack) -> None:
     assert final["train.loss"] < rounds[0]["metrics"]["train.loss"]
 
 
-def test_list_metrics_are_recorded_element_by_element(stack: Stack) -> None:
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+def test_list_metrics_are_recorded_element_by_element(running: Running) -> None:
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("lists", LIST_METRICS_APP, free_port(), devices=2)
     api.post("/rpc_exec_start_server_task", {"task_id": "lists"})
     task = ended(api, "lists")
@@ -173,15 +192,14 @@ def test_list_metrics_are_recorded_element_by_element(stack: Stack) -> None:
 
 
 def test_a_device_missing_a_dependency_of_the_app_reports_setup_failed_naming_it(
-        stack: Stack, tmp_path: Path) -> None:
+        running: Running, tmp_path: Path) -> None:
     app = tmp_path / "needsdeps"
     shutil.copytree(NUMPY_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = app / "pyproject.toml"
     manifest.write_text(manifest.read_text().replace(
         'dependencies = ["flwr>=1.41", "numpy>=1.26"]',
         'dependencies = ["flwr>=1.41", "numpy>=1.26", "agata-no-such-dist>=1.0"]'))
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("needsdeps", app, free_port(), devices=2)
     api.post("/rpc_exec_start_server_task", {"task_id": "needsdeps"})
 
@@ -197,9 +215,8 @@ def test_a_device_missing_a_dependency_of_the_app_reports_setup_failed_naming_it
     api.post("/rpc_exec_stop_server_task", {"task_id": "needsdeps"})
 
 
-def test_a_task_without_a_port_trains_through_the_gateway(stack: Stack) -> None:
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+def test_a_task_without_a_port_trains_through_the_gateway(running: Running) -> None:
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("portless", NUMPY_APP, None, devices=2,
                       server_arguments={"num-server-rounds": 2})
     assert api.get("/api/tasks/portless")["port"] is None
@@ -213,9 +230,8 @@ def test_a_task_without_a_port_trains_through_the_gateway(stack: Stack) -> None:
                in gateway_log for device in devices)
 
 
-def test_a_device_whose_client_app_raises_moves_on_to_the_next_task(stack: Stack) -> None:
-    api = stack.start_cloud()
-    stack.start_clients()
+def test_a_device_whose_client_app_raises_moves_on_to_the_next_task(running: Running) -> None:
+    stack, api = running.stack, running.api
     stack.create_task("bad", ERROR_APP, free_port(), devices=2,
                       server_arguments={"min-nodes": 2})
     stack.create_task("good", NUMPY_APP, free_port(), devices=2,
@@ -256,8 +272,8 @@ def _app_files(app: Path) -> list[str]:
 
 
 def test_an_app_uploads_as_folder_zip_or_fab_and_bad_paths_are_refused(
-        stack: Stack, tmp_path: Path) -> None:
-    api = stack.start_cloud()
+        running: Running, tmp_path: Path) -> None:
+    api = running.api
     expected = _app_files(NUMPY_APP)
     assert any("/" in name for name in expected)
     for task_id in ("by-folder", "by-zip", "by-fab", "bad-paths"):
@@ -285,7 +301,6 @@ def test_an_app_uploads_as_folder_zip_or_fab_and_bad_paths_are_refused(
     assert refused.value.status == 400 and "evil.py" in said(refused.value)
     assert api.get("/api/tasks/bad-paths")["files"] == []
 
-    stack.start_clients()
     api.post("/rpc_exec_start_server_task",
              {"task_id": "by-fab", "server_arguments": {"num-server-rounds": 1}})
     assert ended(api, "by-fab")["status"] == "finished"
