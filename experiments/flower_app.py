@@ -33,6 +33,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from flwr.proto.control_pb2 import ListRunsRequest
+from flwr.supercore.control import ControlHttpClient
+from flwr.supercore.interceptors.http.runtime_version import RuntimeVersionHttpInterceptor
+
 from experiments.processes import free_port, wait_for_http
 from experiments.rss import PeakRss
 from experiments.stack import FLOWER_WORKERS, WARM_HOSTS, Stack, first_event, read_events
@@ -259,13 +263,15 @@ class FlowerDeployment:
                 process.wait(5)
 
 
-def _run_status(deployment: FlowerDeployment, run_id: int) -> str:
-    listed = deployment.flwr("ls", "task", "--run-id", str(run_id), "--format", "json")
-    try:
-        runs = json.loads(listed.stdout).get("runs", [])
-    except ValueError:
+def _run_status(control: ControlHttpClient, run_id: int) -> str:
+    """The run's status as ``flwr ls`` shows it (``finished:completed``...), asked of the
+    SuperLink's Control API in this process: a ``flwr ls`` process per poll would import Flower
+    each time, taking a core from the run it times."""
+    runs = control.ListRuns(ListRunsRequest(run_id=run_id)).run_dict
+    if run_id not in runs:
         return ""
-    return str(runs[0].get("status", "")) if runs else ""
+    status = runs[run_id].status
+    return f"{status.status}:{status.sub_status}" if status.sub_status else status.status
 
 
 def run_flower(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Path
@@ -304,13 +310,16 @@ def _flower_run(deployment: FlowerDeployment, app: Path, config: dict[str, Any]
         raise RuntimeError(f"flwr run gave no run id: {submitted.stdout[-500:]} "
                            f"{submitted.stderr[-500:]}")
     run_id = int(match.group(1))
+    control = ControlHttpClient.from_server_address(
+        f"127.0.0.1:{deployment.port}", insecure=True, root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="flwr CLI")])
     deadline = started + RUN_TIMEOUT_S
     status = ""
     while not status.startswith("finished"):
         if time.monotonic() > deadline:
             raise TimeoutError(f"Flower's run still going after {RUN_TIMEOUT_S:.0f} s")
         time.sleep(0.2)
-        status = _run_status(deployment, run_id)
+        status = _run_status(control, run_id)
     return {"flower_deployment_wall_s": round(time.monotonic() - started, 3),
             "flower_status": status}
 
