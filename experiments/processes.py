@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -20,6 +21,16 @@ from typing import IO
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+SETPRIV = shutil.which("setpriv")
+
+
+def owned(argv: Sequence[str]) -> list[str]:
+    """``argv`` made to get SIGTERM when the process that starts it dies (``setpriv
+    --pdeathsig``, where util-linux has it): a killed experiment or test run leaves no service
+    behind (they run in their own sessions, out of reach of the terminal's signals)."""
+    if SETPRIV is None:
+        return list(argv)
+    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
 
 
 def free_port() -> int:
@@ -65,7 +76,8 @@ class ProcessGroup:
         log = (self.log_dir / f"{name}.log").open("ab")
         self._logs.append(log)
         process = subprocess.Popen(
-            [*prefix, sys.executable, "-m", *argv], cwd=REPO_ROOT, env=dict(self.environ),
+            owned([*prefix, sys.executable, "-m", *argv]), cwd=REPO_ROOT,
+            env=dict(self.environ),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
         self.processes[name] = process
