@@ -22,6 +22,7 @@ from cloud_task_manager import wiring as task_manager_wiring
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.wiring import RunningCloudTaskManager
 from experiments.postgres import ADMIN_URL, PostgresUnavailable, temporary_database
+from experiments.stack import Api, Stack
 from microservice_interconnect.events import EventRecorder
 from microservice_interconnect.rpc_client import RpcClient
 from microservice_interconnect.runtime import ServiceRuntime
@@ -172,6 +173,35 @@ class Gateway:
             return response.status, await response.json(content_type=None)
 
 
+
+
+@dataclass
+class Running:
+    """A stack that is up, shared by a module's tests: the cloud's API and the devices' ids."""
+
+    stack: Stack
+    api: Api
+    devices: list[str]
+
+
+@contextlib.contextmanager
+def started(stack: Stack) -> Iterator[Running]:
+    """``stack``'s cloud and devices started for the block; every process stopped after it
+    (each must exit 0). A module's tests share one such stack where each runs tasks of its own
+    ids (a stack's start and stop cost about 3 s)."""
+    try:
+        api = stack.start_cloud()
+        yield Running(stack, api, stack.start_clients())
+    finally:
+        codes = stack.stop()
+        assert all(code == 0 for code in codes.values()), codes
+
+
+def stop_runs_left(api: Api) -> None:
+    """Stop every run still going, so the next test on a shared stack finds its devices free."""
+    for task in api.post("/rpc_exec_list_tasks", {"limit": 100})["tasks"]:
+        if task["status"] == "running":
+            api.post("/rpc_exec_stop_server_task", {"task_id": task["id"]})
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,

@@ -14,7 +14,7 @@ from pathlib import Path
 from experiments import faults
 from experiments.stack import TASKS_DIR
 
-ROUNDS = 40
+ROUNDS = 20
 
 
 def test_a_killed_device_leaves_no_orphan_and_no_double(tmp_path: Path) -> None:

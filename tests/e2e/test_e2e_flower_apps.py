@@ -12,12 +12,11 @@ import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
+from support import Running, started, stop_runs_left, wait_for
 
 from agata_cli.app_archive import zip_folder
 from agata_cli.client import ApiError
@@ -30,36 +29,21 @@ ERROR_APP = TASKS_DIR / "app_error"
 LIST_METRICS_APP = Path(__file__).resolve().parents[1] / "apps" / "app_list_metrics"
 
 
-@dataclass
-class Running:
-    """The module's stack, up: the cloud's API and the devices' ids."""
-
-    stack: Stack
-    api: Api
-    devices: list[str]
-
-
 @pytest.fixture(scope="module")
-def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
-    stack = Stack(tmp_path_factory.mktemp("flower_apps") / "stack", client_count=2,
-                  client_params={"request_interval": "2", "task_retry_s": "300",
-                                 "node_config": 'site="lab a" batch-size=32'},
-                  cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": "2"})
-    try:
-        api = stack.start_cloud()
-        yield Running(stack, api, stack.start_clients())
-    finally:
-        codes = stack.stop()
-        assert all(code == 0 for code in codes.values()), codes
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with started(Stack(tmp_path_factory.mktemp("flower_apps") / "stack", client_count=2,
+                       client_params={"request_interval": "2", "task_retry_s": "300",
+                                      "node_config": 'site="lab a" batch-size=32'},
+                       cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_DEVICE_REJOIN_S": "2"})
+                 ) as up:
+        yield up
 
 
-@pytest.fixture(autouse=True)
-def no_run_left(running: Running) -> Iterator[None]:
-    """Stop the runs a test left going, so the next finds its devices free."""
-    yield
-    for task in running.api.post("/rpc_exec_list_tasks", {"limit": 100})["tasks"]:
-        if task["status"] == "running":
-            running.api.post("/rpc_exec_stop_server_task", {"task_id": task["id"]})
+@pytest.fixture
+def running(shared: Running) -> Iterator[Running]:
+    """The shared stack; the runs the test left going are stopped after it."""
+    yield shared
+    stop_runs_left(shared.api)
 
 
 

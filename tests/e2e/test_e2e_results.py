@@ -1,6 +1,7 @@
 """A run's lifecycle end to end on real processes: setup checks on the devices, results left by
 the server and every device collected on the cloud, listed, read and downloaded as one archive
-(HTTP and ``agata tasks results``)."""
+(HTTP and ``agata tasks results``). The module's tests share one stack, each with tasks of its
+own ids."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import wait_for
+from support import Running, started, stop_runs_left, wait_for
 
 from agata_cli.client import ApiError
 from agata_common.device_identity import load_secret
@@ -27,15 +28,18 @@ from experiments.stack import TASKS_DIR, Api, Stack
 NUMPY_APP = TASKS_DIR / "app_numpy"
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
+    with started(Stack(tmp_path_factory.mktemp("results") / "stack", client_count=2,
+                       client_params={"request_interval": "1", "task_retry_s": "1"})) as up:
+        yield up
+
+
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    started = Stack(tmp_path / "stack", client_count=2,
-                    client_params={"request_interval": "1", "task_retry_s": "1"})
-    try:
-        yield started
-    finally:
-        codes = started.stop()
-        assert all(code == 0 for code in codes.values()), codes
+def running(shared: Running) -> Iterator[Running]:
+    """The shared stack; the runs the test left going are stopped after it."""
+    yield shared
+    stop_runs_left(shared.api)
 
 
 def device_token(stack: Stack, index: int) -> str:
@@ -54,9 +58,8 @@ def results_of(api: Api, task_id: str, count: int) -> dict[str, Any]:
 
 
 def test_results_of_the_server_and_every_device_are_collected_and_downloadable(
-        stack: Stack, tmp_path: Path) -> None:
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+        running: Running, tmp_path: Path) -> None:
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("kept", NUMPY_APP, free_port(), devices=2,
                       server_arguments={"num-server-rounds": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": "kept"})
@@ -119,14 +122,13 @@ def test_results_of_the_server_and_every_device_are_collected_and_downloadable(
 
 
 def test_a_device_that_cannot_set_a_task_up_says_why_and_does_not_take_it_again(
-        stack: Stack, tmp_path: Path) -> None:
+        running: Running, tmp_path: Path) -> None:
     app = tmp_path / "needs"
     shutil.copytree(NUMPY_APP, app, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = app / "pyproject.toml"
     manifest.write_text(manifest.read_text().replace(
         'requires = ["numpy"]', 'requires = ["numpy", "agata_no_such_module"]'))
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("needs", app, free_port(), devices=2)
     api.post("/rpc_exec_start_server_task", {"task_id": "needs"})
 
@@ -148,9 +150,8 @@ def test_a_device_that_cannot_set_a_task_up_says_why_and_does_not_take_it_again(
     api.post("/rpc_exec_stop_server_task", {"task_id": "needs"})
 
 
-def test_the_dcgan_app_trains_two_rounds_and_leaves_sample_images(stack: Stack) -> None:
-    api = stack.start_cloud()
-    devices = stack.start_clients()
+def test_the_dcgan_app_trains_two_rounds_and_leaves_sample_images(running: Running) -> None:
+    stack, api, devices = running.stack, running.api, running.devices
     stack.create_task("gan", TASKS_DIR / "app_dcgan", free_port(), devices=2,
                       server_arguments={"num-server-rounds": 2})
     api.post("/rpc_exec_start_server_task", {"task_id": "gan"})
