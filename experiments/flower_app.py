@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per status poll otherwise
     app = args.app.resolve()
     if not (app / "pyproject.toml").is_file():
         parser.error(f"{app} has no pyproject.toml: not a Flower App folder")
