@@ -61,11 +61,22 @@ WARM = "waiting for a job"
 """What a warm ServerApp host or ClientApp worker logs once it imported what it preloads."""
 
 
-def warm_counts(stack: Stack, count: int) -> list[int]:
-    """How often each device's and the cloud's log said a spare got warm so far."""
+def warm_logs(stack: Stack, count: int) -> list[Path]:
+    """The logs that say when a spare got warm: each of ``count`` devices', then the cloud's."""
     logs = [stack.out_dir / "logs" / f"client{i}_task_manager.log" for i in range(count)]
     logs.append(stack.out_dir / "logs" / "cloud_task_manager.log")
-    return [p.read_text(errors="replace").count(WARM) if p.exists() else 0 for p in logs]
+    return logs
+
+
+def warm_counts(stack: Stack, count: int) -> list[int]:
+    """How often each device's and the cloud's log said a spare got warm so far."""
+    return [p.read_text(errors="replace").count(WARM) if p.exists() else 0
+            for p in warm_logs(stack, count)]
+
+
+def _last_lines(log: Path, lines: int = 5) -> str:
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return "\n    ".join(text.splitlines()[-lines:]) or "(empty)"
 
 
 def wait_warm(stack: Stack, count: int, timeout: float = 120.0,
@@ -80,12 +91,18 @@ def wait_warm(stack: Stack, count: int, timeout: float = 120.0,
         raise ValueError("this stack keeps no warm spares to wait for "
                          "(Stack(warm_spares=True) keeps the shipped number)")
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
         now = warm_counts(stack, count)
-        if all(n > b for n, b in zip(now, before or [0] * len(now), strict=True)):
+        waiting = [log for log, n, b in zip(warm_logs(stack, count), now,
+                                            before or [0] * len(now), strict=True) if n <= b]
+        if not waiting:
             return now
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"the warm ServerApp host and ClientApp workers did not get ready within "
+                f"{timeout:.0f} s; the last lines of the logs still waiting:\n" + "\n".join(
+                    f"  {log}:\n    {_last_lines(log)}" for log in waiting))
         time.sleep(0.1)
-    raise TimeoutError("the warm ServerApp host and ClientApp workers did not get ready")
 
 
 def run_app(stack: Stack, task_id: str, app: Path, clients: int, run_config: dict[str, Any],
