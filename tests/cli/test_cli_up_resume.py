@@ -38,7 +38,9 @@ def test_a_run_outlives_a_sigterm_of_agata_up_and_resumes_with_the_next(tmp_path
         task = wait_for(lambda: (t := api.get("/api/tasks/lasting"))["status_reason"]
                         .startswith("resumed") and t, 60, "the run to resume")
         resumed = re.match(r"resumed after round (\d+)", task["status_reason"])
-        assert resumed and int(resumed.group(1)) >= done, (task, done)
+        # a round's metrics are recorded before its checkpoint is written: a stop between the
+        # two trains that round again after the restart (never loses it), as after a kill
+        assert resumed and int(resumed.group(1)) >= done - 1, (task, done)
         wait_for(lambda: rounds(system) > done, 60, "training after the new agata up")
         api.post("/rpc_exec_stop_server_task", {"task_id": "lasting"})
     finally:
