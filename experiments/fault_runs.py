@@ -31,7 +31,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from experiments.faults import _alive, _rounds, _wait
+from experiments.faults import _rounds, _wait
+from experiments.processes import alive
 from experiments.stack import TASKS_DIR, Api, Stack
 from experiments.up_system import UpSystem
 
@@ -248,7 +249,7 @@ def _checkpoints_damaged(out: Path, name: str,
         os.kill(manager.pid, signal.SIGKILL)
         manager.wait()
         stack.start_replica(0)
-        _wait(lambda: not _alive(pid), 30, "the frozen host to be killed")
+        _wait(lambda: not alive(pid), 30, "the frozen host to be killed")
         resumed, reason = _resumed(api)
         task = _ended(api)
         return {f"{name}_rounds_lost": max(0, newest_round - resumed),

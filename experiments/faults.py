@@ -58,7 +58,7 @@ from experiments.netns import (
     stop_brokers,
 )
 from experiments.postgres import PostgresUnavailable, temporary_database
-from experiments.processes import free_port
+from experiments.processes import alive, free_port
 from experiments.stack import TASKS_DIR, Api, Stack
 
 logger = logging.getLogger("experiments.faults")
@@ -100,14 +100,6 @@ def _children(pid: int) -> list[int]:
             if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
                 found.append(int(entry.name))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def _stack(out: Path, name: str, replicas: int = 1, **overrides: str) -> Stack:
@@ -157,7 +149,7 @@ def device_kill(out: Path) -> Figures:
         os.kill(manager.pid, signal.SIGKILL)
         manager.wait()
         time.sleep(1.0)
-        orphans = sum(_alive(pid) for pid in workers)
+        orphans = sum(alive(pid) for pid in workers)
         stack.processes.environ = stack.client_envs[0]
         stack.processes.start("client0_task_manager", "client_task_manager")
         stack.processes.environ = stack.cloud_env
@@ -232,7 +224,7 @@ def manager_kill(out: Path, rounds: int = ROUNDS,
         os.kill(manager.pid, signal.SIGKILL)
         manager.wait()
         time.sleep(1.0)
-        left_running = sum(_alive(pid) for pid in hosts)
+        left_running = sum(alive(pid) for pid in hosts)
         done = max(_train_rounds(_spool(stack)), default=0)
         restarted = time.monotonic()
         stack.processes.start("cloud_task_manager", "cloud_task_manager")

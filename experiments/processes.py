@@ -24,6 +24,15 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SETPRIV = shutil.which("setpriv")
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
 def owned(argv: Sequence[str]) -> list[str]:
     """``argv`` made to get SIGTERM when the process that starts it dies (``setpriv
     --pdeathsig``, where util-linux has it): a killed experiment or test run leaves no service

@@ -14,6 +14,7 @@ import pytest
 from support import REPO_ROOT, wait_for
 
 from experiments import processes
+from experiments.processes import alive
 
 pytestmark = pytest.mark.skipif(processes.SETPRIV is None, reason="setpriv is not installed")
 
@@ -26,14 +27,6 @@ STARTER = textwrap.dedent("""
     print(service.pid, flush=True)
     time.sleep(120)
 """)
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_a_killed_starter_takes_its_services_along(tmp_path: Path) -> None:
