@@ -1,12 +1,13 @@
 """Checkpoints of a Flower App's run, and how an app resumes from one.
 
-After every round the ServerApp host keeps the global model the app's strategy sends its
-devices (the arrays of its ``train`` and ``evaluate`` instructions) as an ``.npz`` file in the
-run's state folder (the manager's ``<data_dir>/run-state/task_<id>/run_<n>/``, outside the
-results folder the app works in), and reports it; the cloud task manager keeps a verified
-copy in a folder of its own, out of the app's reach, and in a shared database. The host also
-keeps every report it sends in that folder (``reports.jsonl``), so the reports of a server whose
-manager died are read back, not lost.
+After every round the ServerApp host of an app that declares ``resume = true`` (below) keeps
+the global model the app's strategy sends its devices (the arrays of its ``train`` and
+``evaluate`` instructions) as an ``.npz`` file in the run's state folder (the manager's
+``<data_dir>/run-state/task_<id>/run_<n>/``, outside the results folder the app works in), and
+reports it; the cloud task manager keeps a verified copy in a folder of its own, out of the
+app's reach, and in a shared database. The host also keeps every report it sends in that
+folder (``reports.jsonl``), so the reports of a server whose manager died are read back, not
+lost.
 
 When the cloud task manager comes back after dying mid-run, it starts the run again, same run
 number and same credentials, so the devices rejoin it:
@@ -19,7 +20,9 @@ number and same credentials, so the devices rejoin it:
 
   and starts its strategy from those arrays for the rounds that are left. The host numbers the
   rounds it reports after the ones done, so the run's record reads on without a gap.
-* any other app (and a script task) is started again from round 0, and the task says so.
+* any other app (and a script task) is started again from round 0, and the task says so;
+  its host keeps no checkpoints, which it would never read (a large model's would cost a
+  disk write per round and hold one more copy of the model while it is written).
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from flwr.app import Error, Message, RecordDict
 from flwr.serverapp import Grid
 
 from agata_contracts.run_devices import Roster
-from flower_runtime.flower_internals import ErrorCode, Run
+from flower_runtime.flower_internals import ErrorCode, Run, make_message
 from flower_runtime.seats import Seats
 
 MAX_NODE_ID = 2**63 - 1
@@ -89,6 +89,20 @@ def round_of(instruction: Message) -> int | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Sent:
+    """What the grid keeps of an instruction it sent until its reply: its metadata (an error
+    reply needs it) and its round, not its content, so the model it carried is freed once the
+    device got it and the app let go of it."""
+
+    stub: Message
+    round: int | None
+
+    @classmethod
+    def of(cls, instruction: Message) -> _Sent:
+        return cls(make_message(instruction.metadata, RecordDict()), round_of(instruction))
+
+
 class RunGrid(Grid):
     """The grid of one run: up to ``expected_nodes`` devices (going on with ``min_nodes``),
     partitions assigned on join."""
@@ -113,7 +127,7 @@ class RunGrid(Grid):
         self._changed = threading.Condition()
         self._nodes: dict[int, Node] = {}
         self._known: dict[int, Node] = {}
-        self._pending: dict[str, Message] = {}
+        self._pending: dict[str, _Sent] = {}
         self._replies: dict[str, Message] = {}
         self._closed = False
 
@@ -148,11 +162,11 @@ class RunGrid(Grid):
         node = self._nodes.pop(node_id, None)
         if node is None:
             return None
-        for message_id, instruction in list(self._pending.items()):
-            if instruction.metadata.dst_node_id == node_id:
+        for message_id, sent in list(self._pending.items()):
+            if sent.stub.metadata.dst_node_id == node_id:
                 del self._pending[message_id]
                 self._replies[message_id] = _error_reply(
-                    instruction, ErrorCode.NODE_UNAVAILABLE, reason)
+                    sent.stub, ErrorCode.NODE_UNAVAILABLE, reason)
         if self._closed:
             self.seats.stand_up(node.client_id, node.partition_id, "the run ended")
             return self._roster(None)
@@ -174,13 +188,13 @@ class RunGrid(Grid):
         waiting for from that device."""
         with self._changed:
             message_id = reply.metadata.reply_to_message_id
-            instruction = self._pending.get(message_id)
-            if instruction is None or instruction.metadata.dst_node_id != from_node:
+            sent = self._pending.get(message_id)
+            if sent is None or sent.stub.metadata.dst_node_id != from_node:
                 return False
             del self._pending[message_id]
             if not reply.metadata.message_id:
                 reply.metadata.__dict__["_message_id"] = uuid.uuid4().hex
-            self._replies[instruction.metadata.message_id] = reply
+            self._replies[message_id] = reply
             self._changed.notify_all()
             return True
 
@@ -262,7 +276,7 @@ class RunGrid(Grid):
                         message, ErrorCode.NODE_UNAVAILABLE,
                         f"node {metadata.dst_node_id} is not connected")
                 else:
-                    self._pending[metadata.message_id] = message
+                    self._pending[metadata.message_id] = _Sent.of(message)
                 outgoing.append((node, message))
                 ids.append(metadata.message_id)
         for node, message in outgoing:
@@ -294,8 +308,9 @@ class RunGrid(Grid):
                 if deadline is not None and deadline <= now:
                     break
                 if answer_by is not None and answer_by <= now:
-                    rosters += [self._let_go_silent(self._pending[i], self.answer_timeout_s,
-                                                    round_of(self._pending[i]))
+                    rosters += [self._let_go_silent(self._pending[i].stub,
+                                                    self.answer_timeout_s,
+                                                    self._pending[i].round)
                                 for i in wanted if i in self._pending]
                     answer_by = None
                     continue
@@ -306,7 +321,8 @@ class RunGrid(Grid):
                       wanted - {r.metadata.reply_to_message_id for r in replies}
                       if i in self._pending]
             round_number = rounds.pop() if len(rounds) == 1 else None
-            rosters += [self._let_go_silent(m, timeout, round_number) for m in silent]
+            rosters += [self._let_go_silent(sent.stub, timeout, round_number)
+                        for sent in silent]
             if batch and batch[0].metadata.message_type.startswith("train"):
                 first = self.seats.trained([self._known[r.metadata.src_node_id].client_id
                                             for r in replies if not r.has_error()

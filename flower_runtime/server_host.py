@@ -35,7 +35,7 @@ from agata_contracts.checkpoints import (
     STATE_DIR,
 )
 from agata_contracts.credentials import is_device_credential
-from agata_contracts.lifecycle import RESULTS_DIR_ENV
+from agata_contracts.lifecycle import RESULTS_DIR_ENV, read_lifecycle
 from agata_contracts.run_devices import Roster
 from agata_contracts.run_door import DOOR_KEY_HEADER, door_key
 from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
@@ -154,6 +154,7 @@ class DeviceDoor:
                 await socket.send_str(item)
             else:
                 await wire.send(socket, item)
+            del item  # a model sent is not held until the next message comes
         await socket.close()
 
     async def _read(self, socket: web.WebSocketResponse, node: Node) -> None:
@@ -266,7 +267,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "partition free for another (0: only the app's own timeout)")
     parser.add_argument("--results-dir", type=Path, default=None,
                         help=f"where the ServerApp leaves its results (as ${RESULTS_DIR_ENV}); "
-                             f"the run's checkpoints and report spool go to its {STATE_DIR}/")
+                             f"the run's checkpoints (when the app declares [tool.agata] resume = "
+                             f"true) and report spool go to its {STATE_DIR}/")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help=f"the run's state folder (checkpoints, report spool), the "
                              f"manager's, outside the results folder; default: the results "
@@ -327,7 +329,9 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
         state_dir = (args.state_dir or args.results_dir / STATE_DIR).resolve()
         state_dir.mkdir(parents=True, exist_ok=True)
         reporter.spool_to(state_dir / SPOOL_FILE)
-    manifest = read_manifest((app_dir / "pyproject.toml").read_bytes())
+    pyproject = (app_dir / "pyproject.toml").read_bytes()
+    manifest = read_manifest(pyproject)
+    resumable = read_lifecycle(pyproject).resume
     run_config = _json_object(args.run_config)
     server_app = load_app(manifest.serverapp, ValueError, project_dir=app_dir)
     if not isinstance(server_app, ServerApp):
@@ -350,7 +354,8 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
                 client = nodes_seen.get(reply.metadata.src_node_id, "?")
                 reporter.send_print(f"device {client}: {reply.error.reason}")
 
-    checkpointer = Checkpointer(state_dir, reporter, rounds_before) if state_dir else None
+    checkpointer = (Checkpointer(state_dir, reporter, rounds_before)
+                    if state_dir is not None and resumable else None)
     rosters = RosterReports(reporter, rounds_before)
     grid = RunGrid(expected_nodes=args.devices, join_timeout_s=args.join_timeout_s,
                    rejoin_timeout_s=args.rejoin_timeout_s, min_nodes=args.min_devices,

@@ -26,6 +26,7 @@ from experiments.stack import TASKS_DIR, Api, Stack, first_event, read_events
 NUMPY_APP = TASKS_DIR / "app_numpy"
 DIGITS_APP = TASKS_DIR / "app_digits"
 ERROR_APP = TASKS_DIR / "app_error"
+STREAM_APP = TASKS_DIR / "app_stream"
 LIST_METRICS_APP = Path(__file__).resolve().parents[1] / "apps" / "app_list_metrics"
 
 
@@ -98,6 +99,24 @@ def test_an_unmodified_app_trains_on_two_devices_with_their_own_partitions(
     assert all('"site": "lab a"' in line and '"batch-size": 32' in line and
                '"num-partitions": 2' in line for line in joined), joined
     assert {'"partition-id": 0' in line for line in joined} == {True, False}, joined
+
+
+def test_an_app_that_pushes_and_pulls_its_messages_itself_trains_and_evaluates(
+        running: Running) -> None:
+    stack, api = running.stack, running.api
+    stack.create_task("stream", STREAM_APP, None, devices=2,
+                      server_arguments={"num-server-rounds": 3})
+    api.post("/rpc_exec_start_server_task", {"task_id": "stream"})
+    task = ended(api, "stream")
+    assert task["status"] == "finished", task
+    rounds = api.get("/api/tasks/stream/metrics")["rounds"]
+    # each round's weighted mean moves towards the targets 1 and 2 (weights 10 and 20): after
+    # rounds 1-3 the vector is 5/6, 5/4 and 35/24 in every one of its 8 elements
+    distances = [entry["metrics"]["evaluate.distance"] for entry in rounds]
+    expected = [(10 * abs(1 - v) + 20 * abs(2 - v)) / 30 * 8 ** 0.5
+                for v in (5 / 6, 5 / 4, 35 / 24)]
+    assert [r["round"] for r in rounds] == [1, 2, 3]
+    assert distances == pytest.approx(expected, rel=1e-6), distances
 
 
 def test_run_config_overrides_are_typed_and_unknown_keys_refused(running: Running) -> None:

@@ -4,10 +4,13 @@ naming its devices and round."""
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
+import numpy as np
 import pytest
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 
 from agata_contracts.run_devices import Roster
 from flower_runtime.flower_internals import SUPERLINK_NODE_ID, TaskIdentity
@@ -125,3 +128,24 @@ def test_a_device_silent_past_the_answer_timeout_is_let_go_before_the_apps_timeo
     assert "did not answer round 1 within 0.2 s" in errors[0].error.reason
     back = grid.join("dev-a", Channel())
     assert back is not None and back.partition_id == node_a.partition_id
+
+
+def test_a_sent_model_is_freed_once_the_device_has_it_and_the_app_let_go() -> None:
+    grid = RunGrid(expected_nodes=1, join_timeout_s=1)
+    channel = Channel()
+    node = grid.join("dev-a", channel)
+    assert node is not None
+    arrays = ArrayRecord([np.zeros(4)])
+    kept = weakref.ref(arrays)
+    instruction = Message(RecordDict({"arrays": arrays,
+                                      "config": ConfigRecord({"server-round": 3})}),
+                          node.node_id, "train", group_id="3")
+    (sent_id,) = grid.push_messages([instruction])
+    channel.sent.clear()  # the socket wrote it out
+    del arrays, instruction
+    gc.collect()
+    assert kept() is None  # the grid kept only what an answer or an error reply needs
+    grid.leave(node.node_id, "gone")
+    (reply,) = grid.pull_messages([sent_id])
+    assert reply.has_error() and reply.metadata.reply_to_message_id == sent_id
+    assert reply.metadata.group_id == "3"
