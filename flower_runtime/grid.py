@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from flwr.app import Error, Message, RecordDict
@@ -102,6 +102,28 @@ class _Sent:
     def of(cls, instruction: Message) -> _Sent:
         return cls(make_message(instruction.metadata, RecordDict()), round_of(instruction))
 
+    @property
+    def batch(self) -> tuple[int | None, str]:
+        """The round and kind of instruction it was sent with."""
+        return self.round, self.stub.metadata.message_type
+
+
+@dataclass
+class _Batch:
+    """Instructions of one round and kind an app pushed itself, until it pulled every answer:
+    the answers' metrics (not their arrays) are reported together then, as ``send_and_receive``
+    reports its own."""
+
+    left: int = 0
+    answers: list[Message] = field(default_factory=list)
+
+
+def _metrics_only(reply: Message) -> Message:
+    """What reporting a reply needs: its metadata, and its metric records or its error."""
+    if reply.has_error():
+        return reply
+    return make_message(reply.metadata, RecordDict(dict(reply.content.metric_records)))
+
 
 class RunGrid(Grid):
     """The grid of one run: up to ``expected_nodes`` devices (going on with ``min_nodes``),
@@ -129,6 +151,8 @@ class RunGrid(Grid):
         self._known: dict[int, Node] = {}
         self._pending: dict[str, _Sent] = {}
         self._replies: dict[str, Message] = {}
+        self._batch_of: dict[str, tuple[int | None, str]] = {}
+        self._batches: dict[tuple[int | None, str], _Batch] = {}
         self._closed = False
 
     # -- the transport's side ------------------------------------------------------------
@@ -261,7 +285,11 @@ class RunGrid(Grid):
                 + (f"; gone: {gone}" if gone else ""))
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        """Send each message to its device now; return their ids."""
+        """Send each message to its device now; return their ids. The answers' metrics are
+        reported once the app pulled every answer of a round's instructions of one kind."""
+        return self._push(messages, batched=True)
+
+    def _push(self, messages: Iterable[Message], *, batched: bool) -> list[str]:
         ids: list[str] = []
         outgoing: list[tuple[Node | None, Message]] = []
         with self._changed:
@@ -277,6 +305,10 @@ class RunGrid(Grid):
                         f"node {metadata.dst_node_id} is not connected")
                 else:
                     self._pending[metadata.message_id] = _Sent.of(message)
+                if batched:
+                    key = (round_of(message), metadata.message_type)
+                    self._batch_of[metadata.message_id] = key
+                    self._batches.setdefault(key, _Batch()).left += 1
                 outgoing.append((node, message))
                 ids.append(metadata.message_id)
         for node, message in outgoing:
@@ -289,14 +321,61 @@ class RunGrid(Grid):
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         """The replies that arrived for these messages (each is handed out once)."""
         with self._changed:
-            return [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+            replies = [self._replies.pop(i) for i in list(message_ids) if i in self._replies]
+            answered = self._answered(replies)
+            rosters = [self._trained(number, kind, answers)
+                       for (number, kind), answers in answered]
+            nodes = dict(self._known)
+        self._report(rosters, [(number, answers) for (number, _), answers in answered], nodes)
+        return replies
+
+    def _answered(self, replies: list[Message]
+                  ) -> list[tuple[tuple[int | None, str], list[Message]]]:
+        """The batches these pulled replies complete, with their answers (caller holds the
+        lock)."""
+        done = []
+        for reply in replies:
+            key = self._batch_of.pop(reply.metadata.reply_to_message_id, None)
+            if key is None:
+                continue
+            batch = self._batches[key]
+            batch.left -= 1
+            batch.answers.append(_metrics_only(reply))
+            if batch.left == 0:
+                done.append((key, self._batches.pop(key).answers))
+        return done
+
+    def _trained(self, round_number: int | None, kind: str, replies: list[Message]
+                 ) -> Roster | None:
+        """Note who trained in a round (caller holds the lock); the roster to report then."""
+        if not kind.startswith("train"):
+            return None
+        first = self.seats.trained([self._known[r.metadata.src_node_id].client_id
+                                    for r in replies if not r.has_error()
+                                    and r.metadata.src_node_id in self._known], round_number)
+        if first or time.monotonic() >= self._next_round_roster:
+            self._next_round_roster = time.monotonic() + ROUND_ROSTER_S
+            return self._roster(None)
+        return None
+
+    def _report(self, rosters: list[Roster | None],
+                answered: list[tuple[int | None, list[Message]]], nodes: dict[int, Node]
+                ) -> None:
+        """Tell the host of rosters and answered rounds (outside the lock)."""
+        for roster in rosters:
+            if roster is not None:
+                self._tell(roster)
+        if self.on_replies is not None:
+            for round_number, replies in answered:
+                if replies:
+                    self.on_replies(round_number, replies, nodes)
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> Iterable[Message]:
         """Push, then wait until every reply is in or ``timeout`` seconds passed."""
         batch = list(messages)
         rounds = {round_of(message) for message in batch}
-        wanted = set(self.push_messages(batch))
+        wanted = set(self._push(batch, batched=False))
         started = time.monotonic()
         deadline = None if timeout is None else started + timeout
         answer_by = (None if self.answer_timeout_s is None
@@ -323,20 +402,11 @@ class RunGrid(Grid):
             round_number = rounds.pop() if len(rounds) == 1 else None
             rosters += [self._let_go_silent(sent.stub, timeout, round_number)
                         for sent in silent]
-            if batch and batch[0].metadata.message_type.startswith("train"):
-                first = self.seats.trained([self._known[r.metadata.src_node_id].client_id
-                                            for r in replies if not r.has_error()
-                                            and r.metadata.src_node_id in self._known],
-                                           round_number)
-                if first or time.monotonic() >= self._next_round_roster:
-                    self._next_round_roster = time.monotonic() + ROUND_ROSTER_S
-                    rosters.append(self._roster(None))
+            if batch:
+                rosters.append(self._trained(round_number, batch[0].metadata.message_type,
+                                             replies))
             nodes = dict(self._known)
-        for roster in rosters:
-            if roster is not None:
-                self._tell(roster)
-        if self.on_replies is not None and replies:
-            self.on_replies(round_number, replies, nodes)
+        self._report(rosters, [(round_number, replies)], nodes)
         return replies
 
     def _let_go_silent(self, instruction: Message, timeout: float | None,

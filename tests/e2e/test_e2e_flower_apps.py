@@ -117,6 +117,9 @@ def test_an_app_that_pushes_and_pulls_its_messages_itself_trains_and_evaluates(
                 for v in (5 / 6, 5 / 4, 35 / 24)]
     assert [r["round"] for r in rounds] == [1, 2, 3]
     assert distances == pytest.approx(expected, rel=1e-6), distances
+    # the replies it pulled itself are recorded too, once each round's are all in
+    assert all({"train.loss", *(f"train.loss@{d}" for d in running.devices)}
+               <= set(entry["metrics"]) for entry in rounds), rounds
 
 
 def test_run_config_overrides_are_typed_and_unknown_keys_refused(running: Running) -> None:

@@ -10,7 +10,7 @@ import weakref
 
 import numpy as np
 import pytest
-from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from agata_contracts.run_devices import Roster
 from flower_runtime.flower_internals import SUPERLINK_NODE_ID, TaskIdentity
@@ -149,3 +149,28 @@ def test_a_sent_model_is_freed_once_the_device_has_it_and_the_app_let_go() -> No
     (reply,) = grid.pull_messages([sent_id])
     assert reply.has_error() and reply.metadata.reply_to_message_id == sent_id
     assert reply.metadata.group_id == "3"
+
+
+def test_replies_an_app_pulls_itself_are_reported_once_each_round_is_answered() -> None:
+    seen: list[tuple[int | None, list[Message]]] = []
+    grid = RunGrid(expected_nodes=2, join_timeout_s=1,
+                   on_replies=lambda number, replies, nodes: seen.append((number, replies)))
+    a, b = Channel(), Channel()
+    node_a, node_b = grid.join("dev-a", a), grid.join("dev-b", b)
+    assert node_a is not None and node_b is not None
+    ids = list(grid.push_messages([train(node_a.node_id, 4), train(node_b.node_id, 4)]))
+
+    def reply(channel: Channel, loss: float) -> Message:
+        return Message(RecordDict({"arrays": ArrayRecord([np.zeros(3)]),
+                                   "metrics": MetricRecord({"loss": loss})}),
+                       reply_to=channel.sent[-1])
+
+    assert grid.deliver(reply(a, 1.0), node_a.node_id)
+    (first,) = grid.pull_messages(ids)
+    assert "arrays" in first.content and seen == []  # round 4 is not all answered yet
+    assert grid.deliver(reply(b, 3.0), node_b.node_id)
+    assert len(list(grid.pull_messages(ids))) == 1
+    ((number, answers),) = seen
+    assert number == 4
+    assert sorted(r.content["metrics"]["loss"] for r in answers) == [1.0, 3.0]
+    assert all(not r.content.array_records for r in answers)  # metrics only, no model kept
