@@ -299,16 +299,16 @@ class RunGrid(Grid):
                     raise ValueError("only new instruction messages can be pushed")
                 metadata.__dict__["_message_id"] = uuid.uuid4().hex
                 node = self._nodes.get(metadata.dst_node_id)
+                sent = _Sent.of(message)
                 if node is None:
                     self._replies[metadata.message_id] = _error_reply(
-                        message, ErrorCode.NODE_UNAVAILABLE,
+                        sent.stub, ErrorCode.NODE_UNAVAILABLE,
                         f"node {metadata.dst_node_id} is not connected")
                 else:
-                    self._pending[metadata.message_id] = _Sent.of(message)
+                    self._pending[metadata.message_id] = sent
                 if batched:
-                    key = (round_of(message), metadata.message_type)
-                    self._batch_of[metadata.message_id] = key
-                    self._batches.setdefault(key, _Batch()).left += 1
+                    self._batch_of[metadata.message_id] = sent.batch
+                    self._batches.setdefault(sent.batch, _Batch()).left += 1
                 outgoing.append((node, message))
                 ids.append(metadata.message_id)
         for node, message in outgoing:
