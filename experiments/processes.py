@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from task_daemon_lib.spawner import guarded_argv, wait_armed
+
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -37,9 +39,7 @@ def owned(argv: Sequence[str]) -> list[str]:
     """``argv`` made to get SIGTERM when the process that starts it dies (``setpriv
     --pdeathsig``, where util-linux has it): a killed experiment or test run leaves no service
     behind (they run in their own sessions, out of reach of the terminal's signals)."""
-    if SETPRIV is None:
-        return list(argv)
-    return [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+    return guarded_argv(argv, "TERM")
 
 
 def free_port() -> int:
@@ -89,6 +89,7 @@ class ProcessGroup:
             env=dict(self.environ),
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        wait_armed(process.pid)
         self.processes[name] = process
         logger.info("started %s (pid %d)", name, process.pid)
         return process

@@ -4,7 +4,9 @@ A manager killed with ``kill -9`` cannot stop its children, so each child is sta
 util-linux's ``setpriv --pdeathsig KILL``: the kernel kills it when its parent goes. The kernel
 ties that signal to the parent *thread* that forked the child, so every child is forked by one
 long-lived spawner thread, never by a short-lived worker or reader thread whose end would kill
-it. Where ``setpriv`` is missing, children start unguarded (logged once).
+it. The signal is armed only once ``setpriv`` has run, so ``popen`` returns after that (a
+parent killed in between would otherwise leave its child behind). Where ``setpriv`` is missing,
+children start unguarded (logged once).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -26,11 +30,36 @@ logger = logging.getLogger(__name__)
 _SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
 
 
-def guarded_argv(argv: Sequence[str]) -> list[str]:
-    """``argv`` wrapped so that the kernel kills the process when its parent dies."""
+ARMING_TIMEOUT_S = 5.0
+"""How long a start waits for ``setpriv`` to arm the death signal and run the program."""
+
+
+def guarded_argv(argv: Sequence[str], death_signal: str = "KILL") -> list[str]:
+    """``argv`` wrapped so that the kernel sends ``death_signal`` (a name such as ``KILL`` or
+    ``TERM``) to the process when its parent dies."""
     if _SETPRIV is None:
         return list(argv)
-    return [_SETPRIV, "--pdeathsig", "KILL", "--", *argv]
+    return [_SETPRIV, "--pdeathsig", death_signal, "--", *argv]
+
+
+def wait_armed(pid: int, timeout: float = ARMING_TIMEOUT_S) -> None:
+    """Return once child ``pid``, started with ``guarded_argv``, has its death signal armed:
+    ``setpriv`` arms it, then runs the program, so the child no longer runs ``setpriv`` (or it
+    has ended). Gives up quietly after ``timeout`` seconds."""
+    if _SETPRIV is None:
+        return
+    deadline = time.monotonic() + timeout
+    pause = 0.0005
+    while time.monotonic() < deadline:
+        try:
+            program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            return
+        if program != _SETPRIV.encode():
+            return
+        time.sleep(pause)
+        pause = min(pause * 2, 0.01)
+    logger.warning("child %d did not leave setpriv within %.0f s", pid, timeout)
 
 
 def _require_executable(program: str, cwd: Any) -> None:
@@ -71,16 +100,20 @@ class _Spawner:
                 future.set_exception(exc)
 
     def popen(self, argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
-        """``subprocess.Popen(guarded_argv(argv), **options)``, forked on the spawner thread."""
+        """``subprocess.Popen(guarded_argv(argv), **options)``, forked on the spawner thread,
+        returned once its death signal is armed."""
         if argv and _SETPRIV is not None:
             _require_executable(argv[0], options.get("cwd"))
         guarded = guarded_argv(argv)
         if threading.current_thread() is self._thread:
-            return subprocess.Popen(guarded, **options)
-        self._ensure_thread()
-        future: Future[subprocess.Popen[bytes]] = Future()
-        self._requests.put((lambda: subprocess.Popen(guarded, **options), future))
-        return future.result()
+            process = subprocess.Popen(guarded, **options)
+        else:
+            self._ensure_thread()
+            future: Future[subprocess.Popen[bytes]] = Future()
+            self._requests.put((lambda: subprocess.Popen(guarded, **options), future))
+            process = future.result()
+        wait_armed(process.pid)
+        return process
 
 
 _SPAWNER = _Spawner()
