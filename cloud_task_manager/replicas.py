@@ -24,8 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import Engine, delete, select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, delete, insert, select, update
 
 from agata_common.database import database_now
 from agata_contracts.rpc import Audience, RpcSpec
@@ -92,28 +91,29 @@ class Replicas:
         self.engine = engine
         self.replica_id = replica_id
         self.lease_s = lease_s
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
 
     def renew(self) -> None:
-        """Say this replica is alive (by the database's clock, which every replica shares)."""
+        """Say this replica is alive (by the database's clock, which every replica shares).
+        Plain statements, no ORM session: it runs every few seconds for the process's life."""
         now = database_now(self.engine)
-        with self._sessions.begin() as session:
-            row = session.get(ReplicaRecord, self.replica_id)
-            if row is None:
-                session.add(ReplicaRecord(id=self.replica_id, seen_at=now, started_at=now))
-            else:
-                row.seen_at = now
+        with self.engine.begin() as connection:
+            renewed = connection.execute(update(ReplicaRecord)
+                                         .where(ReplicaRecord.id == self.replica_id)
+                                         .values(seen_at=now))
+            if renewed.rowcount == 0:
+                connection.execute(insert(ReplicaRecord).values(
+                    id=self.replica_id, seen_at=now, started_at=now))
 
     def leave(self) -> None:
         """Say this replica is gone (its runs may be taken over at once)."""
-        with self._sessions.begin() as session:
-            session.execute(delete(ReplicaRecord).where(ReplicaRecord.id == self.replica_id))
+        with self.engine.begin() as connection:
+            connection.execute(delete(ReplicaRecord).where(ReplicaRecord.id == self.replica_id))
 
     def alive(self) -> set[str]:
         """The replicas whose lease has not run out (this one included once renewed)."""
         since = database_now(self.engine) - timedelta(seconds=self.lease_s)
-        with self._sessions() as session:
-            return set(session.scalars(
+        with self.engine.connect() as connection:
+            return set(connection.scalars(
                 select(ReplicaRecord.id).where(ReplicaRecord.seen_at > since)))
 
     def others_alive(self) -> bool:
@@ -131,6 +131,32 @@ class OwnerEndpoint:
     def stop_owned_run(self, request: TaskIdRequest) -> Task:
         """Stop the run this replica serves (never forwarded further)."""
         return self._stop_here(request.task_id)
+
+
+class OrphanScans:
+    """When to look for runs whose owner died: that query is the costly part of a lease tick,
+    and most ticks find every replica as alive as before. A scan is due at the first tick,
+    after a replica seen alive is no longer, and every ``every`` ticks besides (a replica
+    that came and went between two ticks); one that failed is due again at the next tick."""
+
+    def __init__(self, every: int = 5) -> None:
+        self.every = every
+        self._seen: set[str] | None = None
+        self._someone_left = True
+        self._ticks = 0
+
+    def due(self, alive: set[str]) -> bool:
+        """Whether this tick, which found ``alive``, should scan."""
+        self._ticks += 1
+        if self._seen is not None and self._seen - alive:
+            self._someone_left = True
+        self._seen = set(alive)
+        return self._someone_left or self._ticks >= self.every
+
+    def done(self) -> None:
+        """The scan of this tick went through."""
+        self._someone_left = False
+        self._ticks = 0
 
 
 class LeaseKeeper:

@@ -23,6 +23,7 @@ from cloud_task_manager.records import TaskRecords
 from cloud_task_manager.replicas import (
     STOP_OWNED_RUN,
     LeaseKeeper,
+    OrphanScans,
     OwnerEndpoint,
     Replicas,
     TasksChanged,
@@ -160,9 +161,13 @@ def start(config: CloudSettings, engine: Engine | None = None, *,
     manager.records.create_schema()
     runs = manager.runs
 
+    scans = OrphanScans()
+
     def tick(alive: set[str]) -> None:
         runs.fence()
-        runs.take_over(alive)
+        if scans.due(alive):
+            runs.take_over(alive)
+            scans.done()
 
     confinement.record(config.storage.resolved_data_dir(), runs.servers.executor.confinement)
     lease = LeaseKeeper(replicas, tick)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from aiohttp import ClientSession, web
+from scheduling import longest_first, make_scheduler
 from support import (
     SUITE_SPARES,
     Cloud,
@@ -28,6 +29,19 @@ from cloud_gateway.wiring import create_app
 
 for _name, _value in SUITE_SPARES.items():
     os.environ.setdefault(_name, _value)  # the stacks the tests start as processes inherit it
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long modules first, so that workers (``-n N``) finish together (tests/scheduling.py)."""
+    longest_first(items)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``--dist loadfile``: a module (or a shared folder) per unit, longest first."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    return make_scheduler(config, log)
 
 
 @pytest.fixture(scope="session", autouse=True)
