@@ -2,6 +2,8 @@
 # Run the whole test suite (lint, type check, then pytest) on a prepared machine; prepares it first.
 # --quick: lint, type check and the unit tests only (marker "unit"), on an already prepared
 # machine (scripts/bootstrap.sh once); further arguments go to pytest either way.
+# The full suite runs on AGATA_TEST_WORKERS pytest-xdist workers (default 2; 1 runs it in one
+# process), a module's tests on one worker, long modules first (tests/scheduling.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=false
@@ -24,7 +26,12 @@ set +e
 if $quick; then
   .venv/bin/pytest -m unit "$@"
 else
-  .venv/bin/pytest "$@"
+  workers="${AGATA_TEST_WORKERS:-2}"
+  spread=()
+  if [ "$workers" -gt 1 ] && ! printf '%s\n' "$@" | grep -qE '^(-n|--numprocesses)'; then
+    spread=(-n "$workers" --dist loadfile)
+  fi
+  .venv/bin/pytest "${spread[@]}" "$@"
 fi
 status=$?
 set -e
