@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -23,7 +22,6 @@ from task_daemon_lib.spawner import guarded_argv, wait_armed
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SETPRIV = shutil.which("setpriv")
 
 
 def alive(pid: int) -> bool:

@@ -27,7 +27,8 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-_SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+SETPRIV = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+"""util-linux's ``setpriv``, where this machine has it."""
 
 
 ARMING_TIMEOUT_S = 5.0
@@ -37,16 +38,16 @@ ARMING_TIMEOUT_S = 5.0
 def guarded_argv(argv: Sequence[str], death_signal: str = "KILL") -> list[str]:
     """``argv`` wrapped so that the kernel sends ``death_signal`` (a name such as ``KILL`` or
     ``TERM``) to the process when its parent dies."""
-    if _SETPRIV is None:
+    if SETPRIV is None:
         return list(argv)
-    return [_SETPRIV, "--pdeathsig", death_signal, "--", *argv]
+    return [SETPRIV, "--pdeathsig", death_signal, "--", *argv]
 
 
 def wait_armed(pid: int, timeout: float = ARMING_TIMEOUT_S) -> None:
     """Return once child ``pid``, started with ``guarded_argv``, has its death signal armed:
     ``setpriv`` arms it, then runs the program, so the child no longer runs ``setpriv`` (or it
     has ended). Gives up quietly after ``timeout`` seconds."""
-    if _SETPRIV is None:
+    if SETPRIV is None:
         return
     deadline = time.monotonic() + timeout
     pause = 0.0005
@@ -55,7 +56,7 @@ def wait_armed(pid: int, timeout: float = ARMING_TIMEOUT_S) -> None:
             program = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0]
         except OSError:
             return
-        if program != _SETPRIV.encode():
+        if program != SETPRIV.encode():
             return
         time.sleep(pause)
         pause = min(pause * 2, 0.01)
@@ -102,7 +103,7 @@ class _Spawner:
     def popen(self, argv: Sequence[str], **options: Any) -> subprocess.Popen[bytes]:
         """``subprocess.Popen(guarded_argv(argv), **options)``, forked on the spawner thread,
         returned once its death signal is armed."""
-        if argv and _SETPRIV is not None:
+        if argv and SETPRIV is not None:
             _require_executable(argv[0], options.get("cwd"))
         guarded = guarded_argv(argv)
         if threading.current_thread() is self._thread:
@@ -118,7 +119,7 @@ class _Spawner:
 
 _SPAWNER = _Spawner()
 
-if _SETPRIV is None:
+if SETPRIV is None:
     logger.warning("setpriv not found: task processes will not die with their manager")
 
 

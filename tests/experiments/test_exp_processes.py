@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from support import REPO_ROOT, wait_for
 
-from experiments import processes
 from experiments.processes import alive
+from task_daemon_lib.spawner import SETPRIV
 
-pytestmark = pytest.mark.skipif(processes.SETPRIV is None, reason="setpriv is not installed")
+pytestmark = pytest.mark.skipif(SETPRIV is None, reason="setpriv is not installed")
 
 STARTER = textwrap.dedent("""
     import sys, time
