@@ -26,7 +26,8 @@ from client_task_manager.identity import ClientIdentity
 from client_task_manager.manager import ClientTaskManager
 from client_task_manager.run_retention import DeviceRunRetention
 from client_task_manager.scheduler import Policy, TaskBook
-from flower_runtime import CLIENT_WORKER_MODULE, flower_installed, warm_argv
+from flower_runtime import CLIENT_WORKER_MODULE, flower_installed
+from flower_runtime.spare_imports import SpareImports
 from microservice_interconnect.broadcast import Subscriber
 from microservice_interconnect.outbox import Outbox
 from microservice_interconnect.runtime import ServiceRuntime
@@ -93,6 +94,7 @@ def start(config: DeviceSettings) -> RunningClientTaskManager:
                              cpus=params.container_cpus, memory_mb=params.container_memory_mb,
                              readable=(*params.confined_paths(), *([ca_file] if ca_file else [])))
     confinement.record(data_dir, executor.confinement)
+    worker_imports = SpareImports(CLIENT_WORKER_MODULE, params.preload_modules())
     manager = ClientTaskManager(
         identity,
         TaskBook(policy, params.max_parallel_tasks, params.task_retry_s,
@@ -111,10 +113,10 @@ def start(config: DeviceSettings) -> RunningClientTaskManager:
         cloud_ca_file=ca_file,
         retention=DeviceRunRetention(work_dir, params.retention(), runtime.events),
         disk=DiskGate(data_dir, config.storage.min_free_mb, events=runtime.events),
-        warm=WarmPool(warm_argv(CLIENT_WORKER_MODULE, params.preload_modules()),
-                      work_dir / "workers",
+        warm=WarmPool(worker_imports.argv(), work_dir / "workers",
                       name="Flower worker", executor=executor,
-                      spares=params.flower_workers if flower_installed() else 0),
+                      spares=params.flower_workers if flower_installed() else 0,
+                      retarget=worker_imports.after_run_of),
     )
     Subscriber(runtime.link, task_events_exchange(prefix), TaskEvent, manager.on_task_event)
     runtime.start()

@@ -37,7 +37,8 @@ from cloud_task_manager.runs import Peers, RunController, RunTimings
 from cloud_task_manager.selection import TaskSelector
 from cloud_task_manager.service import CloudTaskManager
 from cloud_task_manager.storage import Credentials, TaskStorage
-from flower_runtime import SERVER_HOST_MODULE, flower_installed, warm_argv
+from flower_runtime import SERVER_HOST_MODULE, flower_installed
+from flower_runtime.spare_imports import SpareImports
 from microservice_interconnect.broadcast import Broadcaster, Subscriber
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
@@ -91,6 +92,7 @@ def build(config: CloudSettings, runtime: ServiceRuntime, engine: Engine,
                          device_answer_s=section.device_answer_s,
                          default_deadline_s=section.default_deadline_s,
                          lease_s=replicas.lease_s)
+    host_imports = SpareImports(SERVER_HOST_MODULE, section.preload_modules())
     runs = RunController(records, storage, results, timings=timings,
                          peers=Peers(replicas.replica_id, forward_stop, replicas.alive),
                          announce=announcer.publish, events=runtime.events,
@@ -98,10 +100,10 @@ def build(config: CloudSettings, runtime: ServiceRuntime, engine: Engine,
                          states=RunStates(engine, int(section.max_checkpoint_mb * 1024 * 1024)),
                          data_plane=DataPlane(section.run_host, section.max_message_mb),
                          min_free_mb=config.storage.min_free_mb,
-                         warm=WarmPool(warm_argv(SERVER_HOST_MODULE, section.preload_modules()),
-                                       data_dir / "hosts",
+                         warm=WarmPool(host_imports.argv(), data_dir / "hosts",
                                        name="ServerApp host", executor=executor,
-                                       spares=section.warm_hosts if flower_installed() else 0))
+                                       spares=section.warm_hosts if flower_installed() else 0,
+                                       retarget=host_imports.after_run_of))
     selector = TaskSelector(records, clients.lookup)
     changed: Broadcaster[TasksChanged] = Broadcaster(runtime.link,
                                                      tasks_changed_exchange(prefix))

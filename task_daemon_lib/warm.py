@@ -3,7 +3,9 @@
 Starting Python with Flower and torch takes seconds; a child started early has paid that before
 its run begins. ``take`` hands the spare to a run (its reports and exit now go to that run's
 callbacks); the caller says when to start the next spare with ``prepare`` (both managers: when
-a run ends), so the next one's imports do not compete with a run for the CPU.
+a run ends), so the next one's imports do not compete with a run for the CPU. What a spare is
+started as may follow the runs (``retarget``): a spare of an older command line is still handed
+out while no other is ready, and replaced at the next ``prepare``.
 
 A confined spare cannot see its run's folders when it starts: where the executor stages spares,
 each gets its own stage (:mod:`task_daemon_lib.staging`), filled when it is taken, and ``take``
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +52,9 @@ class _Binding:
     """Where a child's reports go: nowhere while it is the spare, to its run once taken. Its
     stage, if any, is removed when it exits."""
 
-    def __init__(self, name: str, stage: SpareStage | None = None) -> None:
+    def __init__(self, name: str, argv: Sequence[str], stage: SpareStage | None = None) -> None:
         self.name = name
+        self.argv = list(argv)
         self.stage = stage
         self.on_message: OnMessage | None = None
         self.on_exit: OnExit | None = None
@@ -83,17 +86,24 @@ class _Binding:
             logger.info("spare %s ended: %s", self.name, outcome.reason or outcome.status)
 
 
+Retarget = Callable[[Path], Sequence[str]]
+"""The command line for spares started after a run of the app in this folder."""
+
+
 class WarmPool:
     """Keeps ``spares`` spare children of ``argv`` and hands them out on demand.
 
     The child reads its job as one line on standard input; end-of-file tells a spare that is
     no longer wanted to exit. It runs task code, so it gets ``task_environ(env)`` only.
+    ``retarget``, when given, sees each run's app folder when the run takes its process, and
+    says the command line of the spares started from then on.
     """
 
     def __init__(self, argv: Sequence[str], work_dir: Path, *, name: str, spares: int = 1,
                  env: Mapping[str, str] | None = None,
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, retarget: Retarget | None = None) -> None:
         self.argv = list(argv)
+        self.retarget = retarget
         self.executor: Executor = executor or SubprocessExecutor()
         self.work_dir = work_dir
         self.name = name
@@ -108,7 +118,7 @@ class WarmPool:
                results_dir: Path | None = None, state_dir: Path | None = None, *,
                staged: bool = False) -> tuple[TaskProcess, _Binding]:
         stage = SpareStage.create(self.work_dir) if staged else None
-        binding = _Binding(self.name, stage)
+        binding = _Binding(self.name, self.argv, stage)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         cwd = task_dir or self.work_dir
         if stage is not None:
@@ -125,7 +135,7 @@ class WarmPool:
     def _process(self, binding: _Binding, cwd: Path, image: str | None, task_dir: Path | None,
                  results_dir: Path | None, state_dir: Path | None) -> TaskProcess:
         child = self.executor.process(ProcessSpec(
-            self.argv, cwd=cwd, env=self.env, name=self.name,
+            binding.argv, cwd=cwd, env=self.env, name=self.name,
             on_message=binding.message, on_output=binding.output, on_exit=binding.exited,
             stdin_pipe=True, image=image, task_dir=task_dir, results_dir=results_dir,
             state_dir=state_dir))
@@ -133,8 +143,9 @@ class WarmPool:
         return child
 
     def prepare(self) -> None:
-        """Start spares until there are ``spares`` alive (none where the executor gives a process
-        only its own run's folders); never raises."""
+        """End the spares of an older command line, and start spares until there are ``spares``
+        alive (none where the executor gives a process only its own run's folders); never
+        raises."""
         if not self.executor.spares_allowed:
             return
         staged = self.executor.stages_spares
@@ -142,7 +153,12 @@ class WarmPool:
             if staged and not self._cleared:
                 SpareStage.clear_stale(self.work_dir)
                 self._cleared = True
-            self._ready = [spare for spare in self._ready if spare[0].running]
+            outdated = [spare for spare in self._ready
+                        if spare[0].running and spare[1].argv != self.argv]
+            self._ready = [spare for spare in self._ready
+                           if spare[0].running and spare[1].argv == self.argv]
+            for child, _ in outdated:
+                child.close_input()  # it reads end-of-file and exits
             while not self._closed and len(self._ready) < self.spares:
                 try:
                     self._ready.append(self._spawn(staged=staged))
@@ -159,13 +175,16 @@ class WarmPool:
         ``state_dir``), or a new one for them when there is none, the run asks for its own
         container ``image`` or the executor starts no spares (raises OSError when it cannot
         start); with where it sees those folders. Call ``prepare`` for the next."""
+        if self.retarget is not None and task_dir is not None:
+            self._follow(task_dir)
         spare = None
         reuse = image is None and self.executor.spares_allowed
         with self._lock:
-            while reuse and self._ready and spare is None:
-                candidate = self._ready.pop(0)
-                if candidate[0].running:
-                    spare = candidate
+            self._ready = [ready for ready in self._ready if ready[0].running]
+            current = [ready for ready in self._ready if ready[1].argv == self.argv]
+            if reuse and (current or self._ready):
+                spare = (current or self._ready)[0]
+                self._ready.remove(spare)
         folders = (task_dir, results_dir, state_dir)
         if spare is not None and spare[1].stage is not None:
             stage = spare[1].stage
@@ -186,6 +205,19 @@ class WarmPool:
             binding.on_output = on_output
         logger.info("%s runs in %s pid %s", name, self.name, child.pid)
         return Taken(child, *folders)
+
+    def _follow(self, task_dir: Path) -> None:
+        """Ask ``retarget`` what the next spares start as, after this run's app."""
+        assert self.retarget is not None
+        try:
+            argv = list(self.retarget(task_dir))
+        except Exception as exc:  # a spare's command line is an optimisation, never a failure
+            logger.warning("%s: keeping the spares' command line (%s)", self.name, exc)
+            return
+        with self._lock:
+            if argv != self.argv:
+                logger.info("%s spares start as %s from now on", self.name, " ".join(argv))
+                self.argv = argv
 
     @staticmethod
     def _fill(stage: SpareStage, pid: int | None, task_dir: Path | None,

@@ -112,3 +112,36 @@ def test_without_spares_a_run_gets_a_fresh_child_and_close_ends_the_spares(tmp_p
     assert processes_with(marker) == []
     warm.prepare()
     assert processes_with(marker) == []
+
+
+def test_spares_follow_the_runs_and_those_of_an_older_command_line_are_replaced(
+        tmp_path: Path) -> None:
+    before, after = f"warm-before-{uuid.uuid4().hex}", f"warm-after-{uuid.uuid4().hex}"
+    apps_seen: list[Path] = []
+
+    def retarget(app: Path) -> list[str]:
+        apps_seen.append(app)
+        return [sys.executable, "-c", CHILD, after]
+
+    warm = WarmPool([sys.executable, "-c", CHILD, before], tmp_path / "work",
+                    name="test worker", spares=2, retarget=retarget,
+                    env={"PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        warm.prepare()
+        assert eventually(lambda: len(processes_with(before)) == 2)
+        run = Run()
+        taken = warm.take("run 1", run.message, run.exited, task_dir=tmp_path / "app").process
+        assert apps_seen == [tmp_path / "app"]
+        assert taken.pid in processes_with(before)  # no spare of the new line yet: an old one
+        warm.prepare()  # the other old spare ends; two of the new line start
+        assert eventually(lambda: processes_with(before) == [taken.pid]), processes_with(before)
+        assert eventually(lambda: len(processes_with(after)) == 2), processes_with(after)
+        second = Run()
+        again = warm.take("run 2", second.message, second.exited).process
+        assert again.pid in processes_with(after)
+        for child, state in ((taken, run), (again, second)):
+            child.send_input("job")
+            assert state.ended.wait(30)
+    finally:
+        warm.close()
+    assert processes_with(after) == []

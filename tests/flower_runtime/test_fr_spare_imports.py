@@ -1,0 +1,75 @@
+"""What the next warm spares import follows what the last runs' apps use (read, never run)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flower_runtime import SERVER_HOST_MODULE, warm_argv
+from flower_runtime.spare_imports import SpareImports, app_imports
+
+pytestmark = pytest.mark.unit
+
+TASKS = Path(__file__).resolve().parents[2] / "tasks"
+
+
+def make_app(folder: Path, files: dict[str, str], dependencies: str = "") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(
+        f'[project]\nname = "x"\nversion = "1"\ndependencies = [{dependencies}]\n')
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
+def test_an_app_imports_what_its_files_import_and_its_manifest_declares(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {
+        "pkg/server_app.py": "import numpy as np\nfrom flwr.app import Context\n"
+                             "def later():\n    import torch.nn\n",
+        "pkg/task.py": "from . import server_app\nfrom .models import Net\n",
+        "pkg/broken.py": "def (:\n",
+        ".hidden/secret.py": "import tensorflow\n",
+        "notes.txt": "import jax\n",
+    }, dependencies='"scikit-learn>=1.3", "Pillow ; python_version > \'3\'"')
+    (app / "pkg" / "linked.py").symlink_to(app / "pkg" / "server_app.py")
+    names = app_imports(app)
+    assert {"numpy", "flwr", "torch", "scikit_learn", "pillow"} <= names
+    assert not names & {"tensorflow", "jax", "models", "server_app"}
+
+
+def test_a_missing_or_unreadable_app_adds_nothing(tmp_path: Path) -> None:
+    assert app_imports(tmp_path / "absent") == frozenset()
+    app = make_app(tmp_path / "bad", {"a.py": "import numpy\n"})
+    (app / "pyproject.toml").write_text("[project\n")
+    assert app_imports(app) == {"numpy"}
+
+
+def test_the_shipped_apps_are_read_as_what_they_use() -> None:
+    assert {"numpy", "flwr"} <= app_imports(TASKS / "app_stream")
+    assert "torch" not in app_imports(TASKS / "app_stream")
+    assert "torch" in app_imports(TASKS / "app_digits")
+
+
+def test_spares_import_the_candidates_the_last_runs_used(tmp_path: Path) -> None:
+    plain = make_app(tmp_path / "plain", {"a.py": "import numpy\n"})
+    with_torch = make_app(tmp_path / "torch", {"a.py": "import torch.nn\nimport os\n"})
+    nothing = make_app(tmp_path / "nothing", {"a.py": "import json\n"})
+    imports = SpareImports(SERVER_HOST_MODULE, ("numpy", "torch"), remember=2)
+    assert imports.modules() == ("numpy", "torch")  # before any run: all of them
+    assert imports.argv() == warm_argv(SERVER_HOST_MODULE, ("numpy", "torch"))
+    assert imports.after_run_of(plain) == warm_argv(SERVER_HOST_MODULE, ("numpy",))
+    imports.after_run_of(with_torch)
+    assert imports.modules() == ("numpy", "torch")
+    imports.after_run_of(nothing)
+    assert imports.modules() == ("torch",)  # the plain app's run is no longer remembered
+    imports.after_run_of(nothing)
+    assert imports.modules() == ()
+
+
+def test_an_app_never_adds_a_module_the_operator_did_not_name(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {"a.py": "import os, subprocess, numpy\n"},
+                   dependencies='"evil-package"')
+    imports = SpareImports(SERVER_HOST_MODULE, ("numpy", "torch"))
+    assert imports.after_run_of(app) == warm_argv(SERVER_HOST_MODULE, ("numpy",))
