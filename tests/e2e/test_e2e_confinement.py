@@ -3,7 +3,8 @@ ServerApp look for what a malicious task wants (the data directories' secrets an
 another run's folders, other processes' environments) and try to write outside their results
 folder, run on every service as ``python -m`` with two devices and the default executor (the
 cloud's ServerApp host and device-1's worker warm spares, device-0's worker started for its
-run): every attempt fails, and the run still trains and returns its results."""
+run): every attempt fails, and the run still trains and returns its results. The spares started
+after the run import only what the app uses of what ``warm_preload`` names."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from task_daemon_lib.confinement import Mechanism
 
 LEAK_APP = Path(__file__).resolve().parents[1] / "apps" / "app_leak"
 WRITTEN = "agata-leak-written.txt"
+PRELOAD = "numpy,csv"
+"""What the spares import at first: the app uses numpy, not csv."""
 
 pytestmark = pytest.mark.skipif(confinement.choose().mechanism is not Mechanism.BWRAP,
                                 reason="bubblewrap cannot start a sandbox here")
@@ -34,7 +37,8 @@ pytestmark = pytest.mark.skipif(confinement.choose().mechanism is not Mechanism.
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     started = Stack(tmp_path / "stack", client_count=2, warm_spares=True,
-                    client_params={"request_interval": "2"},
+                    client_params={"request_interval": "2", "warm_preload": PRELOAD},
+                    cloud_overrides={"AGATA_CLOUD_TASK_MANAGER_WARM_PRELOAD": PRELOAD},
                     client_overrides=[{"AGATA_CLIENT_PARAMS_FLOWER_WORKERS": "0"}])
     try:
         yield started
@@ -107,6 +111,11 @@ def test_a_leaking_app_reaches_nothing_and_still_trains(stack: Stack, tmp_path: 
         assert seen["service_environ"] == [], (side, seen)
         assert seen["pids"] <= 3, (side, seen)  # its own PID namespace
     assert list(stack.out_dir.rglob(WRITTEN)) == []
+    for log in (stack.out_dir / "logs" / name
+                for name in ("cloud_task_manager.log", "client1_task_manager.log")):
+        assert "warm (numpy, csv); waiting" in log.read_text(), log
+        wait_for(lambda: "warm (numpy); waiting" in log.read_text(),
+                 60, f"a spare without csv in {log.name}")
     rounds = api.get("/api/tasks/leak/metrics")["rounds"]
     assert [entry["round"] for entry in rounds] == [1, 2]
     for entry in rounds:
