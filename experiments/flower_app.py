@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import statistics
 import sys
 import time
@@ -28,10 +29,13 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from agata_cli.client import CliError
+from agata_contracts.lifecycle import output_log_name
 from experiments.flower_deployment import RUN_TIMEOUT_S, run_flower
 from experiments.processes import free_port
 from experiments.rss import PeakRss
 from experiments.stack import FLOWER_WORKERS, WARM_HOSTS, Stack, first_event, read_events
+from flower_runtime import TRAFFIC_LINE
 
 logger = logging.getLogger("experiments.flower_app")
 
@@ -154,6 +158,21 @@ def collected_results(stack: Stack, task_id: str, clients: int,
     return found
 
 
+def host_traffic(stack: Stack, task_id: str) -> int | None:
+    """The model bytes the latest run's ServerApp host says it moved both ways (from the
+    server output it kept as a result), or None when it said nothing."""
+    assert stack.api is not None
+    path = f"/api/tasks/{task_id}/runs/0/results/server/{output_log_name('server')}"
+    try:
+        text = stack.api.download(path).decode(errors="replace")
+    except CliError:
+        return None
+    pattern = re.escape(TRAFFIC_LINE).replace(r"\{sent\}", r"(\d+)").replace(
+        r"\{received\}", r"(\d+)")
+    found = re.findall(pattern, text)
+    return int(found[-1][0]) + int(found[-1][1]) if found else None
+
+
 OURS_PROCESSES = {"host": "flower_runtime.server_host", "gateway": "-m cloud_gateway",
                   "device_worker": "flower_runtime.client_worker",
                   "manager": "-m cloud_task_manager"}
@@ -184,13 +203,14 @@ def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Pa
             finally:
                 peaks = memory.stop()
             outcomes.append((task_id, task, metrics, (peaks, memory.cpu_s()),
-                             collected_results(stack, task_id, clients)))
+                             collected_results(stack, task_id, clients),
+                             host_traffic(stack, task_id)))
     finally:
         stack.stop()
     events = read_events(stack.events_path)
     figures = []
     previous_end = 0.0
-    for task_id, task, metrics, (peaks, cpu), results in outcomes:
+    for task_id, task, metrics, (peaks, cpu), results, moved in outcomes:
         started = first_event(events, "received", after=previous_end,
                               function="rpc_exec_start_server_task")
         ended = first_event(events, f"{task['status']} {task_id}", after=started or 0.0)
@@ -206,13 +226,15 @@ def run_ours(app: Path, clients: int, configs: list[dict[str, Any]], out_dir: Pa
             "peak_rss_mb": peaks,
             "cpu_s": cpu,
             "results": results,
+            "model_bytes_moved": moved,
         })
     return figures
 
 
 def model_bytes_moved(model_mb: float, clients: int, rounds: int) -> int:
     """Model bytes a FedAvg round of train and evaluate on every device moves: the global
-    model to each device twice (train, evaluate) and each device's update back once."""
+    model to each device twice (train, evaluate) and each device's update back once (what
+    the figures use where the host did not say what it moved)."""
     return int(model_mb * 1e6) * clients * 3 * rounds
 
 
@@ -223,7 +245,7 @@ def _per_size(sizes: list[float], ours: list[dict[str, Any]], theirs: list[dict[
     base = ours[0].get("wall_s")
     flower_base = theirs[0].get("flower_deployment_wall_s") if theirs else None
     for index, size in enumerate(sizes, start=1):
-        moved = model_bytes_moved(size, clients, rounds)
+        moved = ours[index].get("model_bytes_moved") or model_bytes_moved(size, clients, rounds)
         row: dict[str, Any] = {
             "model_mb": size, "model_bytes_moved": moved, "status": ours[index]["status"],
             "wall_s": ours[index]["wall_s"], "peak_rss_mb": ours[index]["peak_rss_mb"],

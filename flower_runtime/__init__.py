@@ -9,6 +9,9 @@ CLIENT_WORKER_MODULE = "flower_runtime.client_worker"
 SERVER_HOST_MODULE = "flower_runtime.server_host"
 RUN_CREDENTIAL_ENV = "AGATA_RUN_CREDENTIAL"
 """How a ServerApp host started for one run alone gets the run's credential."""
+TRAFFIC_LINE = "model bytes moved: {sent} to the devices, {received} from them"
+"""The ServerApp host's last line about its run: the array bytes of the whole messages it sent
+and received."""
 DEFAULT_PRELOAD = ("numpy", "torch")
 """What a warm worker or host imports before its job comes (what apps commonly need)."""
 

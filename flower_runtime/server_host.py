@@ -38,7 +38,7 @@ from agata_contracts.credentials import is_device_credential
 from agata_contracts.lifecycle import RESULTS_DIR_ENV, read_lifecycle
 from agata_contracts.run_devices import Roster
 from agata_contracts.run_door import DOOR_KEY_HEADER, door_key
-from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, preload, wire
+from flower_runtime import DEFAULT_PRELOAD, RUN_CREDENTIAL_ENV, TRAFFIC_LINE, preload, wire
 from flower_runtime.checkpoint import Checkpointer, read_checkpoint
 from flower_runtime.flower_internals import SUPERLINK_NODE_ID, Run, TaskIdentity, load_app
 from flower_runtime.grid import Node, RunGrid
@@ -90,6 +90,7 @@ class DeviceDoor:
         self.door_key = door_key(run_credential) if run_credential else ""
         self.max_message_bytes = max_message_bytes
         self.channels: dict[int, _SocketChannel] = {}
+        self.traffic = wire.Traffic()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """One device's connection, from hello to the end of the run."""
@@ -153,12 +154,12 @@ class DeviceDoor:
             if isinstance(item, str):
                 await socket.send_str(item)
             else:
-                await wire.send(socket, item)
+                await wire.send(socket, item, self.traffic)
             del item  # a model sent is not held until the next message comes
         await socket.close()
 
     async def _read(self, socket: web.WebSocketResponse, node: Node) -> None:
-        inbox = wire.Inbox(self.max_message_bytes)
+        inbox = wire.Inbox(self.max_message_bytes, traffic=self.traffic)
         async for frame in socket:
             reply: BaseModel | Message | None
             try:
@@ -382,6 +383,7 @@ def serve_run(args: argparse.Namespace, reporter: TaskReporter, run_credential: 
     finally:
         grid.close()
         server.stop()
+        logger.info(TRAFFIC_LINE.format(sent=door.traffic.sent, received=door.traffic.received))
         rosters(grid.roster())
         if checkpointer is not None:
             checkpointer.close()

@@ -110,6 +110,19 @@ class Outgoing:
     head: str
     parts: tuple[bytes | memoryview, ...]
 
+    @property
+    def array_bytes(self) -> int:
+        """The bytes of its arrays (the parts after the protobuf and the array table)."""
+        return sum(memoryview(part).nbytes for part in self.parts[2:])
+
+
+@dataclass
+class Traffic:
+    """Array bytes (the model's) of the whole messages sent and received, counted as they go."""
+
+    sent: int = 0
+    received: int = 0
+
 
 def encode(message: Message) -> Outgoing:
     """A Flower message as a head and its byte parts (arrays are referenced, not copied)."""
@@ -163,12 +176,15 @@ def chunks(parts: Sequence[bytes | memoryview], size: int = CHUNK_BYTES
         yield bytes(pending)
 
 
-async def send(socket: FrameSocket, outgoing: Outgoing) -> None:
+async def send(socket: FrameSocket, outgoing: Outgoing, traffic: Traffic | None = None) -> None:
     """Send a message: its head, then its bytes in chunks (each send waits for the socket
-    to drain, so memory stays bounded whatever the model's size)."""
+    to drain, so memory stays bounded whatever the model's size); counted in ``traffic``
+    once sent."""
     await socket.send_str(outgoing.head)
     for chunk in chunks(outgoing.parts):
         await socket.send_bytes(chunk)  # type: ignore[arg-type]
+    if traffic is not None:
+        traffic.sent += outgoing.array_bytes
 
 
 class Assembler:
@@ -239,9 +255,11 @@ class Inbox:
     """Turns a socket's frames back into messages: text frames are control messages (one of
     ``controls``) or message heads, binary frames the bytes of the message being received."""
 
-    def __init__(self, max_message_bytes: int, *controls: type[BaseModel]) -> None:
+    def __init__(self, max_message_bytes: int, *controls: type[BaseModel],
+                 traffic: Traffic | None = None) -> None:
         self.max_message_bytes = max_message_bytes
         self.controls = controls
+        self.traffic = traffic
         self._assembler: Assembler | None = None
 
     def text(self, data: str) -> BaseModel | Message | None:
@@ -266,7 +284,10 @@ class Inbox:
         if assembler is None or not assembler.complete:
             return None
         self._assembler = None
-        return assembler.decode()
+        message = assembler.decode()
+        if self.traffic is not None:
+            self.traffic.received += assembler.head.array_bytes
+        return message
 
 
 _new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize

@@ -26,3 +26,4 @@ def test_an_app_declaring_only_its_rounds_runs_on_both_runtimes(tmp_path: Path) 
     assert figures["flower_status"] == "finished:completed", figures
     assert [r["round"] for r in figures["rounds"]] == [1, 2]
     assert "final_model.npz" in figures["results"]["server"], figures["results"]
+    assert figures["model_bytes_moved"] > 0, figures  # what the run's host says it moved

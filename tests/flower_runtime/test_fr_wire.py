@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tracemalloc
 
@@ -158,3 +159,35 @@ def test_chunks_join_small_parts_and_keep_order() -> None:
     frames = [bytes(c) for c in wire.chunks(parts, size=4)]
     assert b"".join(frames) == b"aaabbbbbbbbbbccd"
     assert all(len(f) <= 4 for f in frames)
+
+
+class _Socket:
+    """Collects what ``wire.send`` writes."""
+
+    def __init__(self) -> None:
+        self.frames: list[str | bytes] = []
+
+    async def send_str(self, data: str, compress: int | None = None) -> None:
+        self.frames.append(data)
+
+    async def send_bytes(self, data: bytes, compress: int | None = None) -> None:
+        self.frames.append(bytes(data))
+
+
+def test_traffic_counts_the_array_bytes_of_whole_messages_each_way() -> None:
+    arrays = [np.ones(1000, dtype=np.float64), np.zeros((3, 4), dtype=np.float32)]
+    outgoing = wire.encode(_message(arrays, server_round=1))
+    array_bytes = sum(len(record.data) for record in
+                      _message(arrays).content["arrays"].values())  # .npy bytes, headers too
+    assert outgoing.array_bytes == array_bytes >= 8000 + 48
+    sent, received = wire.Traffic(), wire.Traffic()
+    socket = _Socket()
+    asyncio.run(wire.send(socket, outgoing, sent))
+    assert sent == wire.Traffic(sent=array_bytes)
+    inbox = wire.Inbox(1 << 20, traffic=received)
+    assert inbox.text(str(socket.frames[0])) is None
+    *partial, last = [inbox.binary(bytes(frame)) for frame in socket.frames[1:]]
+    assert isinstance(last, Message) and all(item is None for item in partial)
+    assert received == wire.Traffic(received=array_bytes)
+    no_arrays = wire.encode(_message([]))
+    assert no_arrays.array_bytes == 0
