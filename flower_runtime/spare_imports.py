@@ -25,7 +25,9 @@ logger = logging.getLogger(__name__)
 
 MAX_SOURCE_FILES = 500
 MAX_SOURCE_BYTES = 1 << 20
-"""Bounds on what is read of an app: a file over it, or files past the count, are skipped."""
+MAX_TOTAL_BYTES = 8 << 20
+"""Bounds on what is read of an app (its files come from whoever uploaded it): a file over
+``MAX_SOURCE_BYTES`` is skipped, and reading stops past the count or the total."""
 
 REMEMBERED_RUNS = 5
 """How many of the last runs' apps the spares' imports follow."""
@@ -80,10 +82,16 @@ def app_imports(app_dir: Path) -> frozenset[str]:
         names |= _declared(app_dir / "pyproject.toml")
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         logger.debug("%s: dependencies not read: %s", app_dir, exc)
+    budget = MAX_TOTAL_BYTES
     for path in _sources(app_dir):
         try:
-            if path.stat().st_size <= MAX_SOURCE_BYTES:
-                names |= _imported(path.read_bytes())
+            size = path.stat().st_size
+            if size > MAX_SOURCE_BYTES:
+                continue
+            budget -= size
+            if budget < 0:
+                break
+            names |= _imported(path.read_bytes())
         except (OSError, SyntaxError, ValueError, RecursionError, MemoryError) as exc:
             logger.debug("%s: imports not read: %s", path, exc)
     return frozenset(names)

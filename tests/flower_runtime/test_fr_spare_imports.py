@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from flower_runtime import SERVER_HOST_MODULE, warm_argv
+from flower_runtime import SERVER_HOST_MODULE, spare_imports, warm_argv
 from flower_runtime.spare_imports import SpareImports, app_imports
 
 pytestmark = pytest.mark.unit
@@ -73,3 +73,16 @@ def test_an_app_never_adds_a_module_the_operator_did_not_name(tmp_path: Path) ->
                    dependencies='"evil-package"')
     imports = SpareImports(SERVER_HOST_MODULE, ("numpy", "torch"))
     assert imports.after_run_of(app) == warm_argv(SERVER_HOST_MODULE, ("numpy",))
+
+
+def test_reading_an_app_stops_at_its_bounds(tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app(tmp_path / "app", {"a.py": "import numpy\n", "b.py": "import torch\n",
+                                      "c.py": "import scipy\n" + "x = 1\n" * 200})
+    assert {"numpy", "torch", "scipy"} <= app_imports(app)
+    monkeypatch.setattr(spare_imports, "MAX_SOURCE_BYTES", 100)  # c.py is skipped
+    assert "scipy" not in app_imports(app) and "torch" in app_imports(app)
+    monkeypatch.setattr(spare_imports, "MAX_TOTAL_BYTES", 20)  # a.py fits, b.py does not
+    assert app_imports(app) == {"numpy"}
+    monkeypatch.setattr(spare_imports, "MAX_SOURCE_FILES", 0)
+    assert app_imports(app) == frozenset()
