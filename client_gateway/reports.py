@@ -9,7 +9,7 @@ from agata_contracts.tasks import REPORT_CLIENT_TASK
 from agata_contracts.users import UPDATE_USER_INFO
 from client_gateway.http import CloudGatewayHttp
 from microservice_interconnect import RpcError, RpcTimeout, ServiceUnavailable, Unauthorized
-from microservice_interconnect.outbox import DeliveryResult
+from microservice_interconnect.outbox_worker import DeliveryResult
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from client_gateway.service import ClientGateway
 from client_gateway.task_events import POLL_TIMEOUT_S, TaskEventRelay
 from microservice_interconnect import RpcError, RpcTimeout, ServiceUnavailable
 from microservice_interconnect.broadcast import Broadcaster
-from microservice_interconnect.outbox import OutboxWorker
+from microservice_interconnect.outbox_worker import OutboxWorker
 from microservice_interconnect.runtime import ServiceRuntime
 from microservice_interconnect.service import ServiceHost
 

@@ -20,7 +20,8 @@ from client_gateway.reports import ReportForwarder
 from cloud_gateway.wiring import create_app
 from microservice_interconnect import NotFound, ServiceUnavailable
 from microservice_interconnect.link import AmqpLink
-from microservice_interconnect.outbox import Outbox, OutboxWorker, decode_message
+from microservice_interconnect.outbox import Outbox, decode_message
+from microservice_interconnect.outbox_worker import OutboxWorker
 
 
 def _user(cloud: Cloud, user_id: str):

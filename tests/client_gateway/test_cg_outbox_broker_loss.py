@@ -14,7 +14,8 @@ from interconnect.mi_helpers import TcpProxy
 from agata_common.config import Settings
 from agata_contracts.users import UPDATE_USER_INFO
 from microservice_interconnect.link import AmqpLink
-from microservice_interconnect.outbox import DeliveryResult, Outbox, OutboxWorker
+from microservice_interconnect.outbox import Outbox
+from microservice_interconnect.outbox_worker import DeliveryResult, OutboxWorker
 
 
 @pytest.fixture
