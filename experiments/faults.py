@@ -49,16 +49,10 @@ from agata_cli.client import ApiError, CliError
 from agata_contracts.queues import outbox_queue
 from experiments.bench_rpc import percentile
 from experiments.flower_app import wait_warm
-from experiments.netns import (
-    Network,
-    RabbitNode,
-    netns_unavailable,
-    rabbitmq_unavailable,
-    start_brokers,
-    stop_brokers,
-)
+from experiments.netns import Network, netns_unavailable
 from experiments.postgres import PostgresUnavailable, temporary_database
 from experiments.processes import alive, free_port
+from experiments.rabbit_nodes import RabbitNode, rabbitmq_unavailable, start_brokers, stop_brokers
 from experiments.stack import TASKS_DIR, Api, Stack
 
 logger = logging.getLogger("experiments.faults")

@@ -4,7 +4,7 @@ Cloud side and client side get separate data directories and queue prefixes on t
 RabbitMQ (as if they were separate brokers), fresh tokens, a free gateway port, and events
 switched on; everything is stopped by pid at the end, the event reader last so that
 ``events.json`` holds every step. Given the cloud's address, a command prefix per side and
-each device's own overrides, the same stack runs across hosts (``experiments.netns``).
+each device's own overrides, the same stack runs across hosts (``experiments.netns_stack``).
 """
 
 from __future__ import annotations

@@ -15,16 +15,15 @@ import pika
 import pytest
 from support import OPERATOR_TOKEN, REPO_ROOT, isolated_environ
 
-from experiments.netns import (
+from experiments.netns import Network, netns_unavailable
+from experiments.processes import ProcessGroup
+from experiments.rabbit_nodes import (
     RABBITMQ_USER,
-    Network,
     RabbitNode,
-    netns_unavailable,
     rabbitmq_unavailable,
     start_brokers,
     stop_brokers,
 )
-from experiments.processes import ProcessGroup
 from experiments.stack import Api
 from task_daemon_lib.runner import task_environ
 

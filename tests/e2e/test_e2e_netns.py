@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 from support import wait_for
 
-from experiments.netns import HostsStack, netns_stack, netns_unavailable, rabbitmq_unavailable
+from experiments.netns import netns_unavailable
+from experiments.netns_stack import HostsStack, netns_stack
 from experiments.processes import free_port
+from experiments.rabbit_nodes import rabbitmq_unavailable
 from experiments.stack import TASKS_DIR, Api
 
 NUMPY_APP = TASKS_DIR / "app_numpy"
