@@ -30,12 +30,10 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, cast
 
-from docker.errors import DockerException, ImageNotFound, NotFound
-from docker.types import Mount
+from docker.errors import DockerException, NotFound
 
 from task_daemon_lib.container_owners import (
     API_TIMEOUT_S,
@@ -46,6 +44,13 @@ from task_daemon_lib.container_owners import (
     remove_orphans,
     running_containers,
     start_time,
+)
+from task_daemon_lib.container_spec import (
+    CONTAINER_TMP,
+    DEFAULT_IMAGE,
+    ContainerLimits,
+    ContainerSpec,
+    engine_available,
 )
 from task_daemon_lib.executors import python_mounts
 from task_daemon_lib.lines import (
@@ -72,82 +77,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_IMAGE = "agata-task:local"
-"""The task image ``scripts/docker_engine.sh`` builds."""
-
 _READ_CHUNK = 64 * 1024
 _POLL_INTERVAL_S = 0.1
 _STOP_MARGIN_S = 60.0
 _FRAME_HEADER = 8
 _STREAMS = {1: "stdout", 2: "stderr"}
-_CONTAINER_TMP = "/tmp"  # noqa: S108  (a private tmpfs inside the container)
-
-NetworkMode = Literal["none", "host"]
-
-
-@dataclass(frozen=True)
-class ContainerLimits:
-    """Resources a task container may use."""
-
-    cpus: float = 1.0
-    memory_mb: int = 1024
-    pids: int = 1024
-    tmp_mb: int = 256
-
-
-@dataclass(frozen=True)
-class ContainerSpec:
-    """Where and how a task container runs.
-
-    ``task_dir`` is mounted read-only and ``results_dir`` read-write, each at its own path;
-    ``read_only_mounts`` are further host paths mounted read-only at their own paths,
-    ``writable_mounts`` read-write (a ServerApp host's state folder).
-    ``working_dir`` defaults to ``task_dir``; ``user`` (``"uid:gid"``) to this process's.
-    """
-
-    task_dir: Path
-    results_dir: Path
-    image: str = DEFAULT_IMAGE
-    read_only_mounts: tuple[Path, ...] = ()
-    writable_mounts: tuple[Path, ...] = ()
-    network_mode: NetworkMode = "none"
-    limits: ContainerLimits = field(default_factory=ContainerLimits)
-    working_dir: Path | None = None
-    user: str | None = None
-
-    def mounts(self) -> list[Mount]:
-        """The container's bind mounts, one per target path (read-write wins)."""
-        modes: dict[str, bool] = {}
-        for path in self.read_only_mounts:
-            modes[str(Path(path).absolute())] = True
-        modes[str(Path(self.task_dir).absolute())] = True
-        modes[str(Path(self.results_dir).absolute())] = False
-        for path in self.writable_mounts:
-            modes[str(Path(path).absolute())] = False
-        return [Mount(target=target, source=str(Path(target).resolve()), type="bind",
-                      read_only=read_only) for target, read_only in sorted(modes.items())]
-
-    def container_user(self) -> str:
-        """``user``, or the uid:gid of this process (root stays root, without capabilities)."""
-        return self.user if self.user is not None else f"{os.getuid()}:{os.getgid()}"
-
-
-def engine_available(image: str = DEFAULT_IMAGE) -> str | None:
-    """None when a Docker engine answers and has ``image``; otherwise why not."""
-    try:
-        client = docker_client(timeout=5.0)
-    except DockerException as exc:
-        return f"no Docker engine answers ({exc}); run scripts/docker_engine.sh"
-    try:
-        client.ping()
-        client.images.get(image)
-    except ImageNotFound:
-        return f"Docker image {image} is missing; run scripts/docker_engine.sh"
-    except DockerException as exc:
-        return f"the Docker engine does not answer ({exc}); run scripts/docker_engine.sh"
-    finally:
-        client.close()
-    return None
 
 
 def _container_name(name: str) -> str:
@@ -286,7 +220,7 @@ class ContainerProcess(TaskProcessBase):
             memswap_limit=f"{limits.memory_mb}m",
             pids_limit=limits.pids,
             read_only=True,
-            tmpfs={_CONTAINER_TMP: f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
+            tmpfs={CONTAINER_TMP: f"rw,nosuid,nodev,size={limits.tmp_mb}m,mode=1777"},
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             init=True,
