@@ -26,6 +26,7 @@ EXTRAS_MODULES = ("docker", "matplotlib", "psycopg", "torch")
 DEVICE_PACKAGES = ("client_gateway", "client_task_manager", "task_daemon_lib", "flower_runtime",
                    "agata_contracts", "microservice_interconnect", "agata_common", "agata_cli")
 NEEDS_AN_EXTRA = {"task_daemon_lib.containers", "task_daemon_lib.container_owners",
+                  "task_daemon_lib.container_spec",
                   "agata_common.database", "agata_common.migrate"}
 """Device-package modules loaded only when an extra is installed (docker's executor, the
 cloud's databases)."""
