@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.faults import _rounds, _wait
+from experiments.live_files import matching
 from experiments.processes import alive
 from experiments.stack import TASKS_DIR, Api, Stack
 from experiments.up_system import UpSystem
@@ -88,13 +89,20 @@ def _missing(api: Api, rounds: int) -> int:
     return rounds - len(recorded & set(range(1, rounds + 1)))
 
 
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return path.stat()
+    except OSError:
+        return None
+
+
 def host_pid(out_dir: Path, task_id: str) -> int | None:
     """The ServerApp host serving ``task_id`` under ``out_dir``: it works in its run's results
     folder, matched by what it is (device and inode), not by its name (a confined spare's
     sandbox shows it at its stage's path)."""
-    runs = {(found.st_dev, found.st_ino) for folder in out_dir.rglob(f"task_{task_id}")
-            if folder.is_dir() for run in folder.iterdir() if run.is_dir()
-            for found in [run.stat()]}
+    runs = {(found.st_dev, found.st_ino)
+            for run in matching(out_dir, f"task_{task_id}/*", folders=True)
+            for found in [_stat(run)] if found is not None}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -198,8 +206,8 @@ def bad_checkpoint(out: Path) -> Figures:
     cloud task manager, start it again: what did the run lose?"""
 
     def damage(stack: Stack, data_dir: Path) -> tuple[int, Figures]:
-        newest_round = max(_round(path) for path in stack.out_dir.rglob("checkpoint-*.npz"))
-        for newest in stack.out_dir.rglob(f"checkpoint-{newest_round}.npz"):  # each copy
+        newest_round = max(_round(path) for path in matching(stack.out_dir, "checkpoint-*.npz"))
+        for newest in matching(stack.out_dir, f"checkpoint-{newest_round}.npz"):  # each copy
             newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])
         _damage_database(data_dir / "tasks.db")
         return newest_round, {}

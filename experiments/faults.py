@@ -49,6 +49,7 @@ from agata_cli.client import ApiError, CliError
 from agata_contracts.queues import outbox_queue
 from experiments.bench_rpc import percentile
 from experiments.flower_app import wait_warm
+from experiments.live_files import matching
 from experiments.netns import Network, netns_unavailable
 from experiments.postgres import PostgresUnavailable, temporary_database
 from experiments.processes import alive, free_port
@@ -193,8 +194,8 @@ def vanished_device(out: Path) -> Figures:
 def _spool(stack: Stack) -> list[dict[str, Any]]:
     """The report lines the run's ServerApp host kept (its spool, read as JSON)."""
     lines: list[dict[str, Any]] = []
-    spools = [*stack.out_dir.rglob(f"run-state/task_{TASK_ID}/run_*/reports.jsonl"),
-              *stack.out_dir.rglob(f"task_{TASK_ID}/last-run-reports.jsonl")]
+    spools = [*matching(stack.out_dir, f"run-state/task_{TASK_ID}/run_*/reports.jsonl"),
+              *matching(stack.out_dir, f"task_{TASK_ID}/last-run-reports.jsonl")]
     for spool in sorted(spools):
         lines.extend(json.loads(line) for line in spool.read_text().splitlines() if line)
     return lines
