@@ -38,7 +38,7 @@ def test_start_with_arguments_then_update_and_stop(ui):
     fill(ui, {"server_arguments": "rounds=2\npause=0.1"})
     ui.find("#start-form button[type=submit]").click()
     ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
-    assert "started (run 1)" in ui.text("#status")
+    ui.wait(lambda: "started (run 1)" in ui.text("#status"), "the start's status")
     ui.wait(lambda: ui.text("#task-status") == "finished", "status finished", timeout=15)
     ui.wait(lambda: ui.js("return document.querySelectorAll("
                           "'.chart[data-metric=accuracy] circle').length") == 2, "two rounds")
@@ -77,7 +77,9 @@ def test_start_with_arguments_then_update_and_stop(ui):
               "client_arguments": "epochs=3\nname=\"007\""})
     ui.find("#update-form button[type=submit]").click()
     ui.wait(lambda: f"task.html?id={task_id}" in ui.driver.current_url, "the task page")
-    assert "updated (port, client arguments, tags)" in ui.text("#status")
+    # the task page writes its status once its script ran, a moment after the URL changed
+    ui.wait(lambda: "updated (port, client arguments, tags)" in ui.text("#status"),
+            "the update's status on the task page")
     task = stack.api.get(f"/api/tasks/{task_id}")
     assert task["port"] == new_port and task["tags"] == ["edited", "web"]
     assert task["client_arguments"] == {"epochs": 3, "name": "007"}
