@@ -245,7 +245,8 @@ def _per_size(sizes: list[float], ours: list[dict[str, Any]], theirs: list[dict[
     base = ours[0].get("wall_s")
     flower_base = theirs[0].get("flower_deployment_wall_s") if theirs else None
     for index, size in enumerate(sizes, start=1):
-        moved = ours[index].get("model_bytes_moved") or model_bytes_moved(size, clients, rounds)
+        measured = ours[index].get("model_bytes_moved")
+        moved = measured if measured is not None else model_bytes_moved(size, clients, rounds)
         row: dict[str, Any] = {
             "model_mb": size, "model_bytes_moved": moved, "status": ours[index]["status"],
             "wall_s": ours[index]["wall_s"], "peak_rss_mb": ours[index]["peak_rss_mb"],

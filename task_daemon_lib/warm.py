@@ -175,10 +175,10 @@ class WarmPool:
         ``state_dir``), or a new one for them when there is none, the run asks for its own
         container ``image`` or the executor starts no spares (raises OSError when it cannot
         start); with where it sees those folders. Call ``prepare`` for the next."""
-        if self.retarget is not None and task_dir is not None:
-            self._follow(task_dir)
         spare = None
         reuse = image is None and self.executor.spares_allowed
+        if reuse and self.spares and self.retarget is not None and task_dir is not None:
+            self._follow(task_dir)
         with self._lock:
             self._ready = [ready for ready in self._ready if ready[0].running]
             current = [ready for ready in self._ready if ready[1].argv == self.argv]

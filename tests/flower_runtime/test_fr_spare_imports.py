@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -84,5 +85,23 @@ def test_reading_an_app_stops_at_its_bounds(tmp_path: Path,
     assert "scipy" not in app_imports(app) and "torch" in app_imports(app)
     monkeypatch.setattr(spare_imports, "MAX_TOTAL_BYTES", 20)  # a.py fits, b.py does not
     assert app_imports(app) == {"numpy"}
-    monkeypatch.setattr(spare_imports, "MAX_SOURCE_FILES", 0)
+    monkeypatch.setattr(spare_imports, "MAX_ENTRIES", 0)
     assert app_imports(app) == frozenset()
+
+
+def test_a_fifo_or_a_link_named_like_a_source_is_not_read(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {"a.py": "import numpy\n"})
+    os.mkfifo(app / "waits.py")  # reading it would block until a writer came
+    (tmp_path / "outside.py").write_text("import torch\n")
+    (app / "link.py").symlink_to(tmp_path / "outside.py")
+    assert app_imports(app) == {"numpy"}
+
+
+def test_import_lines_are_read_as_python_writes_them(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "app", {"a.py": (
+        "import numpy.linalg as la, torch  # both\n"
+        "    from sklearn.cluster import KMeans\n"
+        "from . import sibling\nfrom .pkg import thing\n"
+        "x = 1; import json\n"  # after a statement on the line: not read (json is no candidate)
+        "importer = 2\nfrom_ = 3\n")})
+    assert app_imports(app) == {"numpy", "torch", "sklearn"}
