@@ -110,6 +110,8 @@ class WarmPool:
         self.spares = max(0, spares)
         self.env = task_environ(env)
         self._ready: list[tuple[TaskProcess, _Binding]] = []
+        self._retired: list[TaskProcess] = []
+        """Spares of an older command line, told to exit; ``close`` makes sure they did."""
         self._lock = threading.Lock()
         self._closed = False
         self._cleared = False
@@ -157,8 +159,10 @@ class WarmPool:
                         if spare[0].running and spare[1].argv != self.argv]
             self._ready = [spare for spare in self._ready
                            if spare[0].running and spare[1].argv == self.argv]
+            self._retired = [child for child in self._retired if child.running]
             for child, _ in outdated:
                 child.close_input()  # it reads end-of-file and exits
+                self._retired.append(child)
             while not self._closed and len(self._ready) < self.spares:
                 try:
                     self._ready.append(self._spawn(staged=staged))
@@ -232,10 +236,11 @@ class WarmPool:
         """End the spares (they read end-of-file and exit); none is started after this."""
         with self._lock:
             self._closed = True
-            ready, self._ready = self._ready, []
-        for child, _ in ready:
+            ready = [child for child, _ in self._ready] + self._retired
+            self._ready, self._retired = [], []
+        for child in ready:
             child.close_input()
-        for child, _ in ready:
+        for child in ready:
             # a spare holds no work: one still importing is not waited for
             if child.wait(0.5) is None:
                 child.stop(1)

@@ -145,3 +145,25 @@ def test_spares_follow_the_runs_and_those_of_an_older_command_line_are_replaced(
     finally:
         warm.close()
     assert processes_with(after) == []
+
+
+def test_close_ends_a_replaced_spare_that_did_not_exit_by_itself(tmp_path: Path) -> None:
+    stubborn, after = f"warm-stubborn-{uuid.uuid4().hex}", f"warm-after-{uuid.uuid4().hex}"
+    # old spares still importing: they read no input, so end-of-file does not end them
+    warm = WarmPool([sys.executable, "-c", "import time; time.sleep(60)", stubborn],
+                    tmp_path / "work", name="test worker", spares=2,
+                    retarget=lambda _app: [sys.executable, "-c", CHILD, after],
+                    env={"PYTHONPATH": str(Path(__file__).parents[2])})
+    try:
+        warm.prepare()
+        assert eventually(lambda: len(processes_with(stubborn)) == 2)
+        run = Run()
+        taken = warm.take("run", run.message, run.exited, task_dir=tmp_path / "app").process
+        taken.request_stop(1)  # the run's own process: ended by its run
+        assert run.ended.wait(30)
+        warm.prepare()  # the other old spare is told to go, and ignores it
+        assert eventually(lambda: len(processes_with(after)) == 2)
+        assert len(processes_with(stubborn)) == 1
+    finally:
+        warm.close()
+    assert eventually(lambda: processes_with(stubborn) == [] and processes_with(after) == [])
