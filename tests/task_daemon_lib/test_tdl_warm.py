@@ -41,9 +41,15 @@ class Run:
         self.ended.set()
 
 
-def pool(tmp_path: Path, spares: int, marker: str = "warm-test") -> WarmPool:
-    return WarmPool([sys.executable, "-c", CHILD, marker], tmp_path / "work",
-                    name="test worker", spares=spares,
+def child_argv(marker: str, code: str = CHILD) -> list[str]:
+    """A stand-in spare's command line, found again by its ``marker``."""
+    return [sys.executable, "-c", code, marker]
+
+
+def pool(tmp_path: Path, spares: int, marker: str = "warm-test", *, code: str = CHILD,
+         retarget: Callable[[Path], list[str]] | None = None) -> WarmPool:
+    return WarmPool(child_argv(marker, code), tmp_path / "work", name="test worker",
+                    spares=spares, retarget=retarget,
                     env={"PYTHONPATH": str(Path(__file__).parents[2])})
 
 
@@ -121,11 +127,9 @@ def test_spares_follow_the_runs_and_those_of_an_older_command_line_are_replaced(
 
     def retarget(app: Path) -> list[str]:
         apps_seen.append(app)
-        return [sys.executable, "-c", CHILD, after]
+        return child_argv(after)
 
-    warm = WarmPool([sys.executable, "-c", CHILD, before], tmp_path / "work",
-                    name="test worker", spares=2, retarget=retarget,
-                    env={"PYTHONPATH": str(Path(__file__).parents[2])})
+    warm = pool(tmp_path, 2, before, retarget=retarget)
     try:
         warm.prepare()
         assert eventually(lambda: len(processes_with(before)) == 2)
@@ -150,10 +154,8 @@ def test_spares_follow_the_runs_and_those_of_an_older_command_line_are_replaced(
 def test_close_ends_a_replaced_spare_that_did_not_exit_by_itself(tmp_path: Path) -> None:
     stubborn, after = f"warm-stubborn-{uuid.uuid4().hex}", f"warm-after-{uuid.uuid4().hex}"
     # old spares still importing: they read no input, so end-of-file does not end them
-    warm = WarmPool([sys.executable, "-c", "import time; time.sleep(60)", stubborn],
-                    tmp_path / "work", name="test worker", spares=2,
-                    retarget=lambda _app: [sys.executable, "-c", CHILD, after],
-                    env={"PYTHONPATH": str(Path(__file__).parents[2])})
+    warm = pool(tmp_path, 2, stubborn, code="import time; time.sleep(60)",
+                retarget=lambda _app: child_argv(after))
     try:
         warm.prepare()
         assert eventually(lambda: len(processes_with(stubborn)) == 2)
