@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import statistics
 import sys
 import time
@@ -35,7 +34,7 @@ from experiments.flower_deployment import RUN_TIMEOUT_S, run_flower
 from experiments.processes import free_port
 from experiments.rss import PeakRss
 from experiments.stack import FLOWER_WORKERS, WARM_HOSTS, Stack, first_event, read_events
-from flower_runtime import TRAFFIC_LINE
+from flower_runtime import moved_bytes
 
 logger = logging.getLogger("experiments.flower_app")
 
@@ -167,10 +166,7 @@ def host_traffic(stack: Stack, task_id: str) -> int | None:
         text = stack.api.download(path).decode(errors="replace")
     except CliError:
         return None
-    pattern = re.escape(TRAFFIC_LINE).replace(r"\{sent\}", r"(\d+)").replace(
-        r"\{received\}", r"(\d+)")
-    found = re.findall(pattern, text)
-    return int(found[-1][0]) + int(found[-1][1]) if found else None
+    return moved_bytes(text)
 
 
 OURS_PROCESSES = {"host": "flower_runtime.server_host", "gateway": "-m cloud_gateway",

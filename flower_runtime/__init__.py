@@ -2,6 +2,7 @@
 ServerApp host and the device's ClientApp worker."""
 
 import importlib.util
+import re
 import sys
 from collections.abc import Sequence
 
@@ -11,7 +12,8 @@ RUN_CREDENTIAL_ENV = "AGATA_RUN_CREDENTIAL"
 """How a ServerApp host started for one run alone gets the run's credential."""
 TRAFFIC_LINE = "model bytes moved: {sent} to the devices, {received} from them"
 """The ServerApp host's last line about its run: the array bytes of the whole messages it sent
-and received."""
+and received (``moved_bytes`` reads it back)."""
+_TRAFFIC = re.compile(r"model bytes moved: (\d+) to the devices, (\d+) from them")
 DEFAULT_PRELOAD = ("numpy", "torch")
 """What a warm worker or host imports before its job comes (what apps commonly need)."""
 
@@ -37,3 +39,9 @@ def preload(modules: Sequence[str]) -> list[str]:
             continue
         loaded.append(name)
     return loaded
+
+
+def moved_bytes(output: str) -> int | None:
+    """The bytes both ways in the last ``TRAFFIC_LINE`` of a host's output, or None."""
+    found = _TRAFFIC.findall(output)
+    return int(found[-1][0]) + int(found[-1][1]) if found else None

@@ -12,7 +12,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.app.message.message import make_message
 from flwr.app.metadata import Metadata
 
-from flower_runtime import wire
+from flower_runtime import TRAFFIC_LINE, moved_bytes, wire
 
 
 def _message(arrays: list[np.ndarray], **config: int | str | bytes) -> Message:
@@ -191,3 +191,10 @@ def test_traffic_counts_the_array_bytes_of_whole_messages_each_way() -> None:
     assert received == wire.Traffic(received=array_bytes)
     no_arrays = wire.encode(_message([]))
     assert no_arrays.array_bytes == 0
+
+
+def test_the_hosts_traffic_line_reads_back_as_its_bytes_both_ways() -> None:
+    output = ("INFO round 1\n" + TRAFFIC_LINE.format(sent=10, received=2) + "\n"
+              + "INFO " + TRAFFIC_LINE.format(sent=900, received=600) + "\n")
+    assert moved_bytes(output) == 1500  # the last line counts
+    assert moved_bytes("no such line\n") is None
