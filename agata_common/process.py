@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import signal
+import socket
 import sys
-import threading
 from collections.abc import Callable
 from types import FrameType
 
@@ -32,18 +33,31 @@ def configure_logging(service: str) -> None:
 
 
 def wait_for_stop_signal() -> str:
-    """Block until SIGINT or SIGTERM arrives; return its name."""
-    stop = threading.Event()
+    """Block until SIGINT or SIGTERM arrives; return its name.
+
+    The kernel may hand a process's signal to any of its threads (it does when the main thread
+    still has one pending, as right after a SIGCONT). Python then runs the handler in the main
+    thread only once that thread wakes, so the wait sleeps on the signal wakeup socket, which
+    any thread's signal writes to, rather than on a lock only the main thread's signal breaks.
+    """
     received: list[str] = []
 
     def handle(signum: int, _frame: FrameType | None) -> None:
         received.append(signal.Signals(signum).name)
-        stop.set()
 
-    signal.signal(signal.SIGINT, handle)
-    signal.signal(signal.SIGTERM, handle)
-    while not stop.wait(3600):
-        pass
+    reader, writer = socket.socketpair()
+    writer.setblocking(False)
+    previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    try:
+        signal.signal(signal.SIGINT, handle)
+        signal.signal(signal.SIGTERM, handle)
+        while not received:
+            if select.select([reader], [], [], 3600)[0]:
+                reader.recv(64)
+    finally:
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
     return received[0]
 
 
