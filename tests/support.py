@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession
 
+from agata_cli.client import ApiError
 from agata_common.config import DEFAULT_CONFIG_PATH, Settings
 from agata_common.database import make_engine
 from agata_common.runtime import cloud_runtime
@@ -201,7 +202,11 @@ def stop_runs_left(api: Api) -> None:
     """Stop every run still going, so the next test on a shared stack finds its devices free."""
     for task in api.post("/rpc_exec_list_tasks", {"limit": 100})["tasks"]:
         if task["status"] == "running":
-            api.post("/rpc_exec_stop_server_task", {"task_id": task["id"]})
+            try:
+                api.post("/rpc_exec_stop_server_task", {"task_id": task["id"]})
+            except ApiError as error:  # it ended between the list and the stop
+                if error.status != 409:
+                    raise
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
