@@ -180,9 +180,12 @@ class Stack:
         self.processes.start("event_reader", "event_reader",
                              "--output", str(self.events_path), prefix=self.cloud_command)
         self.processes.start("user_manager", "user_manager", prefix=self.cloud_command)
-        for index in range(self.replicas):
-            self.start_replica(index)
+        first = self._launch_replica(0)
+        # the gateway needs no database: it starts while the first replica prepares the schema
         self.processes.start("cloud_gateway", "cloud_gateway", prefix=self.cloud_command)
+        self._wait_serving(*first)
+        for index in range(1, self.replicas):
+            self.start_replica(index)
         self.api.wait_ready()
         return self.api
 
@@ -209,6 +212,10 @@ class Stack:
     def start_replica(self, index: int, timeout: float = 60) -> None:
         """Start cloud task manager replica ``index`` (its own data folder past the first) and
         wait until it serves (one at a time: each prepares the shared schema)."""
+        self._wait_serving(*self._launch_replica(index), timeout)
+
+    def _launch_replica(self, index: int) -> tuple[str, Path, int]:
+        """Start replica ``index``'s process; its name, log and how often it said it serves."""
         assert self.processes is not None
         name = self.replica_name(index)
         environ = {**self.cloud_env, "AGATA_STORAGE_DATA_DIR": str(self.replica_data_dir(index))}
@@ -219,6 +226,10 @@ class Stack:
             self.processes.start(name, "cloud_task_manager", prefix=self.cloud_command)
         finally:
             self.processes.environ = self.cloud_env
+        return name, log, served
+
+    @staticmethod
+    def _wait_serving(name: str, log: Path, served: int, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
         while not (log.exists() and log.read_text(errors="replace").count(SERVING) > served):
             if time.monotonic() > deadline:
