@@ -26,8 +26,8 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from agata_contracts.tasks import APP_MANIFEST
-
+APP_MANIFEST: Final = "pyproject.toml"
+"""A Flower App's manifest; a task holding it at its top is a Flower App."""
 SCRIPT_MANIFEST: Final = "agata.toml"
 """A script task's manifest: the same ``[tool.agata]`` table as a Flower App's."""
 RESULTS_DIR_ENV: Final = "AGATA_RESULTS_DIR"

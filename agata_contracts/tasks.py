@@ -22,6 +22,7 @@ from agata_contracts.common import (
     TaskPath,
 )
 from agata_contracts.criteria import CLIENT_ATTRIBUTES, CriteriaError, compile_criteria
+from agata_contracts.lifecycle import APP_MANIFEST
 from agata_contracts.rpc import Audience, RpcSpec
 
 SERVICE = "cloud_task_manager"
@@ -87,8 +88,6 @@ class TaskStatus(StrEnum):
     STOPPED = "stopped"
 
 
-APP_MANIFEST = "pyproject.toml"
-"""A Flower App's manifest; a task holding it at its top is a Flower App."""
 SERVER_SCRIPT = "server.py"
 CLIENT_SCRIPT = "client.py"
 """An AGATA script task's two entry points."""

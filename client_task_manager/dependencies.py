@@ -18,7 +18,7 @@ from pathlib import Path
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from agata_contracts.tasks import APP_MANIFEST
+from agata_contracts.lifecycle import APP_MANIFEST
 from client_task_manager.lifecycle import SetupFailed
 
 KNOWN_IMPORT_NAMES = {

@@ -18,6 +18,7 @@ from pathlib import Path
 from agata_common.run_results import gather_results
 from agata_contracts.checkpoints import STATE_DIR
 from agata_contracts.lifecycle import (
+    APP_MANIFEST,
     NO_LIFECYCLE,
     SCRIPT_MANIFEST,
     Lifecycle,
@@ -26,7 +27,7 @@ from agata_contracts.lifecycle import (
     read_lifecycle,
 )
 from agata_contracts.results import MAX_OUTPUT_LOG_BYTES, UploadResultRequest
-from agata_contracts.tasks import APP_MANIFEST, TaskOffer
+from agata_contracts.tasks import TaskOffer
 from client_task_manager.left_runs import forget, keep_offer, spool_file
 from task_daemon_lib.executors import Executor
 from task_daemon_lib.lines import OutputLog

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from agata_common.database import utcnow
 from agata_contracts.common import ArgumentValue
+from agata_contracts.lifecycle import APP_MANIFEST
 from agata_contracts.tasks import (
-    APP_MANIFEST,
     SERVER_SCRIPT,
     Task,
     TaskKind,
